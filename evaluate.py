@@ -1,0 +1,8 @@
+"""Evaluate routing policies on held-out trees (thin shim over :mod:`trim_rl.evaluate`)."""
+
+import sys
+
+from trim_rl.evaluate import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Exported checkpoints: same actions as the SB3 model, loadable without stable-baselines3."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["total_timesteps:1024", "eval_freq:1024", "n_envs:8", "n_steps:32", "batch_size:128", "n_epochs:2"]
+
+
+@pytest.fixture(scope="module")
+def trees(tmp_path_factory):
+    from trim_rl.sim.generate import generate_file
+
+    d = tmp_path_factory.mktemp("export_trees")
+    out = {}
+    for split, limit in (("train", 10), ("val", 5)):
+        out[split] = str(d / f"{split}.jsonl.gz")
+        generate_file("math500", split, 1, out[split], limit=limit, draws=2)
+    return out
+
+
+def _train(trees, tmp_path, agent_yaml, extra=()):
+    from trim_rl.train.config import AGENT_KEYS, apply_overrides, load_yaml
+    from trim_rl.train.run import train_one
+
+    agent = apply_overrides(load_yaml(ROOT / "agents" / agent_yaml, AGENT_KEYS, "agent"), [*TINY, *extra])
+    agent["name"] = Path(agent_yaml).stem
+    env = {"name": "tiny", "train": trees["train"], "val": trees["val"], "lam": 1e-3, "lam_grid": [5e-4, 2e-3]}
+    return train_one(agent, env, 1e-3, 0, tmp_path / "runs")
+
+
+def _recorded(model, obs_name, bc, trees, n=1000):
+    """n observations (with masks) visited by the SB3 policy itself, plus its actions."""
+    from trim_rl.data.flat import load_flat
+    from trim_rl.envs.vec_env import RoutingVecEnv
+
+    venv = RoutingVecEnv(load_flat(trees["train"]), 16, lam=1e-3, obs=obs_name, budget_conditioned=bc)
+    venv.seed(5)
+    o = venv.reset()
+    obs, masks, acts = [], [], []
+    while sum(len(x) for x in obs) < n:
+        m = venv.action_masks()
+        a, _ = model.predict(o, deterministic=True, action_masks=m)
+        obs.append(o.copy()), masks.append(m), acts.append(a)
+        o, *_ = venv.step(np.where(np.random.default_rng(len(obs)).random(16) < 0.3, 1 - a, a))
+    return np.concatenate(obs)[:n], np.concatenate(masks)[:n], np.concatenate(acts)[:n]
+
+
+@pytest.mark.parametrize("agent_yaml,obs_name,bc", [("trim_agg.yaml", "agg", False), ("trim_seq.yaml", "seq", False),
+                                                    ("trim_agg_budget.yaml", "agg", True)])
+def test_exported_policy_matches_sb3_on_1000_observations(trees, tmp_path, agent_yaml, obs_name, bc):
+    from sb3_contrib import MaskablePPO
+
+    from trim_rl.agents.exported import load_checkpoint
+    from trim_rl.export import export_run
+
+    run = _train(trees, tmp_path, agent_yaml)
+    ck = export_run(run, tmp_path / "ck")
+    meta = json.loads((ck / "policy.json").read_text())
+    assert meta["observation"]["name"] == obs_name and meta["observation"]["budget_conditioned"] == bc
+    assert len(meta["sha256"]) == 64 and meta["versions"]["trim_rl"]
+    model = MaskablePPO.load(run / "best_model.zip", device="cpu")
+    obs, masks, acts = _recorded(model, obs_name, bc, trees)
+    pol = load_checkpoint(ck)
+    mine, _ = pol.predict(obs, action_masks=masks)
+    assert obs.shape[0] == 1000
+    np.testing.assert_array_equal(mine, acts)
+    # the logits agree too, not only the argmax
+    import torch
+
+    with torch.no_grad():
+        t = torch.as_tensor(obs)
+        dist = model.policy.get_distribution(t, action_masks=masks)
+        ref = dist.distribution.logits.numpy()
+    lg = pol.logits(obs, masks)
+    both = masks.all(axis=1)
+    assert both.sum() > 100
+    np.testing.assert_allclose(lg[both, 1] - lg[both, 0], ref[both, 1] - ref[both, 0], atol=2e-4)
+
+
+def test_checkpoint_loads_without_stable_baselines3(trees, tmp_path):
+    from trim_rl.export import export_run
+
+    ck = export_run(_train(trees, tmp_path, "trim_agg.yaml"), tmp_path / "ck")
+    code = (
+        "import sys\n"
+        "for m in ('stable_baselines3', 'sb3_contrib'): sys.modules[m] = None\n"
+        "import numpy as np\n"
+        "from trim_rl.agents.exported import load_checkpoint\n"
+        "from trim_rl.envs.observations import StepHistory\n"
+        f"p = load_checkpoint({str(ck)!r})\n"
+        "h = StepHistory(); h.append(0.9, 40, False)\n"
+        "o = p.builder().from_history(h, 0.02, 55)\n"
+        "a, _ = p.predict(o[None], action_masks=np.array([[True, True]]))\n"
+        "print(int(a[0]))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() in ("0", "1")
+
+
+def test_tampered_weights_are_rejected(trees, tmp_path):
+    from trim_rl.agents.exported import load_checkpoint
+    from trim_rl.export import export_run
+
+    ck = export_run(_train(trees, tmp_path, "trim_agg.yaml"), tmp_path / "ck")
+    w = ck / "model.safetensors"
+    data = bytearray(w.read_bytes())
+    data[-1] ^= 0xFF
+    w.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="sha256"):
+        load_checkpoint(ck)
+
+
+def test_export_cli_and_evaluate_checkpoints(trees, tmp_path):
+    run = _train(trees, tmp_path, "trim_agg.yaml")
+    r = subprocess.run([sys.executable, "-m", "trim_rl.export", str(run), "--out", str(tmp_path / "cks" / "agg")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, "evaluate.py", "--trees", trees["val"], "--policies", "thr",
+                        "--checkpoints", str(tmp_path / "cks"), "--out", str(tmp_path / "ev"), "--bootstrap", "20",
+                        "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert "TRIM-Agg" in m["policies"]
+    assert [p["setting"] for p in m["policies"]["TRIM-Agg"]["points"]] == [1e-3]
+    assert yaml  # configs are YAML

@@ -1,0 +1,179 @@
+"""Tests for trim_rl.envs.vec_env.RoutingVecEnv: exact agreement with DummyVecEnv over RoutingEnvs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from trim_rl.data.flat import load_flat
+from trim_rl.data.schema import MAX_STEPS
+from trim_rl.envs.routing_env import RoutingEnv
+from trim_rl.envs.vec_env import RoutingVecEnv
+from trim_rl.sim.generate import generate_file
+
+LAM = 2e-3
+N_ENVS = 6
+STEPS = 2000
+
+
+@pytest.fixture(scope="module")
+def flat(tmp_path_factory):
+    p = tmp_path_factory.mktemp("vec") / "trees.jsonl.gz"
+    generate_file("math500", "test", 1, p, limit=10, draws=3)
+    return load_flat(p)
+
+
+def _pair(flat, seed, **cfg):
+    vec = RoutingVecEnv(flat, num_envs=N_ENVS, lam=LAM, **cfg)
+    dummy = DummyVecEnv([lambda: RoutingEnv(flat, lam=LAM, **cfg) for _ in range(N_ENVS)])
+    vec.seed(seed)
+    dummy.seed(seed)
+    return vec, dummy
+
+
+def _assert_info_equal(a: dict, b: dict, where: str):
+    assert set(a) == set(b), f"{where}: keys {sorted(a)} vs {sorted(b)}"
+    for k in a:
+        x, y = a[k], b[k]
+        if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
+            np.testing.assert_array_equal(x, y, err_msg=f"{where}: {k}")
+            assert np.asarray(x).dtype == np.asarray(y).dtype, f"{where}: {k} dtype"
+        else:
+            assert x == y, f"{where}: {k}: {x!r} vs {y!r}"
+            assert type(x) is type(y) or {type(x), type(y)} <= {int, np.int64}, f"{where}: {k} type"
+
+
+CONFIGS = [dict(obs="agg"), dict(obs="seq"), dict(obs="agg", budget_conditioned=True, lam_range=(1e-4, 1e-2))]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=["agg", "seq", "agg-bc"])
+def test_agrees_exactly_with_dummy_vec_env(flat, cfg):
+    vec, dummy = _pair(flat, 11, **cfg)
+    ov, od = vec.reset(), dummy.reset()
+    np.testing.assert_array_equal(ov, od)
+    assert ov.dtype == od.dtype == np.float32
+    for i in range(N_ENVS):
+        _assert_info_equal(vec.reset_infos[i], dummy.reset_infos[i], f"reset env {i}")
+    rng = np.random.default_rng(0)
+    episodes = 0
+    trees_seen = set()
+    for t in range(STEPS):
+        mv = vec.action_masks()
+        md = np.stack(dummy.env_method("action_masks"))
+        np.testing.assert_array_equal(mv, md, err_msg=f"masks at step {t}")
+        np.testing.assert_array_equal(np.stack(vec.env_method("action_masks")), md)
+        # random actions, illegal regenerates included (both must play them as keep)
+        actions = (rng.random(N_ENVS) < 0.35).astype(np.int64)
+        ov, rv, dv, iv = vec.step(actions)
+        od, rd, dd, idd = dummy.step(actions)
+        np.testing.assert_array_equal(ov, od, err_msg=f"obs at step {t}")
+        np.testing.assert_array_equal(rv, rd, err_msg=f"rewards at step {t}")
+        assert rv.dtype == rd.dtype
+        np.testing.assert_array_equal(dv, dd, err_msg=f"dones at step {t}")
+        for i in range(N_ENVS):
+            _assert_info_equal(iv[i], idd[i], f"step {t} env {i}")
+            if dv[i]:
+                trees_seen.add(iv[i]["tree"])
+        episodes += int(dv.sum())
+    assert episodes > 200  # the comparison covered many episodes and auto-resets
+    assert len(trees_seen) > flat.n_trees // 2
+
+
+def test_seeds_are_per_env_and_reproducible(flat):
+    a = RoutingVecEnv(flat, num_envs=4, lam=LAM)
+    b = RoutingVecEnv(flat, num_envs=4, lam=LAM)
+    a.seed(5), b.seed(5)
+    np.testing.assert_array_equal(a.reset(), b.reset())
+    assert [i["tree"] for i in a.reset_infos] == [i["tree"] for i in b.reset_infos]
+    # env i seeded 5 + i plays what a single RoutingEnv seeded 5 + i plays
+    for i in range(4):
+        _, info = RoutingEnv(flat, lam=LAM).reset(seed=5 + i)
+        assert a.reset_infos[i]["tree"] == info["tree"]
+    c = RoutingVecEnv(flat, num_envs=4, lam=LAM)
+    c.seed(6)
+    c.reset()
+    trees = lambda v: [v.reset_infos[i]["tree"] for i in range(4)]  # noqa: E731
+    first = trees(a)
+    # a different seed gives a different tree sequence over a few resets
+    seq_a, seq_c = [], []
+    for v, out in ((a, seq_a), (c, seq_c)):
+        for _ in range(5):
+            v.seed(None)
+            out.append(trees(v))
+            v.reset()
+    assert first == seq_a[0]
+    assert seq_a != seq_c
+
+
+def test_sequential_schedule_plays_every_tree(flat):
+    n = flat.n_trees
+    vec = RoutingVecEnv(flat, num_envs=n, lam=LAM, schedule="sequential")
+    vec.seed(0)
+    vec.reset()
+    assert [i["tree"] for i in vec.reset_infos] == list(range(n))
+    w = flat.weak_only()
+    finished = np.zeros(n, dtype=bool)
+    for _ in range(MAX_STEPS):
+        _, _, dones, infos = vec.step(np.zeros(n, dtype=np.int64))
+        for i in np.flatnonzero(dones & ~finished):
+            assert infos[i]["tree"] == i
+            assert infos[i]["correct"] == bool(w["correct"][i])
+            assert infos[i]["steps"] == w["steps"][i]
+            assert infos[i]["weak_tokens"] == w["weak_tokens"][i]
+        finished |= dones
+    assert finished.all()
+
+
+def test_bad_schedule_and_set_attr(flat):
+    with pytest.raises(ValueError):
+        RoutingVecEnv(flat, schedule="round-robin")
+    vec = RoutingVecEnv(flat, num_envs=2, lam=LAM)
+    vec.set_attr("lam", 0.5)
+    vec.seed(0)
+    vec.reset()
+    assert vec.get_attr("lam") == [0.5, 0.5]
+    with pytest.raises(AttributeError):
+        vec.set_attr("trees", None)
+
+
+def test_maskable_ppo_learns_on_it(flat):
+    import torch
+    from sb3_contrib import MaskablePPO
+    from sb3_contrib.common.maskable.utils import get_action_masks
+
+    torch.set_num_threads(1)
+    vec = RoutingVecEnv(flat, num_envs=8, lam=LAM)
+    model = MaskablePPO("MlpPolicy", vec, n_steps=32, batch_size=64, n_epochs=1, seed=0, device="cpu",
+                        policy_kwargs={"net_arch": [16]})
+    model.learn(total_timesteps=256)
+    assert model.num_timesteps >= 256
+    vec.seed(1)
+    obs = vec.reset()
+    for _ in range(200):
+        masks = get_action_masks(vec)
+        assert masks.shape == (8, 2)
+        actions, _ = model.predict(obs, action_masks=masks, deterministic=False)
+        assert actions.shape == (8,)
+        # a masked action is never chosen
+        assert not np.any((actions == 1) & ~masks[:, 1])
+        obs, _, _, _ = vec.step(actions)
+    assert np.isfinite(obs).all()
+    only_keep = np.tile([True, False], (8, 1))
+    for _ in range(5):
+        actions, _ = model.predict(obs, action_masks=only_keep, deterministic=False)
+        assert (actions == 0).all()
+
+
+def test_reset_infos_follow_auto_reset_like_dummy(flat):
+    vec, dummy = _pair(flat, 0, obs="agg")
+    vec.reset(), dummy.reset()
+    ended = 0
+    for t in range(60):
+        a = np.zeros(N_ENVS, dtype=np.int64)
+        _, _, dv, _ = vec.step(a)
+        dummy.step(a)
+        for i in range(N_ENVS):
+            _assert_info_equal(vec.reset_infos[i], dummy.reset_infos[i], f"reset_infos step {t} env {i}")
+        ended += int(dv.sum())
+    assert ended > 0

@@ -1,0 +1,8 @@
+"""Train routing policies (thin shim over :mod:`trim_rl.train`)."""
+
+import sys
+
+from trim_rl.train import main
+
+if __name__ == "__main__":
+    sys.exit(main())

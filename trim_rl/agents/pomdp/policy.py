@@ -1,0 +1,135 @@
+"""TRIM-POMDP on the SB3 ``predict`` protocol, and its artifact: ``policy.json`` + ``policy.npz``.
+
+``predict`` runs the Bayes filter on the ``agg`` observation (per-episode beliefs live in the returned
+``state``; they restart where ``episode_start`` is set) and takes the greedy action of the solved
+value table at the decision belief (exactly the action the solver's policy table holds at belief
+grid points).  One observation at a time (live decoding) works the same way.
+
+The artifact holds no pickle: arrays in ``policy.npz`` (``np.savez_compressed``; loaded with
+``allow_pickle=False``, sha256 checked) and everything else in ``policy.json``: format, kind, family,
+lambda, observation builder, the fitted model's parameters and grids, solver settings, versions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trim_rl.agents.base import apply_mask
+from trim_rl.agents.pomdp.belief import BeliefFilter, BeliefState
+from trim_rl.agents.pomdp.model import POMDPModel
+from trim_rl.agents.pomdp.solver import QFunction, Solution, SolverConfig
+
+FORMAT = "trim_rl.policy/v1"
+ARRAYS = "policy.npz"
+FAMILY = "TRIM-POMDP"
+
+
+class POMDPPolicy:
+    """A solved TRIM-POMDP policy for one lambda."""
+
+    obs = "agg"
+    budget_conditioned = False
+
+    def __init__(self, model: POMDPModel, solution: Solution, folder: str | Path | None = None,
+                 meta: dict[str, Any] | None = None, family: str = FAMILY):
+        self.model, self.solution = model, solution
+        self.lam = float(solution.lam)
+        self.family = family
+        self.folder = Path(folder) if folder is not None else Path(".")
+        self.meta: dict[str, Any] = meta or {}
+        self.filter = BeliefFilter(model)
+        self.q = QFunction(model, self.lam, solution.config.obs_bins)
+
+    def q_values(self, state: BeliefState, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(Q_keep, Q_regen) at the beliefs of ``state`` (just updated by the filter)."""
+        c = self.model.tokens.bin(tokens)
+        return self.q(self.solution.value, state.depth, state.k, c, state.states)
+
+    def predict(self, observation: np.ndarray, state: Any = None, episode_start=None, deterministic: bool = True,
+                action_masks: np.ndarray | None = None) -> tuple[np.ndarray, BeliefState]:
+        obs = np.atleast_2d(np.asarray(observation, dtype=np.float64))
+        st = state if isinstance(state, BeliefState) else None
+        st, _ = self.filter.step(st, obs, episode_start)
+        qk, qr = self.q_values(st, obs[:, 3] * 100.0)
+        return apply_mask((qr > qk).astype(np.int64), action_masks), st
+
+    # -- artifact --------------------------------------------------------------------------------
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {**self.model.arrays(), "value": self.solution.value, "action": self.solution.action}
+
+    def save(self, folder: str | Path, extra_meta: dict | None = None) -> Path:
+        """Write ``policy.npz`` then ``policy.json`` into ``folder`` (created if needed; each file
+        replaced atomically, the JSON last, so a folder with ``policy.json`` is complete)."""
+        from trim_rl import __version__
+        from trim_rl.agents.exported import sha256_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        arrays = folder / ARRAYS
+        fd, tmp = tempfile.mkstemp(prefix=".policy.", suffix=".npz", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez_compressed(fh, **self.arrays())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, arrays)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        sol = self.solution
+        meta = {
+            "format": FORMAT, "kind": "pomdp", "family": self.family, "name": folder.name,
+            "observation": {"name": "agg", "budget_conditioned": False},
+            "lam": self.lam, "lam_range": None,
+            "arrays": ARRAYS, "sha256": sha256_file(arrays),
+            "states": ["S0 all steps correct", "S1 an earlier step wrong", "S2 only the newest step wrong"],
+            "objective": "P(correct) - lam * strong tokens",
+            "model": self.model.meta(),
+            "solver": {**sol.config.as_dict(), "seconds": round(sol.seconds, 3),
+                       "value_axes": ["step", "regenerations_used", "p_prefix_correct"],
+                       "action_axes": ["step", "regenerations_used", "token_bin", "b0_index", "b2_index"]},
+            "versions": {"trim_rl": __version__, "numpy": np.__version__},
+            **(extra_meta or {}),
+        }
+        _write_text(folder / "policy.json", json.dumps(meta, indent=1) + "\n")
+        self.folder, self.meta = folder, meta
+        return folder
+
+
+def _write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_pomdp(folder: str | Path) -> POMDPPolicy:
+    """Load a TRIM-POMDP artifact (checks format, kind and the sha256 of ``policy.npz``)."""
+    from trim_rl.agents.exported import sha256_file
+
+    folder = Path(folder)
+    meta = json.loads((folder / "policy.json").read_text(encoding="utf-8"))
+    if meta.get("format") != FORMAT or meta.get("kind") != "pomdp":
+        raise ValueError(f"{folder / 'policy.json'}: not a TRIM-POMDP policy (format {meta.get('format')!r}, "
+                         f"kind {meta.get('kind')!r})")
+    path = folder / meta.get("arrays", ARRAYS)
+    digest = sha256_file(path)
+    if digest != meta["sha256"]:
+        raise ValueError(f"{path}: sha256 {digest} does not match policy.json ({meta['sha256']})")
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    model = POMDPModel.from_arrays(arrays, meta["model"])
+    s = meta["solver"]
+    cfg = SolverConfig(**{k: int(s[k]) for k in SolverConfig().as_dict()})
+    sol = Solution(float(meta["lam"]), arrays["value"], arrays["action"], float(s.get("seconds", 0.0)), cfg)
+    return POMDPPolicy(model, sol, folder=folder, meta=meta, family=meta.get("family", FAMILY))

@@ -1,0 +1,156 @@
+"""Speed benchmarks, measured side by side in one run (``python -m trim_rl.bench env``).
+
+Timings on shared machines are noisy: every figure is the median of ``--repeats`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import numpy as np
+
+
+def _steps_per_second(venv, actions: np.ndarray) -> float:
+    venv.seed(0)
+    venv.reset()
+    t0 = time.perf_counter()
+    for a in actions:
+        venv.step(a)
+    return actions.size / (time.perf_counter() - t0)  # actions has shape (steps, envs)
+
+
+def bench_env(trees: str, n_envs: int, steps: int, repeats: int, obs: str) -> dict:
+    """Env steps per second of RoutingVecEnv and of DummyVecEnv over the same RoutingEnvs."""
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from trim_rl.data.flat import load_flat
+    from trim_rl.envs.routing_env import RoutingEnv
+    from trim_rl.envs.vec_env import RoutingVecEnv
+    from trim_rl.sim.bundled import resolve_tree_spec
+
+    f = load_flat(*resolve_tree_spec(trees))
+    rng = np.random.default_rng(0)
+    actions = (rng.random((steps, n_envs)) < 0.2).astype(np.int64)
+    batched = RoutingVecEnv(f, n_envs, obs=obs)
+    dummy = DummyVecEnv([lambda: RoutingEnv(f, obs=obs) for _ in range(n_envs)])
+    dummy_steps = max(20, steps // 20)
+    fast, slow = [], []
+    for _ in range(repeats):  # interleaved so that machine noise hits both alike
+        fast.append(_steps_per_second(batched, actions))
+        slow.append(_steps_per_second(dummy, actions[:dummy_steps]))
+    return {"batched": statistics.median(fast), "dummy": statistics.median(slow),
+            "ratio": statistics.median(fast) / statistics.median(slow)}
+
+
+def bench_train(agent_yaml: str, env_yaml: str, lam: float | None, timesteps: int | None, out: str) -> dict:
+    """Wall time and PPO env steps/s of training one budget (train + validation included)."""
+    import json
+    from pathlib import Path
+
+    from trim_rl.train.config import AGENT_KEYS, ENV_KEYS, apply_overrides, load_yaml
+    from trim_rl.train.run import train_one
+
+    agent = load_yaml(agent_yaml, AGENT_KEYS, "agent")
+    if timesteps:
+        agent = apply_overrides(agent, [f"total_timesteps:{timesteps}"])
+    agent.setdefault("name", Path(agent_yaml).stem)
+    env = load_yaml(env_yaml, ENV_KEYS, "env")
+    env.setdefault("name", Path(env_yaml).stem)
+    t0 = time.perf_counter()
+    run = train_one(agent, env, float(lam if lam is not None else env["lam"]), 0, out)
+    wall = time.perf_counter() - t0
+    stats = json.loads((run / "train_stats.json").read_text())
+    return {"run": str(run), "wall_s": wall, "timesteps": stats["timesteps"], "steps_per_s": stats["env_steps_per_s"]}
+
+
+def bench_pomdp(trees: str, lams: list[float], repeats: int) -> dict:
+    """Seconds to solve TRIM-POMDP for one budget and for the whole grid (fitting excluded, timed
+    once), medians of ``repeats`` runs; numpy's thread pools are limited to one thread."""
+    from threadpoolctl import threadpool_limits
+
+    from trim_rl.agents.pomdp.fit import fit_model
+    from trim_rl.agents.pomdp.solver import solve
+    from trim_rl.data.flat import load_flat
+    from trim_rl.sim.bundled import resolve_tree_spec
+
+    f = load_flat(*resolve_tree_spec(trees))
+    with threadpool_limits(1):
+        t0 = time.perf_counter()
+        model = fit_model(f, source=trees)
+        fit_s = time.perf_counter() - t0
+        one, grid = [], []
+        mid = lams[len(lams) // 2]
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            solve(model, mid)
+            one.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            for lam in lams:
+                solve(model, lam)
+            grid.append(time.perf_counter() - t0)
+    return {"fit_s": fit_s, "one_s": statistics.median(one), "grid_s": statistics.median(grid), "lam": mid}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m trim_rl.bench", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("env", help="batched VecEnv vs DummyVecEnv steps per second",
+                       description="Env steps per second (one env step = one decision in one episode) of the "
+                                   "numpy-batched RoutingVecEnv and of SB3's DummyVecEnv over the same number of "
+                                   "RoutingEnvs, on the same trees and actions; prints the median ratio last.")
+    e.add_argument("--trees", default="sim:math500:test", help="tree file or sim:PROFILE:SPLIT (default the bundled test trees)")
+    e.add_argument("--envs", type=int, default=256, help="number of parallel episodes (default 256)")
+    e.add_argument("--steps", type=int, default=2000, help="vector steps per timing run of the batched env (default 2000; "
+                                                            "the DummyVecEnv runs 1/20 of them)")
+    e.add_argument("--repeats", type=int, default=5, help="timing runs; the median is reported (default 5)")
+    e.add_argument("--obs", default="agg", choices=["agg", "seq"], help="observation builder (default agg)")
+    t = sub.add_parser("train", help="wall time of training one budget",
+                       description="Train one budget with the given agent YAML (default TRIM-Agg) and print the "
+                                   "env steps per second inside PPO and the wall time (tree loading, training and "
+                                   "validation passes included).")
+    t.add_argument("--agent", default="agents/trim_agg.yaml", help="agent YAML (default agents/trim_agg.yaml)")
+    t.add_argument("--env", default="envs/math500.yaml", help="env YAML (default envs/math500.yaml)")
+    t.add_argument("--lam", type=float, default=None, help="lambda (default: the env YAML's lam)")
+    t.add_argument("--timesteps", type=int, default=None, help="override total_timesteps")
+    t.add_argument("--runs", default="runs/bench", help="run folder root (default runs/bench)")
+    from trim_rl.eval.robustness import DEFAULT_LAMS
+
+    p = sub.add_parser("pomdp", help="seconds to solve TRIM-POMDP for one budget and for the lambda grid",
+                       description="Fit TRIM-POMDP on the training trees once, then time value iteration (and the "
+                                   "policy table) for one budget and for every lambda of the grid on one core; "
+                                   "prints the medians of --repeats runs.")
+    p.add_argument("--trees", default="sim:math500:train", help="training trees (default sim:math500:train)")
+    p.add_argument("--lams", nargs="*", type=float, default=list(DEFAULT_LAMS),
+                   help="lambda grid (default: the 14 budgets of agents/trim_pomdp.yaml)")
+    p.add_argument("--repeats", type=int, default=3, help="timing runs; the median is reported (default 3)")
+    args = ap.parse_args(argv)
+    if args.cmd == "pomdp":
+        r = bench_pomdp(args.trees, args.lams, args.repeats)
+        print(f"fit on {args.trees}: {r['fit_s']:.1f} s (once)")
+        print(f"solve one budget (lambda {r['lam']:g}): {r['one_s']:.2f} s, median of {args.repeats} runs, one core")
+        print(f"solve the grid ({len(args.lams)} budgets): {r['grid_s']:.1f} s, median of {args.repeats} runs, one core")
+        return 0
+    if args.cmd == "train":
+        r = bench_train(args.agent, args.env, args.lam, args.timesteps, args.runs)
+        print(f"run: {r['run']}")
+        print(f"timesteps: {r['timesteps']}, env steps/s inside PPO: {r['steps_per_s']:,.0f}")
+        print(f"wall time: {r['wall_s']:.1f} s")
+        return 0
+    if args.cmd == "env":
+        import torch
+
+        torch.set_num_threads(1)
+        r = bench_env(args.trees, args.envs, args.steps, args.repeats, args.obs)
+        print(f"envs: {args.envs}, obs: {args.obs}, median of {args.repeats} runs")
+        print(f"RoutingVecEnv (batched numpy): {r['batched']:,.0f} env steps/s")
+        print(f"DummyVecEnv over RoutingEnv:   {r['dummy']:,.0f} env steps/s")
+        print(f"ratio: {r['ratio']:.1f}")
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

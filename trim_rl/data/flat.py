@@ -1,0 +1,245 @@
+"""Flatten a tree file into numpy arrays so that stepping an episode is index arithmetic.
+
+Nodes of all trees are concatenated; ``tree_root[t]`` is the global index of tree ``t``'s node 0 and
+child pointers are global indices (``-1`` for a final step or the depth limit, ``-2`` for a
+regeneration that is masked because the path used ``max_interventions``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from trim_rl.data.schema import CheckedTree
+from trim_rl.data.trees import iter_trees
+
+ABSENT = -2
+
+
+@dataclass
+class FlatTrees:
+    """All trees of one or more files as flat arrays (see module docstring)."""
+
+    # per tree
+    tree_root: np.ndarray
+    n_nodes_per_tree: np.ndarray
+    max_interventions: np.ndarray
+    strong_only_tokens: np.ndarray
+    strong_only_steps: np.ndarray
+    strong_only_correct: np.ndarray
+    level: np.ndarray  # float, nan where the tree has no level
+    problem_id: list[str]
+    dataset: list[str]
+    split: list[str]
+    problem: list[str]
+    answer: list[str]
+    # per node
+    tree_index: np.ndarray
+    depth: np.ndarray
+    interventions: np.ndarray
+    parent: np.ndarray
+    parent_action: np.ndarray
+    weak_tokens: np.ndarray
+    weak_prm: np.ndarray
+    weak_final: np.ndarray
+    weak_correct: np.ndarray
+    weak_step_correct: np.ndarray
+    strong_present: np.ndarray
+    strong_tokens: np.ndarray
+    strong_prm: np.ndarray
+    strong_final: np.ndarray
+    strong_correct: np.ndarray
+    strong_step_correct: np.ndarray
+    keep_child: np.ndarray
+    regen_child: np.ndarray
+    # derived per node: the accepted history on the path from the root
+    prev_min: np.ndarray  # min PRM score of accepted steps before this node (1.0 at the root)
+    prev_prod: np.ndarray  # product of those scores (1.0 at the root)
+    in_prm: np.ndarray  # PRM score of the step that led into this node (nan at the root)
+    in_tokens: np.ndarray
+    sources: list[str] = field(default_factory=list)
+    headers: list[dict] = field(default_factory=list)
+
+    @property
+    def n_trees(self) -> int:
+        return int(self.tree_root.shape[0])
+
+    @property
+    def n_nodes(self) -> int:
+        return int(self.depth.shape[0])
+
+    @property
+    def regen_allowed(self) -> np.ndarray:
+        return self.regen_child != ABSENT
+
+    # --- reference solutions -------------------------------------------------------------------
+    def weak_only(self) -> dict[str, np.ndarray]:
+        """The all-keep path of every tree: correct, weak tokens, steps."""
+        node = self.tree_root.copy()
+        correct = np.zeros(self.n_trees, dtype=bool)
+        tokens = np.zeros(self.n_trees, dtype=np.int64)
+        steps = np.zeros(self.n_trees, dtype=np.int64)
+        alive = np.ones(self.n_trees, dtype=bool)
+        while alive.any():
+            idx = node[alive]
+            tokens[alive] += self.weak_tokens[idx]
+            steps[alive] += 1
+            fin = self.weak_final[idx]
+            sub = np.flatnonzero(alive)
+            correct[sub[fin]] = self.weak_correct[idx[fin]] == 1
+            nxt = self.keep_child[idx]
+            node[sub] = nxt
+            alive[sub] = nxt >= 0
+        return {"correct": correct, "weak_tokens": tokens, "steps": steps}
+
+    def subset(self, trees: np.ndarray) -> "FlatTrees":
+        """A new FlatTrees holding only the given tree indices (in that order)."""
+        trees = np.asarray(trees, dtype=np.int64)
+        parts = [np.arange(self.tree_root[t], self.tree_root[t] + self.n_nodes_per_tree[t]) for t in trees]
+        nodes = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        remap = np.full(self.n_nodes, -1, dtype=np.int64)
+        remap[nodes] = np.arange(nodes.size)
+
+        def child(a):
+            out = a[nodes].copy()
+            ok = out >= 0
+            out[ok] = remap[out[ok]]
+            return out
+
+        counts = self.n_nodes_per_tree[trees]
+        roots = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if len(trees) else np.zeros(0, np.int64)
+        tree_of = np.full(self.n_trees, -1, dtype=np.int64)
+        tree_of[trees] = np.arange(len(trees))
+        parent = self.parent[nodes].copy()
+        parent[parent >= 0] = remap[parent[parent >= 0]]
+        pick = lambda lst: [lst[t] for t in trees]  # noqa: E731
+        return FlatTrees(
+            tree_root=roots,
+            n_nodes_per_tree=counts.copy(),
+            max_interventions=self.max_interventions[trees],
+            strong_only_tokens=self.strong_only_tokens[trees],
+            strong_only_steps=self.strong_only_steps[trees],
+            strong_only_correct=self.strong_only_correct[trees],
+            level=self.level[trees],
+            problem_id=pick(self.problem_id),
+            dataset=pick(self.dataset),
+            split=pick(self.split),
+            problem=pick(self.problem),
+            answer=pick(self.answer),
+            tree_index=tree_of[self.tree_index[nodes]],
+            depth=self.depth[nodes],
+            interventions=self.interventions[nodes],
+            parent=parent,
+            parent_action=self.parent_action[nodes],
+            weak_tokens=self.weak_tokens[nodes],
+            weak_prm=self.weak_prm[nodes],
+            weak_final=self.weak_final[nodes],
+            weak_correct=self.weak_correct[nodes],
+            weak_step_correct=self.weak_step_correct[nodes],
+            strong_present=self.strong_present[nodes],
+            strong_tokens=self.strong_tokens[nodes],
+            strong_prm=self.strong_prm[nodes],
+            strong_final=self.strong_final[nodes],
+            strong_correct=self.strong_correct[nodes],
+            strong_step_correct=self.strong_step_correct[nodes],
+            keep_child=child(self.keep_child),
+            regen_child=child(self.regen_child),
+            prev_min=self.prev_min[nodes],
+            prev_prod=self.prev_prod[nodes],
+            in_prm=self.in_prm[nodes],
+            in_tokens=self.in_tokens[nodes],
+            sources=list(self.sources),
+            headers=pick(self.headers) if self.headers else [],
+        )
+
+
+def flatten(checked: list[CheckedTree], sources: list[str] | None = None) -> FlatTrees:
+    """Concatenate checked trees into a :class:`FlatTrees`."""
+    counts = np.array([t.n_nodes for t in checked], dtype=np.int64)
+    roots = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if len(checked) else np.zeros(0, np.int64)
+
+    def cat(name, dtype):
+        if not checked:
+            return np.zeros(0, dtype=dtype)
+        return np.concatenate([np.asarray(getattr(t, name), dtype=dtype) for t in checked])
+
+    tree_index = np.repeat(np.arange(len(checked), dtype=np.int64), counts)
+    offset = roots[tree_index] if len(checked) else np.zeros(0, np.int64)
+
+    def child(name):
+        a = cat(name, np.int64)
+        return np.where(a >= 0, a + offset, a)
+
+    parent = cat("parent", np.int64)
+    parent = np.where(parent >= 0, parent + offset, parent)
+    f = FlatTrees(
+        tree_root=roots,
+        n_nodes_per_tree=counts,
+        max_interventions=np.array([t.header["max_interventions"] for t in checked], dtype=np.int64),
+        strong_only_tokens=np.array([t.header["strong_only"]["tokens"] for t in checked], dtype=np.int64),
+        strong_only_steps=np.array([t.header["strong_only"]["steps"] for t in checked], dtype=np.int64),
+        strong_only_correct=np.array([t.header["strong_only"]["correct"] for t in checked], dtype=bool),
+        level=np.array([np.nan if t.header["level"] is None else t.header["level"] for t in checked], dtype=np.float64),
+        problem_id=[t.header["problem_id"] for t in checked],
+        dataset=[t.header["dataset"] for t in checked],
+        split=[t.header["split"] for t in checked],
+        problem=[t.header["problem"] for t in checked],
+        answer=[t.header["answer"] for t in checked],
+        tree_index=tree_index,
+        depth=cat("depth", np.int64),
+        interventions=cat("interventions", np.int64),
+        parent=parent,
+        parent_action=cat("parent_action", np.int8),
+        weak_tokens=cat("weak_tokens", np.int64),
+        weak_prm=cat("weak_prm", np.float64),
+        weak_final=cat("weak_final", bool),
+        weak_correct=cat("weak_correct", np.int8),
+        weak_step_correct=cat("weak_step_correct", np.int8),
+        strong_present=cat("strong_present", bool),
+        strong_tokens=cat("strong_tokens", np.int64),
+        strong_prm=cat("strong_prm", np.float64),
+        strong_final=cat("strong_final", bool),
+        strong_correct=cat("strong_correct", np.int8),
+        strong_step_correct=cat("strong_step_correct", np.int8),
+        keep_child=child("keep"),
+        regen_child=child("regenerate"),
+        prev_min=np.ones(int(counts.sum())),
+        prev_prod=np.ones(int(counts.sum())),
+        in_prm=np.full(int(counts.sum()), np.nan),
+        in_tokens=np.zeros(int(counts.sum()), dtype=np.int64),
+        sources=list(sources or []),
+        headers=[{k: v for k, v in t.header.items() if k not in ("problem",)} for t in checked],
+    )
+    _fill_history(f)
+    return f
+
+
+def _fill_history(f: FlatTrees) -> None:
+    """Propagate accepted-step features from parents to children, level by level."""
+    if f.n_nodes == 0:
+        return
+    order = np.argsort(f.depth, kind="stable")
+    depth_sorted = f.depth[order]
+    bounds = np.searchsorted(depth_sorted, np.arange(depth_sorted[-1] + 2))
+    for d in range(1, int(depth_sorted[-1]) + 1):
+        nodes = order[bounds[d] : bounds[d + 1]]
+        par = f.parent[nodes]
+        regen = f.parent_action[nodes] == 1
+        score = np.where(regen, f.strong_prm[par], f.weak_prm[par])
+        tokens = np.where(regen, f.strong_tokens[par], f.weak_tokens[par])
+        f.in_prm[nodes] = score
+        f.in_tokens[nodes] = tokens
+        f.prev_min[nodes] = np.minimum(f.prev_min[par], score)
+        f.prev_prod[nodes] = f.prev_prod[par] * score
+
+
+def load_flat(*paths: str | os.PathLike) -> FlatTrees:
+    """Read, validate and flatten one or more tree files into a single :class:`FlatTrees`."""
+    checked: list[CheckedTree] = []
+    for p in paths:
+        for _, t in iter_trees(p):
+            checked.append(t)
+    return flatten(checked, sources=[str(Path(p)) for p in paths])

@@ -1,0 +1,131 @@
+"""Reading and writing trajectory-tree files (``.jsonl`` or ``.jsonl.gz``).
+
+Reading validates every tree (:func:`trim_rl.data.schema.validate_tree`) and reports the file, line
+and field of the first violation.  Writing goes to a temporary file beside the target and is renamed
+at the end, so a failed write never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import json
+import os
+import tempfile
+import zlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from trim_rl.data.errors import TreeFormatError
+from trim_rl.data.schema import CheckedTree, validate_tree
+
+
+def _is_gz(path: str | os.PathLike) -> bool:
+    return str(path).endswith(".gz")
+
+
+def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line_number, decoded_object)`` for each non-blank line of a JSON Lines file.
+
+    Raises :class:`TreeFormatError` naming the line for invalid JSON, a truncated or corrupt gzip
+    stream, or bytes that are not UTF-8.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a directory, not a JSON Lines file")
+    opener = gzip.open if _is_gz(path) else open
+    line_no = 0
+    try:
+        with opener(path, "rb") as fh:
+            for raw in fh:
+                line_no += 1
+                if not raw.strip():
+                    continue
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise TreeFormatError(path, line_no, "<line>", f"not valid UTF-8 ({exc.reason})") from None
+                try:
+                    obj = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise TreeFormatError(path, line_no, "<line>", f"invalid JSON: {exc.msg} at column {exc.colno}") from None
+                yield line_no, obj
+    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
+        if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)) or not _is_gz(path):
+            raise
+        raise TreeFormatError(
+            path, line_no + 1, "<gzip stream>", f"truncated or corrupt gzip data after line {line_no} ({exc})"
+        ) from None
+
+
+def iter_trees(path: str | os.PathLike) -> Iterator[tuple[dict, CheckedTree]]:
+    """Yield ``(raw_tree, checked_tree)`` for every line of a tree file, validating each."""
+    for line_no, obj in iter_json_lines(path):
+        yield obj, validate_tree(obj, path, line_no)
+
+
+def read_trees(path: str | os.PathLike) -> list[dict]:
+    """Read and validate a tree file; return the decoded trees."""
+    return [raw for raw, _ in iter_trees(path)]
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file beside ``path``; rename it onto ``path`` only when the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def dumps_line(obj: Any) -> str:
+    """Compact, key-order-preserving JSON for one line."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def write_json_lines(path: str | os.PathLike, rows: Iterable[Any]) -> int:
+    """Atomically write JSON Lines (gzip when the name ends in ``.gz``, with a fixed header so the
+    same rows give the same bytes).  Returns the number of rows written."""
+    count = 0
+    with atomic_output(path) as raw:
+        if _is_gz(path):
+            stream: IO[bytes] = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6)
+        else:
+            stream = raw
+        with io.TextIOWrapper(stream, encoding="utf-8", newline="\n") as fh:
+            for row in rows:
+                fh.write(dumps_line(row))
+                fh.write("\n")
+                count += 1
+    return count
+
+
+def write_trees(path: str | os.PathLike, trees: Iterable[dict], validate: bool = True) -> int:
+    """Atomically write trees to ``path``, validating each first (a bad tree raises and nothing is
+    written).  Returns the number of trees written."""
+
+    def checked():
+        for i, tree in enumerate(trees):
+            if validate:
+                validate_tree(tree, f"{path} (tree to write)", i + 1)
+            yield tree
+
+    return write_json_lines(path, checked())

@@ -1,0 +1,159 @@
+"""``RoutingEnv``: step-level routing on precomputed trajectory trees (``trim_rl/Routing-v0``)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from trim_rl.data.flat import FlatTrees, load_flat
+from trim_rl.envs.observations import AggObservation, SeqObservation, StepHistory, make_builder
+
+KEEP, REGENERATE = 0, 1
+
+
+def resolve_trees(trees: FlatTrees | str | os.PathLike | list) -> FlatTrees:
+    """Accept loaded trees, a tree file, or a list of tree files."""
+    if isinstance(trees, FlatTrees):
+        return trees
+    if isinstance(trees, (list, tuple)):
+        return load_flat(*trees)
+    return load_flat(trees)
+
+
+def draw_lambda(u: float | np.ndarray, lam_range: tuple[float, float]):
+    """Log-uniform lambda from a uniform number (budget-conditioned training)."""
+    lo, hi = np.log(lam_range[0]), np.log(lam_range[1])
+    return np.exp(lo + (hi - lo) * np.asarray(u))
+
+
+class RoutingEnv(gym.Env):
+    """Route each reasoning step of a solution to the weak or the strong model.
+
+    ## Description
+    One episode plays one trajectory tree.  At each step the weak model's candidate step and its
+    PRM score are shown; the router keeps it or regenerates that step with the strong model, and the
+    weak model continues from the accepted prefix.  Trees are precomputed (real collections or the
+    simulator), so stepping is index arithmetic.
+
+    ## Action Space
+    ``Discrete(2)``: ``0`` keep the weak step, ``1`` regenerate it with the strong model.
+    :meth:`action_masks` reports which actions are legal; regenerating is illegal once the path used
+    the tree's ``max_interventions`` (an illegal regenerate is played as keep).
+
+    ## Observation Space
+    From the observation builder (:mod:`trim_rl.envs.observations`): ``agg`` a 6-vector (7 with
+    lambda when budget-conditioned), ``seq`` a (30, 5) padded step matrix.  The observation
+    returned at episode end is all zeros.
+
+    ## Rewards
+    ``-lambda * strong_tokens`` on every regenerate; ``+1`` at the end when the solution is correct.
+
+    ## Episode End
+    Terminated when the accepted step is final (it holds the answer) or when the solution reaches
+    30 steps without an answer (counted as incorrect).  Never truncated.
+
+    ## Information
+    At episode end ``info`` holds ``correct``, ``strong_tokens``, ``weak_tokens`` (all weak drafts,
+    discarded ones included), ``kept_weak_tokens``, ``discarded_weak_tokens``, ``interventions``,
+    ``steps``, ``tree`` and ``lam``; ``reset`` returns ``action_mask`` and ``tree``.
+
+    ## Arguments
+    - ``trees``: a :class:`~trim_rl.data.flat.FlatTrees`, a tree file, or a list of files.
+    - ``lam``: price of one strong token (in units of one correct answer).
+    - ``obs``: ``"agg"`` or ``"seq"``.
+    - ``budget_conditioned``: draw lambda per episode log-uniformly from ``lam_range`` and show it.
+    - ``lam_range``: (low, high) for budget-conditioned episodes.
+
+    Each ``reset`` draws a tree uniformly (from ``np_random``); ``reset(options={"tree": i})``
+    plays tree ``i``.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, trees: FlatTrees | str | os.PathLike | list, lam: float = 1e-3, obs: str = "agg",
+                 budget_conditioned: bool = False, lam_range: tuple[float, float] = (1e-4, 1e-2)):
+        super().__init__()
+        self.trees = resolve_trees(trees)
+        if self.trees.n_trees == 0:
+            raise ValueError("RoutingEnv needs at least one tree")
+        if lam < 0:
+            raise ValueError(f"lam must be >= 0, got {lam}")
+        self.lam = float(lam)
+        self.lam_range = (float(lam_range[0]), float(lam_range[1]))
+        self.budget_conditioned = bool(budget_conditioned)
+        self.builder = make_builder(obs, budget_conditioned)
+        self.observation_space = self.builder.space
+        self.action_space = spaces.Discrete(2)
+        self._node = -1
+        self._hist = StepHistory()
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _obs(self) -> np.ndarray:
+        f, n = self.trees, self._node
+        if isinstance(self.builder, AggObservation):
+            lam = self._lam if self.budget_conditioned else None
+            return self.builder.batch(f.weak_prm[n : n + 1], f.weak_tokens[n : n + 1], f.prev_min[n : n + 1],
+                                      f.prev_prod[n : n + 1], f.depth[n : n + 1], f.interventions[n : n + 1],
+                                      None if lam is None else np.array([lam]))[0]
+        assert isinstance(self.builder, SeqObservation)
+        return self.builder.from_history(self._hist, f.weak_prm[n], f.weak_tokens[n])
+
+    def action_masks(self) -> np.ndarray:
+        if self._node < 0:
+            return np.array([True, False])
+        return np.array([True, bool(self.trees.regen_child[self._node] != -2)])
+
+    # -- gymnasium API ---------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        u = self.np_random.random()
+        if options and "tree" in options:
+            tree = int(options["tree"])
+            if not 0 <= tree < self.trees.n_trees:
+                raise ValueError(f"tree {tree} out of range [0, {self.trees.n_trees})")
+        else:
+            tree = min(int(u * self.trees.n_trees), self.trees.n_trees - 1)
+        self._lam = float(draw_lambda(self.np_random.random(), self.lam_range)) if self.budget_conditioned else self.lam
+        if options and "lam" in options:
+            self._lam = float(options["lam"])
+        self._tree = tree
+        self._node = int(self.trees.tree_root[tree])
+        self._hist = StepHistory()
+        self._strong = self._kept = self._discarded = self._calls = self._steps = 0
+        return self._obs(), {"action_mask": self.action_masks(), "tree": tree}
+
+    def step(self, action):
+        if self._node < 0:
+            raise RuntimeError("step() called after the episode ended; call reset()")
+        f, n = self.trees, self._node
+        regen = int(action) == REGENERATE and f.regen_child[n] != -2
+        reward = 0.0
+        self._steps += 1
+        if regen:
+            tok = int(f.strong_tokens[n])
+            reward -= self._lam * tok
+            self._strong += tok
+            self._discarded += int(f.weak_tokens[n])
+            self._calls += 1
+            child, final, correct = int(f.regen_child[n]), bool(f.strong_final[n]), f.strong_correct[n] == 1
+            self._hist.append(f.strong_prm[n], tok, True)
+        else:
+            self._kept += int(f.weak_tokens[n])
+            child, final, correct = int(f.keep_child[n]), bool(f.weak_final[n]), f.weak_correct[n] == 1
+            self._hist.append(f.weak_prm[n], f.weak_tokens[n], False)
+        if child >= 0:
+            self._node = child
+            return self._obs(), reward, False, False, {}
+        ok = bool(final and correct)
+        reward += 1.0 if ok else 0.0
+        self._node = -1
+        info = {
+            "correct": ok, "strong_tokens": self._strong, "weak_tokens": self._kept + self._discarded,
+            "kept_weak_tokens": self._kept, "discarded_weak_tokens": self._discarded,
+            "interventions": self._calls, "steps": self._steps, "tree": self._tree, "lam": self._lam,
+        }
+        return np.zeros(self.observation_space.shape, dtype=np.float32), reward, True, False, info

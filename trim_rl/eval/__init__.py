@@ -1,0 +1,1 @@
+"""Evaluation: rollouts, sweeps and routing metrics."""

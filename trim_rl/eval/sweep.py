@@ -1,0 +1,123 @@
+"""Sweep each policy family's setting over a tree file into operating points."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from trim_rl.agents.baselines import ConstantPolicy, RandomStepPolicy, ThresholdPolicy
+from trim_rl.agents.oracle import greedy_points, min_cost_to_correct, query_oracle_cost
+from trim_rl.data.flat import FlatTrees
+from trim_rl.eval.rollout import Records, query_records, rollout, weak_only_records
+
+THRESHOLDS = [round(0.05 * i, 2) for i in range(21)]
+RANDOM_P = [round(0.1 * i, 1) for i in range(11)]
+ORACLE_POINTS = 80
+
+LABELS = {
+    "thr": "TRIM-Thr", "always-weak": "always-weak", "always-strong": "always-strong",
+    "random": "random step router", "oracle-step": "step-level oracle", "oracle-query": "query-level oracle",
+}
+
+
+@dataclass
+class Point:
+    setting: object
+    records: Records
+
+
+def _oracle_curve(trees: FlatTrees, cost: np.ndarray, base: np.ndarray, to_strong_tokens: Callable) -> list[Point]:
+    """Points of a 0/1 oracle at ~ORACLE_POINTS budgets (setting = lambda just above 1/cost)."""
+    n = trees.n_trees
+    need = np.flatnonzero(~base & np.isfinite(cost) & (cost > 0))
+    order = need[np.argsort(cost[need], kind="stable")]
+    ks = np.unique(np.linspace(0, order.size, min(ORACLE_POINTS, order.size + 1)).round().astype(int))
+    pts = []
+    for k in ks:
+        bought = np.zeros(n, dtype=bool)
+        bought[order[:k]] = True
+        lam = 1.0 / (float(cost[order[k - 1]]) + 0.5) if k > 0 else float("inf")
+        pts.append(Point(round(lam, 8) if k > 0 else "free", to_strong_tokens(bought)))
+    return pts
+
+
+def sweep(name: str, trees: FlatTrees, seed: int = 0, routing_errors: float = 0.0) -> list[Point]:
+    """Operating points of a built-in policy family on ``trees``."""
+    if name == "thr":
+        return [Point(k, rollout(ThresholdPolicy(k), trees, routing_errors=routing_errors, seed=seed)) for k in THRESHOLDS]
+    if name == "always-weak":
+        return [Point("weak", weak_only_records(trees) if routing_errors == 0 else
+                      rollout(ConstantPolicy(0), trees, routing_errors=routing_errors, seed=seed))]
+    if name == "always-strong":
+        return [Point("strong", query_records(trees, np.ones(trees.n_trees, dtype=bool)))]
+    if name == "random":
+        return [Point(p, rollout(RandomStepPolicy(p, seed), trees, routing_errors=routing_errors, seed=seed))
+                for p in RANDOM_P]
+    if name == "oracle-step":
+        c, _ = min_cost_to_correct(trees)
+        w = weak_only_records(trees)
+        base = c == 0
+
+        def records(bought):
+            ok = base | bought
+            # where the weak path is already correct the oracle pays nothing; elsewhere its DP path
+            return Records(ok, np.where(bought, c, 0).astype(np.int64), w.weak_tokens, np.zeros_like(w.steps),
+                           np.zeros_like(w.steps), w.steps)
+
+        return _oracle_curve(trees, c, base, records)
+    if name == "oracle-query":
+        w = weak_only_records(trees)
+        c = query_oracle_cost(w.correct, trees.strong_only_correct, trees.strong_only_tokens)
+        return _oracle_curve(trees, c, w.correct, lambda bought: query_records(trees, bought))
+    raise ValueError(f"unknown policy {name!r}; built-in: {', '.join(LABELS)}")
+
+
+def find_checkpoints(paths: list[str]) -> list:
+    """Checkpoint folders named directly or found one level below the given folders."""
+    from pathlib import Path
+
+    from trim_rl.agents.exported import load_checkpoint
+
+    out = []
+    for p in paths:
+        p = Path(p)
+        if (p / "policy.json").exists():
+            out.append(load_checkpoint(p))
+        elif p.is_dir():
+            subs = sorted(d for d in p.iterdir() if (d / "policy.json").exists())
+            if not subs:
+                raise FileNotFoundError(f"{p}: no checkpoint (policy.json) here or one level below")
+            out.extend(load_checkpoint(d) for d in subs)
+        else:
+            raise FileNotFoundError(f"checkpoint folder {p} does not exist")
+    return out
+
+
+def checkpoint_families(policies: list) -> dict[str, list]:
+    """Group checkpoints by family label (one frontier per family); a family found in several
+    folders is split by folder (e.g. shipped vs freshly trained)."""
+    parents: dict[str, set] = {}
+    for pol in policies:
+        parents.setdefault(pol.family, set()).add(str(pol.folder.parent))
+    fam: dict[str, list] = {}
+    for pol in policies:
+        key = pol.family if len(parents[pol.family]) == 1 else f"{pol.family} [{pol.folder.parent}]"
+        fam.setdefault(key, []).append(pol)
+    return fam
+
+
+def sweep_checkpoints(policies: list, trees: FlatTrees, seed: int = 0, routing_errors: float = 0.0) -> list[Point]:
+    """A family's operating points: one per checkpoint lambda; a budget-conditioned checkpoint gives one
+    point per lambda of its ``eval_lams`` (default: 9 log-spaced values of its training range)."""
+    pts = []
+    for pol in policies:
+        if pol.budget_conditioned:
+            lams = pol.meta.get("eval_lams") or list(np.geomspace(*pol.meta["lam_range"], 9))
+            for lam in lams:
+                pts.append(Point(float(lam), rollout(pol, trees, lam=float(lam), routing_errors=routing_errors, seed=seed)))
+        else:
+            pts.append(Point(float(pol.lam), rollout(pol, trees, lam=float(pol.lam), routing_errors=routing_errors,
+                                                     seed=seed)))
+    return sorted(pts, key=lambda p: p.setting)

@@ -1,0 +1,1 @@
+"""The calibrated trajectory simulator: ``python -m trim_rl.sim {calibrate,generate,report}``."""

@@ -1,0 +1,52 @@
+"""Where the simulator's tree files live: shipped in the package (math500, seed 0) or generated
+once into a cache folder (other profiles), always with the same bytes for the same seed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from trim_rl.resources import resource_path
+
+BUNDLED_SEED = 0
+BUNDLED_PROFILES = ("math500",)
+
+
+def cache_dir() -> Path:
+    """``$TRIM_RL_CACHE`` or ``~/.cache/trim_rl``."""
+    return Path(os.environ.get("TRIM_RL_CACHE", Path.home() / ".cache" / "trim_rl"))
+
+
+def bundled_path(profile: str, split: str) -> Path:
+    return Path(resource_path("trees", f"{profile}_{split}.jsonl.gz"))
+
+
+def tree_file(profile: str, split: str, seed: int = BUNDLED_SEED, progress: bool = False) -> Path:
+    """Path of the simulated trees of ``profile``/``split`` for ``seed``, generating them if needed."""
+    if seed == BUNDLED_SEED and profile in BUNDLED_PROFILES:
+        p = bundled_path(profile, split)
+        if p.exists():
+            return p
+    from trim_rl.sim.generate import generate_file
+    from trim_rl.sim.params import load_params
+
+    params = load_params()
+    out = cache_dir() / "trees" / f"sim{params.version}" / f"{profile}_{split}_seed{seed}.jsonl.gz"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        generate_file(profile, split, seed, out, params=params, progress=progress)
+    return out
+
+
+def resolve_tree_spec(spec: str, progress: bool = False) -> list[Path]:
+    """A tree file path, or ``sim:PROFILE:SPLIT[:SEED]`` for simulated trees."""
+    if spec.startswith("sim:"):
+        parts = spec.split(":")
+        if len(parts) not in (3, 4):
+            raise ValueError(f"tree spec {spec!r}: use sim:PROFILE:SPLIT[:SEED]")
+        seed = int(parts[3]) if len(parts) == 4 else BUNDLED_SEED
+        return [tree_file(parts[1], parts[2], seed, progress)]
+    p = Path(spec)
+    if not p.exists():
+        raise FileNotFoundError(f"tree file {spec} does not exist (or use sim:PROFILE:SPLIT[:SEED])")
+    return [p]
