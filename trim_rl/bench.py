@@ -126,7 +126,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lams", nargs="*", type=float, default=list(DEFAULT_LAMS),
                    help="lambda grid (default: the 14 budgets of agents/trim_pomdp.yaml)")
     p.add_argument("--repeats", type=int, default=3, help="timing runs; the median is reported (default 3)")
+    lv = sub.add_parser("live", help="router decision time per step; hybrid vs weak-only vs strong-only problems/s",
+                        description="Time each router's decision (observation building + predict) per step on one "
+                                    "core, median of --repeats runs; with --url also decode --limit problems with "
+                                    "hybrid routing, weak-only and strong-only against that server and print problems "
+                                    "per second and their ratios.")
+    lv.add_argument("--steps", type=int, default=2000, help="decisions per timing run (default 2000)")
+    lv.add_argument("--repeats", type=int, default=5, help="timing runs; the median is reported (default 5)")
+    lv.add_argument("--url", help="an OpenAI-compatible server (e.g. python -m trim_rl.live serve-local) for throughput")
+    lv.add_argument("--policy", default="checkpoints/trim_agg_0.0016", help="router of the hybrid throughput run")
+    lv.add_argument("--problems", default="gsm8k", help="problems of the throughput run (default gsm8k)")
+    lv.add_argument("--limit", type=int, default=8, help="problems per throughput run (default 8)")
+    lv.add_argument("--max-tokens", type=int, default=64, help="most tokens per step in the throughput run (default 64)")
+    lv.add_argument("--max-steps", type=int, default=8, help="most steps per solution in the throughput run (default 8)")
     args = ap.parse_args(argv)
+    if args.cmd == "live":
+        from trim_rl.live.bench import DEFAULT_POLICIES, decision_times, throughput
+
+        times = decision_times(DEFAULT_POLICIES, args.steps, args.repeats)
+        print(f"router decision time per step (one core, median of {args.repeats} runs of {args.steps} decisions):")
+        for name, ms in times.items():
+            print(f"  {name:<11} {ms:.4f} ms  ({DEFAULT_POLICIES[name]})")
+        if args.url:
+            r = throughput(args.url, args.policy, args.problems, args.limit, args.max_tokens, args.max_steps,
+                           max(1, min(3, args.repeats)))
+            print(f"problems/s on {args.url} ({args.limit} {args.problems} problems):")
+            for mode, v in r.items():
+                print(f"  {mode:<12} {v:.3f}")
+            print(f"ratio hybrid/weak-only: {r['hybrid'] / r['weak-only']:.2f}, "
+                  f"hybrid/strong-only: {r['hybrid'] / r['strong-only']:.2f}")
+        return 0
     if args.cmd == "pomdp":
         r = bench_pomdp(args.trees, args.lams, args.repeats)
         print(f"fit on {args.trees}: {r['fit_s']:.1f} s (once)")

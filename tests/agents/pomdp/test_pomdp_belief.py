@@ -66,6 +66,37 @@ def test_one_observation_at_a_time_matches_the_batch(bundled_test, fitted):
         obs, _, start, _ = venv.step(act)
 
 
+def test_one_observation_fast_path_is_bit_for_bit_the_array_path(fitted):
+    """predict on one observation (Python floats) gives exactly the actions and beliefs of the array
+    code, over random histories with regenerations, restarts, masks and out-of-range scores."""
+    fast = POMDPPolicy(fitted, solve(fitted, 1.6e-3))
+    slow = POMDPPolicy(fitted, fast.solution)
+    slow._value = None  # forces the array path
+    rng = np.random.default_rng(0)
+    sf = ss = None
+    depth, k, regens = 0, 0, 0
+    for i in range(600):
+        restart = depth > 12 or rng.random() < 0.05
+        depth, k = (0, 0) if restart else (depth, k)
+        x = rng.choice([0.0, 1.0, 1.2, rng.random(), rng.random() ** 4])
+        obs = np.array([x, rng.random(), rng.random() * (rng.random() < 0.8), rng.random() * 3, depth / 30, k],
+                       dtype=np.float32)
+        mask = np.array([[True, rng.random() < 0.9]])
+        af, sf = fast.predict(obs, sf, np.array([restart]), action_masks=mask)
+        as_, ss = slow.predict(obs[None], ss, np.array([restart]), action_masks=mask)
+        assert af.dtype == as_.dtype and af.tolist() == as_.tolist()
+        for f in ("belief", "depth", "k", "prod", "min_prior"):
+            a, b = getattr(sf, f), getattr(ss, f)
+            assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes(), f
+        tok = obs[3:4].astype(np.float64) * 100.0
+        qk, qr = slow.q_values(ss, tok)
+        c = int(fitted.tokens.bin(tok)[0])
+        assert fast.q.one(fast._value, int(ss.depth[0]), int(ss.k[0]), c, ss.states[0].tolist()) == (qk[0], qr[0])
+        regen = bool(af[0]) or rng.random() < 0.2
+        depth, k, regens = depth + 1, k + regen, regens + regen
+    assert regens > 50
+
+
 def test_reliability_bins():
     r = reliability(np.array([0.05, 0.05, 0.95, 0.95]), np.array([0, 1, 1, 1]))
     assert r["count"][0] == 2 and r["count"][9] == 2

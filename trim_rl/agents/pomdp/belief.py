@@ -13,16 +13,20 @@ token bin update that to the decision belief b[d, s].  After the decision:
   y (recovered from the ratio of the observation's product column) is evidence too.
 
 Every update is in closed form and vectorised over a batch of episodes; the policy reads the
-class-summed belief over (S0, S1, S2).
+class-summed belief over (S0, S1, S2).  :meth:`BeliefFilter.step_one` repeats the same arithmetic on
+Python floats for one episode (live decoding), where numpy's per-call overhead would dominate.
 """
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_right
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from trim_rl.agents.pomdp.model import POMDPModel
+from trim_rl.agents.pomdp.observation import bilinear
 from trim_rl.data.schema import MAX_STEPS
 from trim_rl.envs.observations import TOKEN_SCALE
 
@@ -64,6 +68,12 @@ class BeliefFilter:
         self.model = model
         tr = model.transition
         self.T, self.D = tr.horizon, tr.n_classes
+        # the model as nested lists, for step_one
+        self._prior, self._hw, self._hs = tr.class_prior.tolist(), tr.end_weak.tolist(), tr.end_strong.tolist()
+        self._ew, self._es = tr.class_err_weak.tolist(), tr.class_err_strong.tolist()
+        self._weak, self._strong = model.weak_obs.cond.tolist(), model.strong_obs.cond.tolist()
+        tok = model.tokens
+        self._edges, self._bands, self._p_bin = tok.edges.tolist(), tok.bands.tolist(), tok.p_bin.tolist()
 
     def _t(self, t) -> np.ndarray:
         return np.clip(np.asarray(t, dtype=np.int64), 0, self.T - 1)
@@ -148,6 +158,56 @@ class BeliefFilter:
         st.depth, st.k, st.prod, st.min_prior = depth, k, prod, m
         return st, st.states
 
+    # -- one episode on Python floats ------------------------------------------------------------
+    # The same operations in the same order as the array code above, so the results are bit for bit
+    # equal: numpy adds fewer than 8 numbers left to right, which holds for every sum here while
+    # D <= 2 (the sums over (D, 3) in _normalise); ``scalar_ok`` says whether step_one may be used.
+
+    @property
+    def scalar_ok(self) -> bool:
+        return self.D <= 2
+
+    def step_one(self, state: BeliefState | None, obs, restart: bool) -> tuple[BeliefState, list[float]]:
+        """:meth:`step` for one episode: ``obs`` is one finite ``agg`` observation (a sequence of
+        floats), ``restart`` its ``episode_start``; returns the new (n = 1) state and the belief over
+        S0 / S1 / S2 as floats."""
+        x, m, prod = min(max(obs[0], 0.0), 1.0), min(max(obs[1], 0.0), 1.0), obs[2]
+        tokens = obs[3] * TOKEN_SCALE
+        depth, k = round(obs[4] * MAX_STEPS), round(obs[5])
+        pre = None
+        if state is not None and len(state) == 1 and state.belief.shape[1] == self.D and not restart:
+            prev = int(state.depth[0])
+            if depth != 0 and prev >= 0 and depth == prev + 1:
+                b, t = state.belief[0].tolist(), min(max(prev, 0), self.T - 1)
+                if k > int(state.k[0]):
+                    pp, mp = float(state.prod[0]), float(state.min_prior[0])
+                    y = prod / pp if pp > 0 else (m if m < mp else math.nan)
+                    pre = self._after_regen_one(b, t, mp, y)
+                else:
+                    hw = self._hw[t]
+                    go = [[r[0] * (1.0 - hw[0]), r[1] * (1.0 - hw[1]), r[2] * (1.0 - hw[2])] for r in b]
+                    pre = _normalise_one([[g[0], g[1] + g[2]] for g in go], [[r[0], r[1] + r[2]] for r in b])
+        if pre is None:
+            pre = [[p, 0.0] for p in self._prior]
+        e = self._ew[min(max(depth, 0), self.T - 1)]
+        prior = [[ok * (1 - ed), bad, ok * ed] for (ok, bad), ed in zip(pre, e)]
+        tok = [p[bisect_right(self._bands, x)][bisect_right(self._edges, tokens)] for p in self._p_bin]
+        lik = [a * c for a, c in zip(bilinear(self._weak, m, x), tok)]
+        belief = _normalise_one([[r[0] * lik[0], r[1] * lik[1], r[2] * lik[2]] for r in prior], prior)
+        st = BeliefState(np.array([belief]), np.array([depth], dtype=np.int64), np.array([k], dtype=np.int64),
+                         np.array([prod]), np.array([m]))
+        states = belief[0] if len(belief) == 1 else [a + c for a, c in zip(*belief)]
+        return st, states
+
+    def _after_regen_one(self, b: list, t: int, min_prior: float, y: float) -> list:
+        es0, es1 = self._es[t]
+        hs = self._hs[t]
+        q = [[(r[0] * (1 - e0) + r[2] * (1 - e1)) * (1.0 - hs[0]), r[1] * (1.0 - hs[1]),
+              (r[0] * e0 + r[2] * e1) * (1.0 - hs[2])] for r, e0, e1 in zip(b, es0, es1)]
+        lik = bilinear(self._strong, min_prior, min(max(y, 0.0), 1.0)) if math.isfinite(y) else [1.0, 1.0, 1.0]
+        return _normalise_one([[r[0] * lik[0], r[1] * lik[1] + r[2] * lik[2]] for r in q],
+                              [[r[0], r[1] + r[2]] for r in q])
+
 
 def _normalise(w: np.ndarray, fallback: np.ndarray) -> np.ndarray:
     """Normalise each (D, s) belief to sum 1 (``fallback``, normalised, where the mass is 0)."""
@@ -158,3 +218,21 @@ def _normalise(w: np.ndarray, fallback: np.ndarray) -> np.ndarray:
         fb = fallback / np.maximum(fallback.sum(axis=(-2, -1), keepdims=True), 1e-300)
         out = np.where(bad, fb, out)
     return out
+
+
+def _normalise_one(w: list, fallback: list) -> list:
+    """:func:`_normalise` of one (D, s) belief given as nested lists."""
+    z = _sum(w)
+    if z > 0:
+        return [[v / z for v in r] for r in w]
+    z = max(_sum(fallback), 1e-300)
+    return [[v / z for v in r] for r in fallback]
+
+
+def _sum(rows: list) -> float:
+    """Sum of all entries, left to right (as numpy adds fewer than 8 numbers)."""
+    flat = [v for r in rows for v in r]
+    total = flat[0]
+    for v in flat[1:]:
+        total += v
+    return total

@@ -129,3 +129,14 @@ class ObservationModel:
 
     def meta(self) -> dict:
         return {"source": self.source, "bandwidth": self.bandwidth, "n_bins": self.n_bins}
+
+
+def bilinear(cond: list, min_prior: float, score: float) -> list[float]:
+    """:meth:`ObservationModel.likelihood` of one (finite) point, the same arithmetic on Python floats;
+    ``cond`` is the model's ``cond.tolist()``."""
+    n = len(cond[0])
+    pm, px = min(max(min_prior * n - 0.5, 0.0), n - 1.0), min(max(score * n - 0.5, 0.0), n - 1.0)
+    im, ix = min(int(pm), n - 2), min(int(px), n - 2)
+    fm, fx = pm - im, px - ix
+    return [(c[im][ix] * (1 - fm) * (1 - fx) + c[im + 1][ix] * fm * (1 - fx)
+             + c[im][ix + 1] * (1 - fm) * fx + c[im + 1][ix + 1] * fm * fx) * n for c in cond]

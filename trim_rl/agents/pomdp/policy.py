@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from bisect import bisect_right
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,9 @@ class POMDPPolicy:
         self.meta: dict[str, Any] = meta or {}
         self.filter = BeliefFilter(model)
         self.q = QFunction(model, self.lam, solution.config.obs_bins)
+        # the value table and the token-bin edges as lists, for one observation at a time (_predict_one)
+        self._value = solution.value.tolist() if self.filter.scalar_ok else None
+        self._edges = model.tokens.edges.tolist()
 
     def q_values(self, state: BeliefState, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(Q_keep, Q_regen) at the beliefs of ``state`` (just updated by the filter)."""
@@ -55,9 +59,20 @@ class POMDPPolicy:
                 action_masks: np.ndarray | None = None) -> tuple[np.ndarray, BeliefState]:
         obs = np.atleast_2d(np.asarray(observation, dtype=np.float64))
         st = state if isinstance(state, BeliefState) else None
+        if obs.shape[0] == 1 and self._value is not None and np.isfinite(obs[0, :6]).all():
+            return self._predict_one(obs[0, :6].tolist(), st, episode_start, action_masks)
         st, _ = self.filter.step(st, obs, episode_start)
         qk, qr = self.q_values(st, obs[:, 3] * 100.0)
         return apply_mask((qr > qk).astype(np.int64), action_masks), st
+
+    def _predict_one(self, obs: list, state, episode_start, action_masks) -> tuple[np.ndarray, BeliefState]:
+        """``predict`` of one observation on Python floats (live decoding): the same beliefs and
+        actions bit for bit, without numpy's per-call overhead on arrays of one row."""
+        restart = episode_start is not None and bool(np.asarray(episode_start, dtype=bool).reshape(1)[0])
+        st, b = self.filter.step_one(state, obs, restart)
+        c = bisect_right(self._edges, obs[3] * 100.0)
+        qk, qr = self.q.one(self._value, int(st.depth[0]), int(st.k[0]), c, b)
+        return apply_mask(np.array([qr > qk], dtype=np.int64), action_masks), st
 
     # -- artifact --------------------------------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:

@@ -18,6 +18,7 @@ Everything is vectorised over (k, p, x, c) with numpy; no randomness.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -62,6 +63,14 @@ def interp(table: np.ndarray, t: np.ndarray, k: np.ndarray, p: np.ndarray) -> np
     return table[t, k, i] * (1.0 - f) + table[t, k, i + 1] * f
 
 
+def _interp_one(row: list, p: float) -> float:
+    """:func:`interp` of one row (a list) at one ``p``."""
+    pos = min(max(p, 0.0), 1.0) * (len(row) - 1)
+    i = min(int(pos), len(row) - 2)
+    f = pos - i
+    return row[i] * (1.0 - f) + row[i + 1] * f
+
+
 class QFunction:
     """Q-values of keep / regenerate at decision beliefs, given a value table."""
 
@@ -70,6 +79,9 @@ class QFunction:
         self.strong_marg = coarsen(model.strong_obs.marginal, obs_bins)  # (3, Y)
         self.weak_marg = coarsen(model.weak_obs.marginal, obs_bins)  # (3, X)
         self.T, self.K = model.horizon, model.max_interventions
+        tr = model.transition  # nested lists for one()
+        self._hw, self._hs, self._es = tr.end_weak.tolist(), tr.end_strong.tolist(), tr.err_strong.tolist()
+        self._marg, self._cost = self.strong_marg.T.tolist(), model.tokens.strong_cost.tolist()
 
     def __call__(self, value: np.ndarray, t, k, c, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(Q_keep, Q_regen) for integer arrays t, k, c broadcast against b[..., 0]; Q_regen = -inf
@@ -99,6 +111,34 @@ class QFunction:
         qr = -self.lam * cost + sig0 * hs[..., 0] + future
         qr = np.where(k >= self.K, -np.inf, qr)
         return qk, qr
+
+    def one(self, value: list, t: int, k: int, c: int, b) -> tuple[float, float]:
+        """``__call__`` for one belief ``b`` (three floats) with ``value`` as ``value.tolist()``: the
+        same arithmetic in the same order on Python floats, so bit for bit the same Q-values (the sum
+        over strong PRM score bins is left to numpy, which adds 8 or more numbers pairwise)."""
+        t, kc = min(max(t, 0), self.T - 1), min(max(k, 0), self.K)
+        b0, b1, b2 = b
+        hw = self._hw[t]
+        g0, g1, g2 = b0 * (1.0 - hw[0]), b1 * (1.0 - hw[1]), b2 * (1.0 - hw[2])
+        s = g0 + g1 + g2
+        qk = b0 * hw[0] + s * _interp_one(value[t + 1][kc], g0 / s if s > 0 else 0.0)
+        if k >= self.K:
+            return qk, -math.inf
+        (e0, e1), hs = self._es[t], self._hs[t]
+        sig0, sig2 = b0 * (1 - e0) + b2 * (1 - e1), b0 * e0 + b2 * e1
+        c0, c1, c2 = sig0 * (1 - hs[0]), b1 * (1 - hs[1]), sig2 * (1 - hs[2])
+        row = value[t + 1][min(kc + 1, self.K)]
+        last = len(row) - 1
+        terms = []
+        for m0, m1, m2 in self._marg:  # _interp_one inlined (this loop is most of the time)
+            w0 = c0 * m0
+            den = w0 + c1 * m1 + c2 * m2
+            p = w0 / den if den > 0 else 0.0
+            pos = (p if 0.0 <= p <= 1.0 else min(max(p, 0.0), 1.0)) * last
+            i = int(pos) if pos < last else last - 1
+            f = pos - i
+            terms.append(den * (row[i] * (1.0 - f) + row[i + 1] * f))
+        return qk, -self.lam * self._cost[c] + sig0 * hs[0] + float(np.add.reduce(terms))
 
 
 def solve(model: POMDPModel, lam: float, config: SolverConfig | None = None) -> Solution:

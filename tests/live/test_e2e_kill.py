@@ -1,0 +1,46 @@
+"""A server that dies mid-run loses no finished problem, and the run says which remain."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+from tests.live.conftest import FAST, REPO, live_cli
+
+
+def test_killed_server_keeps_finished_problems_and_resume_completes(new_server, tmp_path):
+    server = new_server()
+    out = tmp_path / "run.jsonl"
+    args = ["decode", "--weak-url", server.url, "--strong-url", server.url, "--prm", "self-verify",
+            "--policy", REPO / "checkpoints" / "trim_agg_0.0016", "--problems", "gsm8k", "--limit", 4,
+            "--max-steps", 3, "--batch", 1, "--retries", 1, "--out", out, *FAST]
+    proc = subprocess.Popen([sys.executable, "-m", "trim_rl.live", *map(str, args)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.exists() and out.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the run ended before the kill: {proc.communicate()}"
+    server.kill()
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 3, stderr
+    finished = [json.loads(x) for x in out.read_text().splitlines()]  # every line is whole JSON
+    assert 1 <= len(finished) < 4
+    summary = json.loads((tmp_path / "run.summary.json").read_text())
+    assert not summary["complete"] and summary["finished"] == len(finished)
+    remaining = summary["remaining"]
+    assert len(remaining) == 4 - len(finished)
+    assert "problems remain" in stderr and all(pid in stderr for pid in remaining)
+    assert server.url.split("//")[1] in stderr  # names the server that failed
+    before = out.read_bytes()
+
+    # a new server on the same port: the same command finishes the rest, keeping what was written
+    new_server(port=server.port)
+    r = live_cli(*args)
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes().startswith(before)
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(rows) == 4 and {x["problem_id"] for x in rows[len(finished):]} == set(remaining)

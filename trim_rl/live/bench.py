@@ -1,0 +1,78 @@
+"""``python -m trim_rl.bench live``: router decision time per step, and hybrid vs weak-only vs
+strong-only throughput on one server."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from trim_rl.envs.observations import StepHistory
+
+DEFAULT_POLICIES = {
+    "TRIM-Thr": "thr:0.5",
+    "TRIM-Agg": "checkpoints/trim_agg_0.0016",
+    "TRIM-POMDP": "checkpoints/trim_pomdp/trim_pomdp_0.0016",
+    "TRIM-Seq": "checkpoints/trim_seq_0.0016",
+}
+
+
+def decision_times(specs: dict[str, str], steps: int = 2000, repeats: int = 5, seed: int = 0) -> dict[str, float]:
+    """Median (over ``repeats`` runs) of the mean time per decision, in ms, of each policy on one
+    core: observation building plus ``predict``, over solutions of 8 steps with random scores."""
+    import torch
+
+    from trim_rl.live.router import Router, load_policy
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(seed)
+    prm = rng.random(steps)
+    tok = rng.integers(20, 120, steps)
+    out = {}
+    for name, spec in specs.items():
+        router = Router(load_policy(spec))
+        runs = []
+        for _ in range(repeats):
+            hist, state = StepHistory(), None
+            t0 = time.perf_counter()
+            for i in range(steps):
+                if i % 8 == 0:
+                    hist, state = StepHistory(), None
+                a, state = router.decide(hist, float(prm[i]), int(tok[i]), True, state)
+                hist.append(float(prm[i]), int(tok[i]), bool(a))
+            runs.append(1e3 * (time.perf_counter() - t0) / steps)
+        out[name] = statistics.median(runs)
+    return out
+
+
+def throughput(url: str, policy: str, problems: str = "gsm8k", limit: int = 8, max_tokens: int = 64,
+               max_steps: int = 8, repeats: int = 1) -> dict[str, float]:
+    """Problems per second of hybrid (``policy``, self-verify scorer), weak-only and strong-only
+    decoding against the same server (weak and strong are the same model, strong sampled greedily)."""
+    from trim_rl.data.problems import load_problems
+    from trim_rl.live.decoder import DecodeSettings, HybridDecoder
+    from trim_rl.live.engines import OpenAICompatibleEngine, Sampling
+    from trim_rl.live.prm import SelfVerifyScorer
+    from trim_rl.live.results import ResultsFile
+    from trim_rl.live.router import Router, load_policy
+
+    probs = load_problems(problems)[:limit]
+    weak = OpenAICompatibleEngine(url, sampling=Sampling(max_tokens, 0.7))
+    strong = OpenAICompatibleEngine(url, sampling=Sampling(max_tokens, 0.0))
+    scorer = SelfVerifyScorer(url)
+    rates: dict[str, list[float]] = {"hybrid": [], "weak-only": [], "strong-only": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(repeats):
+            for mode in rates:
+                router = Router(load_policy(policy)) if mode == "hybrid" else None
+                dec = HybridDecoder(weak if mode != "strong-only" else None, strong, scorer if mode == "hybrid" else None,
+                                    router, DecodeSettings(max_steps=max_steps, concurrency=limit, mode=mode), policy)
+                t0 = time.perf_counter()
+                s = dec.run(probs, ResultsFile(Path(tmp) / f"{mode}_{r}.jsonl"), progress=False)
+                if not s["complete"]:
+                    raise RuntimeError(f"{mode} decoding stopped: {s['error']}")
+                rates[mode].append(len(probs) / (time.perf_counter() - t0))
+    return {m: statistics.median(v) for m, v in rates.items()}

@@ -1,0 +1,155 @@
+"""Collect ``trim_rl.tree/v1`` trees from real engines.
+
+For each problem the tree is expanded breadth-first: every open node (a prefix of accepted steps)
+gets a weak candidate step and, while the path has used fewer than ``max_interventions``
+regenerations, a strong candidate; both are scored by the PRM.  A non-final candidate opens a child
+node (``keep`` for the weak step, ``regenerate`` for the strong one).  All open nodes of a level,
+across a chunk of problems, go to the engines in one call each.  The strong model also solves each
+problem alone (``strong_only``).  A solution that reaches ``max_depth`` steps without an answer is
+cut there: its last step is marked final, graded (so incorrect unless it holds the answer) and
+flagged ``"truncated": true``.  Finished trees are validated and appended one per line, so a run
+resumes where it stopped and its file loads in :class:`~trim_rl.envs.routing_env.RoutingEnv` as is.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Sequence
+
+from trim_rl.data.grading import grade
+from trim_rl.data.problems import Problem
+from trim_rl.data.schema import MAX_STEPS, SCHEMA, validate_tree
+from trim_rl.live.engines import Engine, StepRequest, StepResult, request_seed
+from trim_rl.live.http import EngineError
+from trim_rl.live.prm import PRMScorer
+from trim_rl.live.prompts import is_final, solution_text
+from trim_rl.live.results import ResultsFile
+
+
+@dataclass
+class CollectSettings:
+    max_interventions: int = 1
+    max_depth: int = MAX_STEPS
+    chunk: int = 4  # problems expanded together
+    seed: int = 0
+
+
+@dataclass
+class _Open:
+    tree: int  # index in the chunk
+    node: int
+    steps: tuple[str, ...]
+    inter: int
+
+
+class TreeCollector:
+    def __init__(self, weak: Engine, strong: Engine, scorer: PRMScorer, settings: CollectSettings | None = None):
+        self.weak, self.strong, self.scorer = weak, strong, scorer
+        self.s = settings or CollectSettings()
+        if not 1 <= self.s.max_depth <= MAX_STEPS:
+            raise ValueError(f"max_depth must be in [1, {MAX_STEPS}], got {self.s.max_depth}")
+        if self.s.max_interventions < 0:
+            raise ValueError(f"max_interventions must be >= 0, got {self.s.max_interventions}")
+
+    def _step(self, problem: Problem, steps: tuple[str, ...], r: StepResult, prm: float) -> tuple[dict, bool]:
+        depth = len(steps) + 1
+        final = is_final(r.text) or r.finish_reason == "eos"
+        truncated = not final and depth >= self.s.max_depth
+        step = {"tokens": int(r.tokens), "prm": float(min(1.0, max(0.0, prm))), "final": final or truncated,
+                "text": r.text}
+        if final or truncated:
+            step["correct"] = bool(grade(solution_text(steps + (r.text,)), problem.answer))
+        if truncated:
+            step["truncated"] = True
+        return step, not (final or truncated)
+
+    def _strong_only(self, chunk: list[Problem]) -> list[dict]:
+        steps: list[tuple[str, ...]] = [() for _ in chunk]
+        tokens = [0] * len(chunk)
+        done: list[dict | None] = [None] * len(chunk)
+        while any(d is None for d in done):
+            idx = [i for i, d in enumerate(done) if d is None]
+            res = self.strong.generate([StepRequest(chunk[i].problem, steps[i],
+                                                    request_seed(self.s.seed, chunk[i].problem_id, len(steps[i]), "strong_only"))
+                                        for i in idx])
+            for i, r in zip(idx, res):
+                steps[i] += (r.text,)
+                tokens[i] += r.tokens
+                if is_final(r.text) or r.finish_reason == "eos" or len(steps[i]) >= self.s.max_depth:
+                    done[i] = {"tokens": tokens[i], "steps": len(steps[i]),
+                               "correct": bool(grade(solution_text(steps[i]), chunk[i].answer))}
+        return done  # type: ignore[return-value]
+
+    def _expand(self, chunk: list[Problem]) -> list[dict]:
+        k = self.s.max_interventions
+        nodes: list[list[dict]] = [[{}] for _ in chunk]
+        level = [_Open(t, 0, (), 0) for t in range(len(chunk))]
+        while level:
+            def req(o: _Open, role: str) -> StepRequest:
+                p = chunk[o.tree]
+                return StepRequest(p.problem, o.steps, request_seed(self.s.seed, p.problem_id, o.node, role))
+
+            weak = self.weak.generate([req(o, "weak") for o in level])
+            with_strong = [o for o in level if o.inter < k]
+            strong = dict(zip((id(o) for o in with_strong), self.strong.generate([req(o, "strong") for o in with_strong])))
+            items = [(chunk[o.tree].problem, o.steps + (w.text,)) for o, w in zip(level, weak)]
+            items += [(chunk[o.tree].problem, o.steps + (strong[id(o)].text,)) for o in with_strong]
+            scores = self.scorer.score_last(items)
+            w_scores, s_scores = scores[: len(level)], dict(zip((id(o) for o in with_strong), scores[len(level):]))
+            nxt = []
+            for o, w, wp in zip(level, weak, w_scores):
+                tree = nodes[o.tree]
+                node = tree[o.node]
+                problem = chunk[o.tree]
+                node["weak"], open_ = self._step(problem, o.steps, w, wp)
+                node["keep"] = None
+                if open_:
+                    node["keep"] = len(tree)
+                    tree.append({})
+                    nxt.append(_Open(o.tree, node["keep"], o.steps + (w.text,), o.inter))
+                if o.inter < k:
+                    s = strong[id(o)]
+                    node["strong"], open_ = self._step(problem, o.steps, s, s_scores[id(o)])
+                    node["regenerate"] = None
+                    if open_:
+                        node["regenerate"] = len(tree)
+                        tree.append({})
+                        nxt.append(_Open(o.tree, node["regenerate"], o.steps + (s.text,), o.inter + 1))
+            level = nxt
+        return nodes
+
+    def trees(self, chunk: list[Problem]) -> list[dict]:
+        """Collect the trees of a few problems (one engine call per level and role)."""
+        nodes = self._expand(chunk)
+        strong_only = self._strong_only(chunk)
+        out = []
+        for p, ns, so in zip(chunk, nodes, strong_only):
+            tree = {"schema": SCHEMA, "problem_id": p.problem_id, "dataset": p.dataset, "split": p.source_split,
+                    "problem": p.problem, "answer": p.answer, "level": p.level,
+                    "models": {"weak": self.weak.name, "strong": self.strong.name, "prm": self.scorer.name},
+                    "max_interventions": self.s.max_interventions, "strong_only": so, "nodes": ns,
+                    "meta": {"collected_by": "trim_rl.live.collect", "max_depth": self.s.max_depth, "seed": self.s.seed}}
+            validate_tree(tree, "collected tree", None)
+            out.append(tree)
+        return out
+
+    def run(self, problems: Sequence[Problem], out: ResultsFile, progress: bool = True) -> dict:
+        """Collect every problem not yet in ``out``; returns a summary (``remaining`` lists what is left)."""
+        from tqdm.auto import tqdm
+
+        todo = [p for p in problems if p.problem_id not in out.done]
+        error = None
+        with tqdm(total=len(todo), desc="collect", unit="tree", disable=not progress, file=sys.stderr) as bar:
+            try:
+                for i in range(0, len(todo), max(1, self.s.chunk)):
+                    for tree in self.trees(todo[i : i + self.s.chunk]):
+                        out.append(tree)
+                        bar.update(1)
+            except EngineError as exc:
+                error = str(exc)
+        ids = [p.problem_id for p in problems]
+        rows = [out.done[i] for i in ids if i in out.done]
+        return {"problems": len(ids), "finished": len(rows), "remaining": [i for i in ids if i not in out.done],
+                "complete": all(i in out.done for i in ids), "error": error,
+                "nodes": sum(len(r["nodes"]) for r in rows), "path": str(out.path)}

@@ -1,0 +1,66 @@
+"""Prompts for step-by-step generation, built from a model's chat template.
+
+A step prompt is ``template(system, problem) + accepted steps + "\\n\\n"``: the text before the next
+step only grows as steps are accepted, so a server's prefix cache (vLLM's automatic prefix caching,
+llama.cpp's slot cache) reuses the problem and every accepted step.  Steps are separated by a blank
+line; generation stops at the next blank line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+STEP_SEPARATOR = "\n\n"
+DEFAULT_SYSTEM = ("Please reason step by step, separating the steps with a blank line, "
+                  "and put your final answer within \\boxed{}.")
+#: ChatML, the chat template of Qwen2.5 and SmolLM2.
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+#: Llama 3 instruct.
+LLAMA3 = ("<|begin_of_text|>{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+          "{{ m['content'] }}<|eot_id|>{% endfor %}"
+          "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}")
+BUILTIN_TEMPLATES = {"chatml": CHATML, "llama3": LLAMA3}
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    """A Jinja chat template (``messages``, ``add_generation_prompt``), as in a tokenizer config."""
+
+    source: str
+    name: str = "custom"
+
+    @classmethod
+    def resolve(cls, spec: str | None) -> "ChatTemplate":
+        """``chatml`` (default), ``llama3``, or the path of a ``.jinja`` file."""
+        spec = spec or "chatml"
+        if spec in BUILTIN_TEMPLATES:
+            return cls(BUILTIN_TEMPLATES[spec], spec)
+        path = Path(spec)
+        if not path.is_file():
+            raise ValueError(f"chat template {spec!r}: use one of {', '.join(BUILTIN_TEMPLATES)} or a .jinja file")
+        return cls(path.read_text(encoding="utf-8"), path.name)
+
+    def render(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+        import jinja2
+
+        env = jinja2.Environment(keep_trailing_newline=True)
+        return env.from_string(self.source).render(messages=messages, add_generation_prompt=add_generation_prompt)
+
+
+def step_prompt(template: ChatTemplate, problem: str, steps: Sequence[str], system: str = DEFAULT_SYSTEM) -> str:
+    """The prompt whose continuation is the next step of ``problem`` after ``steps``."""
+    head = template.render([{"role": "system", "content": system}, {"role": "user", "content": problem}])
+    return head + "".join(s + STEP_SEPARATOR for s in steps)
+
+
+def solution_text(steps: Sequence[str]) -> str:
+    """The accepted steps as one solution."""
+    return STEP_SEPARATOR.join(steps)
+
+
+def is_final(text: str) -> bool:
+    r"""A step that states the answer (``\boxed{``) ends the solution."""
+    return "\\boxed" in text or "\\fbox" in text
