@@ -85,3 +85,15 @@ def test_bad_policy_is_a_clear_error(tmp_path):
     r = live_cli("decode", "--weak-url", "http://127.0.0.1:9", "--policy", str(tmp_path), "--out", tmp_path / "o.jsonl")
     assert r.returncode == 2
     assert "policy.json" in r.stderr
+
+
+def test_decode_with_trim_pomdp_and_seq_checkpoints(llama_url, tmp_path):
+    for name in ("trim_pomdp/trim_pomdp_0.0016", "trim_seq_0.0016"):
+        out = tmp_path / f"{name.replace('/', '_')}.jsonl"
+        r = live_cli("decode", "--weak-url", llama_url, "--strong-url", llama_url, "--prm", "self-verify",
+                     "--policy", REPO / "checkpoints" / name, "--problems", "gsm8k", "--offset", 7, "--limit", 1,
+                     "--max-steps", 2, "--out", out, *FAST)
+        assert r.returncode == 0, r.stderr
+        (row,) = _lines(out)
+        assert row["policy"].endswith(name) and 1 <= row["n_steps"] <= 2
+        assert all(0.0 <= (s.get("draft") or s)["prm"] <= 1.0 for s in row["steps"])
