@@ -8,6 +8,7 @@ import numpy as np
 
 from tests.live.conftest import FAST, REPO, live_cli
 from trim_rl.agents.exported import load_checkpoint
+from trim_rl.data.problems import load_problems
 from trim_rl.envs.observations import StepHistory
 
 AGG = REPO / "checkpoints" / "trim_agg_0.0016"
@@ -24,8 +25,8 @@ def test_decode_five_gsm8k_problems_with_trim_agg_and_self_verify(llama_url, tmp
     r = live_cli(*args)
     assert r.returncode == 0, r.stderr
     rows = _lines(out)
-    assert [x["problem_id"] for x in rows] == sorted(x["problem_id"] for x in rows) or len(rows) == 5
-    assert len({x["problem_id"] for x in rows}) == 5
+    assert len(rows) == 5
+    assert {x["problem_id"] for x in rows} == {p.problem_id for p in load_problems("gsm8k")[:5]}
     policy = load_checkpoint(AGG)
     builder = policy.builder()
     for row in rows:

@@ -90,13 +90,15 @@ class AggObservation:
         return np.stack([np.asarray(c, dtype=np.float32) for c in cols], axis=-1)
 
     def from_history(self, history: StepHistory, cur_prm: float, cur_tokens: int, lam: float | None = None) -> np.ndarray:
-        """Features of one decision point in live decoding."""
-        if not self.budget_conditioned:  # what batch() computes, without its per-column arrays
-            return np.array([cur_prm, history.prev_min(), history.prev_prod(), cur_tokens / TOKEN_SCALE,
-                             history.depth / MAX_STEPS, history.interventions], dtype=np.float32)
-        return self.batch(np.array([cur_prm]), np.array([cur_tokens]), np.array([history.prev_min()]),
-                          np.array([history.prev_prod()]), np.array([history.depth]),
-                          np.array([history.interventions]), None if lam is None else np.array([lam]))[0]
+        """Features of one decision point in live decoding: what :meth:`batch` computes for one row,
+        without its per-column arrays."""
+        cols = [cur_prm, history.prev_min(), history.prev_prod(), cur_tokens / TOKEN_SCALE, history.depth / MAX_STEPS,
+                history.interventions]
+        if self.budget_conditioned:
+            if lam is None:
+                raise ValueError("a budget-conditioned observation needs lambda")
+            cols.append(np.log10(np.float64(lam)))
+        return np.array(cols, dtype=np.float32)
 
 
 class SeqObservation:

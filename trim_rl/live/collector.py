@@ -23,7 +23,7 @@ from trim_rl.data.schema import MAX_STEPS, SCHEMA, validate_tree
 from trim_rl.live.engines import Engine, StepRequest, StepResult, request_seed
 from trim_rl.live.http import EngineError
 from trim_rl.live.prm import PRMScorer
-from trim_rl.live.prompts import is_final, solution_text
+from trim_rl.live.prompts import solution_text
 from trim_rl.live.results import ResultsFile
 
 
@@ -54,7 +54,7 @@ class TreeCollector:
 
     def _step(self, problem: Problem, steps: tuple[str, ...], r: StepResult, prm: float) -> tuple[dict, bool]:
         depth = len(steps) + 1
-        final = is_final(r.text) or r.finish_reason == "eos"
+        final = r.ends_solution
         truncated = not final and depth >= self.s.max_depth
         step = {"tokens": int(r.tokens), "prm": float(min(1.0, max(0.0, prm))), "final": final or truncated,
                 "text": r.text}
@@ -76,7 +76,7 @@ class TreeCollector:
             for i, r in zip(idx, res):
                 steps[i] += (r.text,)
                 tokens[i] += r.tokens
-                if is_final(r.text) or r.finish_reason == "eos" or len(steps[i]) >= self.s.max_depth:
+                if r.ends_solution or len(steps[i]) >= self.s.max_depth:
                     done[i] = {"tokens": tokens[i], "steps": len(steps[i]),
                                "correct": bool(grade(solution_text(steps[i]), chunk[i].answer))}
         return done  # type: ignore[return-value]
@@ -92,11 +92,12 @@ class TreeCollector:
 
             weak = self.weak.generate([req(o, "weak") for o in level])
             with_strong = [o for o in level if o.inter < k]
-            strong = dict(zip((id(o) for o in with_strong), self.strong.generate([req(o, "strong") for o in with_strong])))
+            strong = self.strong.generate([req(o, "strong") for o in with_strong])
             items = [(chunk[o.tree].problem, o.steps + (w.text,)) for o, w in zip(level, weak)]
-            items += [(chunk[o.tree].problem, o.steps + (strong[id(o)].text,)) for o in with_strong]
+            items += [(chunk[o.tree].problem, o.steps + (s.text,)) for o, s in zip(with_strong, strong)]
             scores = self.scorer.score_last(items)
-            w_scores, s_scores = scores[: len(level)], dict(zip((id(o) for o in with_strong), scores[len(level):]))
+            w_scores = scores[: len(level)]
+            strong_scored = iter(zip(strong, scores[len(level):]))  # in the order of with_strong, a sub-list of level
             nxt = []
             for o, w, wp in zip(level, weak, w_scores):
                 tree = nodes[o.tree]
@@ -109,8 +110,8 @@ class TreeCollector:
                     tree.append({})
                     nxt.append(_Open(o.tree, node["keep"], o.steps + (w.text,), o.inter))
                 if o.inter < k:
-                    s = strong[id(o)]
-                    node["strong"], open_ = self._step(problem, o.steps, s, s_scores[id(o)])
+                    s, sp = next(strong_scored)
+                    node["strong"], open_ = self._step(problem, o.steps, s, sp)
                     node["regenerate"] = None
                     if open_:
                         node["regenerate"] = len(tree)

@@ -87,7 +87,6 @@ class HybridDecoder:
         scores = self.scorer.score_last([(a.problem.problem, a.texts + [d.text]) for a, d in zip(act, drafts)])
         regen = []
         for a, d, p in zip(act, drafts, scores):
-            a.weak_tokens += d.tokens
             t0 = time.perf_counter()
             action, a.state = self.router.decide(a.history, p, d.tokens, self._can_regenerate(a), a.state)
             a.router_s += time.perf_counter() - t0
@@ -105,18 +104,18 @@ class HybridDecoder:
     def _accept(self, a: _Active, r: StepResult, by: str, prm: float | None, draft: dict | None = None) -> None:
         if by == "strong":
             a.strong_tokens += r.tokens
-        elif self.s.mode != "hybrid":
+        else:
             a.weak_tokens += r.tokens
+        if draft is not None:  # the discarded weak draft
+            a.weak_tokens += draft["tokens"]
         a.texts.append(r.text)
         a.history.append(0.0 if prm is None else prm, r.tokens, by == "strong" and self.s.mode == "hybrid")
         step = {"text": r.text, "by": by, "tokens": r.tokens, "prm": prm, "finish_reason": r.finish_reason}
         if draft is not None:
             step["draft"] = draft
         a.steps.append(step)
-        if is_final(r.text):
-            a.finish = "answer"
-        elif r.finish_reason == "eos":
-            a.finish = "eos"
+        if r.ends_solution:
+            a.finish = "answer" if is_final(r.text) else "eos"
         elif len(a.texts) >= self.s.max_steps:
             a.finish = "max_steps"
 

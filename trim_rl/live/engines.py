@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
 from trim_rl.live.http import EngineError, HTTPSettings, JSONClient
-from trim_rl.live.prompts import DEFAULT_SYSTEM, STEP_SEPARATOR, ChatTemplate, step_prompt
+from trim_rl.live.prompts import DEFAULT_SYSTEM, STEP_SEPARATOR, ChatTemplate, is_final, step_prompt
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,11 @@ class StepResult:
     text: str
     tokens: int
     finish_reason: str  # "stop" | "eos" | "length"
+
+    @property
+    def ends_solution(self) -> bool:
+        """The step states the answer, or the model ended its answer with it."""
+        return is_final(self.text) or self.finish_reason == "eos"
 
 
 @dataclass
