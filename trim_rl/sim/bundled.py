@@ -38,15 +38,35 @@ def tree_file(profile: str, split: str, seed: int = BUNDLED_SEED, progress: bool
     return out
 
 
-def resolve_tree_spec(spec: str, progress: bool = False) -> list[Path]:
-    """A tree file path, or ``sim:PROFILE:SPLIT[:SEED]`` for simulated trees."""
+def parse_seeds(text: str, spec: str) -> list[int]:
+    """``7``, ``0-3`` or ``0,2,5`` (ranges inclusive) as a list of seeds."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            if "-" in part:
+                lo, hi = (int(v) for v in part.split("-", 1))
+                if hi < lo:
+                    raise ValueError
+                seeds.extend(range(lo, hi + 1))
+            else:
+                seeds.append(int(part))
+    except ValueError:
+        raise ValueError(f"tree spec {spec!r}: the seed part must be N, A-B or a comma list of those") from None
+    return seeds
+
+
+def resolve_tree_spec(spec: str | list[str], progress: bool = False) -> list[Path]:
+    """A tree file path, ``sim:PROFILE:SPLIT[:SEEDS]`` for simulated trees (SEEDS: ``N``, ``A-B`` or
+    ``N,M,...``; one file per seed), or a list of those."""
+    if isinstance(spec, (list, tuple)):
+        return [p for s in spec for p in resolve_tree_spec(s, progress)]
     if spec.startswith("sim:"):
         parts = spec.split(":")
         if len(parts) not in (3, 4):
-            raise ValueError(f"tree spec {spec!r}: use sim:PROFILE:SPLIT[:SEED]")
-        seed = int(parts[3]) if len(parts) == 4 else BUNDLED_SEED
-        return [tree_file(parts[1], parts[2], seed, progress)]
+            raise ValueError(f"tree spec {spec!r}: use sim:PROFILE:SPLIT[:SEEDS]")
+        seeds = parse_seeds(parts[3], spec) if len(parts) == 4 else [BUNDLED_SEED]
+        return [tree_file(parts[1], parts[2], seed, progress) for seed in seeds]
     p = Path(spec)
     if not p.exists():
-        raise FileNotFoundError(f"tree file {spec} does not exist (or use sim:PROFILE:SPLIT[:SEED])")
+        raise FileNotFoundError(f"tree file {spec} does not exist (or use sim:PROFILE:SPLIT[:SEEDS])")
     return [p]
