@@ -75,7 +75,7 @@ def test_cli_writes_json(trees_file, tmp_path):
     assert "CPT(80%)" in r.stdout
     res = json.loads(out.read_text())
     assert [p["lam"] for p in res["policy_iteration"]] == [1e-3, 2e-3]
-    assert res["weak_check"] == pytest.approx(res["acc_weak"])
     assert len(res["threshold"]) == 21 and res["threshold"][0]["cost_pct"] == 0.0
+    assert res["threshold"][0]["accuracy"] == pytest.approx(res["acc_weak"])  # k = 0 is always-weak
     r = subprocess.run([sys.executable, "-m", "trim_rl.eval.headroom", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "--train" in r.stdout and "--iters" in r.stdout

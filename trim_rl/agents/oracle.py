@@ -36,6 +36,16 @@ def _outcome(final: np.ndarray, correct: np.ndarray, child: np.ndarray, value_ch
     return out
 
 
+def _action_outcomes(f: FlatTrees, nodes: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(keep, regenerate) at ``nodes`` of a per-node quantity ``x`` worth 1 for a correct final step,
+    0 for a wrong one and carried from the child otherwise, both returned minus 1 (callers add the
+    1 back, after any token price, in the order the step-level oracle always has)."""
+    kc, rc = f.keep_child[nodes], f.regen_child[nodes]
+    keep = _outcome(f.weak_final[nodes], f.weak_correct[nodes], kc, x[np.maximum(kc, 0)] - 1.0, -1.0)
+    regen = _outcome(f.strong_final[nodes], f.strong_correct[nodes], rc, x[np.maximum(rc, 0)] - 1.0, -1.0)
+    return keep, regen
+
+
 def min_cost_to_correct(f: FlatTrees) -> tuple[np.ndarray, np.ndarray]:
     """(per tree, per node) least strong tokens from that node to a correct answer (inf if none)."""
     M = np.full(f.n_nodes, np.inf)
@@ -55,11 +65,10 @@ def step_dp(f: FlatTrees, lam: float) -> tuple[np.ndarray, np.ndarray]:
     V = np.zeros(f.n_nodes)
     A = np.zeros(f.n_nodes, dtype=np.int8)
     for nodes in _by_depth_desc(f):
-        kc, rc = f.keep_child[nodes], f.regen_child[nodes]
-        keep = 1.0 + _outcome(f.weak_final[nodes], f.weak_correct[nodes], kc, V[np.maximum(kc, 0)] - 1.0, -1.0)
-        allowed = rc != ABSENT
-        regen = -lam * f.strong_tokens[nodes] + 1.0 + _outcome(
-            f.strong_final[nodes], f.strong_correct[nodes], rc, V[np.maximum(rc, 0)] - 1.0, -1.0)
+        keep_o, regen_o = _action_outcomes(f, nodes, V)
+        keep = 1.0 + keep_o
+        regen = -lam * f.strong_tokens[nodes] + 1.0 + regen_o
+        allowed = f.regen_child[nodes] != ABSENT
         better = allowed & (regen > keep)
         A[nodes] = better
         V[nodes] = np.where(better, regen, keep)

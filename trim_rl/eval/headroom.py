@@ -23,13 +23,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trim_rl.agents.oracle import _by_depth_desc, _outcome
+from trim_rl.agents.oracle import _action_outcomes, _by_depth_desc
+from trim_rl.agents.pomdp.fit import path_weights
 from trim_rl.data.flat import ABSENT, FlatTrees
 from trim_rl.envs.observations import AggObservation
 from trim_rl.eval.metrics import cpt, upper_frontier
+from trim_rl.eval.sweep import THRESHOLDS
 
 DEFAULT_LAMS = (1.4e-3, 1.6e-3, 1.8e-3, 2.0e-3, 2.2e-3)
-THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(21))
 
 
 @dataclass
@@ -50,28 +51,22 @@ def node_features(trees: FlatTrees) -> np.ndarray:
 
 def policy_values(trees: FlatTrees, regen: np.ndarray, lam: float) -> PolicyValue:
     """Exact values of the policy that regenerates at the nodes where ``regen`` is true (and the
-    tree allows it), by one backward pass over the trees."""
+    tree allows it), by one backward pass over the trees.  From each node on, the policy's value
+    is P(correct) - lam * strong tokens, so only those two are carried."""
     f = trees
-    value = np.zeros(f.n_nodes)
     correct = np.zeros(f.n_nodes)
     strong = np.zeros(f.n_nodes)
     q_keep = np.zeros(f.n_nodes)
     q_regen = np.full(f.n_nodes, -np.inf)
     for nodes in _by_depth_desc(f):
         kc, rc = f.keep_child[nodes], f.regen_child[nodes]
-        kci, rci = np.maximum(kc, 0), np.maximum(rc, 0)
-        keep = 1.0 + _outcome(f.weak_final[nodes], f.weak_correct[nodes], kc, value[kci] - 1.0, -1.0)
-        keep_ok = 1.0 + _outcome(f.weak_final[nodes], f.weak_correct[nodes], kc, correct[kci] - 1.0, -1.0)
-        keep_tok = np.where(kc >= 0, strong[kci], 0.0)
+        keep_ok, again_ok = (1.0 + o for o in _action_outcomes(f, nodes, correct))
+        keep_tok = np.where(kc >= 0, strong[np.maximum(kc, 0)], 0.0)
+        again_tok = f.strong_tokens[nodes] + np.where(rc >= 0, strong[np.maximum(rc, 0)], 0.0)
         allowed = rc != ABSENT
-        tok = f.strong_tokens[nodes]
-        again = 1.0 + _outcome(f.strong_final[nodes], f.strong_correct[nodes], rc, value[rci] - 1.0, -1.0) - lam * tok
-        again_ok = 1.0 + _outcome(f.strong_final[nodes], f.strong_correct[nodes], rc, correct[rci] - 1.0, -1.0)
-        again_tok = tok + np.where(rc >= 0, strong[rci], 0.0)
         act = allowed & regen[nodes]
-        q_keep[nodes] = keep
-        q_regen[nodes] = np.where(allowed, again, -np.inf)
-        value[nodes] = np.where(act, again, keep)
+        q_keep[nodes] = keep_ok - lam * keep_tok
+        q_regen[nodes] = np.where(allowed, again_ok - lam * again_tok, -np.inf)
         correct[nodes] = np.where(act, again_ok, keep_ok)
         strong[nodes] = np.where(act, again_tok, keep_tok)
     roots = f.tree_root
@@ -82,20 +77,7 @@ def policy_values(trees: FlatTrees, regen: np.ndarray, lam: float) -> PolicyValu
 def reach_weights(trees: FlatTrees, regen: np.ndarray, explore: float) -> np.ndarray:
     """Probability of reaching each node when the policy's action is flipped with probability
     ``explore`` at every decision."""
-    f = trees
-    w = np.zeros(f.n_nodes)
-    w[f.tree_root] = 1.0
-    order = np.argsort(f.depth, kind="stable")
-    cuts = np.flatnonzero(np.diff(f.depth[order])) + 1
-    for nodes in np.split(order, cuts):
-        kc, rc = f.keep_child[nodes], f.regen_child[nodes]
-        p = np.where(regen[nodes], 1.0 - explore, explore)
-        p = np.where(rc != ABSENT, p, 0.0)
-        m = kc >= 0
-        np.add.at(w, kc[m], w[nodes][m] * (1.0 - p[m]))
-        m = rc >= 0
-        np.add.at(w, rc[m], w[nodes][m] * p[m])
-    return w
+    return path_weights(trees, np.where(regen, 1.0 - explore, explore))
 
 
 def agg_policy_iteration(trees: FlatTrees, lam: float, iters: int = 6, explore: float = 0.15,
@@ -133,7 +115,6 @@ def headroom(train: FlatTrees, test: FlatTrees, lams, iters: int = 6, seed: int 
     x_test = node_features(test)
     acc_weak = float(test.weak_only()["correct"].mean())
     acc_strong = float(test.strong_only_correct.mean())
-    never = np.zeros(test.n_nodes, dtype=bool)
     rows = []
     for lam in tqdm(list(lams), desc="policy iteration", unit="lambda", disable=not progress):
         model = agg_policy_iteration(train, float(lam), iters=iters, seed=seed)
@@ -145,9 +126,8 @@ def headroom(train: FlatTrees, test: FlatTrees, lams, iters: int = 6, seed: int 
         thr.append({"threshold": k, "accuracy": pv.accuracy, "cost_pct": pv.cost_pct})
     cpt_pi = frontier_cpt([(r["cost_pct"], r["accuracy"]) for r in rows], acc_weak, acc_strong)
     cpt_thr = frontier_cpt([(r["cost_pct"], r["accuracy"]) for r in thr], acc_weak, acc_strong)
-    weak = policy_values(test, never, 0.0)
     return {"train_trees": train.n_trees, "test_trees": test.n_trees, "acc_weak": acc_weak, "acc_strong": acc_strong,
-            "weak_check": weak.accuracy, "policy_iteration": rows, "threshold": thr,
+            "policy_iteration": rows, "threshold": thr,
             "cpt80_policy_iteration": cpt_pi, "cpt80_threshold": cpt_thr,
             "ratio": cpt_pi / cpt_thr if cpt_thr and math.isfinite(cpt_thr) else math.nan}
 

@@ -43,9 +43,11 @@ def _candidate_state(prefix_ok: np.ndarray, step_correct: np.ndarray) -> np.ndar
                     ).astype(np.int8)
 
 
-def path_weights(f: FlatTrees, regen_prob: float) -> np.ndarray:
+def path_weights(f: FlatTrees, regen_prob: float | np.ndarray) -> np.ndarray:
     """Probability that a router regenerating each step with ``regen_prob`` (keeping otherwise)
-    reaches each node; a regenerate masked by the budget is played as keep."""
+    reaches each node; a regenerate masked by the budget is played as keep.  ``regen_prob`` is one
+    probability for every node or an array with one per node."""
+    regen_prob = np.broadcast_to(np.asarray(regen_prob, dtype=float), (f.n_nodes,))
     w = np.ones(f.n_nodes)
     if f.n_nodes == 0:
         return w
@@ -56,7 +58,8 @@ def path_weights(f: FlatTrees, regen_prob: float) -> np.ndarray:
         nodes = order[bounds[d]: bounds[d + 1]]
         par = f.parent[nodes]
         allowed = f.regen_child[par] != ABSENT
-        step = np.where(f.parent_action[nodes] == 1, regen_prob, np.where(allowed, 1.0 - regen_prob, 1.0))
+        p = regen_prob[par]
+        step = np.where(f.parent_action[nodes] == 1, p, np.where(allowed, 1.0 - p, 1.0))
         w[nodes] = w[par] * step
     return w
 
