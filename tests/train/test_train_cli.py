@@ -1,5 +1,6 @@
 """train.py end to end in subprocesses: run folder, TensorBoard events, resume, lambda grid."""
 
+import csv
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ def test_help_lists_every_flag():
     r = run("--help")
     assert r.returncode == 0
     for flag in ("--agent", "--env", "--lam", "--lam-grid", "--hyperparams", "--seed", "--resume", "--runs",
-                 "--workers", "--verbose"):
+                 "--workers", "--verbose", "--no-progress"):
         assert flag in r.stdout
 
 
@@ -47,6 +48,18 @@ def test_train_one_budget_run_folder_and_tensorboard(tiny_env, tiny_args, tmp_pa
                 "train/value_loss", "train/policy_gradient_loss", "train/entropy_loss"):
         assert tag in tags, tag
     assert all(0.0 <= e.value <= 1.0 for e in acc.Scalars("val/accuracy"))
+    # the progress bar on stderr ends at the full step count with the last validation figures
+    last = [line for line in r.stderr.replace("\r", "\n").splitlines() if "trim_agg lambda=0.0008" in line][-1]
+    assert "1.02k/1.02k" in last and "val_score=" in last and "val_cost=" in last, last
+    rows = [row for row in csv.DictReader((d / "tb" / "progress.csv").open()) if row.get("val/score")]
+    assert f"val_score={float(rows[-1]['val/score']):.3f}" in last, last
+
+
+def test_no_progress_keeps_stderr_quiet(tiny_env, tiny_args, tmp_path):
+    r = run("--env", str(tiny_env), "--runs", str(tmp_path), "--no-progress", "--hyperparams", *tiny_args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "step/s" not in r.stderr and "val_score" not in r.stderr
+    assert r.stdout.startswith("run: ")
 
 
 def test_resume_continues_the_run(tiny_env, tiny_args, tmp_path):
@@ -58,8 +71,7 @@ def test_resume_continues_the_run(tiny_env, tiny_args, tmp_path):
     assert run_dirs(tmp_path) == [d]
     cfg = yaml.safe_load((d / "config.yml").read_text())
     assert cfg["agent"]["total_timesteps"] == 2048
-    import json
-
+    
     stats = json.loads((d / "train_stats.json").read_text())
     assert stats["timesteps"] >= 2048
 

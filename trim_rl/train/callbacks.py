@@ -57,6 +57,7 @@ class ValidationCallback(BaseCallback):
         self.eval_freq, self.obs, self.bc = int(eval_freq), obs, budget_conditioned
         self.best = -np.inf
         self.last_eval = 0
+        self.last: dict | None = None  # figures of the latest validation pass
         self.ref = float(val.strong_only_tokens.mean())
         best_file = self.run_dir / "best.json"
         if best_file.exists():  # resuming: keep the earlier best
@@ -90,6 +91,7 @@ class ValidationCallback(BaseCallback):
     def run_eval(self) -> None:
         self.last_eval = self.num_timesteps
         m = self.evaluate()
+        self.last = m
         for k in ("accuracy", "cost_pct", "interventions", "score", "lambda"):
             self.logger.record(f"val/{k}", m[k])
         self.logger.dump(self.num_timesteps)
@@ -128,3 +130,37 @@ class LambdaWarmupCallback(BaseCallback):
 
     def _on_step(self) -> bool:
         return True
+
+
+class ProgressCallback(BaseCallback):
+    """A tqdm bar over env steps (stderr), showing the last validation score, accuracy and cost."""
+
+    def __init__(self, total: int, desc: str = "training", validation: ValidationCallback | None = None):
+        super().__init__()
+        self.total, self.desc, self.validation = int(total), desc, validation
+        self.bar = None
+        self._seen = 0
+
+    def _on_training_start(self) -> None:
+        from tqdm import tqdm
+
+        self._seen = int(self.num_timesteps)
+        self.bar = tqdm(total=self.total, initial=self._seen, desc=self.desc, unit="step", unit_scale=True,
+                        dynamic_ncols=True, mininterval=1.0)
+
+    def _on_step(self) -> bool:
+        self.bar.update(int(self.num_timesteps) - self._seen)
+        self._seen = int(self.num_timesteps)
+        return True
+
+    def _on_rollout_end(self) -> None:
+        v = self.validation.last if self.validation is not None else None
+        if v:
+            self.bar.set_postfix(val_score=f"{v['score']:.3f}", val_acc=f"{v['accuracy']:.3f}",
+                                 val_cost=f"{v['cost_pct']:.1f}%", refresh=False)
+
+    def _on_training_end(self) -> None:
+        if self.bar is not None:
+            self._on_rollout_end()  # the final validation pass
+            self.bar.close()
+            self.bar = None

@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--runs", default="runs", help="root folder of run folders (default runs)")
     ap.add_argument("--workers", type=int, default=None, help="processes for --lam-grid (default: min(budgets, cores))")
     ap.add_argument("--verbose", type=int, default=0, help="1 prints SB3's training log")
+    ap.add_argument("--no-progress", action="store_true",
+                    help="no progress bar (by default a single run shows one over env steps on stderr, with the "
+                         "latest validation score, accuracy and cost; --lam-grid shows one over budgets)")
     return ap
 
 
@@ -58,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
         run = train_one({}, {}, 0.0, 0, resume=args.resume, verbose=args.verbose, command=command,
-                        overrides=args.hyperparams)
+                        overrides=args.hyperparams, progress=not args.no_progress)
         print(f"run: {run}")
         return 0
     agent = apply_overrides(load_yaml(args.agent, AGENT_KEYS, "agent"), args.hyperparams)
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         if not lams:
             print("train.py: --lam-grid without values needs lam_grid in the agent or env YAML", file=sys.stderr)
             return 2
-        for d in train_pomdp(agent, env, lams, args.seed, args.runs, command):
+        for d in train_pomdp(agent, env, lams, args.seed, args.runs, command, progress=not args.no_progress):
             print(f"run: {d}")
         return 0
     if args.lam_grid is not None:
@@ -85,9 +88,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if agent.get("budget_conditioned"):
             lams = lams[:1]  # one budget-conditioned policy serves every budget
-        for d in train_grid(agent, env, lams, args.seed, args.runs, args.workers, command):
+        for d in train_grid(agent, env, lams, args.seed, args.runs, args.workers, command,
+                            progress=not args.no_progress):
             print(f"run: {d}")
         return 0
     lam = args.lam if args.lam is not None else float(env.get("lam", 1e-3))
-    print(f"run: {train_one(agent, env, lam, args.seed, args.runs, verbose=args.verbose, command=command)}")
+    run = train_one(agent, env, lam, args.seed, args.runs, verbose=args.verbose, command=command,
+                    progress=not args.no_progress)
+    print(f"run: {run}")
     return 0

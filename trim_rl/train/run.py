@@ -42,8 +42,9 @@ def _write(path: Path, text: str) -> None:
 
 def train_one(agent: dict, env: dict, lam: float, seed: int, runs_root: str | Path = "runs",
               resume: str | Path | None = None, verbose: int = 0, command: str | None = None,
-              overrides: list[str] | None = None) -> Path:
-    """Train (or resume) one policy; returns its run folder."""
+              overrides: list[str] | None = None, progress: bool = False) -> Path:
+    """Train (or resume) one policy; returns its run folder.  ``progress`` shows a tqdm bar over env
+    steps on stderr with the latest validation figures."""
     import numpy as np
     import torch
     from sb3_contrib import MaskablePPO
@@ -54,7 +55,8 @@ def train_one(agent: dict, env: dict, lam: float, seed: int, runs_root: str | Pa
     from trim_rl.data.flat import load_flat
     from trim_rl.envs.vec_env import RoutingVecEnv
     from trim_rl.sim.bundled import resolve_tree_spec
-    from trim_rl.train.callbacks import LambdaWarmupCallback, RolloutMetricsCallback, ValidationCallback
+    from trim_rl.train.callbacks import (LambdaWarmupCallback, ProgressCallback, RolloutMetricsCallback,
+                                         ValidationCallback)
 
     torch.set_num_threads(1)
     if resume is not None:
@@ -106,8 +108,11 @@ def train_one(agent: dict, env: dict, lam: float, seed: int, runs_root: str | Pa
     fmt = ["tensorboard", "csv"] + (["stdout"] if verbose else [])
     model.set_logger(configure(str(run_dir / "tb"), fmt))
     lams = env.get("lam_grid", [lam]) if bc else [lam]
-    callbacks = [RolloutMetricsCallback(float(train.strong_only_tokens.mean())),
-                 ValidationCallback(val, lams, run_dir, int(agent.get("eval_freq", 20_000)), agent["obs"], bc)]
+    validation = ValidationCallback(val, lams, run_dir, int(agent.get("eval_freq", 20_000)), agent["obs"], bc)
+    callbacks = [RolloutMetricsCallback(float(train.strong_only_tokens.mean())), validation]
+    if progress:
+        callbacks.append(ProgressCallback(total, f"{agent['name']} lambda={lam:g}" if not bc else agent["name"],
+                                          validation))
     warm = agent.get("lam_warmup")
     if warm:
         callbacks.append(LambdaWarmupCallback(lam, total, float(warm.get("start", 0.25)), float(warm.get("fraction", 0.5)),
@@ -132,7 +137,7 @@ def _worker(args):
 
 
 def train_grid(agent: dict, env: dict, lams: list[float], seed: int, runs_root: str | Path = "runs",
-               workers: int | None = None, command: str | None = None) -> list[Path]:
+               workers: int | None = None, command: str | None = None, progress: bool = True) -> list[Path]:
     """One policy per lambda, one process per budget (at most ``workers`` at a time)."""
     import multiprocessing as mp
 
@@ -142,11 +147,12 @@ def train_grid(agent: dict, env: dict, lams: list[float], seed: int, runs_root: 
     jobs = [(agent, env, lam, seed, str(runs_root), command) for lam in lams]
     out = []
     if workers <= 1:
-        for j in tqdm(jobs, desc="budgets", unit="policy"):
+        for j in tqdm(jobs, desc="budgets", unit="policy", disable=not progress):
             out.append(Path(_worker(j)))
         return out
     ctx = mp.get_context("spawn")
     with ctx.Pool(workers) as pool:
-        for p in tqdm(pool.imap(_worker, jobs), total=len(jobs), desc="budgets", unit="policy"):
+        for p in tqdm(pool.imap(_worker, jobs), total=len(jobs), desc="budgets", unit="policy",
+                           disable=not progress):
             out.append(Path(p))
     return out
