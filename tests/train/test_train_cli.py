@@ -1,6 +1,7 @@
 """train.py end to end in subprocesses: run folder, TensorBoard events, resume, lambda grid."""
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path

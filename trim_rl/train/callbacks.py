@@ -145,7 +145,11 @@ class ProgressCallback(BaseCallback):
         from tqdm import tqdm
 
         self._seen = int(self.num_timesteps)
-        self.bar = tqdm(total=self.total, initial=self._seen, desc=self.desc, unit="step", unit_scale=True,
+        # PPO collects whole rollouts, so it stops at the first rollout boundary at or past its target
+        target = int(getattr(self.model, "_total_timesteps", self.total) or self.total)
+        rollout = int(self.model.n_steps) * int(self.model.n_envs)
+        end = self._seen + max(0, -(-(target - self._seen) // rollout)) * rollout
+        self.bar = tqdm(total=end, initial=self._seen, desc=self.desc, unit="step", unit_scale=True,
                         dynamic_ncols=True, mininterval=1.0)
 
     def _on_step(self) -> bool:
