@@ -11,6 +11,9 @@ import tempfile
 from pathlib import Path
 
 FAMILIES = {"agg": "TRIM-Agg", "seq": "TRIM-Seq"}
+# SB3 actor parameter prefixes and their names in PolicyNet (export reads them, --init-from writes them)
+ACTOR_PREFIXES = (("features_extractor.encoder.", "extractor."), ("mlp_extractor.policy_net.", "pi."),
+                  ("action_net.", "action."))
 
 
 def _install(tmp: Path, out: Path, files: list[str]) -> None:
@@ -30,10 +33,8 @@ def export_run(run_dir: str | Path, out: str | Path, which: str = "best") -> Pat
     import stable_baselines3
     import torch
     import yaml
-    from safetensors.torch import save_file
 
     from trim_rl import __version__
-    from trim_rl.agents.exported import FORMAT, WEIGHTS, sha256_file
     from trim_rl.agents.networks import PolicyNet
     from trim_rl.envs.observations import make_builder
 
@@ -60,37 +61,45 @@ def export_run(run_dir: str | Path, out: str | Path, which: str = "best") -> Pat
     sd = model.policy.state_dict()
     mapped = {}
     for k, v in sd.items():
-        if k.startswith("features_extractor.encoder."):
-            mapped["extractor." + k[len("features_extractor.encoder."):]] = v
-        elif k.startswith("mlp_extractor.policy_net."):
-            mapped["pi." + k[len("mlp_extractor.policy_net."):]] = v
-        elif k.startswith("action_net."):
-            mapped["action." + k[len("action_net."):]] = v
+        for sb3_prefix, ours in ACTOR_PREFIXES:
+            if k.startswith(sb3_prefix):
+                mapped[ours + k[len(sb3_prefix):]] = v
     net.load_state_dict(mapped)  # strict: every actor weight must be present
+    best = run_dir / "best.json"
+    meta = {
+        "family": FAMILIES[agent["obs"]] + (" (budget-conditioned)" if agent.get("budget_conditioned") else ""),
+        "observation": builder.config(),
+        "lam": None if agent.get("budget_conditioned") else float(cfg["lam"]),
+        "lam_range": list(agent.get("lam_range", [])) if agent.get("budget_conditioned") else None,
+        "eval_lams": list(cfg["env"].get("lam_grid", [])),
+        "network": net_cfg,
+        "versions": {"trim_rl": __version__, "torch": str(torch.__version__),
+                     "stable_baselines3": stable_baselines3.__version__, "sb3_contrib": sb3_contrib.__version__},
+        "source": {"run": str(run_dir), "model": zip_path.name, "git": cfg.get("git"), "seed": cfg.get("seed"),
+                   "env": cfg["env"].get("name"), "timesteps": int(model.num_timesteps),
+                   "init_from": agent.get("init_from")},
+        "validation": json.loads(best.read_text()) if best.exists() else None,
+    }
+    return write_checkpoint(net, meta, out)
+
+
+def write_checkpoint(net, meta: dict, out: str | Path) -> Path:
+    """``model.safetensors`` (the :class:`~trim_rl.agents.networks.PolicyNet` weights) and ``policy.json``
+    (``meta`` plus format, name, weights file, sha256 and ``normalization``), written into a temporary
+    folder beside ``out`` and moved onto it at the end."""
+    from safetensors.torch import save_file
+
+    from trim_rl.agents.exported import FORMAT, WEIGHTS, sha256_file
+
+    out = Path(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
     try:
         weights = tmp / WEIGHTS
         save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(weights))
-        best = run_dir / "best.json"
-        meta = {
-            "format": FORMAT,
-            "family": FAMILIES[agent["obs"]] + (" (budget-conditioned)" if agent.get("budget_conditioned") else ""),
-            "name": out.name,
-            "observation": builder.config(),
-            "lam": None if agent.get("budget_conditioned") else float(cfg["lam"]),
-            "lam_range": list(agent.get("lam_range", [])) if agent.get("budget_conditioned") else None,
-            "eval_lams": list(cfg["env"].get("lam_grid", [])),
-            "network": net_cfg,
-            "normalization": None,  # the observation builders scale features; no running statistics
-            "weights": WEIGHTS,
-            "sha256": sha256_file(weights),
-            "versions": {"trim_rl": __version__, "torch": str(torch.__version__),
-                         "stable_baselines3": stable_baselines3.__version__, "sb3_contrib": sb3_contrib.__version__},
-            "source": {"run": str(run_dir), "model": zip_path.name, "git": cfg.get("git"), "seed": cfg.get("seed"),
-                       "env": cfg["env"].get("name"), "timesteps": int(model.num_timesteps)},
-            "validation": json.loads(best.read_text()) if best.exists() else None,
-        }
-        (tmp / "policy.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+        full = {"format": FORMAT, "family": meta.pop("family"), "name": out.name, **meta,
+                "normalization": None,  # the observation builders scale features; no running statistics
+                "weights": WEIGHTS, "sha256": sha256_file(weights)}
+        (tmp / "policy.json").write_text(json.dumps(full, indent=1) + "\n", encoding="utf-8")
         _install(tmp, out, [weights.name, "policy.json"])
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -20,6 +20,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -101,6 +102,47 @@ def agg_policy_iteration(trees: FlatTrees, lam: float, iters: int = 6, explore: 
     return model
 
 
+def distill_mlp(trees: FlatTrees, regen: np.ndarray, net_arch=(64, 64), activation: str = "tanh",
+                epochs: int = 20, explore: float = 0.15, seed: int = 0, batch: int = 4096):
+    """An MLP actor on the ``agg`` observation (TRIM-Agg's network) trained by cross-entropy to copy a
+    per-node policy (``regen``), each node weighted by how often that policy, with ``explore``
+    flips, reaches it.  Returns a :class:`~trim_rl.agents.networks.PolicyNet` (exportable, and a
+    starting point for ``train.py --init-from``)."""
+    import torch
+
+    from trim_rl.agents.networks import PolicyNet
+
+    x = node_features(trees)
+    w = reach_weights(trees, regen, explore)
+    rows = (trees.regen_child != ABSENT) & (w > 1e-6)
+    xs, ys = torch.as_tensor(x[rows]), torch.as_tensor(regen[rows].astype(np.int64))
+    ws = torch.as_tensor(w[rows], dtype=torch.float32)
+    gen = torch.Generator().manual_seed(int(seed))
+    torch.manual_seed(int(seed))
+    net = PolicyNet("agg", x.shape[1], list(net_arch), activation)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    for _ in range(int(epochs)):
+        order = torch.randperm(len(xs), generator=gen)
+        for b in range(0, len(xs), batch):
+            i = order[b:b + batch]
+            loss = torch.nn.functional.cross_entropy(net(xs[i]), ys[i], reduction="none")
+            loss = (loss * ws[i]).sum() / ws[i].sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    net.eval()
+    return net
+
+
+def net_regen(net, trees: FlatTrees) -> np.ndarray:
+    """Per node: does the MLP actor regenerate (greedy action, where the tree allows it)?"""
+    import torch
+
+    with torch.no_grad():
+        logits = net(torch.as_tensor(node_features(trees))).numpy()
+    return logits.argmax(axis=1) == 1
+
+
 def frontier_cpt(points: list[tuple[float, float]], acc_weak: float, acc_strong: float, level: float = 80.0) -> float:
     """CPT at ``level`` % of the gap for the upper frontier of (cost %, accuracy) points."""
     cost = np.array([c for c, _ in points], dtype=float)
@@ -108,28 +150,64 @@ def frontier_cpt(points: list[tuple[float, float]], acc_weak: float, acc_strong:
     return cpt(upper_frontier(cost, acc, acc_weak), acc_weak, acc_strong, level)
 
 
-def headroom(train: FlatTrees, test: FlatTrees, lams, iters: int = 6, seed: int = 0, progress: bool = True) -> dict:
-    """Policy-iteration points on ``test`` per lambda next to TRIM-Thr's, with CPT(80%) of both."""
+def headroom(train: FlatTrees, test: FlatTrees, lams, iters: int = 6, seed: int = 0, progress: bool = True,
+             distill_out: str | None = None, distill_epochs: int = 20) -> dict:
+    """Policy-iteration points on ``test`` per lambda next to TRIM-Thr's, with CPT(80%) of both.
+
+    With ``distill_out``, each lambda's policy is also copied into TRIM-Agg's MLP
+    (:func:`distill_mlp`), measured on ``test`` and written as an exported checkpoint
+    ``distill_out/agg_pi_<lambda>``."""
     from tqdm import tqdm
 
     x_test = node_features(test)
     acc_weak = float(test.weak_only()["correct"].mean())
     acc_strong = float(test.strong_only_correct.mean())
-    rows = []
+    rows, students = [], []
     for lam in tqdm(list(lams), desc="policy iteration", unit="lambda", disable=not progress):
         model = agg_policy_iteration(train, float(lam), iters=iters, seed=seed)
         pv = policy_values(test, model.predict(x_test) > 0, float(lam))
         rows.append({"lam": float(lam), "accuracy": pv.accuracy, "cost_pct": pv.cost_pct})
+        if distill_out:
+            regen = model.predict(node_features(train)) > 0
+            net = distill_mlp(train, regen, epochs=distill_epochs, seed=seed)
+            spv = policy_values(test, net_regen(net, test), float(lam))
+            w = reach_weights(train, regen, 0.0)
+            agree = float(((net_regen(net, train) == regen) * w).sum() / w.sum())
+            path = _write_student(net, float(lam), distill_out, train)
+            students.append({"lam": float(lam), "accuracy": spv.accuracy, "cost_pct": spv.cost_pct,
+                             "agreement": agree, "checkpoint": str(path)})
     thr = []
     for k in THRESHOLDS:
         pv = policy_values(test, test.weak_prm < k, 0.0)
         thr.append({"threshold": k, "accuracy": pv.accuracy, "cost_pct": pv.cost_pct})
     cpt_pi = frontier_cpt([(r["cost_pct"], r["accuracy"]) for r in rows], acc_weak, acc_strong)
     cpt_thr = frontier_cpt([(r["cost_pct"], r["accuracy"]) for r in thr], acc_weak, acc_strong)
-    return {"train_trees": train.n_trees, "test_trees": test.n_trees, "acc_weak": acc_weak, "acc_strong": acc_strong,
-            "policy_iteration": rows, "threshold": thr,
-            "cpt80_policy_iteration": cpt_pi, "cpt80_threshold": cpt_thr,
-            "ratio": cpt_pi / cpt_thr if cpt_thr and math.isfinite(cpt_thr) else math.nan}
+    out = {"train_trees": train.n_trees, "test_trees": test.n_trees, "acc_weak": acc_weak, "acc_strong": acc_strong,
+           "policy_iteration": rows, "threshold": thr,
+           "cpt80_policy_iteration": cpt_pi, "cpt80_threshold": cpt_thr,
+           "ratio": cpt_pi / cpt_thr if cpt_thr and math.isfinite(cpt_thr) else math.nan}
+    if distill_out:
+        out["distilled"] = students
+        out["cpt80_distilled"] = frontier_cpt([(r["cost_pct"], r["accuracy"]) for r in students], acc_weak, acc_strong)
+    return out
+
+
+def _write_student(net, lam: float, folder: str, train: FlatTrees):
+    """The distilled MLP as an exported TRIM-Agg checkpoint (loadable with ``load_checkpoint``)."""
+    import torch
+
+    from trim_rl import __version__
+    from trim_rl.export import write_checkpoint
+
+    meta = {"family": "TRIM-Agg (distilled from policy iteration)", "observation": AggObservation().config(),
+            "lam": lam, "lam_range": None, "eval_lams": [lam],
+            "network": {"obs_dim": 6, "net_arch": [m.out_features for m in net.pi if hasattr(m, "out_features")],
+                        "activation": "tanh", "encoder": None},
+            "versions": {"trim_rl": __version__, "torch": str(torch.__version__)},
+            "source": {"headroom": "policy iteration on the agg features, distilled into the MLP",
+                       "train_trees": train.sources},
+            "validation": None}
+    return write_checkpoint(net, meta, Path(folder) / f"agg_pi_{lam:g}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,6 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iters", type=int, default=6, help="policy-iteration rounds per lambda (default: 6)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the regression (default: 0)")
     ap.add_argument("--out", help="also write the figures as JSON to this file")
+    ap.add_argument("--distill-out", metavar="DIR",
+                    help="also copy each lambda's policy into TRIM-Agg's MLP ([64, 64] tanh; reach-weighted "
+                         "cross-entropy), report its test points and write it as an exported checkpoint "
+                         "DIR/agg_pi_<lambda> (evaluate.py --checkpoints, train.py --init-from)")
+    ap.add_argument("--distill-epochs", type=int, default=20, help="epochs of that supervised fit (default 20)")
     args = ap.parse_args(argv)
     from trim_rl.data.flat import load_flat
     from trim_rl.data.trees import atomic_output
@@ -156,14 +239,20 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     train = load_flat(*resolve_tree_spec(args.train, progress=True))
     test = load_flat(*resolve_tree_spec(args.trees, progress=True))
-    res = headroom(train, test, args.lams, iters=args.iters, seed=args.seed)
+    res = headroom(train, test, args.lams, iters=args.iters, seed=args.seed, distill_out=args.distill_out,
+                   distill_epochs=args.distill_epochs)
     res.update({"train": args.train, "trees": args.trees, "seconds": round(time.time() - t0, 1)})
     print(f"{res['train_trees']} training trees ({args.train}), {res['test_trees']} test trees ({args.trees})")
     print("lambda     accuracy  cost")
     for r in res["policy_iteration"]:
         print(f"{r['lam']:<10g} {100 * r['accuracy']:6.2f}%  {r['cost_pct']:6.2f}%")
+    for r in res.get("distilled", []):
+        print(f"distilled MLP {r['lam']:<10g} {100 * r['accuracy']:6.2f}%  {r['cost_pct']:6.2f}%  agreement "
+              f"{100 * r['agreement']:.1f}%  {r['checkpoint']}")
     print(f"CPT(80%): policy iteration on agg {res['cpt80_policy_iteration']:.1f}%, TRIM-Thr "
           f"{res['cpt80_threshold']:.1f}%, ratio {res['ratio']:.2f}")
+    if "cpt80_distilled" in res:
+        print(f"CPT(80%) of the distilled MLPs: {res['cpt80_distilled']:.1f}%")
     if args.out:
         with atomic_output(args.out, "w") as fh:
             fh.write(json.dumps(res, indent=1) + "\n")

@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--resume", default=None, metavar="RUN_DIR",
                     help="continue the run in RUN_DIR from its model.zip up to its total_timesteps (its config "
                          "is used; --hyperparams total_timesteps:N extends it)")
+    ap.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                    help="start the actor from an exported TRIM-Agg / TRIM-Seq checkpoint folder (python -m "
+                         "trim_rl.export, or python -m trim_rl.eval.headroom --distill-out); its observation and "
+                         "network must match the agent YAML; the critic starts fresh.  Recorded in config.yml")
     ap.add_argument("--runs", default="runs", help="root folder of run folders (default runs)")
     ap.add_argument("--workers", type=int, default=None, help="processes for --lam-grid (default: min(budgets, cores))")
     ap.add_argument("--verbose", type=int, default=0, help="1 prints SB3's training log")
@@ -67,6 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     agent = apply_overrides(load_yaml(args.agent, AGENT_KEYS, "agent"), args.hyperparams)
     env = load_yaml(args.env, ENV_KEYS, "env")
     agent.setdefault("name", Path(args.agent).stem)
+    if args.init_from:
+        if agent.get("algo", "maskable_ppo") == "pomdp":
+            print("train.py: --init-from applies to PPO agents, not TRIM-POMDP", file=sys.stderr)
+            return 2
+        if not (Path(args.init_from) / "policy.json").exists():
+            print(f"train.py: --init-from {args.init_from}: no policy.json there (export a run first)", file=sys.stderr)
+            return 2
+        agent["init_from"] = str(Path(args.init_from).resolve())
     env.setdefault("name", Path(args.env).stem)
     if agent.get("algo", "maskable_ppo") == "pomdp":  # fitted and solved, no PPO: all budgets in this process
         from trim_rl.train.pomdp import train_pomdp

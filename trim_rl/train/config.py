@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 AGENT_KEYS = {"algo", "name", "obs", "budget_conditioned", "lam_range", "total_timesteps", "n_envs", "eval_freq",
-              "hyperparams", "policy_kwargs", "device", "initial_regen_prob", "lam_warmup",
+              "hyperparams", "policy_kwargs", "device", "initial_regen_prob", "lam_warmup", "init_from",
               "fit", "solver", "lam_grid", "validate"}  # the last four: TRIM-POMDP (algo: pomdp)
 ENV_KEYS = {"name", "train", "val", "test", "lam", "lam_grid"}
 

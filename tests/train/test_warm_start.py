@@ -1,0 +1,93 @@
+"""--init-from: PPO's actor starts from an exported checkpoint; mismatches are named."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from trim_rl.agents.exported import ExportedPolicy
+from trim_rl.agents.networks import PolicyNet
+from trim_rl.export import write_checkpoint
+from trim_rl.train.warm_start import load_actor
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def checkpoint(tmp_path, obs="agg", net_arch=(64, 64), encoder=None, name="ck"):
+    torch.manual_seed(7)
+    dim = 6 if obs == "agg" else 5
+    net = PolicyNet(obs, dim, list(net_arch), "tanh", encoder)
+    meta = {"family": "test", "observation": {"name": obs, "budget_conditioned": False}, "lam": 1e-3,
+            "network": {"obs_dim": dim, "net_arch": list(net_arch), "activation": "tanh", "encoder": encoder}}
+    return write_checkpoint(net, meta, tmp_path / name)
+
+
+def model_for(agent, trees):
+    from sb3_contrib import MaskablePPO
+
+    from trim_rl.agents.ppo import SeqTransformerExtractor
+    from trim_rl.envs.vec_env import RoutingVecEnv
+
+    pk = agent["policy_kwargs"]
+    kwargs = {"net_arch": pk["net_arch"], "activation_fn": torch.nn.Tanh}
+    if agent["obs"] == "seq":
+        kwargs.update(features_extractor_class=SeqTransformerExtractor, features_extractor_kwargs=pk["encoder"])
+    venv = RoutingVecEnv(trees, num_envs=4, obs=agent["obs"])
+    return MaskablePPO("MlpPolicy", venv, policy_kwargs=kwargs, n_steps=16, batch_size=32, seed=0, device="cpu")
+
+
+@pytest.mark.parametrize("obs", ["agg", "seq"])
+def test_actor_starts_as_the_checkpoint(tiny_env, tmp_path, obs):
+    env = yaml.safe_load(tiny_env.read_text())
+    enc = {"d_model": 16, "n_heads": 2, "n_layers": 1, "dim_ff": 32} if obs == "seq" else None
+    ck = checkpoint(tmp_path, obs, (32,) if obs == "seq" else (64, 64), enc)
+    agent = {"obs": obs, "policy_kwargs": {"net_arch": [32] if obs == "seq" else [64, 64], "activation": "tanh",
+                                           **({"encoder": enc} if enc else {})}}
+    model = model_for(agent, env["train"])
+    shape = (1000, 6) if obs == "agg" else (1000, 30, 5)
+    x = np.random.default_rng(0).random(shape).astype(np.float32)
+    if obs == "seq":
+        x[:, :, 3:] = 0.0
+        x[:, :4, 4] = 1.0
+        x[:, 3, 3] = 1.0
+    pol = ExportedPolicy(ck)
+    before = model.policy.get_distribution(torch.as_tensor(x)).distribution.probs.detach().numpy()
+    assert not np.allclose(before, torch.softmax(torch.as_tensor(pol.logits(x)), -1).numpy(), atol=1e-3)
+    load_actor(model, ck, agent)
+    after = model.policy.get_distribution(torch.as_tensor(x)).distribution.probs.detach().numpy()
+    np.testing.assert_allclose(after, torch.softmax(torch.as_tensor(pol.logits(x)), -1).numpy(), atol=1e-5)
+
+
+def test_a_different_network_is_named(tiny_env, tmp_path):
+    env = yaml.safe_load(tiny_env.read_text())
+    ck = checkpoint(tmp_path)
+    agent = {"obs": "agg", "policy_kwargs": {"net_arch": [32, 32], "activation": "tanh"}}
+    model = model_for(agent, env["train"])
+    with pytest.raises(ValueError, match=r"policy\.json.*network\.net_arch is \[64, 64\], the agent asks for \[32, 32\]"):
+        load_actor(model, ck, agent)
+
+
+def test_cli_records_init_from_and_refuses_a_missing_checkpoint(tiny_env, tiny_args, tmp_path):
+    ck = checkpoint(tmp_path)
+    runs = tmp_path / "runs"
+    r = subprocess.run([sys.executable, "train.py", "--env", str(tiny_env), "--runs", str(runs), "--init-from", str(ck),
+                        "--no-progress", "--hyperparams", *tiny_args], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (d,) = [p for p in runs.glob("*/*") if p.is_dir()]
+    assert yaml.safe_load((d / "config.yml").read_text())["agent"]["init_from"] == str(ck.resolve())
+    r = subprocess.run([sys.executable, "train.py", "--env", str(tiny_env), "--runs", str(runs), "--init-from",
+                        str(tmp_path / "nowhere")], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "no policy.json there" in r.stderr
+
+
+def test_train_py_loads_the_checkpoint_it_is_given(tiny_env, tiny_args, tmp_path):
+    ck = checkpoint(tmp_path, net_arch=(16,), name="small")  # the agent YAML builds [64, 64]
+    r = subprocess.run([sys.executable, "train.py", "--env", str(tiny_env), "--runs", str(tmp_path / "runs"),
+                        "--init-from", str(ck), "--no-progress", "--hyperparams", *tiny_args], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0 and "network.net_arch is [16]" in r.stderr
