@@ -67,7 +67,8 @@ def export_run(run_dir: str | Path, out: str | Path, which: str = "best") -> Pat
     net.load_state_dict(mapped)  # strict: every actor weight must be present
     best = run_dir / "best.json"
     meta = {
-        "family": FAMILIES[agent["obs"]] + (" (budget-conditioned)" if agent.get("budget_conditioned") else ""),
+        "family": FAMILIES[agent["obs"]] + (" (budget-conditioned)" if agent.get("budget_conditioned") else "")
+        + (" (fine-tuned)" if agent.get("init_from") else ""),  # its own frontier in evaluate.py
         "observation": builder.config(),
         "lam": None if agent.get("budget_conditioned") else float(cfg["lam"]),
         "lam_range": list(agent.get("lam_range", [])) if agent.get("budget_conditioned") else None,

@@ -80,6 +80,11 @@ def test_cli_records_init_from_and_refuses_a_missing_checkpoint(tiny_env, tiny_a
     assert r.returncode == 0, r.stderr[-3000:]
     (d,) = [p for p in runs.glob("*/*") if p.is_dir()]
     assert yaml.safe_load((d / "config.yml").read_text())["agent"]["init_from"] == str(ck.resolve())
+    from trim_rl.agents.exported import load_checkpoint
+    from trim_rl.export import export_run
+
+    pol = load_checkpoint(export_run(d, tmp_path / "exported"))
+    assert pol.family == "TRIM-Agg (fine-tuned)" and pol.meta["source"]["init_from"] == str(ck.resolve())
     r = subprocess.run([sys.executable, "train.py", "--env", str(tiny_env), "--runs", str(runs), "--init-from",
                         str(tmp_path / "nowhere")], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 2 and "no policy.json there" in r.stderr
