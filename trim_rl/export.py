@@ -16,6 +16,14 @@ ACTOR_PREFIXES = (("features_extractor.encoder.", "extractor."), ("mlp_extractor
                   ("action_net.", "action."))
 
 
+def actor_key(sb3_name: str) -> str | None:
+    """The PolicyNet name of an SB3 policy parameter, or None where it is not part of the actor."""
+    for sb3_prefix, ours in ACTOR_PREFIXES:
+        if sb3_name.startswith(sb3_prefix):
+            return ours + sb3_name[len(sb3_prefix):]
+    return None
+
+
 def _install(tmp: Path, out: Path, files: list[str]) -> None:
     """Make the finished temporary folder readable and move it onto ``out`` (replacing it)."""
     for name in files:
@@ -58,12 +66,7 @@ def export_run(run_dir: str | Path, out: str | Path, which: str = "best") -> Pat
                "net_arch": list(pk.get("net_arch", [64, 64])), "activation": pk.get("activation", "tanh"),
                "encoder": dict(pk.get("encoder", {})) if agent["obs"] == "seq" else None}
     net = PolicyNet(agent["obs"], net_cfg["obs_dim"], net_cfg["net_arch"], net_cfg["activation"], net_cfg["encoder"])
-    sd = model.policy.state_dict()
-    mapped = {}
-    for k, v in sd.items():
-        for sb3_prefix, ours in ACTOR_PREFIXES:
-            if k.startswith(sb3_prefix):
-                mapped[ours + k[len(sb3_prefix):]] = v
+    mapped = {key: v for k, v in model.policy.state_dict().items() if (key := actor_key(k))}
     net.load_state_dict(mapped)  # strict: every actor weight must be present
     best = run_dir / "best.json"
     meta = {
@@ -93,11 +96,12 @@ def write_checkpoint(net, meta: dict, out: str | Path) -> Path:
     from trim_rl.agents.exported import FORMAT, WEIGHTS, sha256_file
 
     out = Path(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
+    out.parent.mkdir(parents=True, exist_ok=True)  # the temporary folder lives beside out (same file system)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         weights = tmp / WEIGHTS
         save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(weights))
-        full = {"format": FORMAT, "family": meta.pop("family"), "name": out.name, **meta,
+        full = {"format": FORMAT, **meta, "name": out.name,
                 "normalization": None,  # the observation builders scale features; no running statistics
                 "weights": WEIGHTS, "sha256": sha256_file(weights)}
         (tmp / "policy.json").write_text(json.dumps(full, indent=1) + "\n", encoding="utf-8")
@@ -114,7 +118,8 @@ def _export_pomdp(run_dir: Path, out: Path) -> Path:
     from trim_rl.agents.pomdp.policy import load_pomdp
 
     load_pomdp(run_dir)  # refuses a missing, foreign or altered artifact
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
+    out.parent.mkdir(parents=True, exist_ok=True)  # the temporary folder lives beside out (same file system)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         shutil.copyfile(run_dir / "policy.npz", tmp / "policy.npz")
         meta = json.loads((run_dir / "policy.json").read_text(encoding="utf-8"))

@@ -72,7 +72,6 @@ def test_resume_continues_the_run(tiny_env, tiny_args, tmp_path):
     assert run_dirs(tmp_path) == [d]
     cfg = yaml.safe_load((d / "config.yml").read_text())
     assert cfg["agent"]["total_timesteps"] == 2048
-    
     stats = json.loads((d / "train_stats.json").read_text())
     assert stats["timesteps"] >= 2048
 

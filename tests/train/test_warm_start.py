@@ -90,9 +90,28 @@ def test_cli_records_init_from_and_refuses_a_missing_checkpoint(tiny_env, tiny_a
     assert r.returncode == 2 and "no policy.json there" in r.stderr
 
 
-def test_train_py_loads_the_checkpoint_it_is_given(tiny_env, tiny_args, tmp_path):
-    ck = checkpoint(tmp_path, net_arch=(16,), name="small")  # the agent YAML builds [64, 64]
-    r = subprocess.run([sys.executable, "train.py", "--env", str(tiny_env), "--runs", str(tmp_path / "runs"),
-                        "--init-from", str(ck), "--no-progress", "--hyperparams", *tiny_args], cwd=ROOT,
+def test_train_py_starts_from_the_checkpoint_it_is_given(tiny_env, tiny_args, tmp_path):
+    from trim_rl.export import export_run
+
+    ck = checkpoint(tmp_path)
+    runs = tmp_path / "runs"
+    # learning rate 0: PPO runs but leaves the actor where --init-from put it
+    r = subprocess.run([sys.executable, "train.py", "--env", str(tiny_env), "--runs", str(runs), "--init-from", str(ck),
+                        "--no-progress", "--hyperparams", *tiny_args, "learning_rate:0.0"], cwd=ROOT,
                        capture_output=True, text=True, timeout=600)
-    assert r.returncode != 0 and "network.net_arch is [16]" in r.stderr
+    assert r.returncode == 0, r.stderr[-3000:]
+    (d,) = [p for p in runs.glob("*/*") if p.is_dir()]
+    x = np.random.default_rng(1).random((500, 6)).astype(np.float32)
+    trained = ExportedPolicy(export_run(d, tmp_path / "exported", which="last"))
+    np.testing.assert_allclose(trained.logits(x), ExportedPolicy(ck).logits(x), atol=1e-6)
+
+
+def test_a_mismatched_checkpoint_is_refused_before_any_run_folder(tiny_env, tiny_args, tmp_path):
+    ck = checkpoint(tmp_path, net_arch=(16,), name="small")  # the agent YAML builds [64, 64]
+    runs = tmp_path / "runs"
+    r = subprocess.run([sys.executable, "train.py", "--env", str(tiny_env), "--runs", str(runs), "--init-from", str(ck),
+                        "--no-progress", "--hyperparams", *tiny_args], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 2
+    assert f"{ck / 'policy.json'}: cannot start this agent from it: network.net_arch is [16]" in r.stderr
+    assert not runs.exists()

@@ -102,9 +102,12 @@ def agg_policy_iteration(trees: FlatTrees, lam: float, iters: int = 6, explore: 
     return model
 
 
-def distill_mlp(trees: FlatTrees, regen: np.ndarray, net_arch=(64, 64), activation: str = "tanh",
-                epochs: int = 20, explore: float = 0.15, seed: int = 0, batch: int = 4096):
-    """An MLP actor on the ``agg`` observation (TRIM-Agg's network) trained by cross-entropy to copy a
+STUDENT_NET = {"obs_dim": 6, "net_arch": [64, 64], "activation": "tanh", "encoder": None}  # TRIM-Agg's actor
+
+
+def distill_mlp(trees: FlatTrees, regen: np.ndarray, epochs: int = 20, explore: float = 0.15, seed: int = 0,
+                batch: int = 4096):
+    """An MLP actor on the ``agg`` observation (``STUDENT_NET``) trained by cross-entropy to copy a
     per-node policy (``regen``), each node weighted by how often that policy, with ``explore``
     flips, reaches it.  Returns a :class:`~trim_rl.agents.networks.PolicyNet` (exportable, and a
     starting point for ``train.py --init-from``)."""
@@ -119,7 +122,7 @@ def distill_mlp(trees: FlatTrees, regen: np.ndarray, net_arch=(64, 64), activati
     ws = torch.as_tensor(w[rows], dtype=torch.float32)
     gen = torch.Generator().manual_seed(int(seed))
     torch.manual_seed(int(seed))
-    net = PolicyNet("agg", x.shape[1], list(net_arch), activation)
+    net = PolicyNet("agg", STUDENT_NET["obs_dim"], STUDENT_NET["net_arch"], STUDENT_NET["activation"])
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     for _ in range(int(epochs)):
         order = torch.randperm(len(xs), generator=gen)
@@ -134,12 +137,12 @@ def distill_mlp(trees: FlatTrees, regen: np.ndarray, net_arch=(64, 64), activati
     return net
 
 
-def net_regen(net, trees: FlatTrees) -> np.ndarray:
-    """Per node: does the MLP actor regenerate (greedy action, where the tree allows it)?"""
+def net_regen(net, features: np.ndarray) -> np.ndarray:
+    """Per node (row of :func:`node_features`): does the MLP actor regenerate (greedy action)?"""
     import torch
 
     with torch.no_grad():
-        logits = net(torch.as_tensor(node_features(trees))).numpy()
+        logits = net(torch.as_tensor(features)).numpy()
     return logits.argmax(axis=1) == 1
 
 
@@ -160,6 +163,7 @@ def headroom(train: FlatTrees, test: FlatTrees, lams, iters: int = 6, seed: int 
     from tqdm import tqdm
 
     x_test = node_features(test)
+    x_train = node_features(train) if distill_out else None
     acc_weak = float(test.weak_only()["correct"].mean())
     acc_strong = float(test.strong_only_correct.mean())
     rows, students = [], []
@@ -168,11 +172,11 @@ def headroom(train: FlatTrees, test: FlatTrees, lams, iters: int = 6, seed: int 
         pv = policy_values(test, model.predict(x_test) > 0, float(lam))
         rows.append({"lam": float(lam), "accuracy": pv.accuracy, "cost_pct": pv.cost_pct})
         if distill_out:
-            regen = model.predict(node_features(train)) > 0
+            regen = model.predict(x_train) > 0
             net = distill_mlp(train, regen, epochs=distill_epochs, seed=seed)
-            spv = policy_values(test, net_regen(net, test), float(lam))
+            spv = policy_values(test, net_regen(net, x_test), float(lam))
             w = reach_weights(train, regen, 0.0)
-            agree = float(((net_regen(net, train) == regen) * w).sum() / w.sum())
+            agree = float(((net_regen(net, x_train) == regen) * w).sum() / w.sum())
             path = _write_student(net, float(lam), distill_out, train)
             students.append({"lam": float(lam), "accuracy": spv.accuracy, "cost_pct": spv.cost_pct,
                              "agreement": agree, "checkpoint": str(path)})
@@ -201,8 +205,7 @@ def _write_student(net, lam: float, folder: str, train: FlatTrees):
 
     meta = {"family": "TRIM-Agg (distilled from policy iteration)", "observation": AggObservation().config(),
             "lam": lam, "lam_range": None, "eval_lams": [lam],
-            "network": {"obs_dim": 6, "net_arch": [m.out_features for m in net.pi if hasattr(m, "out_features")],
-                        "activation": "tanh", "encoder": None},
+            "network": dict(STUDENT_NET),
             "versions": {"trim_rl": __version__, "torch": str(torch.__version__)},
             "source": {"headroom": "policy iteration on the agg features, distilled into the MLP",
                        "train_trees": train.sources},

@@ -136,6 +136,7 @@ class ProgressCallback(BaseCallback):
     """A tqdm bar over env steps (stderr), showing the last validation score, accuracy and cost."""
 
     def __init__(self, total: int, desc: str = "training", validation: ValidationCallback | None = None):
+        """``total``: the run's total_timesteps (resumed runs count the steps already done)."""
         super().__init__()
         self.total, self.desc, self.validation = int(total), desc, validation
         self.bar = None
@@ -145,10 +146,9 @@ class ProgressCallback(BaseCallback):
         from tqdm import tqdm
 
         self._seen = int(self.num_timesteps)
-        # PPO collects whole rollouts, so it stops at the first rollout boundary at or past its target
-        target = int(getattr(self.model, "_total_timesteps", self.total) or self.total)
+        # PPO collects whole rollouts, so it stops at the first rollout boundary at or past total
         rollout = int(self.model.n_steps) * int(self.model.n_envs)
-        end = self._seen + max(0, -(-(target - self._seen) // rollout)) * rollout
+        end = self._seen + max(0, -(-(self.total - self._seen) // rollout)) * rollout
         self.bar = tqdm(total=end, initial=self._seen, desc=self.desc, unit="step", unit_scale=True,
                         dynamic_ncols=True, mininterval=1.0)
 

@@ -79,6 +79,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"train.py: --init-from {args.init_from}: no policy.json there (export a run first)", file=sys.stderr)
             return 2
         agent["init_from"] = str(Path(args.init_from).resolve())
+        from trim_rl.train.warm_start import check_checkpoint
+
+        try:  # before any run folder is made
+            check_checkpoint(agent["init_from"], agent)
+        except ValueError as e:
+            print(f"train.py: --init-from: {e}", file=sys.stderr)
+            return 2
     env.setdefault("name", Path(args.env).stem)
     if agent.get("algo", "maskable_ppo") == "pomdp":  # fitted and solved, no PPO: all budgets in this process
         from trim_rl.train.pomdp import train_pomdp

@@ -101,12 +101,12 @@ def train_one(agent: dict, env: dict, lam: float, seed: int, runs_root: str | Pa
         model = MaskablePPO("MlpPolicy", venv, policy_kwargs=policy_kwargs, seed=seed, verbose=verbose, device="cpu",
                             **hp)
         done = 0
+        p0 = float(agent.get("initial_regen_prob", 0.5))
         if agent.get("init_from"):
             from trim_rl.train.warm_start import load_actor
 
             load_actor(model, agent["init_from"], agent)
-        p0 = float(agent.get("initial_regen_prob", 0.5))
-        if p0 != 0.5 and not agent.get("init_from"):  # start from a policy that regenerates rarely (see README: PPO training notes)
+        elif p0 != 0.5:  # start from a policy that regenerates rarely (see README: PPO training notes)
             with torch.no_grad():
                 model.policy.action_net.bias.copy_(torch.tensor([0.0, float(np.log(p0 / (1.0 - p0)))]))
     fmt = ["tensorboard", "csv"] + (["stdout"] if verbose else [])
@@ -156,7 +156,7 @@ def train_grid(agent: dict, env: dict, lams: list[float], seed: int, runs_root: 
         return out
     ctx = mp.get_context("spawn")
     with ctx.Pool(workers) as pool:
-        for p in tqdm(pool.imap(_worker, jobs), total=len(jobs), desc="budgets", unit="policy",
-                           disable=not progress):
+        bar = tqdm(pool.imap(_worker, jobs), total=len(jobs), desc="budgets", unit="policy", disable=not progress)
+        for p in bar:
             out.append(Path(p))
     return out

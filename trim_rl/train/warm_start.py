@@ -27,28 +27,33 @@ def checkpoint_mismatches(meta: dict, agent: dict) -> list[str]:
     return [f"{k} is {have[k]!r}, the agent asks for {v!r}" for k, v in want.items() if have[k] != v]
 
 
+def check_checkpoint(folder: str | Path, agent: dict):
+    """The exported checkpoint in ``folder`` (format and sha256 checked) if the agent YAML builds the
+    same actor; else ``ValueError`` naming policy.json and each field that differs."""
+    from trim_rl.agents.exported import ExportedPolicy
+
+    ck = ExportedPolicy(folder)
+    bad = checkpoint_mismatches(ck.meta, agent)
+    if bad:
+        raise ValueError(f"{Path(folder) / 'policy.json'}: cannot start this agent from it: " + "; ".join(bad))
+    return ck
+
+
 def load_actor(model, folder: str | Path, agent: dict) -> None:
     """Copy the actor weights of the exported checkpoint in ``folder`` into ``model`` (a MaskablePPO
     built from ``agent``).  Raises ``ValueError`` naming the field when the networks differ."""
     import torch
 
-    from trim_rl.agents.exported import ExportedPolicy
-    from trim_rl.export import ACTOR_PREFIXES
+    from trim_rl.export import actor_key
 
-    ck = ExportedPolicy(folder)  # checks format and sha256
-    bad = checkpoint_mismatches(ck.meta, agent)
-    if bad:
-        raise ValueError(f"{Path(folder) / 'policy.json'}: cannot start this agent from it: " + "; ".join(bad))
-    ours = ck.net.state_dict()
-    params = dict(model.policy.named_parameters())
+    ours = check_checkpoint(folder, agent).net.state_dict()
     copied = set()
     with torch.no_grad():
-        for name, p in params.items():
-            for sb3_prefix, prefix in ACTOR_PREFIXES:
-                if name.startswith(sb3_prefix):
-                    key = prefix + name[len(sb3_prefix):]
-                    p.copy_(ours[key])
-                    copied.add(key)
+        for name, p in model.policy.named_parameters():
+            key = actor_key(name)
+            if key is not None:
+                p.copy_(ours[key])
+                copied.add(key)
     missing = set(ours) - copied
     if missing:
         raise ValueError(f"{folder}: weights {sorted(missing)[:3]} have no place in the agent's actor")
