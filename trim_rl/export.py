@@ -80,7 +80,8 @@ def export_run(run_dir: str | Path, out: str | Path, which: str = "best") -> Pat
         "versions": {"trim_rl": __version__, "torch": str(torch.__version__),
                      "stable_baselines3": stable_baselines3.__version__, "sb3_contrib": sb3_contrib.__version__},
         "source": {"run": str(run_dir), "model": zip_path.name, "git": cfg.get("git"), "seed": cfg.get("seed"),
-                   "env": cfg["env"].get("name"), "timesteps": int(model.num_timesteps),
+                   "env": cfg["env"].get("name"), "train": cfg["env"].get("train"),
+                   "timesteps": int(model.num_timesteps),
                    "init_from": agent.get("init_from")},
         "validation": json.loads(best.read_text()) if best.exists() else None,
     }

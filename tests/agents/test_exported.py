@@ -130,4 +130,52 @@ def test_export_cli_and_evaluate_checkpoints(trees, tmp_path):
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert "TRIM-Agg" in m["policies"]
     assert [p["setting"] for p in m["policies"]["TRIM-Agg"]["points"]] == [1e-3]
-    assert yaml  # configs are YAML
+    source = json.loads((tmp_path / "cks" / "agg" / "policy.json").read_text())["source"]
+    assert source["env"] == "tiny" and source["train"] == trees["train"]
+    assert yaml.safe_load((run / "config.yml").read_text())["git"] == source["git"]
+
+
+def _copy_shipped(tmp_path):
+    import shutil
+
+    src = ROOT / "checkpoints" / "trim_agg_0.0016"
+    return Path(shutil.copytree(src, tmp_path / "ck"))
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("json", r"policy\.json:2:2: not valid JSON"),
+    ("field", r"policy\.json: field 'network\.net_arch' is missing"),
+    ("weights", r"model\.safetensors: weights file named by .*policy\.json is missing"),
+    ("shape", r"model\.safetensors: does not fit the network described in .*policy\.json \(field 'network'\)"),
+])
+def test_broken_checkpoint_is_named(tmp_path, damage, message):
+    from trim_rl.agents.exported import load_checkpoint
+
+    ck = _copy_shipped(tmp_path)
+    meta_path = ck / "policy.json"
+    meta = json.loads(meta_path.read_text())
+    assert load_checkpoint(ck).meta == meta  # intact before the damage
+    if damage == "json":
+        meta_path.write_text(json.dumps(meta, indent=1).replace('"format"', "format", 1))
+    elif damage == "field":
+        del meta["network"]["net_arch"]
+        meta_path.write_text(json.dumps(meta))
+    elif damage == "weights":
+        (ck / "model.safetensors").unlink()
+    else:
+        meta["network"]["net_arch"] = [32, 32]
+        meta_path.write_text(json.dumps(meta))
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        load_checkpoint(ck)
+
+
+def test_evaluate_names_a_broken_checkpoint(tmp_path):
+    ck = _copy_shipped(tmp_path)
+    (ck / "model.safetensors").unlink()
+    r = subprocess.run([sys.executable, "evaluate.py", "--trees", "sim:math500:test", "--policies", "thr",
+                        "--checkpoints", str(ck), "--out", str(tmp_path / "rep")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
+    assert "model.safetensors: weights file named by" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "rep").exists()

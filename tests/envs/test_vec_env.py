@@ -137,16 +137,19 @@ def test_bad_schedule_and_set_attr(flat):
         vec.set_attr("trees", None)
 
 
-def test_maskable_ppo_learns_on_it(flat):
+def test_maskable_ppo_learns_on_it(flat, tmp_path):
     import torch
     from sb3_contrib import MaskablePPO
+    from stable_baselines3.common.logger import configure
     from sb3_contrib.common.maskable.utils import get_action_masks
 
     torch.set_num_threads(1)
     vec = RoutingVecEnv(flat, num_envs=8, lam=LAM)
     model = MaskablePPO("MlpPolicy", vec, n_steps=32, batch_size=64, n_epochs=1, seed=0, device="cpu",
                         policy_kwargs={"net_arch": [16]})
+    model.set_logger(configure(str(tmp_path), ["csv"]))  # not SB3's default folder under /tmp
     model.learn(total_timesteps=256)
+    assert (tmp_path / "progress.csv").stat().st_size > 0
     assert model.num_timesteps >= 256
     vec.seed(1)
     obs = vec.reset()

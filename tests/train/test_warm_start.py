@@ -40,6 +40,13 @@ def model_for(agent, trees):
     return MaskablePPO("MlpPolicy", venv, policy_kwargs=kwargs, n_steps=16, batch_size=32, seed=0, device="cpu")
 
 
+def train_from(ck, tiny_env, tiny_args, runs, *extra):
+    """``train.py --init-from ck`` with the tiny settings; the finished process."""
+    return subprocess.run([sys.executable, "train.py", "--env", str(tiny_env), "--runs", str(runs), "--init-from",
+                           str(ck), "--no-progress", "--hyperparams", *tiny_args, *extra], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+
+
 @pytest.mark.parametrize("obs", ["agg", "seq"])
 def test_actor_starts_as_the_checkpoint(tiny_env, tmp_path, obs):
     env = yaml.safe_load(tiny_env.read_text())
@@ -74,9 +81,7 @@ def test_a_different_network_is_named(tiny_env, tmp_path):
 def test_cli_records_init_from_and_refuses_a_missing_checkpoint(tiny_env, tiny_args, tmp_path):
     ck = checkpoint(tmp_path)
     runs = tmp_path / "runs"
-    r = subprocess.run([sys.executable, "train.py", "--env", str(tiny_env), "--runs", str(runs), "--init-from", str(ck),
-                        "--no-progress", "--hyperparams", *tiny_args], cwd=ROOT, capture_output=True, text=True,
-                       timeout=600)
+    r = train_from(ck, tiny_env, tiny_args, runs)
     assert r.returncode == 0, r.stderr[-3000:]
     (d,) = [p for p in runs.glob("*/*") if p.is_dir()]
     assert yaml.safe_load((d / "config.yml").read_text())["agent"]["init_from"] == str(ck.resolve())
@@ -96,9 +101,7 @@ def test_train_py_starts_from_the_checkpoint_it_is_given(tiny_env, tiny_args, tm
     ck = checkpoint(tmp_path)
     runs = tmp_path / "runs"
     # learning rate 0: PPO runs but leaves the actor where --init-from put it
-    r = subprocess.run([sys.executable, "train.py", "--env", str(tiny_env), "--runs", str(runs), "--init-from", str(ck),
-                        "--no-progress", "--hyperparams", *tiny_args, "learning_rate:0.0"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=600)
+    r = train_from(ck, tiny_env, tiny_args, runs, "learning_rate:0.0")
     assert r.returncode == 0, r.stderr[-3000:]
     (d,) = [p for p in runs.glob("*/*") if p.is_dir()]
     x = np.random.default_rng(1).random((500, 6)).astype(np.float32)
@@ -109,9 +112,18 @@ def test_train_py_starts_from_the_checkpoint_it_is_given(tiny_env, tiny_args, tm
 def test_a_mismatched_checkpoint_is_refused_before_any_run_folder(tiny_env, tiny_args, tmp_path):
     ck = checkpoint(tmp_path, net_arch=(16,), name="small")  # the agent YAML builds [64, 64]
     runs = tmp_path / "runs"
-    r = subprocess.run([sys.executable, "train.py", "--env", str(tiny_env), "--runs", str(runs), "--init-from", str(ck),
-                        "--no-progress", "--hyperparams", *tiny_args], cwd=ROOT, capture_output=True, text=True,
-                       timeout=600)
+    r = train_from(ck, tiny_env, tiny_args, runs)
     assert r.returncode == 2
     assert f"{ck / 'policy.json'}: cannot start this agent from it: network.net_arch is [16]" in r.stderr
+    assert not runs.exists()
+
+
+def test_a_checkpoint_without_its_weights_is_refused_before_any_run_folder(tiny_env, tiny_args, tmp_path):
+    ck = checkpoint(tmp_path)
+    (ck / "model.safetensors").unlink()
+    runs = tmp_path / "runs"
+    r = train_from(ck, tiny_env, tiny_args, runs)
+    assert r.returncode == 2
+    assert f"train.py: --init-from: {ck / 'model.safetensors'}: weights file named by" in r.stderr
+    assert "Traceback" not in r.stderr
     assert not runs.exists()

@@ -28,6 +28,20 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+REQUIRED_FIELDS = ("sha256", "network.obs_dim", "network.net_arch", "observation.name")
+
+
+def read_policy_json(path: Path) -> dict[str, Any]:
+    """``policy.json`` as a dict; ``ValueError`` naming the file, line and column when it is not a JSON object."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(meta).__name__}")
+    return meta
+
+
 class ExportedPolicy:
     """A trained policy loaded from a checkpoint folder, on the SB3-style ``predict`` protocol."""
 
@@ -38,10 +52,16 @@ class ExportedPolicy:
         meta_path = self.folder / "policy.json"
         if not meta_path.exists():
             raise FileNotFoundError(f"{meta_path}: not a trim_rl checkpoint folder (policy.json missing)")
-        self.meta: dict[str, Any] = json.loads(meta_path.read_text(encoding="utf-8"))
+        self.meta: dict[str, Any] = read_policy_json(meta_path)
         if self.meta.get("format") != FORMAT:
             raise ValueError(f"{meta_path}: format is {self.meta.get('format')!r}, expected {FORMAT!r}")
+        for key in REQUIRED_FIELDS:
+            head, _, tail = key.partition(".")
+            if not isinstance(self.meta.get(head), dict if tail else str) or (tail and tail not in self.meta[head]):
+                raise ValueError(f"{meta_path}: field {key!r} is missing or malformed")
         weights = self.folder / self.meta.get("weights", WEIGHTS)
+        if not weights.is_file():
+            raise FileNotFoundError(f"{weights}: weights file named by {meta_path} is missing")
         digest = sha256_file(weights)
         if digest != self.meta["sha256"]:
             raise ValueError(f"{weights}: sha256 {digest} does not match policy.json ({self.meta['sha256']})")
@@ -50,9 +70,13 @@ class ExportedPolicy:
         self.budget_conditioned = bool(self.meta["observation"].get("budget_conditioned", False))
         self.lam = self.meta.get("lam")
         self.family = self.meta.get("family", "policy")
-        self.net = PolicyNet(self.obs, int(net["obs_dim"]), list(net["net_arch"]), net.get("activation", "tanh"),
-                             net.get("encoder"))
-        self.net.load_state_dict(load_file(str(weights)))
+        try:
+            self.net = PolicyNet(self.obs, int(net["obs_dim"]), list(net["net_arch"]), net.get("activation", "tanh"),
+                                 net.get("encoder"))
+            self.net.load_state_dict(load_file(str(weights)))
+        except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{weights}: does not fit the network described in {meta_path} (field 'network'): "
+                             f"{str(exc).splitlines()[0]}") from exc
         self.net.eval()
 
     def builder(self):
@@ -80,7 +104,7 @@ def load_checkpoint(folder: str | Path):
     """An exported policy: a network (``ExportedPolicy``) or, where policy.json says ``"kind": "pomdp"``,
     a TRIM-POMDP table (:func:`trim_rl.agents.pomdp.policy.load_pomdp`)."""
     meta_path = Path(folder) / "policy.json"
-    if meta_path.exists() and json.loads(meta_path.read_text(encoding="utf-8")).get("kind") == "pomdp":
+    if meta_path.exists() and read_policy_json(meta_path).get("kind") == "pomdp":
         from trim_rl.agents.pomdp.policy import load_pomdp
 
         return load_pomdp(folder)

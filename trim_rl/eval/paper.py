@@ -45,7 +45,18 @@ def _checkpoints_for(paths, profile: str) -> list:
         paths = [str(d) for d in [default, *sorted(default.glob("*/"))] if any(d.glob("*/policy.json"))]
     if not paths:
         return []
-    return [c for c in find_checkpoints(paths) if (c.meta.get("source") or {}).get("env") == profile]
+    return [c for c in find_checkpoints(paths) if trained_on(c.meta) == profile]
+
+
+def trained_on(meta: dict) -> str | None:
+    """The simulator profile a checkpoint was trained on: that of its training trees when they are
+    ``sim:PROFILE:...`` (an env YAML such as math500x12 draws more trees of one profile), else its
+    env's name."""
+    source = meta.get("source") or {}
+    train = source.get("train")
+    specs = train if isinstance(train, list) else [train]
+    profiles = {s.split(":")[1] for s in specs if isinstance(s, str) and s.startswith("sim:") and s.count(":") >= 2}
+    return profiles.pop() if len(profiles) == 1 else source.get("env")
 
 
 def prm_diagnostics(trees: FlatTrees, threshold: float = 0.5, max_index: int = 10) -> list[dict]:

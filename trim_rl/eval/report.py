@@ -67,6 +67,15 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+LINE_STYLES = ("-", "--", "-.", ":")
+
+
+def line_styles(n: int) -> list[tuple[str, str]]:
+    """(colour, line style) for ``n`` frontiers: the ten tab10 colours, then the same colours dashed,
+    and so on, so no two of up to 40 policies look alike."""
+    return [(f"C{i % 10}", LINE_STYLES[(i // 10) % len(LINE_STYLES)]) for i in range(n)]
+
+
 def plot_frontiers(out: Path, result: dict) -> None:
     import matplotlib
 
@@ -74,12 +83,13 @@ def plot_frontiers(out: Path, result: dict) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for name, m in result["policies"].items():
+    styles = line_styles(len(result["policies"]))
+    for (name, m), (colour, ls) in zip(result["policies"].items(), styles):
         xs = [p["cost_pct"] for p in m["points"]]
         ys = [100 * p["accuracy"] for p in m["points"]]
-        line = ax.plot(m["frontier"]["cost_pct"], [100 * a for a in m["frontier"]["accuracy"]], "-", lw=1.5,
-                       label=m["label"])[0]
-        ax.plot(xs, ys, ".", color=line.get_color(), ms=4)
+        ax.plot(m["frontier"]["cost_pct"], [100 * a for a in m["frontier"]["accuracy"]], ls=ls, color=colour, lw=1.5,
+                label=m["label"])
+        ax.plot(xs, ys, ".", color=colour, ms=4)
     ref = result["references"]
     ax.axhline(100 * ref["acc_strong"], color="grey", ls=":", lw=1)
     ax.set_xlim(0, 105)

@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:  # before any run folder is made
             check_checkpoint(agent["init_from"], agent)
-        except ValueError as e:
+        except (ValueError, FileNotFoundError) as e:
             print(f"train.py: --init-from: {e}", file=sys.stderr)
             return 2
     env.setdefault("name", Path(args.env).stem)
