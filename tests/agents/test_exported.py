@@ -179,3 +179,18 @@ def test_evaluate_names_a_broken_checkpoint(tmp_path):
     assert "model.safetensors: weights file named by" in r.stderr
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "rep").exists()
+
+
+def test_a_broken_pomdp_policy_json_is_named(tmp_path):
+    import shutil
+
+    from trim_rl.agents.exported import load_checkpoint
+    from trim_rl.agents.pomdp.policy import load_pomdp
+
+    ck = Path(shutil.copytree(ROOT / "checkpoints" / "trim_pomdp" / "trim_pomdp_0.0008", tmp_path / "pomdp"))
+    assert load_pomdp(ck).meta["kind"] == "pomdp"
+    meta_path = ck / "policy.json"
+    meta_path.write_text(meta_path.read_text()[:-3])  # truncated
+    for load in (load_pomdp, load_checkpoint):
+        with pytest.raises(ValueError, match=r"pomdp/policy\.json:\d+:\d+: not valid JSON"):
+            load(ck)

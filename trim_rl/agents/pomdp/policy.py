@@ -130,10 +130,10 @@ def _write_text(path: Path, text: str) -> None:
 
 def load_pomdp(folder: str | Path) -> POMDPPolicy:
     """Load a TRIM-POMDP artifact (checks format, kind and the sha256 of ``policy.npz``)."""
-    from trim_rl.agents.exported import sha256_file
+    from trim_rl.agents.exported import read_policy_json, sha256_file
 
     folder = Path(folder)
-    meta = json.loads((folder / "policy.json").read_text(encoding="utf-8"))
+    meta = read_policy_json(folder / "policy.json")
     if meta.get("format") != FORMAT or meta.get("kind") != "pomdp":
         raise ValueError(f"{folder / 'policy.json'}: not a TRIM-POMDP policy (format {meta.get('format')!r}, "
                          f"kind {meta.get('kind')!r})")
