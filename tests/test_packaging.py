@@ -1,6 +1,7 @@
 """A built wheel carries every data file the package reads at run time (a non-editable install
 has no checkout to fall back on)."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -13,7 +14,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_wheel_carries_the_package_data(tmp_path):
     pytest.importorskip("setuptools")  # the build backend, installed with the package's dependencies
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+    # build from a copy, so that setuptools' build/ folder is not left in the checkout
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "trim_rl", src / "trim_rl", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("setup.cfg", "pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation",
                         "--quiet", "-w", str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     # setuptools names data folders it would not package ("Package ... is absent from the packages
