@@ -6,40 +6,19 @@ the weights are safetensors, and their sha256 is checked on load.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from trim_rl.agents.checkpoint import FORMAT, WEIGHTS, read_policy_json, sha256_file
 from trim_rl.agents.networks import PolicyNet
 
-FORMAT = "trim_rl.policy/v1"
-WEIGHTS = "model.safetensors"
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+__all__ = ["ExportedPolicy", "load_checkpoint", "FORMAT", "WEIGHTS", "read_policy_json", "sha256_file"]
 
 
 REQUIRED_FIELDS = ("sha256", "network.obs_dim", "network.net_arch", "observation.name")
-
-
-def read_policy_json(path: Path) -> dict[str, Any]:
-    """``policy.json`` as a dict; ``ValueError`` naming the file, line and column when it is not a JSON object."""
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg})") from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(meta).__name__}")
-    return meta
 
 
 class ExportedPolicy:
@@ -101,11 +80,8 @@ class ExportedPolicy:
 
 
 def load_checkpoint(folder: str | Path):
-    """An exported policy: a network (``ExportedPolicy``) or, where policy.json says ``"kind": "pomdp"``,
-    a TRIM-POMDP table (:func:`trim_rl.agents.pomdp.policy.load_pomdp`)."""
-    meta_path = Path(folder) / "policy.json"
-    if meta_path.exists() and read_policy_json(meta_path).get("kind") == "pomdp":
-        from trim_rl.agents.pomdp.policy import load_pomdp
+    """A checkpoint folder as a policy, by its ``kind``: a network (:class:`ExportedPolicy`) or a
+    TRIM-POMDP table (see :func:`trim_rl.agents.registry.load_checkpoint`, which this forwards to)."""
+    from trim_rl.agents.registry import load_checkpoint as load  # the registry imports this module
 
-        return load_pomdp(folder)
-    return ExportedPolicy(folder)
+    return load(folder)

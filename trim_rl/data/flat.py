@@ -243,3 +243,34 @@ def load_flat(*paths: str | os.PathLike) -> FlatTrees:
         for _, t in iter_trees(p):
             checked.append(t)
     return flatten(checked, sources=[str(Path(p)) for p in paths])
+
+
+_PER_TREE = ("n_nodes_per_tree", "max_interventions", "strong_only_tokens", "strong_only_steps", "strong_only_correct",
+             "level")
+_PER_NODE = ("depth", "interventions", "parent_action", "weak_tokens", "weak_prm", "weak_final", "weak_correct",
+             "weak_step_correct", "strong_present", "strong_tokens", "strong_prm", "strong_final", "strong_correct",
+             "strong_step_correct", "prev_min", "prev_prod", "in_prm", "in_tokens")
+_NODE_POINTERS = ("parent", "keep_child", "regen_child")  # global node indices (or -1 / ABSENT)
+_TEXT = ("problem_id", "dataset", "split", "problem", "answer")
+ARRAY_FIELDS = ("tree_root", "tree_index", *_PER_TREE, *_PER_NODE, *_NODE_POINTERS)
+
+
+def concat(parts: list[FlatTrees]) -> FlatTrees:
+    """One :class:`FlatTrees` holding the trees of ``parts`` in order (node indices shifted)."""
+    if len(parts) == 1:
+        return parts[0]
+    node_off = np.cumsum([0] + [p.n_nodes for p in parts[:-1]])
+    tree_off = np.cumsum([0] + [p.n_trees for p in parts[:-1]])
+    kw: dict = {}
+    for name in (*_PER_TREE, *_PER_NODE):
+        kw[name] = np.concatenate([getattr(p, name) for p in parts])
+    kw["tree_root"] = np.concatenate([p.tree_root + o for p, o in zip(parts, node_off)])
+    kw["tree_index"] = np.concatenate([p.tree_index + o for p, o in zip(parts, tree_off)])
+    for name in _NODE_POINTERS:
+        kw[name] = np.concatenate([np.where(getattr(p, name) >= 0, getattr(p, name) + o, getattr(p, name))
+                                   for p, o in zip(parts, node_off)])
+    for name in _TEXT:
+        kw[name] = [v for p in parts for v in getattr(p, name)]
+    kw["sources"] = [s for p in parts for s in p.sources]
+    kw["headers"] = [h for p in parts for h in p.headers]
+    return FlatTrees(**kw)

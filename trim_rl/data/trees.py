@@ -7,12 +7,10 @@ at the end, so a failed write never leaves a half-written file behind.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import io
 import json
 import os
-import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -20,6 +18,10 @@ from typing import IO, Any
 
 from trim_rl.data.errors import TreeFormatError
 from trim_rl.data.schema import CheckedTree, validate_tree
+from trim_rl.fsutil import atomic_output
+
+__all__ = ["iter_json_lines", "iter_trees", "read_trees", "atomic_output", "dumps_line", "write_json_lines",
+           "write_trees"]
 
 
 def _is_gz(path: str | os.PathLike) -> bool:
@@ -71,29 +73,6 @@ def iter_trees(path: str | os.PathLike) -> Iterator[tuple[dict, CheckedTree]]:
 def read_trees(path: str | os.PathLike) -> list[dict]:
     """Read and validate a tree file; return the decoded trees."""
     return [raw for raw, _ in iter_trees(path)]
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file beside ``path``; rename it onto ``path`` only when the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as fh:
-            yield fh
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def dumps_line(obj: Any) -> str:

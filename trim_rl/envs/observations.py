@@ -89,6 +89,16 @@ class AggObservation:
             cols.append(np.log10(np.broadcast_to(np.asarray(lam, dtype=np.float64), np.shape(cur_prm))))
         return np.stack([np.asarray(c, dtype=np.float32) for c in cols], axis=-1)
 
+    def at_nodes(self, trees, nodes: np.ndarray | None = None, lam=None) -> np.ndarray:
+        """The observation at tree nodes (all of them by default): what the env shows when an
+        episode stands at that node (training stages that work on whole trees use it)."""
+        f = trees
+        n = np.arange(f.n_nodes) if nodes is None else np.asarray(nodes)
+        if self.budget_conditioned and lam is not None and np.ndim(lam):
+            lam = np.asarray(lam)
+        return self.batch(f.weak_prm[n], f.weak_tokens[n], f.prev_min[n], f.prev_prod[n], f.depth[n],
+                          f.interventions[n], lam)
+
     def from_history(self, history: StepHistory, cur_prm: float, cur_tokens: int, lam: float | None = None) -> np.ndarray:
         """Features of one decision point in live decoding: what :meth:`batch` computes for one row,
         without its per-column arrays."""
@@ -130,6 +140,29 @@ class SeqObservation:
         prm = np.asarray(prm, dtype=np.float32)
         return np.stack([prm, np.asarray(tokens, dtype=np.float32) / np.float32(TOKEN_SCALE),
                          np.zeros_like(prm), np.ones_like(prm), np.ones_like(prm)], axis=-1)
+
+    def at_nodes(self, trees, nodes: np.ndarray) -> np.ndarray:
+        """The observation at tree nodes, (len(nodes), max_steps, 5): the accepted steps on the path
+        from the root (each node's incoming step), then the node's weak candidate; the same bytes
+        the env builds step by step."""
+        f = trees
+        nodes = np.asarray(nodes, dtype=np.int64)
+        out = np.zeros((nodes.size, self.max_steps, len(SEQ_COLUMNS)), dtype=np.float32)
+        rows = np.arange(nodes.size)
+        depth = f.depth[nodes]
+        if (depth >= self.max_steps).any():
+            raise ValueError(f"a node is deeper than the sequence holds ({self.max_steps} steps)")
+        out[rows, depth] = self.current_row(f.weak_prm[nodes], f.weak_tokens[nodes])
+        cur, d = nodes.copy(), depth.copy()
+        live = d > 0
+        while live.any():  # walk up: each ancestor's incoming step is the accepted step at its depth - 1
+            i = rows[live]
+            c = cur[i]
+            out[i, d[i] - 1] = self.history_row(f.in_prm[c], f.in_tokens[c], f.parent_action[c] == 1)
+            cur[i] = f.parent[c]
+            d[i] -= 1
+            live = d > 0
+        return out
 
     def from_history(self, history: StepHistory, cur_prm: float, cur_tokens: int, lam: float | None = None) -> np.ndarray:
         out = np.zeros((self.max_steps, len(SEQ_COLUMNS)), dtype=np.float32)

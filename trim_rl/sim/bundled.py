@@ -3,9 +3,10 @@ once into a cache folder (other profiles), always with the same bytes for the sa
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from trim_rl.data.flat import FlatTrees, concat, load_flat
+from trim_rl.data.flat_cache import cache_root, load_flat_cached
 from trim_rl.resources import resource_path
 
 BUNDLED_SEED = 0
@@ -14,7 +15,7 @@ BUNDLED_PROFILES = ("math500",)
 
 def cache_dir() -> Path:
     """``$TRIM_RL_CACHE`` or ``~/.cache/trim_rl``."""
-    return Path(os.environ.get("TRIM_RL_CACHE", Path.home() / ".cache" / "trim_rl"))
+    return cache_root()
 
 
 def bundled_path(profile: str, split: str) -> Path:
@@ -70,3 +71,18 @@ def resolve_tree_spec(spec: str | list[str], progress: bool = False) -> list[Pat
     if not p.exists():
         raise FileNotFoundError(f"tree file {spec} does not exist (or use sim:PROFILE:SPLIT[:SEEDS])")
     return [p]
+
+
+def load_trees(spec: str | list[str], progress: bool = False) -> FlatTrees:
+    """Trees of a spec (see :func:`resolve_tree_spec`) as one :class:`~trim_rl.data.flat.FlatTrees`.
+
+    Simulated trees (``sim:...``) go through the flat cache (:mod:`trim_rl.data.flat_cache`), so
+    they are parsed once; tree files named directly are read and validated on every call."""
+    specs = list(spec) if isinstance(spec, (list, tuple)) else [spec]
+    parts = []
+    for s in specs:
+        for p in resolve_tree_spec(s, progress):
+            parts.append(load_flat_cached(p) if str(s).startswith("sim:") else load_flat(p))
+    if not parts:
+        raise ValueError(f"tree spec {spec!r} names no trees")
+    return concat(parts)

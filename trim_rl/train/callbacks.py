@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import CSVOutputFormat
 
-from trim_rl.data.flat import FlatTrees
 from trim_rl.data.trees import atomic_output
 
 
@@ -46,60 +46,73 @@ class RolloutMetricsCallback(BaseCallback):
 
 
 class ValidationCallback(BaseCallback):
-    """Every ``eval_freq`` env steps: roll the deterministic policy over the val trees at each
-    lambda in ``lams`` and keep the model maximising mean(accuracy - lambda * strong tokens)
-    (the paper's selection rule) as ``best_model.zip``."""
+    """Every ``eval_freq`` env steps (and once before the first update): score PPO's actor on
+    held-out trees with ``evaluator`` (:mod:`trim_rl.train.validation`), keep the best one as
+    ``best_model.zip`` + ``best.json``, save ``model.zip`` + ``state.json`` for ``--resume``, and,
+    for a budget, nudge the price so that the deterministic policy's spend stays near it
+    (log lambda moves by ``budget_control`` x the relative gap).  Training stops early (the
+    state saved) when ``stop`` is set, e.g. by SIGTERM."""
 
-    def __init__(self, val: FlatTrees, lams: list[float], run_dir: Path, eval_freq: int, obs: str,
-                 budget_conditioned: bool):
+    def __init__(self, evaluator, agent, run_dir: Path, eval_freq: int, lam: float, budget: float | None = None,
+                 budget_control: float = 0.0, stop=None):
         super().__init__()
-        self.val, self.lams, self.run_dir = val, list(lams), Path(run_dir)
-        self.eval_freq, self.obs, self.bc = int(eval_freq), obs, budget_conditioned
+        self.evaluator, self.agent, self.run_dir = evaluator, agent, Path(run_dir)
+        self.eval_freq, self.lam, self.budget = int(eval_freq), float(lam), budget
+        self.budget_control, self.stop = float(budget_control), stop
         self.best = -np.inf
         self.last_eval = 0
         self.last: dict | None = None  # figures of the latest validation pass
-        self.ref = float(val.strong_only_tokens.mean())
         best_file = self.run_dir / "best.json"
         if best_file.exists():  # resuming: keep the earlier best
             self.best = json.loads(best_file.read_text())["score"]
 
-    def evaluate(self) -> dict:
-        from trim_rl.agents.ppo import SB3Policy
-        from trim_rl.eval.rollout import rollout
-
-        pol = SB3Policy(self.model, self.obs, self.bc)
-        accs, costs, calls, scores = [], [], [], []
-        for lam in self.lams:
-            r = rollout(pol, self.val, lam=lam)
-            accs.append(r.correct.mean())
-            costs.append(100.0 * r.strong_tokens.mean() / self.ref)
-            calls.append(r.interventions.mean())
-            scores.append(r.correct.mean() - lam * r.strong_tokens.mean())
-        return {"accuracy": float(np.mean(accs)), "cost_pct": float(np.mean(costs)),
-                "interventions": float(np.mean(calls)), "score": float(np.mean(scores)),
-                "lambda": float(np.mean(self.lams)), "timesteps": int(self.num_timesteps)}
+    def _on_training_start(self) -> None:
+        self.last_eval = int(self.num_timesteps)
+        if self.num_timesteps == 0:
+            self.run_eval()  # the starting policy competes too
 
     def _on_step(self) -> bool:
         if self.num_timesteps - self.last_eval >= self.eval_freq:
             self.run_eval()
-        return True
+        return not (self.stop is not None and self.stop.is_set())
 
     def _on_training_end(self) -> None:
-        if self.num_timesteps > self.last_eval:
+        if self.num_timesteps > self.last_eval and not (self.stop is not None and self.stop.is_set()):
             self.run_eval()
 
     def run_eval(self) -> None:
-        self.last_eval = self.num_timesteps
-        m = self.evaluate()
+        from trim_rl.train.ppo_stage import actor_net, save_model
+
+        self.last_eval = int(self.num_timesteps)
+        m = self.evaluator(actor_net(self.model, self.agent), self.lam)
+        m["timesteps"] = int(self.num_timesteps)
         self.last = m
-        for k in ("accuracy", "cost_pct", "interventions", "score", "lambda"):
-            self.logger.record(f"val/{k}", m[k])
+        for k in ("accuracy", "cost_pct", "score", "lambda", "offset", "raw_cost_pct"):
+            if k in m:
+                self.logger.record(f"val/{k}", m[k])
         self.logger.dump(self.num_timesteps)
         if m["score"] > self.best:
             self.best = m["score"]
-            self.model.save(self.run_dir / "best_model.zip")
-            with atomic_output(self.run_dir / "best.json", "w") as fh:
-                json.dump(m, fh, indent=1)
+            save_model(self.model, self.run_dir / "best_model.zip")
+            write_json(self.run_dir / "best.json", m)
+        if self.budget is not None and self.budget_control > 0:
+            gap = (m["raw_cost_pct"] - self.budget) / max(self.budget, 1.0)
+            self.lam = float(self.lam * np.exp(self.budget_control * np.clip(gap, -1.0, 1.0)))
+            self.training_env.set_attr("lam", self.lam)
+        self.save_state()
+
+    def save_state(self) -> None:
+        from trim_rl.train.ppo_stage import save_model
+
+        save_model(self.model, self.run_dir / "model.zip")
+        write_json(self.run_dir / "state.json", {"stage": "ppo", "timesteps": int(self.num_timesteps),
+                                                 "lam": self.lam, "best_score": self.best})
+
+
+def write_json(path: Path, data) -> None:
+    with atomic_output(path, "w") as fh:
+        json.dump(data, fh, indent=1)
+        fh.write("\n")
 
 
 class LambdaWarmupCallback(BaseCallback):
@@ -168,3 +181,18 @@ class ProgressCallback(BaseCallback):
             self._on_rollout_end()  # the final validation pass
             self.bar.close()
             self.bar = None
+
+
+class ResumableCSV(CSVOutputFormat):
+    """SB3's CSV writer, appending to an existing ``progress.csv`` (a resumed run keeps its rows)."""
+
+    def __init__(self, filename: str):
+        path = Path(filename)
+        if path.exists() and path.stat().st_size:
+            self.file = open(path, "r+", encoding="utf-8")
+            header = self.file.readline().rstrip("\n")
+            self.file.seek(0, 2)
+            self.keys = header.split(",") if header else []
+            self.separator, self.quotechar = ",", '"'
+        else:
+            super().__init__(filename)

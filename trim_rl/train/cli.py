@@ -1,118 +1,160 @@
-"""``train.py``: train routing policies from YAML configs (thin CLI over :mod:`trim_rl.train.run`)."""
+"""``train.py`` / ``trim-rl train``: train routing policies from YAML configs (thin CLI over :mod:`trim_rl.train`)."""
 
 from __future__ import annotations
 
 import argparse
 import shlex
 import sys
-from pathlib import Path
 
-DEFAULT_AGENT = "agents/trim_agg.yaml"
-DEFAULT_ENV = "envs/math500.yaml"
+PROG = "train.py"
+DEFAULT_AGENT = "trim_agg"
+DEFAULT_ENV = "math500"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
-        prog="train.py",
-        description="Train a step-level routing policy (MaskablePPO TRIM-Agg / TRIM-Seq, or TRIM-POMDP) on "
-                    "trajectory trees.  Each run writes runs/<agent>/<env>__<lambda>__<seed>__<time>/ with "
-                    "config.yml, command.txt, git_hash.txt, TensorBoard events (tb/), model.zip (for --resume) "
-                    "and best_model.zip (best validation score accuracy - lambda x strong tokens).  With no "
-                    "arguments it trains the default setting on the bundled data.  The TRIM-POMDP agent "
-                    "(agents/trim_pomdp.yaml) is fitted and solved instead: its run folders hold policy.json + "
-                    "policy.npz, and --lam-grid solves every budget in this process.")
-    ap.add_argument("--agent", default=DEFAULT_AGENT, help=f"agent YAML (default {DEFAULT_AGENT})")
-    ap.add_argument("--env", default=DEFAULT_ENV, help=f"environment YAML: trees and lambda grid (default {DEFAULT_ENV})")
-    ap.add_argument("--lam", type=float, default=None, help="price of one strong token (default: the env YAML's lam)")
-    ap.add_argument("--lam-grid", nargs="*", type=float, default=None,
-                    help="train one policy per lambda, one process per budget on all cores; with no values: "
-                         "the env YAML's lam_grid")
+        prog=prog,
+        description="Train a step-level routing policy for a cost budget (TRIM-Agg / TRIM-Seq: exact-value policy "
+                    "iteration on the trees, then MaskablePPO; or TRIM-POMDP, fitted and solved).  A budget is the "
+                    "strong model's token spend as a %% of always-strong's, measured on held-out trees; the trainer "
+                    "finds the price lambda itself.  Each run writes runs/<agent>/<env>__<target>__<seed>__<time>/ "
+                    "with config.yml, command.txt, git_hash.txt, TensorBoard events (tb/), each stage's policy "
+                    "(stages/), model.zip + state.json (for --resume), the finished checkpoint (policy/) and "
+                    "result.json (requested budget, lambda, spend measured).  With no arguments it trains the env "
+                    "YAML's default budget.")
+    ap.add_argument("--agent", default=DEFAULT_AGENT,
+                    help=f"agent YAML, or the name of a packaged one (trim_agg, trim_seq, trim_agg_budget, trim_pomdp, "
+                         f"trim_agg_scratch; default {DEFAULT_AGENT})")
+    ap.add_argument("--env", default=DEFAULT_ENV,
+                    help=f"env YAML (trees, calibration trees, default budgets), or a packaged name (default {DEFAULT_ENV})")
+    target = ap.add_argument_group("what to train for (one of these; default: the env YAML's budget)")
+    target.add_argument("--budget", type=float, default=None, metavar="PCT",
+                        help="strong-token spend as a %% of always-strong's on the calibration trees, e.g. 15")
+    target.add_argument("--budget-grid", nargs="*", type=float, default=None, metavar="PCT",
+                        help="one policy per budget, one process per budget on all cores; with no values: the env "
+                             "YAML's budget_grid")
+    target.add_argument("--lam", type=float, default=None,
+                        help="expert: a fixed price of one strong token (in correct answers) instead of a budget")
+    target.add_argument("--lam-grid", nargs="*", type=float, default=None, metavar="LAM",
+                        help="expert: one policy per price; with no values: the env (or POMDP agent) YAML's lam_grid")
     ap.add_argument("--hyperparams", nargs="*", default=[], metavar="KEY:VALUE",
                     help="override agent YAML entries, e.g. learning_rate:1e-4 total_timesteps:50000 "
-                         "policy_kwargs.net_arch:[32,32] (values parsed as YAML)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of training (env, network init, PPO); default 0")
+                         "policy_kwargs.net_arch:[32,32] policy_iteration.rounds:4 (values parsed as YAML 1.2)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of training (trees drawn, network init, PPO); default 0")
     ap.add_argument("--resume", default=None, metavar="RUN_DIR",
-                    help="continue the run in RUN_DIR from its model.zip up to its total_timesteps (its config "
-                         "is used; --hyperparams total_timesteps:N extends it)")
+                    help="continue an interrupted run from its saved state (model.zip + state.json), or extend a "
+                         "finished one with --hyperparams total_timesteps:N; its config is used")
     ap.add_argument("--init-from", default=None, metavar="CHECKPOINT",
-                    help="start the actor from an exported TRIM-Agg / TRIM-Seq checkpoint folder (python -m "
-                         "trim_rl.export, or python -m trim_rl.eval.headroom --distill-out); its observation and "
-                         "network must match the agent YAML; the critic starts fresh.  Recorded in config.yml")
+                    help="start PPO's actor from an exported TRIM-Agg / TRIM-Seq checkpoint folder instead of the "
+                         "recipe's earlier stages; its observation and network must match the agent YAML")
     ap.add_argument("--runs", default="runs", help="root folder of run folders (default runs)")
-    ap.add_argument("--workers", type=int, default=None, help="processes for --lam-grid (default: min(budgets, cores))")
-    ap.add_argument("--verbose", type=int, default=0, help="1 prints SB3's training log")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="processes for a grid (default: min(number of budgets, CPU cores))")
+    ap.add_argument("--verbose", type=int, default=0, choices=[0, 1], help="1 prints SB3's training log")
     ap.add_argument("--no-progress", action="store_true",
-                    help="no progress bar (by default a single run shows one over env steps on stderr, with the "
-                         "latest validation score, accuracy and cost; --lam-grid shows one over budgets)")
+                    help="no progress bars (by default: one per stage on stderr, or one over budgets for a grid)")
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    import yaml
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    from trim_rl.cli_errors import run_cli
 
-    from trim_rl.train.config import AGENT_KEYS, ENV_KEYS, apply_overrides, load_yaml
-    from trim_rl.train.run import train_grid, train_one
+    args = build_parser(prog).parse_args(argv)
+    command = shlex.join([sys.executable, *(sys.argv if argv is None else [prog, *argv])])
+    return run_cli(prog, lambda: _main(args, command, prog))
 
-    command = shlex.join([sys.executable, *(sys.argv if argv is None else ["train.py", *argv])])
-    if args.resume:
-        if not (Path(args.resume) / "config.yml").exists():
-            print(f"train.py: --resume {args.resume}: no config.yml there", file=sys.stderr)
-            return 2
-        resumed = yaml.safe_load((Path(args.resume) / "config.yml").read_text()) or {}
-        if resumed.get("agent", {}).get("algo") == "pomdp":
-            print("train.py: a TRIM-POMDP run has nothing to resume (solving is deterministic; train again)",
-                  file=sys.stderr)
-            return 2
-        run = train_one({}, {}, 0.0, 0, resume=args.resume, verbose=args.verbose, command=command,
-                        overrides=args.hyperparams, progress=not args.no_progress)
+
+def _targets(args, agent, env, prog: str):
+    """The list of targets the flags ask for, and whether they form a grid."""
+    from trim_rl.configs import ConfigError
+    from trim_rl.train.run import Target
+
+    given = [f for f, v in (("--budget", args.budget), ("--budget-grid", args.budget_grid), ("--lam", args.lam),
+                            ("--lam-grid", args.lam_grid)) if v is not None]
+    if len(given) > 1:
+        raise ConfigError(f"{given[0]} and {given[1]}: choose one")
+    if args.budget_grid is not None:
+        grid = args.budget_grid or list(env.budget_grid or [])
+        if not grid:
+            raise ConfigError(f"--budget-grid without values needs budget_grid in the env YAML ({env.name})")
+        return [Target(budget=float(b)) for b in grid], True, "--budget-grid"
+    if args.lam_grid is not None:
+        grid = args.lam_grid or list((agent.lam_grid if agent.algo == "pomdp" else None) or env.lam_grid or [])
+        if not grid:
+            raise ConfigError("--lam-grid without values needs lam_grid in the env (or POMDP agent) YAML")
+        for v in grid:
+            if not v > 0 or v != v or v == float("inf"):
+                raise ConfigError(f"--lam-grid: expected prices > 0, got {v}")
+        return [Target(lam=float(v)) for v in grid], True, "--lam-grid"
+    if args.lam is not None:
+        return [Target(lam=float(args.lam))], False, "--lam"
+    if args.budget is not None:
+        return [Target(budget=float(args.budget))], False, "--budget"
+    if env.budget is not None:
+        return [Target(budget=float(env.budget))], False, "budget (env YAML)"
+    if env.lam is not None:
+        return [Target(lam=float(env.lam))], False, "lam (env YAML)"
+    raise ConfigError(f"no budget given: use --budget PCT or set budget in the env YAML ({env.name})")
+
+
+def _main(args, command: str, prog: str) -> int:
+    from trim_rl.configs import ConfigError
+    from trim_rl.resources import config_file
+    from trim_rl.train.config import load_agent, load_env
+    from trim_rl.train.run import Interrupted, check_inputs, resume, train_grid, train_one
+
+    try:
+        if args.resume:
+            if any(v is not None for v in (args.budget, args.budget_grid, args.lam, args.lam_grid, args.init_from)):
+                raise ConfigError("--resume continues a run with its own config; give only --hyperparams with it")
+            run = resume(args.resume, args.hyperparams, command, progress=not args.no_progress, verbose=args.verbose)
+            print(f"run: {run}")
+            return 0
+        agent = load_agent(config_file("agents", args.agent), args.hyperparams)
+        env = load_env(config_file("envs", args.env))
+        if args.init_from:
+            if agent.algo == "pomdp":
+                raise ConfigError("--init-from applies to PPO agents, not TRIM-POMDP")
+            from pathlib import Path
+
+            agent.init_from = str(Path(args.init_from).resolve())
+            if "ppo" not in agent.recipe:
+                raise ConfigError(f"--init-from: agent {agent.name} has no ppo stage to start")
+            agent.recipe = ["ppo"]  # the checkpoint replaces the earlier stages
+        targets, grid, flag = _targets(args, agent, env, prog)
+        if agent.algo == "pomdp":
+            from trim_rl.train.pomdp import train_pomdp
+
+            for d in train_pomdp(agent, env, targets, args.seed, args.runs, command, progress=not args.no_progress):
+                print(f"run: {d}")
+            return 0
+        if agent.budget_conditioned:
+            targets, grid = targets[:1], False  # one budget-conditioned policy serves every budget
+        # check every input (trees, budgets against them, the start) before any run folder is made
+        inputs = check_inputs(agent, env, targets[0], progress=not args.no_progress, flag=flag)
+        if grid:
+            from trim_rl.train.budget import check_budget
+
+            for t in targets:
+                if t.budget is not None:
+                    check_budget(t.budget, inputs.calib, flag, f"the calibration trees ({env.calib_spec})")
+            results = train_grid(agent, env, targets, args.seed, args.runs, args.workers, command,
+                                 progress=not args.no_progress)
+            failed = [r for r in results if r.error]
+            for r in results:
+                print(f"run: {r.run_dir}" if not r.error else f"failed: {r.target.label}: {r.error}"
+                      + (f" ({r.run_dir})" if r.run_dir else ""))
+            if failed:
+                print(f"{prog}: {len(failed)} of {len(results)} runs failed: "
+                      + "; ".join(f"{r.target.label}: {r.error}" for r in failed), file=sys.stderr)
+                return 1
+            return 0
+        run = train_one(agent, env, targets[0], args.seed, args.runs, command=command,
+                        progress=not args.no_progress, verbose=args.verbose, inputs=inputs)
         print(f"run: {run}")
         return 0
-    agent = apply_overrides(load_yaml(args.agent, AGENT_KEYS, "agent"), args.hyperparams)
-    env = load_yaml(args.env, ENV_KEYS, "env")
-    agent.setdefault("name", Path(args.agent).stem)
-    if args.init_from:
-        if agent.get("algo", "maskable_ppo") == "pomdp":
-            print("train.py: --init-from applies to PPO agents, not TRIM-POMDP", file=sys.stderr)
-            return 2
-        if not (Path(args.init_from) / "policy.json").exists():
-            print(f"train.py: --init-from {args.init_from}: no policy.json there (export a run first)", file=sys.stderr)
-            return 2
-        agent["init_from"] = str(Path(args.init_from).resolve())
-        from trim_rl.train.warm_start import check_checkpoint
-
-        try:  # before any run folder is made
-            check_checkpoint(agent["init_from"], agent)
-        except (ValueError, FileNotFoundError) as e:
-            print(f"train.py: --init-from: {e}", file=sys.stderr)
-            return 2
-    env.setdefault("name", Path(args.env).stem)
-    if agent.get("algo", "maskable_ppo") == "pomdp":  # fitted and solved, no PPO: all budgets in this process
-        from trim_rl.train.pomdp import train_pomdp
-
-        if args.lam_grid is not None:
-            lams = args.lam_grid or list(agent.get("lam_grid") or env.get("lam_grid", []))
-        else:
-            lams = [args.lam if args.lam is not None else float(env.get("lam", 1e-3))]
-        if not lams:
-            print("train.py: --lam-grid without values needs lam_grid in the agent or env YAML", file=sys.stderr)
-            return 2
-        for d in train_pomdp(agent, env, lams, args.seed, args.runs, command, progress=not args.no_progress):
-            print(f"run: {d}")
-        return 0
-    if args.lam_grid is not None:
-        lams = args.lam_grid or list(env.get("lam_grid", []))
-        if not lams:
-            print("train.py: --lam-grid without values needs lam_grid in the env YAML", file=sys.stderr)
-            return 2
-        if agent.get("budget_conditioned"):
-            lams = lams[:1]  # one budget-conditioned policy serves every budget
-        for d in train_grid(agent, env, lams, args.seed, args.runs, args.workers, command,
-                            progress=not args.no_progress):
-            print(f"run: {d}")
-        return 0
-    lam = args.lam if args.lam is not None else float(env.get("lam", 1e-3))
-    run = train_one(agent, env, lam, args.seed, args.runs, verbose=args.verbose, command=command,
-                    progress=not args.no_progress)
-    print(f"run: {run}")
-    return 0
+    except Interrupted as exc:
+        hint = f"resume with: {prog} --resume {exc.run_dir}" if exc.resumable else "it stopped before PPO's first " \
+               "checkpoint; start it again"
+        print(f"{prog}: interrupted; the run's state is saved in {exc.run_dir} ({hint})", file=sys.stderr)
+        return 130

@@ -1,73 +1,97 @@
 """Train TRIM-POMDP (``algo: pomdp``): fit the model on the training trees once, solve it for every
-lambda, and write one run folder per lambda (config.yml, command.txt, git_hash.txt, the policy
-artifact policy.json + policy.npz, validation.json)."""
+target, and write one run folder per target (config.yml, command.txt, git_hash.txt, the policy
+artifact policy.json + policy.npz, validation.json, result.json).
+
+A budget is met by bisection on the price: each try solves the POMDP (about a second) and plays
+the policy on the calibration trees.
+"""
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
-from trim_rl.train.run import _write, git_hash, run_dir_for
+from trim_rl.fsutil import write_json, write_text
+from trim_rl.train.config import AgentConfig, EnvConfig, config_dict
 
 
-def train_pomdp(agent: dict, env: dict, lams: list[float], seed: int = 0, runs_root: str | Path = "runs",
+def train_pomdp(agent: AgentConfig, env: EnvConfig, targets: list, seed: int = 0, runs_root: str | Path = "runs",
                 command: str | None = None, progress: bool = True) -> list[Path]:
-    """One run folder per lambda under ``runs_root/<agent name>/``; returns them in ``lams`` order.
+    """One run folder per target under ``runs_root/<agent name>/``; returns them in order.
 
-    The agent config's ``fit`` mapping goes to :func:`trim_rl.agents.pomdp.fit.fit_model` and
-    ``solver`` to :class:`trim_rl.agents.pomdp.solver.SolverConfig`; nothing is random, so ``seed``
-    is only recorded (the same config gives the same tables).
-    """
-    import numpy as np
-
+    Nothing is random, so ``seed`` is only recorded (the same config gives the same tables)."""
     from trim_rl.agents.pomdp.fit import fit_model
     from trim_rl.agents.pomdp.policy import POMDPPolicy
     from trim_rl.agents.pomdp.solver import SolverConfig, solve
-    from trim_rl.data.flat import load_flat
     from trim_rl.eval.rollout import rollout
-    from trim_rl.sim.bundled import resolve_tree_spec
+    from trim_rl.sim.bundled import load_trees
+    from trim_rl.train.budget import check_budget
+    from trim_rl.train.policy_iteration import bisect_monotone
+    from trim_rl.train.run import git_hash, new_run_dir
 
     t0 = time.perf_counter()
-    train = load_flat(*resolve_tree_spec(env["train"]))
-    model = fit_model(train, **dict(agent.get("fit") or {}), source=str(env["train"]))
+    train = load_trees(env.train, progress)
+    calib = load_trees(env.calib_spec, progress)
+    val = load_trees(env.val, progress) if agent.validate else None
+    for t in targets:  # every budget checked before anything is written
+        if t.budget is not None:
+            check_budget(t.budget, calib, "--budget", f"the calibration trees ({env.calib_spec})")
+    model = fit_model(train, **vars(agent.fit), source=str(env.train))
     fit_s = time.perf_counter() - t0
-    val = load_flat(*resolve_tree_spec(env["val"])) if env.get("val") and agent.get("validate", True) else None
-    cfg_solver = SolverConfig(**dict(agent.get("solver") or {}))
+    cfg_solver = SolverConfig(**vars(agent.solver))
+    ref = float(calib.strong_only_tokens.sum())
+
+    def cost_at(lam: float) -> float:
+        rec = rollout(POMDPPolicy(model, solve(model, lam, cfg_solver)), calib, lam=lam)
+        return float(100.0 * rec.strong_tokens.sum() / ref)
+
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(lams), desc="budgets", unit="policy", file=sys.stderr)
+        bar = tqdm(total=len(targets), desc="budgets", unit="policy", file=sys.stderr)
     out = []
-    for lam in lams:
-        lam = float(lam)
-        run_dir = run_dir_for(Path(runs_root), agent, env, lam, seed)
-        run_dir.mkdir(parents=True)
-        cfg = {"agent": agent, "env": env, "lam": lam, "seed": seed, "git": git_hash(),
-               "python": sys.version.split()[0], "numpy": np.__version__}
-        _write(run_dir / "config.yml", yaml.safe_dump(cfg, sort_keys=False))
-        _write(run_dir / "git_hash.txt", cfg["git"] + "\n")
-        _write(run_dir / "command.txt", (command or " ".join([sys.executable, *sys.argv])) + "\n")
+    for target in targets:
+        t1 = time.perf_counter()
+        result = {"requested_budget": target.budget, "calib_trees": str(env.calib_spec)}
+        if target.budget is not None:
+            lam, cost = bisect_monotone(cost_at, float(target.budget), 1e-5, 0.1, steps=18)
+            result["calib_cost_pct"] = cost
+        else:
+            lam = float(target.lam)
+        result["lam"] = lam
+        run_dir = new_run_dir(Path(runs_root), agent, env, target, seed)
+        cfg = {"agent": config_dict(agent), "env": config_dict(env), "target": target.to_dict(), "seed": seed,
+               "git": git_hash(), "versions": {"python": sys.version.split()[0], "numpy": np.__version__}}
+        write_text(run_dir / "config.yml", yaml.safe_dump(cfg, sort_keys=False))
+        write_text(run_dir / "git_hash.txt", cfg["git"] + "\n")
+        write_text(run_dir / "command.txt", (command or " ".join([sys.executable, *sys.argv])) + "\n")
         sol = solve(model, lam, cfg_solver)
         policy = POMDPPolicy(model, sol)
         validation = None
         if val is not None:
             rec = rollout(policy, val, lam=lam)
-            validation = {"split": str(env["val"]), "accuracy": float(rec.correct.mean()),
+            validation = {"split": str(env.val), "accuracy": float(rec.correct.mean()),
                           "cost_pct": float(100.0 * rec.strong_tokens.sum() / val.strong_only_tokens.sum()),
                           "score": float(rec.correct.mean() - lam * rec.strong_tokens.mean()),
                           "interventions": float(rec.interventions.mean())}
-            _write(run_dir / "validation.json", json.dumps(validation, indent=1) + "\n")
+            write_json(run_dir / "validation.json", validation)
+            result.update(val_accuracy=validation["accuracy"], val_cost_pct=validation["cost_pct"])
+        budget = None if target.budget is None else {"requested": target.budget, "lam": lam,
+                                                     "calib_cost_pct": result.get("calib_cost_pct"),
+                                                     "val_cost_pct": result.get("val_cost_pct"),
+                                                     "calib_trees": str(env.calib_spec)}
         policy.save(run_dir, extra_meta={
-            "source": {"run": str(run_dir), "git": cfg["git"], "seed": seed, "env": env.get("name"),
-                       "train": str(env["train"])},
-            "validation": validation})
-        stats = {"fit_seconds": round(fit_s, 3), "solve_seconds": round(sol.seconds, 3)}
-        _write(run_dir / "train_stats.json", json.dumps(stats, indent=1) + "\n")
+            "source": {"run": str(run_dir), "git": cfg["git"], "seed": seed, "env": env.name, "train": env.train},
+            "validation": validation, "budget": budget,
+            "recipe": {"name": "POMDP fit + value iteration", "stages": ["fit", "solve"]}})
+        write_json(run_dir / "result.json", result)
+        write_json(run_dir / "train_stats.json", {"fit_seconds": round(fit_s, 3), "solve_seconds": round(sol.seconds, 3),
+                                                  "seconds": round(time.perf_counter() - t1, 3)})
         out.append(run_dir)
         if bar is not None:
             bar.update(1)

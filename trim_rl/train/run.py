@@ -1,18 +1,59 @@
-"""Train one MaskablePPO routing policy into a run folder (config, command, git hash, TensorBoard
-events, SB3 zip for resuming, best model by validation)."""
+"""Train one routing policy into a run folder: the recipe's stages, then the budget calibration.
+
+A run folder ``runs/<agent>/<env>__<target>__<seed>__<time>/`` holds ``config.yml`` (agent, env,
+target, seed, git hash, versions), ``command.txt``, ``git_hash.txt``, ``tb/`` (TensorBoard events
+and ``progress.csv`` of every stage), ``stages/<stage>/`` (each stage's policy as a checkpoint),
+``model.zip`` + ``state.json`` (PPO's state, saved at every validation pass and on SIGINT/SIGTERM,
+for ``--resume``), ``best_model.zip`` + ``best.json``, ``policy/`` (the finished, calibrated
+checkpoint that ``python -m trim_rl.export`` installs) and ``result.json`` (requested budget, price,
+spend measured).  Everything the run needs is checked before the folder is made.
+"""
 
 from __future__ import annotations
 
-import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import yaml
 
-from trim_rl.data.trees import atomic_output
+from trim_rl.configs import ConfigError
+from trim_rl.data.flat import FlatTrees
+from trim_rl.fsutil import write_json, write_text
+from trim_rl.train.config import AgentConfig, EnvConfig, agent_from_dict, config_dict, env_from_dict
+
+
+class Interrupted(Exception):
+    """Training stopped by SIGINT / SIGTERM; the run's state was saved (see ``run_dir``)."""
+
+    def __init__(self, run_dir: Path, resumable: bool):
+        super().__init__(str(run_dir))
+        self.run_dir, self.resumable = Path(run_dir), resumable
+
+
+@dataclass
+class Target:
+    """What a run trains for: a budget (% of always-strong's strong tokens), a price, or, for a
+    budget-conditioned agent, every budget at once."""
+
+    budget: float | None = None
+    lam: float | None = None
+
+    @property
+    def label(self) -> str:
+        if self.budget is not None:
+            return f"b{self.budget:g}"
+        return f"{self.lam:g}" if self.lam is not None else "bc"
+
+    def to_dict(self) -> dict:
+        return {"budget": self.budget, "lam": self.lam}
 
 
 def git_hash() -> str:
@@ -24,139 +65,233 @@ def git_hash() -> str:
         return "unknown"
 
 
-def run_dir_for(root: Path, agent: dict, env: dict, lam: float, seed: int) -> Path:
+def new_run_dir(root: Path, agent: AgentConfig, env: EnvConfig, target: Target, seed: int) -> Path:
+    """A fresh run folder (created exclusively: two runs started in the same second never share one)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    lam_s = "bc" if agent.get("budget_conditioned") else f"{lam:g}"
-    base = root / agent["name"] / f"{env['name']}__{lam_s}__{seed}__{stamp}"
-    d, i = base, 1
-    while d.exists():
-        d = Path(f"{base}-{i}")
-        i += 1
-    return d
+    base = Path(root) / agent.name / f"{env.name}__{target.label}__{seed}__{stamp}"
+    (Path(root) / agent.name).mkdir(parents=True, exist_ok=True)
+    for i in range(10_000):
+        d = base if i == 0 else Path(f"{base}-{i}")
+        try:
+            d.mkdir()
+            return d
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{base}: too many runs with this name")
 
 
-def _write(path: Path, text: str) -> None:
-    with atomic_output(path, "w") as fh:
-        fh.write(text)
+@dataclass
+class Inputs:
+    """What a run reads, loaded and checked before its folder exists."""
+
+    train: FlatTrees
+    val: FlatTrees
+    calib: FlatTrees
+    calib_is_val: bool
+    init_net: object | None = None
 
 
-def train_one(agent: dict, env: dict, lam: float, seed: int, runs_root: str | Path = "runs",
-              resume: str | Path | None = None, verbose: int = 0, command: str | None = None,
-              overrides: list[str] | None = None, progress: bool = False) -> Path:
-    """Train (or resume) one policy; returns its run folder.  ``progress`` shows a tqdm bar over env
-    steps on stderr with the latest validation figures."""
-    import numpy as np
+def check_inputs(agent: AgentConfig, env: EnvConfig, target: Target, progress: bool = False,
+                 flag: str = "--budget") -> Inputs:
+    """Load the trees and check the target and the start against them (nothing is written)."""
+    from trim_rl.sim.bundled import load_trees
+    from trim_rl.train.budget import check_budget
+
+    if agent.algo != "maskable_ppo":
+        raise ConfigError(f"agent {agent.name}: algo {agent.algo!r} is not trained by this function")
+    if agent.budget_conditioned:
+        if target.budget is not None or target.lam is not None:
+            pass  # one budget-conditioned policy serves every budget; the target only names the run
+    elif target.budget is None and target.lam is None:
+        raise ConfigError("a run needs a budget (--budget) or a price (--lam)")
+    if target.budget is not None and not agent.budget_conditioned and "policy_iteration" not in agent.recipe:
+        raise ConfigError(f"{flag}: agent {agent.name} trains PPO from scratch (recipe {agent.recipe}), which "
+                          f"needs a price: use --lam, or an agent whose recipe starts with policy_iteration")
+    if target.lam is not None and not (np.isfinite(target.lam) and target.lam > 0):
+        raise ConfigError(f"--lam: expected a price > 0, got {target.lam}")
+    train = load_trees(env.train, progress)
+    val = load_trees(env.val, progress)
+    calib_is_val = env.calib is None or env.calib == env.val
+    calib = val if calib_is_val else load_trees(env.calib_spec, progress)
+    if target.budget is not None and not agent.budget_conditioned:
+        check_budget(target.budget, calib, flag, f"the calibration trees ({env.calib_spec})")
+    init_net = None
+    if agent.init_from:
+        from trim_rl.train.warm_start import check_checkpoint
+
+        init_net = check_checkpoint(agent.init_from, agent).net
+    return Inputs(train, val, calib, calib_is_val, init_net)
+
+
+@contextmanager
+def stop_on_signals():
+    """An event set by SIGINT / SIGTERM while the block runs (the main thread only)."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum, frame):
+        stop.set()
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+class RunLock:
+    """``run_dir/.lock`` holding this process id: a second process on the same run is refused."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / ".lock"
+
+    def __enter__(self):
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                os.write(fd, str(os.getpid()).encode())
+                os.close(fd)
+                return self
+            except FileExistsError:
+                try:
+                    pid = int(self.path.read_text().strip() or 0)
+                    os.kill(pid, 0)
+                except (ValueError, ProcessLookupError, PermissionError, OSError):
+                    self.path.unlink(missing_ok=True)  # left by a process that is gone
+                    continue
+                raise FileExistsError(f"{self.path.parent}: another process (pid {pid}) is training this run") from None
+        raise FileExistsError(f"{self.path}: cannot take the run's lock")
+
+    def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)
+
+
+def make_logger(tb_dir: Path, verbose: int = 0):
+    """SB3 logger writing TensorBoard events and ``progress.csv`` (appended to on resume)."""
+    from stable_baselines3.common.logger import HumanOutputFormat, Logger, TensorBoardOutputFormat
+
+    from trim_rl.train.callbacks import ResumableCSV
+
+    tb_dir.mkdir(parents=True, exist_ok=True)
+    formats = [TensorBoardOutputFormat(str(tb_dir)), ResumableCSV(str(tb_dir / "progress.csv"))]
+    if verbose:
+        formats.append(HumanOutputFormat(sys.stdout))
+    return Logger(str(tb_dir), formats)
+
+
+def _versions() -> dict:
+    import sb3_contrib
+    import stable_baselines3
     import torch
-    from sb3_contrib import MaskablePPO
-    from stable_baselines3.common.logger import configure
-    from stable_baselines3.common.utils import set_random_seed
 
-    from trim_rl.agents.ppo import SeqTransformerExtractor
-    from trim_rl.data.flat import load_flat
-    from trim_rl.envs.vec_env import RoutingVecEnv
-    from trim_rl.sim.bundled import resolve_tree_spec
-    from trim_rl.train.callbacks import (LambdaWarmupCallback, ProgressCallback, RolloutMetricsCallback,
-                                         ValidationCallback)
+    from trim_rl import __version__
 
-    torch.set_num_threads(1)
-    if resume is not None:
-        run_dir = Path(resume)
-        cfg = yaml.safe_load((run_dir / "config.yml").read_text())
-        if overrides:
-            from trim_rl.train.config import apply_overrides
+    return {"trim_rl": __version__, "python": sys.version.split()[0], "torch": str(torch.__version__),
+            "stable_baselines3": stable_baselines3.__version__, "sb3_contrib": sb3_contrib.__version__}
 
-            cfg["agent"] = apply_overrides(cfg["agent"], overrides)
-            _write(run_dir / "config.yml", yaml.safe_dump(cfg, sort_keys=False))
-        agent, env, lam, seed = cfg["agent"], cfg["env"], cfg["lam"], cfg["seed"]
-    else:
-        run_dir = run_dir_for(Path(runs_root), agent, env, lam, seed)
-        run_dir.mkdir(parents=True)
-        cfg = {"agent": agent, "env": env, "lam": lam, "seed": seed, "git": git_hash(),
-               "python": sys.version.split()[0], "torch": str(torch.__version__)}
-        _write(run_dir / "config.yml", yaml.safe_dump(cfg, sort_keys=False))
-        _write(run_dir / "git_hash.txt", cfg["git"] + "\n")
-    _write(run_dir / "command.txt", (command or " ".join([sys.executable, *sys.argv])) + "\n")
 
-    set_random_seed(seed)
-    train = load_flat(*resolve_tree_spec(env["train"]))
-    val = load_flat(*resolve_tree_spec(env["val"]))
-    bc = bool(agent.get("budget_conditioned", False))
-    lam_range = tuple(agent.get("lam_range", [1e-4, 1e-2]))
-    venv = RoutingVecEnv(train, num_envs=int(agent.get("n_envs", 64)), lam=lam, obs=agent["obs"],
-                         budget_conditioned=bc, lam_range=lam_range)
-    venv.seed(seed)
-    hp = dict(agent.get("hyperparams", {}))
-    pk = dict(agent.get("policy_kwargs", {}))
-    policy_kwargs = {"net_arch": pk.get("net_arch", [64, 64]),
-                     "activation_fn": {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}[pk.get("activation", "tanh")]}
-    if agent["obs"] == "seq":
-        policy_kwargs["features_extractor_class"] = SeqTransformerExtractor
-        policy_kwargs["features_extractor_kwargs"] = dict(pk.get("encoder", {}))
-    total = int(agent.get("total_timesteps", 200_000))
-    if resume is not None and (run_dir / "model.zip").exists():
-        # our own run folder's SB3 zip (trusted: written by this package)
-        model = MaskablePPO.load(run_dir / "model.zip", env=venv, device="cpu")
-        done = int(model.num_timesteps)
-    else:
-        model = MaskablePPO("MlpPolicy", venv, policy_kwargs=policy_kwargs, seed=seed, verbose=verbose, device="cpu",
-                            **hp)
-        done = 0
-        p0 = float(agent.get("initial_regen_prob", 0.5))
-        if agent.get("init_from"):
-            from trim_rl.train.warm_start import load_actor
+def train_one(agent: AgentConfig, env: EnvConfig, target: Target, seed: int = 0, runs_root: str | Path = "runs",
+              command: str | None = None, progress: bool = False, verbose: int = 0,
+              inputs: Inputs | None = None) -> Path:
+    """Train one policy for ``target``; returns its run folder (see the module docstring)."""
+    inputs = inputs or check_inputs(agent, env, target, progress)
+    run_dir = new_run_dir(Path(runs_root), agent, env, target, seed)
+    cfg = {"agent": config_dict(agent), "env": config_dict(env), "target": target.to_dict(), "seed": int(seed),
+           "git": git_hash(), "versions": _versions()}
+    write_text(run_dir / "config.yml", yaml.safe_dump(cfg, sort_keys=False))
+    write_text(run_dir / "git_hash.txt", cfg["git"] + "\n")
+    write_text(run_dir / "command.txt", (command or " ".join([sys.executable, *sys.argv])) + "\n")
+    with RunLock(run_dir):
+        from trim_rl.train.recipe import run_recipe
 
-            load_actor(model, agent["init_from"], agent)
-        elif p0 != 0.5:  # start from a policy that regenerates rarely (see README: PPO training notes)
-            with torch.no_grad():
-                model.policy.action_net.bias.copy_(torch.tensor([0.0, float(np.log(p0 / (1.0 - p0)))]))
-    fmt = ["tensorboard", "csv"] + (["stdout"] if verbose else [])
-    model.set_logger(configure(str(run_dir / "tb"), fmt))
-    lams = env.get("lam_grid", [lam]) if bc else [lam]
-    validation = ValidationCallback(val, lams, run_dir, int(agent.get("eval_freq", 20_000)), agent["obs"], bc)
-    callbacks = [RolloutMetricsCallback(float(train.strong_only_tokens.mean())), validation]
-    if progress:
-        callbacks.append(ProgressCallback(total, f"{agent['name']} lambda={lam:g}" if not bc else agent["name"],
-                                          validation))
-    warm = agent.get("lam_warmup")
-    if warm:
-        callbacks.append(LambdaWarmupCallback(lam, total, float(warm.get("start", 0.25)), float(warm.get("fraction", 0.5)),
-                                              lam_range if bc else None))
-    remaining = max(0, total - done)
-    t0 = time.time()
-    if remaining:
-        model.learn(total_timesteps=remaining, callback=callbacks, reset_num_timesteps=done == 0,
-                    progress_bar=False)
-    model.save(run_dir / "model.zip")
-    stats = {"timesteps": int(model.num_timesteps), "seconds": round(time.time() - t0, 1),
-             "env_steps_per_s": round(remaining / max(time.time() - t0, 1e-9), 1)}
-    _write(run_dir / "train_stats.json", json.dumps(stats, indent=1) + "\n")
-    venv.close()
+        run_recipe(run_dir, agent, env, target, seed, inputs, progress=progress, verbose=verbose)
+    return run_dir
+
+
+def read_run_config(run_dir: Path) -> tuple[AgentConfig, EnvConfig, Target, int]:
+    """The typed configs of an existing run folder (``config.yml``)."""
+    path = Path(run_dir) / "config.yml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: not a run folder (config.yml missing)")
+    from trim_rl.configs import parse_yaml
+
+    data = parse_yaml(path.read_text(encoding="utf-8"), str(path)) or {}
+    try:
+        agent = agent_from_dict(data["agent"], f"{path} (agent)")
+        env = env_from_dict(data["env"], f"{path} (env)")
+        t = data.get("target") or {}
+        target = Target(t.get("budget"), t.get("lam"))
+        seed = int(data["seed"])
+    except (KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: not a config written by train.py (missing {exc})") from None
+    return agent, env, target, seed
+
+
+def resume(run_dir: str | Path, overrides: list[str] | None = None, command: str | None = None,
+           progress: bool = False, verbose: int = 0) -> Path:
+    """Continue an interrupted (or extend a finished) run from its saved PPO state."""
+    from trim_rl.train.config import apply_overrides
+    from trim_rl.train.recipe import run_recipe
+
+    run_dir = Path(run_dir)
+    agent, env, target, seed = read_run_config(run_dir)
+    if agent.algo == "pomdp":
+        raise ConfigError("a TRIM-POMDP run has nothing to resume (solving is deterministic; train again)")
+    if not (run_dir / "model.zip").is_file() or not (run_dir / "state.json").is_file():
+        raise FileNotFoundError(f"{run_dir}: no saved training state (model.zip + state.json): it stopped before "
+                                f"PPO's first checkpoint; start a new run")
+    if overrides:
+        agent = agent_from_dict(apply_overrides(config_dict(agent), overrides), "--hyperparams")
+    inputs = check_inputs(agent, env, target, progress)
+    with RunLock(run_dir):
+        if overrides:  # written only once the lock is held and every input checked
+            from trim_rl.configs import parse_yaml
+
+            data = parse_yaml((run_dir / "config.yml").read_text(encoding="utf-8"))
+            data["agent"] = config_dict(agent)
+            write_text(run_dir / "config.yml", yaml.safe_dump(data, sort_keys=False))
+        with open(run_dir / "command.txt", "a", encoding="utf-8") as fh:
+            fh.write((command or " ".join([sys.executable, *sys.argv])) + "\n")
+        run_recipe(run_dir, agent, env, target, seed, inputs, progress=progress, verbose=verbose, resuming=True)
     return run_dir
 
 
 def _worker(args):
-    agent, env, lam, seed, runs_root, command = args
+    agent, env, target, seed, runs_root, command = args
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    return str(train_one(agent, env, lam, seed, runs_root, command=command))
+    try:
+        return str(train_one(agent, env, target, seed, runs_root, command=command)), None
+    except Interrupted as exc:
+        return str(exc.run_dir), "interrupted"
+    except Exception as exc:  # one failing budget must not stop the others
+        return None, f"{type(exc).__name__}: {exc}"
 
 
-def train_grid(agent: dict, env: dict, lams: list[float], seed: int, runs_root: str | Path = "runs",
-               workers: int | None = None, command: str | None = None, progress: bool = True) -> list[Path]:
-    """One policy per lambda, one process per budget (at most ``workers`` at a time)."""
+@dataclass
+class GridResult:
+    target: Target
+    run_dir: Path | None
+    error: str | None
+
+
+def train_grid(agent: AgentConfig, env: EnvConfig, targets: list[Target], seed: int, runs_root: str | Path = "runs",
+               workers: int | None = None, command: str | None = None, progress: bool = True) -> list[GridResult]:
+    """One policy per target, one process per target (at most ``workers`` at a time).  A target
+    that fails is reported in its :class:`GridResult`; the others finish."""
     import multiprocessing as mp
 
     from tqdm import tqdm
 
-    workers = workers or min(len(lams), os.cpu_count() or 1)
-    jobs = [(agent, env, lam, seed, str(runs_root), command) for lam in lams]
-    out = []
+    workers = workers or min(len(targets), os.cpu_count() or 1)
+    jobs = [(agent, env, t, seed, str(runs_root), command) for t in targets]
     if workers <= 1:
-        for j in tqdm(jobs, desc="budgets", unit="policy", disable=not progress):
-            out.append(Path(_worker(j)))
-        return out
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(workers) as pool:
-        bar = tqdm(pool.imap(_worker, jobs), total=len(jobs), desc="budgets", unit="policy", disable=not progress)
-        for p in bar:
-            out.append(Path(p))
-    return out
+        results = [_worker(j) for j in tqdm(jobs, desc="budgets", unit="policy", disable=not progress)]
+    else:
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(workers) as pool:
+            results = list(tqdm(pool.imap(_worker, jobs), total=len(jobs), desc="budgets", unit="policy",
+                                disable=not progress))
+    return [GridResult(t, Path(d) if d else None, err) for t, (d, err) in zip(targets, results)]

@@ -5,18 +5,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from trim_rl.train.config import AgentConfig
 
-def checkpoint_mismatches(meta: dict, agent: dict) -> list[str]:
+
+def checkpoint_mismatches(meta: dict, agent: AgentConfig) -> list[str]:
     """Fields where the checkpoint's ``policy.json`` differs from what the agent YAML builds."""
-    pk = agent.get("policy_kwargs", {})
+    from trim_rl.train.ppo_stage import network_meta
+
+    net = network_meta(agent.obs, agent.budget_conditioned, agent.policy_kwargs)
     want = {
-        "observation.name": agent["obs"],
-        "observation.budget_conditioned": bool(agent.get("budget_conditioned", False)),
-        "network.net_arch": list(pk.get("net_arch", [64, 64])),
-        "network.activation": pk.get("activation", "tanh"),
+        "observation.name": agent.obs,
+        "observation.budget_conditioned": bool(agent.budget_conditioned),
+        "network.net_arch": net["net_arch"],
+        "network.activation": net["activation"],
     }
-    if agent["obs"] == "seq":
-        want["network.encoder"] = dict(pk.get("encoder", {}))
+    if agent.obs == "seq":
+        want["network.encoder"] = net["encoder"]
     have = {
         "observation.name": meta["observation"].get("name"),
         "observation.budget_conditioned": bool(meta["observation"].get("budget_conditioned", False)),
@@ -27,11 +31,13 @@ def checkpoint_mismatches(meta: dict, agent: dict) -> list[str]:
     return [f"{k} is {have[k]!r}, the agent asks for {v!r}" for k, v in want.items() if have[k] != v]
 
 
-def check_checkpoint(folder: str | Path, agent: dict):
+def check_checkpoint(folder: str | Path, agent: AgentConfig):
     """The exported checkpoint in ``folder`` (format and sha256 checked) if the agent YAML builds the
     same actor; else ``ValueError`` naming policy.json and each field that differs."""
     from trim_rl.agents.exported import ExportedPolicy
 
+    if not (Path(folder) / "policy.json").exists():
+        raise FileNotFoundError(f"{folder}: no policy.json there (export a run first)")
     ck = ExportedPolicy(folder)
     bad = checkpoint_mismatches(ck.meta, agent)
     if bad:
@@ -39,21 +45,9 @@ def check_checkpoint(folder: str | Path, agent: dict):
     return ck
 
 
-def load_actor(model, folder: str | Path, agent: dict) -> None:
+def load_actor(model, folder: str | Path, agent: AgentConfig) -> None:
     """Copy the actor weights of the exported checkpoint in ``folder`` into ``model`` (a MaskablePPO
     built from ``agent``).  Raises ``ValueError`` naming the field when the networks differ."""
-    import torch
+    from trim_rl.train.ppo_stage import copy_actor_in
 
-    from trim_rl.export import actor_key
-
-    ours = check_checkpoint(folder, agent).net.state_dict()
-    copied = set()
-    with torch.no_grad():
-        for name, p in model.policy.named_parameters():
-            key = actor_key(name)
-            if key is not None:
-                p.copy_(ours[key])
-                copied.add(key)
-    missing = set(ours) - copied
-    if missing:
-        raise ValueError(f"{folder}: weights {sorted(missing)[:3]} have no place in the agent's actor")
+    copy_actor_in(model, check_checkpoint(folder, agent).net)

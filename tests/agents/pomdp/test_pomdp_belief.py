@@ -5,7 +5,8 @@ import numpy as np
 from trim_rl.agents.baselines import RandomStepPolicy
 from trim_rl.agents.pomdp.belief import BeliefFilter, BeliefState
 from trim_rl.agents.pomdp.calibration import node_beliefs, reliability, weighted_reliability
-from trim_rl.agents.pomdp.fit import path_weights, tree_labels
+from trim_rl.agents.pomdp.fit import tree_labels
+from trim_rl.data.tree_dp import reach_probability
 from trim_rl.agents.pomdp.policy import POMDPPolicy
 from trim_rl.agents.pomdp.solver import solve
 from trim_rl.envs.vec_env import RoutingVecEnv
@@ -19,7 +20,7 @@ def test_belief_is_calibrated_on_the_simulated_test_trees(bundled_test, fitted):
     b = node_beliefs(BeliefFilter(fitted), bundled_test)
     assert np.allclose(b.sum(axis=1), 1.0)
     known = state >= 0
-    r = weighted_reliability(b[known, 2], (state[known] == 2).astype(float), path_weights(bundled_test, 0.2)[known])
+    r = weighted_reliability(b[known, 2], (state[known] == 2).astype(float), reach_probability(bundled_test, 0.2)[known])
     assert (r["n_eff"] > 30).all(), r["n_eff"]
     assert r["error"].max() <= 0.05, f"calibration errors per bin {np.round(r['error'], 3)}"
 

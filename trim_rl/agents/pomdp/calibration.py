@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     of the steps reaches it)."""
     import argparse
 
-    from trim_rl.agents.pomdp.fit import fit_model, path_weights
+    from trim_rl.agents.pomdp.fit import fit_model
+    from trim_rl.data.tree_dp import reach_probability
     from trim_rl.data.flat import load_flat
     from trim_rl.sim.bundled import resolve_tree_spec
 
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     b = node_beliefs(BeliefFilter(model), f)
     for k, name in ((2, "S2 (only the newest step wrong)"), (1, "S1 (an earlier step wrong)")):
         r = weighted_reliability(b[known, k], (state[known] == k).astype(float),
-                                 path_weights(f, args.regen_prob)[known])
+                                 reach_probability(f, args.regen_prob)[known])
         print(f"P({name}) on {args.trees}: max |predicted - observed| over 10 bins = {np.nanmax(r['error']):.3f}")
         print("  bin        n_eff  predicted  observed")
         for i in range(10):

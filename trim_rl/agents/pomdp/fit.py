@@ -18,13 +18,14 @@ from trim_rl.agents.pomdp.tokens import TokenModel
 from trim_rl.agents.pomdp.transition import TransitionModel, pooled_rate
 from trim_rl.data.flat import ABSENT, FlatTrees
 from trim_rl.data.schema import MAX_STEPS
+from trim_rl.data.tree_dp import reach_probability
 
 
 @dataclass
 class TreeLabels:
     """Per node: prefix correct (1 / 0 / -1 unknown), latent state of the weak and the strong
     candidate (-1 unknown or absent) and a weight: the probability that a router regenerating each
-    step with probability ``regen_prob`` reaches the node (see :func:`path_weights`), so that the
+    step with probability ``regen_prob`` reaches the node (see :func:`trim_rl.data.tree_dp.reach_probability`), so that the
     fit sees decision points as often as a router would, not as often as the tree branches."""
 
     prefix_ok: np.ndarray
@@ -43,27 +44,6 @@ def _candidate_state(prefix_ok: np.ndarray, step_correct: np.ndarray) -> np.ndar
                     ).astype(np.int8)
 
 
-def path_weights(f: FlatTrees, regen_prob: float | np.ndarray) -> np.ndarray:
-    """Probability that a router regenerating each step with ``regen_prob`` (keeping otherwise)
-    reaches each node; a regenerate masked by the budget is played as keep.  ``regen_prob`` is one
-    probability for every node or an array with one per node."""
-    regen_prob = np.broadcast_to(np.asarray(regen_prob, dtype=float), (f.n_nodes,))
-    w = np.ones(f.n_nodes)
-    if f.n_nodes == 0:
-        return w
-    order = np.argsort(f.depth, kind="stable")
-    ds = f.depth[order]
-    bounds = np.searchsorted(ds, np.arange(int(ds[-1]) + 2))
-    for d in range(1, int(ds[-1]) + 1):
-        nodes = order[bounds[d]: bounds[d + 1]]
-        par = f.parent[nodes]
-        allowed = f.regen_child[par] != ABSENT
-        p = regen_prob[par]
-        step = np.where(f.parent_action[nodes] == 1, p, np.where(allowed, 1.0 - p, 1.0))
-        w[nodes] = w[par] * step
-    return w
-
-
 def tree_labels(f: FlatTrees, regen_prob: float = 0.2) -> TreeLabels:
     """Latent states of every node's candidates from the trees' ``step_correct`` labels."""
     n = f.n_nodes
@@ -80,7 +60,7 @@ def tree_labels(f: FlatTrees, regen_prob: float = 0.2) -> TreeLabels:
             prefix[nodes] = np.where((pk == 0) | (sc == 0), 0, np.where((pk == 1) & (sc == 1), 1, -1))
     weak = _candidate_state(prefix, f.weak_step_correct)
     strong = np.where(f.strong_present, _candidate_state(prefix, f.strong_step_correct), -1).astype(np.int8)
-    return TreeLabels(prefix, weak, strong, path_weights(f, regen_prob))
+    return TreeLabels(prefix, weak, strong, reach_probability(f, regen_prob))
 
 
 def records_to_samples(records: Iterable[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

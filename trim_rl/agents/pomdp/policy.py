@@ -13,8 +13,6 @@ lambda, observation builder, the fitted model's parameters and grids, solver set
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from bisect import bisect_right
 from pathlib import Path
 from typing import Any
@@ -22,11 +20,12 @@ from typing import Any
 import numpy as np
 
 from trim_rl.agents.base import apply_mask
+from trim_rl.agents.checkpoint import FORMAT, read_policy_json, sha256_file
 from trim_rl.agents.pomdp.belief import BeliefFilter, BeliefState
 from trim_rl.agents.pomdp.model import POMDPModel
 from trim_rl.agents.pomdp.solver import QFunction, Solution, SolverConfig
+from trim_rl.fsutil import atomic_output, write_text
 
-FORMAT = "trim_rl.policy/v1"
 ARRAYS = "policy.npz"
 FAMILY = "TRIM-POMDP"
 
@@ -82,20 +81,12 @@ class POMDPPolicy:
         """Write ``policy.npz`` then ``policy.json`` into ``folder`` (created if needed; each file
         replaced atomically, the JSON last, so a folder with ``policy.json`` is complete)."""
         from trim_rl import __version__
-        from trim_rl.agents.exported import sha256_file
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         arrays = folder / ARRAYS
-        fd, tmp = tempfile.mkstemp(prefix=".policy.", suffix=".npz", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez_compressed(fh, **self.arrays())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, arrays)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_output(arrays, "wb") as fh:
+            np.savez_compressed(fh, **self.arrays())
         sol = self.solution
         meta = {
             "format": FORMAT, "kind": "pomdp", "family": self.family, "name": folder.name,
@@ -111,27 +102,13 @@ class POMDPPolicy:
             "versions": {"trim_rl": __version__, "numpy": np.__version__},
             **(extra_meta or {}),
         }
-        _write_text(folder / "policy.json", json.dumps(meta, indent=1) + "\n")
+        write_text(folder / "policy.json", json.dumps(meta, indent=1) + "\n")
         self.folder, self.meta = folder, meta
         return folder
 
 
-def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def load_pomdp(folder: str | Path) -> POMDPPolicy:
     """Load a TRIM-POMDP artifact (checks format, kind and the sha256 of ``policy.npz``)."""
-    from trim_rl.agents.exported import read_policy_json, sha256_file
-
     folder = Path(folder)
     meta = read_policy_json(folder / "policy.json")
     if meta.get("format") != FORMAT or meta.get("kind") != "pomdp":

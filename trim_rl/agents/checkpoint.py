@@ -1,0 +1,85 @@
+"""The deployment checkpoint format: a folder with ``policy.json`` and the weights it names.
+
+``policy.json`` (format ``trim_rl.policy/v1``) says what the folder holds: ``kind`` ``network`` (a
+:class:`~trim_rl.agents.networks.PolicyNet`, weights in ``model.safetensors``) or ``pomdp`` (a
+TRIM-POMDP table, arrays in ``policy.npz``), the family, the observation builder, the budget or
+price it was trained for, versions, and the sha256 of the weights.  Nothing is pickled.  Folders are
+written into a temporary folder beside the target and moved onto it at the end
+(:func:`write_folder`); an existing folder is replaced only when it is itself a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from trim_rl.fsutil import folder_beside, install_folder, sha256_file
+
+FORMAT = "trim_rl.policy/v1"
+WEIGHTS = "model.safetensors"
+META = "policy.json"
+
+__all__ = ["FORMAT", "WEIGHTS", "META", "sha256_file", "read_policy_json", "is_checkpoint", "write_folder",
+           "write_network_checkpoint"]
+
+
+def read_policy_json(path: Path) -> dict[str, Any]:
+    """``policy.json`` as a dict; ``ValueError`` naming the file, line and column when it is not a JSON object."""
+    path = Path(path)
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(meta).__name__}")
+    return meta
+
+
+def is_checkpoint(folder: Path) -> bool:
+    """Does ``folder`` hold a trim_rl checkpoint (a ``policy.json`` of this format)?"""
+    meta = Path(folder) / META
+    if not meta.is_file():
+        return False
+    try:
+        return read_policy_json(meta).get("format") == FORMAT
+    except (OSError, ValueError):
+        return False
+
+
+def write_folder(out: str | Path, fill: Callable[[Path], list[str]]) -> tuple[Path, bool]:
+    """Build a checkpoint folder with ``fill(tmp)`` (which writes its files, ``policy.json`` among
+    them, and returns their names) and move it onto ``out``.  An existing non-empty ``out`` is
+    replaced only when it is a checkpoint; anything else is refused (``FileExistsError``), so a
+    careless ``--out`` never deletes a folder of other files.  Returns (out, replaced)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not is_checkpoint(out):
+        raise FileExistsError(f"{out}: folder is not empty and holds no trim_rl checkpoint (policy.json); "
+                              f"refusing to replace it")
+    with folder_beside(out) as tmp:
+        fill(tmp)
+        replaced = install_folder(tmp, out, may_replace=is_checkpoint)
+    return out, replaced
+
+
+def write_network_checkpoint(net, meta: dict, out: str | Path) -> Path:
+    """``model.safetensors`` (the PolicyNet weights) and ``policy.json`` (``meta`` plus format, kind,
+    name, weights file and sha256) as the folder ``out`` (see :func:`write_folder`)."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+
+    def fill(tmp: Path) -> list[str]:
+        weights = tmp / WEIGHTS
+        save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(weights))
+        full = {"format": FORMAT, "kind": "network", **meta, "name": out.name,
+                "normalization": None,  # the observation builders scale features; no running statistics
+                "weights": WEIGHTS, "sha256": sha256_file(weights)}
+        (tmp / META).write_text(json.dumps(full, indent=1) + "\n", encoding="utf-8")
+        return [WEIGHTS, META]
+
+    return write_folder(out, fill)[0]

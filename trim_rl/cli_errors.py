@@ -1,0 +1,39 @@
+"""How every command ends on a user error: one line naming the file, key or flag, exit code 2.
+
+A bug (any other exception) still shows its traceback; Ctrl-C ends with one line and exit code 130.
+``TRIM_RL_TRACEBACK=1`` shows the traceback of user errors too.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable
+
+# what a user can cause: bad configs / values (ValueError and its kinds: ConfigError, BudgetError,
+# TreeFormatError), and files that are missing, in the way or unreadable
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+def run_cli(prog: str, body: Callable[[], int]) -> int:
+    """Run a command's body; user errors become ``prog: message`` on stderr and exit code 2."""
+    from trim_rl.data.errors import TreeFormatError
+
+    try:
+        return int(body() or 0)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except (*USER_ERRORS, TreeFormatError) as exc:
+        if os.environ.get("TRIM_RL_TRACEBACK"):
+            raise
+        msg = str(exc) if not isinstance(exc, OSError) or not exc.filename else _os_message(exc)
+        print(f"{prog}: {msg.splitlines()[0] if msg else type(exc).__name__}", file=sys.stderr)
+        return 2
+
+
+def _os_message(exc: OSError) -> str:
+    what = {FileNotFoundError: "no such file or folder", PermissionError: "permission denied",
+            IsADirectoryError: "is a folder, expected a file", NotADirectoryError: "a part of the path is a file",
+            FileExistsError: "already exists"}.get(type(exc), exc.strerror or str(exc))
+    return f"{exc.filename}: {what}"
