@@ -1,4 +1,5 @@
-r"""Labelled (prediction, reference) pairs built from the shipped benchmarks, and a grader's agreement.
+r"""Labelled (prediction, reference) pairs built from the shipped benchmarks, a grader's agreement
+with them, and what grading costs per call.
 
 Not a test: it measures. Each reference yields rewritings that must be accepted (a solution
 sentence around ``\boxed{}``, thousands separators and thin spaces, money and unit words, degree
@@ -9,6 +10,7 @@ another problem's answer). The labels come from how each pair is made, not from 
     .venv/bin/python tests/data/grading_agreement.py                 # this checkout's grader
     .venv/bin/python tests/data/grading_agreement.py --grader FILE --problems FILE2
         # another grade(), given the references of another problems.py (e.g. both from main)
+    .venv/bin/python tests/data/grading_agreement.py --timing        # cost per call, per path
 """
 
 from __future__ import annotations
@@ -190,12 +192,48 @@ def _references(path: str | None) -> dict[str, str]:
     return {p.problem_id: p.answer for name in BENCHMARKS for p in load_problems(name)}
 
 
+def timing() -> None:
+    """Milliseconds per call of this checkout's grader on each path (in-process, worker, guard)."""
+    sys.path.insert(0, ".")
+    from trim_rl.data.grading import judge
+    from trim_rl.data.grading.pool import pool
+
+    def per_call(p: str, r: str, n: int) -> float:
+        # distinct texts each call (a trailing space), so that no parse cache answers
+        t = time.perf_counter()
+        for i in range(n):
+            judge(p + " " * (i % 50), r)
+        return 1e3 * (time.perf_counter() - t) / n
+
+    t = time.perf_counter()
+    pool().run({"pred": "1", "ref": "1", "kind": "answer"}, 60)
+    print(f"worker start-up (once, outside any deadline): {time.perf_counter() - t:.2f} s")
+    for name, p, r in [("plain number", "So it is \\boxed{1\\,440}.", "1440"),
+                       ("e-notation", "\\boxed{3.83 \\times 10^{35}}", "3.83e35"),
+                       ("symbolic, in a worker", "\\boxed{\\frac{\\sqrt{2}}{2}}", "\\frac{1}{\\sqrt{2}}"),
+                       ("guard: power tower", "\\boxed{9^{9^{9^{9^{9}}}}}", "42"),
+                       ("guard: 100,000 `(`", "\\boxed{" + "(" * 100_000 + "}", "42")]:
+        print(f"{name:24} {per_call(p, r, 200):8.3f} ms/call")
+    n = 200
+    t = time.perf_counter()
+    for _ in range(n):
+        pool().run({"pred": "1", "ref": "1", "kind": "answer"}, 10)
+    print(f"{'worker round trip only':24} {1e3 * (time.perf_counter() - t) / n:8.3f} ms/call")
+    t = time.perf_counter()
+    got = judge("\\boxed{\\prod_{k=1}^{10^{7}} k}", "5", timeout=10.0)
+    print(f"unrefused slow comparison, 10 s deadline: {got} after {time.perf_counter() - t:.2f} s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grader", help="a Python file defining grade(prediction, reference)")
     ap.add_argument("--problems", help="a problems.py whose loaders give the references graded against")
     ap.add_argument("--show", type=int, default=0, help="print N disagreements per family")
+    ap.add_argument("--timing", action="store_true", help="measure the cost per call instead")
     args = ap.parse_args()
+    if args.timing:
+        timing()
+        return
     pairs = build()
     refs = _references(args.problems)
     if args.grader is None:

@@ -95,7 +95,8 @@ def judge(prediction: str | None, reference: str, timeout: float = DEFAULT_TIMEO
     if prediction is None or not str(prediction).strip():
         return Verdict.INCORRECT
     pred, kind = _prediction(str(prediction))
-    ref = clean(str(reference))
+    boxed_ref = last_boxed(str(reference))  # a reference given as a boxed solution: its answer
+    ref = clean(str(reference) if boxed_ref is None else boxed_ref)
     if refuse(pred) or refuse(ref):  # never parsed: equal only as text
         return Verdict.CORRECT if canonical(pred) == canonical(ref) else Verdict.INCORRECT
     if kind == "answer":

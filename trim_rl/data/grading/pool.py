@@ -40,7 +40,10 @@ class _Worker:
         # a reader thread, so that waiting for an answer can time out on any platform
         threading.Thread(target=self._read, daemon=True, name="grading-worker-reader").start()
         if self._get(START_TIMEOUT_S) != "ready":
-            code = self.proc.poll()
+            try:  # an end of file comes a moment before the exit status
+                code = self.proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                code = None
             self.kill()
             how = f"exited with code {code}" if code is not None else f"was not ready in {START_TIMEOUT_S:.0f} s"
             raise WorkerError(f"the grading worker ({sys.executable}) {how}; "
