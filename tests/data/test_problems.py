@@ -9,7 +9,7 @@ import re
 import pytest
 
 from trim_rl.data import TreeFormatError
-from trim_rl.data.problems import BENCHMARKS, Problem, last_boxed, load_problems
+from trim_rl.data.problems import BENCHMARKS, Problem, join_formulas, last_boxed, load_problems
 
 # Published sizes of the benchmarks (aime: AIME 1983-2024, train + test files).
 SIZES = {"math500": 500, "aime24": 30, "amc23": 40, "gsm8k": 1319, "minerva": 272, "olympiadbench": 675}
@@ -138,3 +138,37 @@ def test_custom_file_not_object(tmp_path, write_jsonl, assert_tree_error):
 )
 def test_last_boxed(text, expected):
     assert last_boxed(text) == expected
+
+
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        ("$69$,$84$", "69, 84"),
+        ("$f(n)=n$, $g(n)=1$", "f(n)=n, g(n)=1"),
+        ("$-1$,$2$,$-2$", "-1, 2, -2"),
+        ("$x=1$ or $x=2$", "x=1, x=2"),
+        ("$221,$8$", "221, 8"),  # an odd count: every `$` separates
+        ("$(-\\infty, 0) \\cup\\{1\\}$.", "(-\\infty, 0) \\cup\\{1\\}"),
+        ("$f(x)=a x+b$, where $b$ is an integer", "f(x)=a x+b"),  # prose qualifies the first formula
+        ("$(1,8,19), (2,7,13)$", "(1,8,19), (2,7,13)"),
+        ("1,3,5", "1,3,5"),
+    ],
+)
+def test_join_formulas(raw, expected):
+    assert join_formulas(raw) == expected
+
+
+def test_references_hold_no_formula_delimiters():
+    # OlympiadBench's `$69$,$84$` and Minerva's `+$ $` (a line break in the source) are one answer
+    for name in ("olympiadbench", "minerva"):
+        assert not [p.answer for p in cached(name) if "$" in p.answer]
+    answers = {p.answer for p in cached("olympiadbench")}
+    assert {"69, 84", "f(x)=x, f(x)=2-x", "221, 8"} <= answers
+
+
+def test_every_piece_of_an_olympiadbench_answer_is_graded():
+    from trim_rl.data.grading import grade
+
+    p = next(p for p in cached("olympiadbench") if p.answer == "69, 84")
+    assert grade("\\boxed{69, 84}", p.answer) and grade("\\boxed{84, 69}", p.answer)
+    assert not grade("\\boxed{69}", p.answer) and not grade("\\boxed{84}", p.answer)

@@ -6,6 +6,7 @@ the problem text, the reference answer and, where the benchmark has one, its dif
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,25 @@ def last_boxed(text: str) -> str | None:
     return None
 
 
+_SEPARATORS = re.compile(r"(?:\s|[,;.]|\band\b|\bor\b)*")
+
+
+def join_formulas(answer: str) -> str:
+    r"""An answer written as several ``$...$`` formulas (OlympiadBench's ``$69$,$84$``) as one
+    comma-separated list, so that every piece is graded (``69, 84``). When words other than
+    "and"/"or" stand between the formulas (``$f(x)=ax+b$, where $b$ is an integer``) the first
+    formula is the answer and the rest qualifies it."""
+    s = answer.strip()
+    if "$" not in s:
+        return s
+    parts = s.split("$")
+    # an odd count (`$221,$8$`) cannot be read as delimiters: every `$` separates
+    if len(parts) % 2 and not all(_SEPARATORS.fullmatch(t) for t in parts[0::2]):
+        return next((p.strip(" ,;.") for p in parts[1::2] if p.strip(" ,;.")), s.replace("$", "").strip())
+    pieces = parts[1::2] if len(parts) % 2 else parts
+    return ", ".join(p.strip(" ,;.") for p in pieces if p.strip(" ,;."))
+
+
 def _rows(name: str) -> list[tuple[int, dict]]:
     return list(iter_json_lines(resource_path("benchmarks", f"{name}.jsonl.gz")))
 
@@ -87,8 +107,7 @@ def _olympiadbench() -> list[Problem]:
     out = []
     for _, r in _rows("olympiadbench_test"):
         ans = r["final_answer"]
-        ans = ans[0] if isinstance(ans, list) and ans else ans
-        ans = str(ans).strip().strip("$").strip()
+        ans = ", ".join(join_formulas(str(a)) for a in (ans if isinstance(ans, list) else [ans]))
         out.append(Problem(f"olympiadbench/{r['id']}", "olympiadbench", r["question"], ans, None,
                            extra={"subfield": r.get("subfield"), "answer_type": r.get("answer_type")}))
     return out
@@ -97,7 +116,7 @@ def _olympiadbench() -> list[Problem]:
 def _minerva() -> list[Problem]:
     out = []
     for _, r in _rows("minerva_math_test"):
-        ans = last_boxed(r["solution"]) or ""
+        ans = (last_boxed(r["solution"]) or "").replace("$", " ")  # `+$ $` where the source broke a line
         out.append(Problem(f"minerva/{r['idx']}", "minerva", r["problem"], ans.strip(), None, extra={"type": r.get("type")}))
     return out
 
