@@ -9,13 +9,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_demo_trains_exports_and_evaluates(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "trim_rl.demo", "--out", str(tmp_path / "demo"), "--timesteps", "2048",
-                        "--bootstrap", "50"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    r = subprocess.run([sys.executable, "-m", "trim_rl.demo", "--out", str(tmp_path / "demo"), "--env", "math500_quick",
+                        "--budgets", "5", "20", "--bootstrap", "50", "--hyperparams", "policy_iteration.rounds:2",
+                        "policy_iteration.samples:20000", "total_timesteps:8192", "eval_freq:4096"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"report: {tmp_path / 'demo' / 'report.md'}" in r.stdout
     m = json.loads((tmp_path / "demo" / "metrics.json").read_text())
     cks = sorted(p.name for p in (tmp_path / "demo" / "checkpoints").iterdir())
-    assert len(cks) == 5 and all((tmp_path / "demo" / "checkpoints" / c / "model.safetensors").exists() for c in cks)
-    fams = [k for k in m["policies"] if k.startswith("TRIM-Agg")]
-    assert fams and any(len(m["policies"][f]["points"]) == 5 for f in fams)
+    assert cks == ["b20", "b5"] and all((tmp_path / "demo" / "checkpoints" / c / "model.safetensors").exists()
+                                         for c in cks)
+    # the freshly trained family is its own frontier next to the shipped one, with its budgets
+    fam = [k for k, v in m["policies"].items() if k.startswith("TRIM-Agg") and "budget-conditioned" not in k
+           and sorted(p.get("requested_budget", 0) for p in v["points"]) == [5.0, 20.0]]
+    assert len(fam) == 1, list(m["policies"])
     assert {"thr", "oracle-step", "oracle-query"} <= set(m["policies"])
+    assert "| requested budget | spent |" in (tmp_path / "demo" / "report.md").read_text()

@@ -2,8 +2,33 @@
 
 A weak model writes each reasoning step, a process reward model (PRM) scores it, and a router
 decides per step to keep it or regenerate it with a strong model.  The package turns precomputed
-step trajectory trees into a Gymnasium environment, trains and evaluates routing policies, and
-plugs them into live decoding.
+step trajectory trees into a Gymnasium environment (``trim_rl/Routing-v0``, registered on import),
+trains routing policies for a cost budget, evaluates them against baselines and serves them live.
+
+The Python API (each name is imported on first use, so ``import trim_rl`` stays light)::
+
+    import trim_rl
+    trees = trim_rl.load_trees("sim:math500:test")
+    run = trim_rl.train("trim_agg", "math500", budget=15)      # a Run; run.export("checkpoints/mine")
+    policy = trim_rl.load_policy("checkpoints/trim_agg/trim_agg_b15")
+    result = trim_rl.evaluate(["thr", policy], trees)        # the metrics evaluate.py writes
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+from trim_rl._registration import register_envs
+
+register_envs()
+
+_API = ("load_trees", "make_env", "load_policy", "train", "evaluate", "export", "Run", "Evaluation")
+
+
+def __getattr__(name):
+    if name in _API:
+        from trim_rl import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'trim_rl' has no attribute {name!r}")
+
+
+__all__ = ["__version__", *_API]

@@ -29,9 +29,9 @@ def bench_env(trees: str, n_envs: int, steps: int, repeats: int, obs: str) -> di
     from trim_rl.data.flat import load_flat
     from trim_rl.envs.routing_env import RoutingEnv
     from trim_rl.envs.vec_env import RoutingVecEnv
-    from trim_rl.sim.bundled import resolve_tree_spec
+    from trim_rl.sim.bundled import load_trees
 
-    f = load_flat(*resolve_tree_spec(trees))
+    f = load_trees(trees)
     rng = np.random.default_rng(0)
     actions = (rng.random((steps, n_envs)) < 0.2).astype(np.int64)
     batched = RoutingVecEnv(f, n_envs, obs=obs)
@@ -45,25 +45,26 @@ def bench_env(trees: str, n_envs: int, steps: int, repeats: int, obs: str) -> di
             "ratio": statistics.median(fast) / statistics.median(slow)}
 
 
-def bench_train(agent_yaml: str, env_yaml: str, lam: float | None, timesteps: int | None, out: str) -> dict:
-    """Wall time and PPO env steps/s of training one budget (train + validation included)."""
+def bench_train(agent_yaml: str, env_yaml: str, budget: float | None, grid: bool, out: str, repeats: int = 1,
+                hyperparams: list[str] | None = None) -> dict:
+    """Wall time of training one budget (every stage and the tree loading included), or of the env
+    YAML's whole budget grid, median of ``repeats`` runs, with each stage's seconds."""
     import json
-    from pathlib import Path
 
-    from trim_rl.train.config import AGENT_KEYS, ENV_KEYS, apply_overrides, load_yaml
-    from trim_rl.train.run import train_one
+    from trim_rl import api
 
-    agent = load_yaml(agent_yaml, AGENT_KEYS, "agent")
-    if timesteps:
-        agent = apply_overrides(agent, [f"total_timesteps:{timesteps}"])
-    agent.setdefault("name", Path(agent_yaml).stem)
-    env = load_yaml(env_yaml, ENV_KEYS, "env")
-    env.setdefault("name", Path(env_yaml).stem)
-    t0 = time.perf_counter()
-    run = train_one(agent, env, float(lam if lam is not None else env["lam"]), 0, out)
-    wall = time.perf_counter() - t0
-    stats = json.loads((run / "train_stats.json").read_text())
-    return {"run": str(run), "wall_s": wall, "timesteps": stats["timesteps"], "steps_per_s": stats["env_steps_per_s"]}
+    walls, stages = [], []
+    for i in range(int(repeats)):
+        t0 = time.perf_counter()
+        if grid:
+            runs = api.train(agent_yaml, env_yaml, budget_grid=[], runs=f"{out}/{i}", hyperparams=hyperparams or [])
+        else:
+            runs = [api.train(agent_yaml, env_yaml, budget=budget, runs=f"{out}/{i}", hyperparams=hyperparams or [])]
+        walls.append(time.perf_counter() - t0)
+        stages.append([json.loads((r.path / "train_stats.json").read_text()) for r in runs])
+    i = int(np.argsort(walls)[len(walls) // 2])
+    return {"runs": [str(r) for r in runs], "wall_s": statistics.median(walls), "stages": stages[i],
+            "budgets": len(stages[i])}
 
 
 def bench_pomdp(trees: str, lams: list[float], repeats: int) -> dict:
@@ -74,9 +75,9 @@ def bench_pomdp(trees: str, lams: list[float], repeats: int) -> dict:
     from trim_rl.agents.pomdp.fit import fit_model
     from trim_rl.agents.pomdp.solver import solve
     from trim_rl.data.flat import load_flat
-    from trim_rl.sim.bundled import resolve_tree_spec
+    from trim_rl.sim.bundled import load_trees
 
-    f = load_flat(*resolve_tree_spec(trees))
+    f = load_trees(trees)
     with threadpool_limits(1):
         t0 = time.perf_counter()
         model = fit_model(f, source=trees)
@@ -107,14 +108,16 @@ def main(argv: list[str] | None = None) -> int:
                                                             "the DummyVecEnv runs 1/20 of them)")
     e.add_argument("--repeats", type=int, default=5, help="timing runs; the median is reported (default 5)")
     e.add_argument("--obs", default="agg", choices=["agg", "seq"], help="observation builder (default agg)")
-    t = sub.add_parser("train", help="wall time of training one budget",
-                       description="Train one budget with the given agent YAML (default TRIM-Agg) and print the "
-                                   "env steps per second inside PPO and the wall time (tree loading, training and "
-                                   "validation passes included).")
-    t.add_argument("--agent", default="agents/trim_agg.yaml", help="agent YAML (default agents/trim_agg.yaml)")
-    t.add_argument("--env", default="envs/math500.yaml", help="env YAML (default envs/math500.yaml)")
-    t.add_argument("--lam", type=float, default=None, help="lambda (default: the env YAML's lam)")
-    t.add_argument("--timesteps", type=int, default=None, help="override total_timesteps")
+    t = sub.add_parser("train", help="wall time of training one budget, or the whole budget grid",
+                       description="Train one budget (or, with --grid, the env YAML's budget grid, one process per "
+                                   "core) with the given agent and print the wall time, tree loading and every "
+                                   "stage included, and each stage's seconds; the median of --repeats runs.")
+    t.add_argument("--agent", default="trim_agg", help="agent YAML or packaged name (default trim_agg)")
+    t.add_argument("--env", default="math500", help="env YAML or packaged name (default math500)")
+    t.add_argument("--budget", type=float, default=None, help="budget in %% (default: the env YAML's budget)")
+    t.add_argument("--grid", action="store_true", help="train the env YAML's whole budget_grid instead")
+    t.add_argument("--repeats", type=int, default=1, help="timing runs; the median is reported (default 1)")
+    t.add_argument("--hyperparams", nargs="*", default=[], metavar="KEY:VALUE", help="agent YAML overrides")
     t.add_argument("--runs", default="runs/bench", help="run folder root (default runs/bench)")
     from trim_rl.eval.robustness import DEFAULT_LAMS
 
@@ -163,10 +166,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"solve the grid ({len(args.lams)} budgets): {r['grid_s']:.1f} s, median of {args.repeats} runs, one core")
         return 0
     if args.cmd == "train":
-        r = bench_train(args.agent, args.env, args.lam, args.timesteps, args.runs)
-        print(f"run: {r['run']}")
-        print(f"timesteps: {r['timesteps']}, env steps/s inside PPO: {r['steps_per_s']:,.0f}")
-        print(f"wall time: {r['wall_s']:.1f} s")
+        r = bench_train(args.agent, args.env, args.budget, args.grid, args.runs, args.repeats, args.hyperparams)
+        for run, st in zip(r["runs"], r["stages"]):
+            parts = ", ".join(f"{k.replace('_seconds', '')} {v:.0f} s" for k, v in st.items() if k.endswith("seconds"))
+            print(f"run: {run}  ({parts})")
+        what = f"the grid of {r['budgets']} budgets" if args.grid else "one budget"
+        print(f"wall time of {what}, every stage and tree loading included: {r['wall_s']:.0f} s "
+              f"(median of {args.repeats})")
         return 0
     if args.cmd == "env":
         import torch

@@ -9,89 +9,15 @@ from pathlib import Path
 
 import numpy as np
 
-from trim_rl.data.flat import FlatTrees, load_flat
-from trim_rl.eval.metrics import policy_metrics
-from trim_rl.eval.report import DIBC_NOTE, write_all
-from trim_rl.eval.rollout import weak_only_records
 from trim_rl.agents.query import QUERY_ROUTERS
-from trim_rl.eval.query_sweep import LABELS as QUERY_LABELS
-from trim_rl.eval.sweep import LABELS, Point, checkpoint_families, find_checkpoints, sweep, sweep_checkpoints
-
-DEFAULT_POLICIES = "thr,always-weak,always-strong,random,oracle-step,oracle-query"
-
-
-def evaluate_policies(trees: FlatTrees, names: list[str], n_boot: int = 1000, seed: int = 0,
-                      routing_errors: float = 0.0, progress: bool = True, trees_label: str = "",
-                      checkpoints: list | None = None, query_ctx=None) -> dict:
-    """Operating points and metrics of every policy in ``names`` (built-in) and of every family of
-    exported ``checkpoints`` on ``trees``."""
-    families = checkpoint_families(checkpoints or [])
-    weak = weak_only_records(trees)
-    result = {"trees": trees_label, "n_problems": trees.n_trees, "n_boot": n_boot, "seed": seed,
-              "routing_errors": routing_errors, "dibc_averaging": DIBC_NOTE, "policies": {}}
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(names) + len(families), desc="evaluate", unit="policy", file=sys.stderr)
-    for name in [*names, *families]:
-        if bar is not None:
-            bar.set_postfix_str(name)
-        t0 = time.perf_counter()
-        diagnostics = None
-        if name in families:
-            points: list[Point] = sweep_checkpoints(families[name], trees, seed=seed, routing_errors=routing_errors)
-        elif name in QUERY_ROUTERS:
-            from trim_rl.eval.query_sweep import sweep_query
-
-            points, diagnostics = sweep_query(name, trees, query_ctx)
-            if not points:  # not applicable to these trees
-                result.setdefault("not_applicable", {})[name] = diagnostics
-                if bar is not None:
-                    bar.update(1)
-                continue
-        else:
-            points = sweep(name, trees, seed=seed, routing_errors=routing_errors)
-        correct = np.stack([p.records.correct for p in points])
-        strong = np.stack([p.records.strong_tokens for p in points])
-        m = policy_metrics(correct, strong, weak.correct, trees.strong_only_correct, trees.strong_only_tokens,
-                           [p.setting for p in points], n_boot=n_boot, seed=seed)
-        for pt, p in zip(m["points"], points):
-            pt["weak_tokens"] = float(p.records.weak_tokens.mean())
-            pt["interventions"] = float(p.records.interventions.mean())
-        m["label"] = LABELS.get(name, QUERY_LABELS.get(name, name))
-        if diagnostics:
-            m["diagnostics"] = diagnostics
-        m["seconds"] = round(time.perf_counter() - t0, 2)
-        result["references"] = m["references"]
-        result["policies"][name] = m
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    return result
+from trim_rl.eval.evaluation import DEFAULT_POLICIES, evaluate_policies, make_query_context
+from trim_rl.eval.report import write_all
+from trim_rl.eval.sweep import LABELS, find_checkpoints
 
 
-def make_query_context(test_spec: str, train_spec: str | None, val_spec: str | None, seed: int = 0,
-                       progress: bool = False):
-    """Train/val trees for the learned query routers (derived from a sim:PROFILE:test spec)."""
-    from trim_rl.eval.query_sweep import QueryContext
-    from trim_rl.sim.bundled import resolve_tree_spec
-
-    def derive(split):
-        parts = test_spec.split(":")
-        if not (test_spec.startswith("sim:") and len(parts) >= 3):
-            raise ValueError("learned query routers need --train-trees and --val-trees for a tree file")
-        return ":".join([parts[0], parts[1], split, *parts[3:]])
-
-    train = load_flat(*resolve_tree_spec(train_spec or derive("train"), progress))
-    val = load_flat(*resolve_tree_spec(val_spec or derive("val"), progress))
-    return QueryContext(train, val, seed)
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
-        prog="evaluate.py",
+        prog=prog,
         description="Evaluate routing policies on held-out trajectory trees: sweep each policy's setting "
                     "(thresholds 0..1 by 0.05, probabilities, budgets) into operating points and write "
                     "DIR/metrics.json, DIR/points.csv, DIR/report.md and DIR/frontier.png.")
@@ -130,20 +56,38 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
-    from trim_rl.data.errors import TreeFormatError
+def main(argv: list[str] | None = None, prog: str = "evaluate.py") -> int:
+    from trim_rl.cli_errors import run_cli
 
-    try:
-        return _main(argv)
-    except (FileNotFoundError, TreeFormatError, ValueError) as exc:
-        print(f"evaluate.py: {exc}", file=sys.stderr)
-        return 2
+    args = build_parser(prog).parse_args(argv)
+    return run_cli(prog, lambda: _main(args))
 
 
-def _main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from trim_rl.sim.bundled import resolve_tree_spec
+def _check_args(args) -> list[str]:
+    """Every argument checked before any work; returns the built-in policy names."""
+    from trim_rl.configs import ConfigError
 
+    names = [n.strip() for n in args.policies.split(",") if n.strip()]
+    unknown = [n for n in names if n not in LABELS and n not in QUERY_ROUTERS]
+    if unknown:
+        raise ConfigError(f"--policies: unknown {', '.join(unknown)}; available: {', '.join([*LABELS, *QUERY_ROUTERS])}")
+    if not names and not args.checkpoints and not args.robustness and args.report != "paper":
+        raise ConfigError(f"--policies {args.policies!r}: names no policy (and no --checkpoints given)")
+    if not 0.0 <= args.routing_errors <= 1.0:
+        raise ConfigError(f"--routing-errors: expected a fraction in [0, 1], got {args.routing_errors}")
+    if not args.prm_noise >= 0 or not 0.0 <= args.prm_flip <= 1.0:
+        raise ConfigError("--prm-noise must be >= 0 and --prm-flip in [0, 1]")
+    if args.bootstrap < 1:
+        raise ConfigError(f"--bootstrap: expected at least 1 resample, got {args.bootstrap}")
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ConfigError(f"--out {args.out}: exists and is not a folder")
+    return names
+
+
+def _main(args) -> int:
+    from trim_rl.sim.bundled import load_trees, resolve_tree_spec
+
+    names = _check_args(args)
     if args.report == "paper":
         from trim_rl.eval.paper import paper_report
 
@@ -152,29 +96,18 @@ def _main(argv: list[str] | None = None) -> int:
                      routing_errors=args.routing_errors, progress=not args.quiet)
         print(f"report: {out / 'report.md'}")
         return 0
-    names = [n.strip() for n in args.policies.split(",") if n.strip()]
-    unknown = [n for n in names if n not in LABELS and n not in QUERY_ROUTERS]
-    if unknown:
-        print(f"evaluate.py: unknown policies {unknown}; available: {', '.join([*LABELS, *QUERY_ROUTERS])}",
-              file=sys.stderr)
-        return 2
-    if not 0.0 <= args.routing_errors <= 1.0:
-        print("evaluate.py: --routing-errors must be in [0, 1]", file=sys.stderr)
-        return 2
-    if args.prm_noise < 0 or not 0.0 <= args.prm_flip <= 1.0:
-        print("evaluate.py: --prm-noise must be >= 0 and --prm-flip in [0, 1]", file=sys.stderr)
-        return 2
     if args.robustness:
-        from trim_rl.eval.robustness import main as robustness_main
+        from trim_rl.eval.robustness import robustness_report
 
-        return robustness_main(["--trees", args.trees, "--seed", str(args.seed), "--bootstrap", str(args.bootstrap),
-                                *(["--out", args.out] if args.out else []), *(["--quiet"] if args.quiet else []),
-                                *(["--checkpoints", *args.checkpoints] if args.checkpoints else [])])
+        out = robustness_report(args.trees, args.checkpoints, seed=args.seed, n_boot=args.bootstrap,
+                                out=args.out, progress=not args.quiet)
+        print(f"report: {out}")
+        return 0
     from trim_rl.eval.perturb import describe, perturb_prm
 
     checkpoints = find_checkpoints(args.checkpoints) if args.checkpoints else []
     paths = resolve_tree_spec(args.trees, progress=not args.quiet)
-    trees = perturb_prm(load_flat(*paths), args.prm_noise, args.prm_flip, args.seed)
+    trees = perturb_prm(load_trees(args.trees), args.prm_noise, args.prm_flip, args.seed)
     perturbed = describe(args.prm_noise, args.prm_flip)
     query_ctx = None
     if any(n in ("sw", "mf", "clf") for n in names):

@@ -91,8 +91,8 @@ def _export_last(run_dir: Path, out: Path, cfg: dict) -> Path:
     return write_network_checkpoint(actor_net(model, agent), meta, out)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m trim_rl.export",
+def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.export") -> int:
+    ap = argparse.ArgumentParser(prog=prog,
                                  description="Install a trained run's policy as a deployment checkpoint: "
                                              "model.safetensors + policy.json (observation builder, budget, price, "
                                              "network, versions, sha256), loadable with torch alone "
@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="best: the run's finished, calibrated policy (default); last: PPO's last actor, uncalibrated")
     from trim_rl.cli_errors import run_cli
 
-    return run_cli("python -m trim_rl.export", lambda: _main(ap.parse_args(argv)))
+    args = ap.parse_args(argv)
+    return run_cli(prog, lambda: _main(args))
 
 
 def _main(args) -> int:

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = ["total_timesteps:1024", "eval_freq:1024", "n_envs:8", "n_steps:32", "batch_size:128", "n_epochs:2"]
+TINY = ["total_timesteps:1024", "eval_freq:1024", "n_envs:8", "n_steps:32", "batch_size:128", "n_epochs:2",
+        "policy_iteration.rounds:2", "policy_iteration.samples:3000"]
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +26,14 @@ def trees(tmp_path_factory):
     return out
 
 
-def _train(trees, tmp_path, agent_yaml, extra=()):
-    from trim_rl.train.config import AGENT_KEYS, apply_overrides, load_yaml
-    from trim_rl.train.run import train_one
+def _train(trees, tmp_path, agent_yaml, extra=(), budget=None):
+    from trim_rl.train.config import EnvConfig, load_agent
+    from trim_rl.train.run import Target, train_one
 
-    agent = apply_overrides(load_yaml(ROOT / "agents" / agent_yaml, AGENT_KEYS, "agent"), [*TINY, *extra])
-    agent["name"] = Path(agent_yaml).stem
-    env = {"name": "tiny", "train": trees["train"], "val": trees["val"], "lam": 1e-3, "lam_grid": [5e-4, 2e-3]}
-    return train_one(agent, env, 1e-3, 0, tmp_path / "runs")
+    agent = load_agent(ROOT / "agents" / agent_yaml, [*TINY, *extra])
+    env = EnvConfig(name="tiny", train=trees["train"], val=trees["val"])
+    target = Target(budget=budget) if budget is not None else Target(lam=1e-3)
+    return train_one(agent, env, target, 0, tmp_path / "runs")
 
 
 def _recorded(model, obs_name, bc, trees, n=1000):
@@ -130,9 +131,29 @@ def test_export_cli_and_evaluate_checkpoints(trees, tmp_path):
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert "TRIM-Agg" in m["policies"]
     assert [p["setting"] for p in m["policies"]["TRIM-Agg"]["points"]] == [1e-3]
+    assert "requested_budget" not in m["policies"]["TRIM-Agg"]["points"][0]
     source = json.loads((tmp_path / "cks" / "agg" / "policy.json").read_text())["source"]
     assert source["env"] == "tiny" and source["train"] == trees["train"]
     assert yaml.safe_load((run / "config.yml").read_text())["git"] == source["git"]
+
+
+def test_a_budget_checkpoint_is_the_best_actor_shifted_to_its_budget(trees, tmp_path):
+    import torch
+    from sb3_contrib import MaskablePPO
+
+    from trim_rl.agents.registry import load_checkpoint
+    from trim_rl.export import export_run
+
+    run = _train(trees, tmp_path, "trim_agg.yaml", budget=15.0)
+    pol = load_checkpoint(export_run(run, tmp_path / "ck"))
+    res = json.loads((run / "result.json").read_text())
+    assert pol.requested_budget == 15.0 and pol.meta["budget"]["calib_cost_pct"] == res["calib_cost_pct"]
+    model = MaskablePPO.load(run / "best_model.zip", device="cpu")
+    x = np.random.default_rng(2).random((200, 6)).astype(np.float32)
+    with torch.no_grad():
+        ref = model.policy.get_distribution(torch.as_tensor(x)).distribution.logits.numpy()
+    lg = pol.logits(x)
+    np.testing.assert_allclose(lg[:, 1] - lg[:, 0], ref[:, 1] - ref[:, 0] - res["offset"], atol=2e-4)
 
 
 def _copy_shipped(tmp_path):

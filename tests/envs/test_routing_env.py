@@ -104,10 +104,30 @@ def test_gymnasium_check_env(sim_flat, cfg):
 
     env = RoutingEnv(sim_flat, lam=LAM, **cfg)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the checker reports problems as warnings: make them fail,
-        # except the documented design choice of an unbounded token feature
-        warnings.filterwarnings("ignore", message=".*Box observation space maximum value is infinity")
+        warnings.simplefilter("error")  # the checker reports problems as warnings: make every one fail
         check_env(env.unwrapped, skip_render_check=True)
+
+
+def test_make_takes_tree_specs_and_import_registers_the_env():
+    import subprocess
+    import sys
+
+    code = ("import warnings; warnings.simplefilter('error')\n"
+            "import trim_rl, gymnasium as gym\n"
+            "from gymnasium.utils.env_checker import check_env\n"
+            "env = gym.make('trim_rl/Routing-v0')\n"
+            "check_env(env.unwrapped, skip_render_check=True)\n"
+            "env = gym.make('trim_rl/Routing-v0', trees='sim:math500:val', obs='seq', lam=2e-3)\n"
+            "print(env.unwrapped.trees.n_trees, env.observation_space.shape)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["392", "(30,", "5)"]
+
+
+@pytest.mark.parametrize("lam", [-1e-3, float("nan"), float("inf")])
+def test_a_price_that_is_not_a_price_is_refused(sim_flat, lam):
+    with pytest.raises(ValueError, match="lam must be a finite number >= 0"):
+        RoutingEnv(sim_flat, lam=lam)
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=["agg", "seq", "agg-bc"])

@@ -11,9 +11,7 @@ import pytest
 
 from trim_rl.agents.baselines import ThresholdPolicy
 from trim_rl.data.flat import ABSENT, load_flat
-from trim_rl.agents.exported import load_checkpoint
-from trim_rl.eval.headroom import (agg_policy_iteration, distill_mlp, net_regen, node_features, policy_values,
-                                    reach_weights)
+from trim_rl.eval.headroom import agg_policy_iteration, node_features, policy_values, reach_weights
 from trim_rl.eval.rollout import rollout
 from trim_rl.sim.generate import generate_file
 
@@ -80,33 +78,4 @@ def test_cli_writes_json(trees_file, tmp_path):
     assert len(res["threshold"]) == 21 and res["threshold"][0]["cost_pct"] == 0.0
     assert res["threshold"][0]["accuracy"] == pytest.approx(res["acc_weak"])  # k = 0 is always-weak
     r = subprocess.run([sys.executable, "-m", "trim_rl.eval.headroom", "--help"], capture_output=True, text=True)
-    assert r.returncode == 0 and "--train" in r.stdout and "--iters" in r.stdout
-
-
-def test_distilled_mlp_copies_a_threshold_rule(flat):
-    regen = flat.weak_prm < 0.3
-    net = distill_mlp(flat, regen, epochs=15, seed=1)
-    w = reach_weights(flat, regen, 0.0)
-    agree = ((net_regen(net, node_features(flat)) == regen) * w).sum() / w.sum()
-    assert agree > 0.95
-    again = distill_mlp(flat, regen, epochs=15, seed=1)  # seeded: the same weights
-    for a, b in zip(net.state_dict().values(), again.state_dict().values()):
-        assert np.array_equal(a.numpy(), b.numpy())
-
-
-def test_cli_distills_into_loadable_checkpoints(trees_file, tmp_path):
-    out, ck = tmp_path / "headroom.json", tmp_path / "students"
-    r = subprocess.run([sys.executable, "-m", "trim_rl.eval.headroom", "--train", str(trees_file), "--trees",
-                        str(trees_file), "--lams", "1e-3", "--iters", "2", "--distill-out", str(ck),
-                        "--distill-epochs", "5", "--out", str(out)], capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr
-    res = json.loads(out.read_text())
-    (student,) = res["distilled"]
-    assert student["checkpoint"] == str(ck / "agg_pi_0.001") and 0.0 <= student["agreement"] <= 1.0
-    pol = load_checkpoint(ck / "agg_pi_0.001")
-    assert pol.family == "TRIM-Agg (distilled from policy iteration)" and pol.lam == 1e-3
-    # the checkpoint plays the test points the report gives for it
-    flat = load_flat(trees_file)
-    rec = rollout(pol, flat, lam=1e-3)
-    assert rec.correct.mean() == pytest.approx(student["accuracy"], abs=1e-12)
-    assert 100 * rec.strong_tokens.sum() / flat.strong_only_tokens.sum() == pytest.approx(student["cost_pct"])
+    assert r.returncode == 0 and {"--train", "--trees", "--iters", "--lams", "--out"} <= set(r.stdout.split())

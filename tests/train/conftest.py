@@ -12,7 +12,8 @@ def tiny_env(tmp_path_factory):
     for split, limit in (("train", 12), ("val", 6), ("test", 8)):
         paths[split] = str(d / f"{split}.jsonl.gz")
         generate_file("math500", split, 0, paths[split], limit=limit, draws=2)
-    env = {"name": "tiny", **paths, "lam": 1.0e-3, "lam_grid": [5.0e-4, 2.0e-3]}
+    env = {"name": "tiny", **paths, "budget": 10.0, "budget_grid": [5.0, 20.0], "lam": 1.0e-3,
+           "lam_grid": [5.0e-4, 2.0e-3]}
     path = d / "tiny.yaml"
     path.write_text(yaml.safe_dump(env))
     return path
@@ -24,4 +25,5 @@ def tiny_args():
     return TINY
 
 
-TINY = ["total_timesteps:1024", "eval_freq:512", "n_envs:8", "n_steps:32", "batch_size:128", "n_epochs:2"]
+TINY = ["total_timesteps:1024", "eval_freq:512", "n_envs:8", "n_steps:32", "batch_size:128", "n_epochs:2",
+        "policy_iteration.rounds:2", "policy_iteration.samples:3000"]

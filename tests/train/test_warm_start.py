@@ -11,7 +11,8 @@ import yaml
 
 from trim_rl.agents.exported import ExportedPolicy
 from trim_rl.agents.networks import PolicyNet
-from trim_rl.export import write_checkpoint
+from trim_rl.agents.checkpoint import write_network_checkpoint
+from trim_rl.train.config import agent_from_dict
 from trim_rl.train.warm_start import load_actor
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,27 +24,21 @@ def checkpoint(tmp_path, obs="agg", net_arch=(64, 64), encoder=None, name="ck"):
     net = PolicyNet(obs, dim, list(net_arch), "tanh", encoder)
     meta = {"family": "test", "observation": {"name": obs, "budget_conditioned": False}, "lam": 1e-3,
             "network": {"obs_dim": dim, "net_arch": list(net_arch), "activation": "tanh", "encoder": encoder}}
-    return write_checkpoint(net, meta, tmp_path / name)
+    return write_network_checkpoint(net, meta, tmp_path / name)
 
 
 def model_for(agent, trees):
-    from sb3_contrib import MaskablePPO
-
-    from trim_rl.agents.ppo import SeqTransformerExtractor
     from trim_rl.envs.vec_env import RoutingVecEnv
+    from trim_rl.train.ppo_stage import make_model
 
-    pk = agent["policy_kwargs"]
-    kwargs = {"net_arch": pk["net_arch"], "activation_fn": torch.nn.Tanh}
-    if agent["obs"] == "seq":
-        kwargs.update(features_extractor_class=SeqTransformerExtractor, features_extractor_kwargs=pk["encoder"])
-    venv = RoutingVecEnv(trees, num_envs=4, obs=agent["obs"])
-    return MaskablePPO("MlpPolicy", venv, policy_kwargs=kwargs, n_steps=16, batch_size=32, seed=0, device="cpu")
+    agent.hyperparams = {"n_steps": 16, "batch_size": 32}
+    return make_model(agent, RoutingVecEnv(trees, num_envs=4, obs=agent.obs), seed=0)
 
 
 def train_from(ck, tiny_env, tiny_args, runs, *extra):
     """``train.py --init-from ck`` with the tiny settings; the finished process."""
-    return subprocess.run([sys.executable, "train.py", "--env", str(tiny_env), "--runs", str(runs), "--init-from",
-                           str(ck), "--no-progress", "--hyperparams", *tiny_args, *extra], cwd=ROOT,
+    return subprocess.run([sys.executable, "train.py", "--env", str(tiny_env), "--lam", "1e-3", "--runs", str(runs),
+                           "--init-from", str(ck), "--no-progress", "--hyperparams", *tiny_args, *extra], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
 
 
@@ -52,8 +47,8 @@ def test_actor_starts_as_the_checkpoint(tiny_env, tmp_path, obs):
     env = yaml.safe_load(tiny_env.read_text())
     enc = {"d_model": 16, "n_heads": 2, "n_layers": 1, "dim_ff": 32} if obs == "seq" else None
     ck = checkpoint(tmp_path, obs, (32,) if obs == "seq" else (64, 64), enc)
-    agent = {"obs": obs, "policy_kwargs": {"net_arch": [32] if obs == "seq" else [64, 64], "activation": "tanh",
-                                           **({"encoder": enc} if enc else {})}}
+    agent = agent_from_dict({"obs": obs, "policy_kwargs": {"net_arch": [32] if obs == "seq" else [64, 64],
+                                                           "activation": "tanh", **({"encoder": enc} if enc else {})}})
     model = model_for(agent, env["train"])
     shape = (1000, 6) if obs == "agg" else (1000, 30, 5)
     x = np.random.default_rng(0).random(shape).astype(np.float32)
@@ -72,7 +67,7 @@ def test_actor_starts_as_the_checkpoint(tiny_env, tmp_path, obs):
 def test_a_different_network_is_named(tiny_env, tmp_path):
     env = yaml.safe_load(tiny_env.read_text())
     ck = checkpoint(tmp_path)
-    agent = {"obs": "agg", "policy_kwargs": {"net_arch": [32, 32], "activation": "tanh"}}
+    agent = agent_from_dict({"obs": "agg", "policy_kwargs": {"net_arch": [32, 32], "activation": "tanh"}})
     model = model_for(agent, env["train"])
     with pytest.raises(ValueError, match=r"policy\.json.*network\.net_arch is \[64, 64\], the agent asks for \[32, 32\]"):
         load_actor(model, ck, agent)
@@ -84,15 +79,17 @@ def test_cli_records_init_from_and_refuses_a_missing_checkpoint(tiny_env, tiny_a
     r = train_from(ck, tiny_env, tiny_args, runs)
     assert r.returncode == 0, r.stderr[-3000:]
     (d,) = [p for p in runs.glob("*/*") if p.is_dir()]
-    assert yaml.safe_load((d / "config.yml").read_text())["agent"]["init_from"] == str(ck.resolve())
-    from trim_rl.agents.exported import load_checkpoint
+    cfg = yaml.safe_load((d / "config.yml").read_text())
+    assert cfg["agent"]["init_from"] == str(ck.resolve()) and cfg["agent"]["recipe"] == ["ppo"]
+    from trim_rl.agents.registry import load_checkpoint
     from trim_rl.export import export_run
 
     pol = load_checkpoint(export_run(d, tmp_path / "exported"))
     assert pol.family == "TRIM-Agg (fine-tuned)" and pol.meta["source"]["init_from"] == str(ck.resolve())
+    assert pol.meta["recipe"] == {"name": "PPO", "stages": ["ppo"], "init_from": str(ck.resolve())}
     r = subprocess.run([sys.executable, "train.py", "--env", str(tiny_env), "--runs", str(runs), "--init-from",
                         str(tmp_path / "nowhere")], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 2 and "no policy.json there" in r.stderr
+    assert r.returncode == 2 and "no policy.json there" in r.stderr and not list(runs.glob("*/*/"))[1:]
 
 
 def test_train_py_starts_from_the_checkpoint_it_is_given(tiny_env, tiny_args, tmp_path):

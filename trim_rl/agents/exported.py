@@ -58,6 +58,29 @@ class ExportedPolicy:
                              f"{str(exc).splitlines()[0]}") from exc
         self.net.eval()
 
+    @property
+    def requested_budget(self) -> float | None:
+        """The budget (% of always-strong's strong tokens) this checkpoint was trained for, if any."""
+        b = self.meta.get("budget")
+        return float(b["requested"]) if isinstance(b, dict) and b.get("requested") is not None else None
+
+    @property
+    def budget_table(self):
+        """A budget-conditioned checkpoint's :class:`~trim_rl.train.budget.BudgetTable` (None otherwise)."""
+        from trim_rl.train.budget import BudgetTable
+
+        data = self.meta.get("budget_table")
+        return None if data is None else BudgetTable.from_json(data, str(self.folder / "policy.json"))
+
+    def lam_for_budget(self, budget: float, what: str = "--budget") -> float:
+        """The price to show a budget-conditioned checkpoint so that it spends ``budget``."""
+        table = self.budget_table
+        if table is None:
+            raise ValueError(f"{what}: {self.folder} is not budget-conditioned (it was trained for "
+                             + (f"a {self.requested_budget:g}% budget" if self.requested_budget is not None
+                                else f"lambda {self.lam}") + "); use a budget-conditioned checkpoint to choose one")
+        return table.lam_for(budget, what)
+
     def builder(self):
         from trim_rl.envs.observations import builder_from_config
 

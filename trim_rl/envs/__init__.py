@@ -1,15 +1,9 @@
 """Routing environments: ``RoutingEnv`` (gymnasium, ``trim_rl/Routing-v0``), the batched
 ``RoutingVecEnv`` and the observation builders shared with live decoding."""
 
-from gymnasium.envs.registration import register, registry
-
+from trim_rl._registration import ENV_ID
 from trim_rl.envs.observations import AggObservation, SeqObservation, StepHistory, make_builder
 from trim_rl.envs.routing_env import KEEP, REGENERATE, RoutingEnv
-
-ENV_ID = "trim_rl/Routing-v0"
-
-if ENV_ID not in registry:
-    register(id=ENV_ID, entry_point="trim_rl.envs.routing_env:RoutingEnv")
 
 
 def __getattr__(name):  # the VecEnv pulls in stable-baselines3; import it on demand

@@ -27,7 +27,11 @@ from gymnasium import spaces
 from trim_rl.data.schema import MAX_STEPS
 
 TOKEN_SCALE = 100.0
+# observation bounds: a step of more than 10,000 tokens is shown as 10,000 (every space is finite,
+# so gymnasium's checker passes with warnings as errors)
+MAX_STEP_TOKENS = 10_000
 SEQ_COLUMNS = ("prm", "tokens", "regenerated", "current", "valid")
+SEQ_HIGH = (1.0, MAX_STEP_TOKENS / TOKEN_SCALE, 1.0, 1.0, 1.0)
 
 
 @dataclass
@@ -73,7 +77,7 @@ class AggObservation:
     @property
     def space(self) -> spaces.Box:
         low = np.array([0, 0, 0, 0, 0, 0, -10][: self.dim], dtype=np.float32)
-        high = np.array([1, 1, 1, np.inf, 1, MAX_STEPS, 10][: self.dim], dtype=np.float32)
+        high = np.array([1, 1, 1, MAX_STEP_TOKENS / TOKEN_SCALE, 1, MAX_STEPS, 10][: self.dim], dtype=np.float32)
         return spaces.Box(low=low, high=high, dtype=np.float32)
 
     def config(self) -> dict:
@@ -81,7 +85,7 @@ class AggObservation:
 
     def batch(self, cur_prm, cur_tokens, prev_min, prev_prod, depth, interventions, lam=None) -> np.ndarray:
         """Features of a batch of decision points (all arguments arrays of the same length)."""
-        cols = [cur_prm, prev_min, prev_prod, np.asarray(cur_tokens) / TOKEN_SCALE,
+        cols = [cur_prm, prev_min, prev_prod, np.minimum(np.asarray(cur_tokens), MAX_STEP_TOKENS) / TOKEN_SCALE,
                 np.asarray(depth) / MAX_STEPS, interventions]
         if self.budget_conditioned:
             if lam is None:
@@ -102,7 +106,8 @@ class AggObservation:
     def from_history(self, history: StepHistory, cur_prm: float, cur_tokens: int, lam: float | None = None) -> np.ndarray:
         """Features of one decision point in live decoding: what :meth:`batch` computes for one row,
         without its per-column arrays."""
-        cols = [cur_prm, history.prev_min(), history.prev_prod(), cur_tokens / TOKEN_SCALE, history.depth / MAX_STEPS,
+        cols = [cur_prm, history.prev_min(), history.prev_prod(), min(cur_tokens, MAX_STEP_TOKENS) / TOKEN_SCALE,
+                history.depth / MAX_STEPS,
                 history.interventions]
         if self.budget_conditioned:
             if lam is None:
@@ -122,7 +127,8 @@ class SeqObservation:
 
     @property
     def space(self) -> spaces.Box:
-        return spaces.Box(low=0.0, high=np.inf, shape=(self.max_steps, len(SEQ_COLUMNS)), dtype=np.float32)
+        high = np.broadcast_to(np.array(SEQ_HIGH, dtype=np.float32), (self.max_steps, len(SEQ_COLUMNS)))
+        return spaces.Box(low=np.zeros_like(high), high=high.copy(), dtype=np.float32)
 
     def config(self) -> dict:
         return {"name": self.name, "budget_conditioned": False, "max_steps": self.max_steps, "columns": list(SEQ_COLUMNS)}
@@ -131,14 +137,14 @@ class SeqObservation:
     def history_row(prm, tokens, regenerated) -> np.ndarray:
         """Row(s) of accepted steps."""
         prm = np.asarray(prm, dtype=np.float32)
-        return np.stack([prm, np.asarray(tokens, dtype=np.float32) / np.float32(TOKEN_SCALE),
+        return np.stack([prm, np.minimum(np.asarray(tokens, dtype=np.float32), MAX_STEP_TOKENS) / np.float32(TOKEN_SCALE),
                          np.asarray(regenerated, dtype=np.float32), np.zeros_like(prm), np.ones_like(prm)], axis=-1)
 
     @staticmethod
     def current_row(prm, tokens) -> np.ndarray:
         """Row(s) of the candidate step the router decides on."""
         prm = np.asarray(prm, dtype=np.float32)
-        return np.stack([prm, np.asarray(tokens, dtype=np.float32) / np.float32(TOKEN_SCALE),
+        return np.stack([prm, np.minimum(np.asarray(tokens, dtype=np.float32), MAX_STEP_TOKENS) / np.float32(TOKEN_SCALE),
                          np.zeros_like(prm), np.ones_like(prm), np.ones_like(prm)], axis=-1)
 
     def at_nodes(self, trees, nodes: np.ndarray) -> np.ndarray:

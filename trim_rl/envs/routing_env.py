@@ -9,19 +9,33 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from trim_rl.data.flat import FlatTrees, load_flat
+from trim_rl.data.flat import FlatTrees
 from trim_rl.envs.observations import AggObservation, SeqObservation, StepHistory, make_builder
+from trim_rl.sim.bundled import load_trees
 
 KEEP, REGENERATE = 0, 1
 
 
+DEFAULT_TREES = "sim:math500:train"
+
+
 def resolve_trees(trees: FlatTrees | str | os.PathLike | list) -> FlatTrees:
-    """Accept loaded trees, a tree file, or a list of tree files."""
+    """Accept loaded trees, a tree spec (a file, ``sim:PROFILE:SPLIT[:SEEDS]``) or a list of specs."""
     if isinstance(trees, FlatTrees):
         return trees
     if isinstance(trees, (list, tuple)):
-        return load_flat(*trees)
-    return load_flat(trees)
+        return load_trees([str(t) for t in trees])
+    return load_trees(str(trees))
+
+
+def check_prices(lam: float, lam_range: tuple[float, float]) -> None:
+    """A price must be a finite number >= 0, a range 0 < low <= high (a negative price would pay the
+    router for strong tokens)."""
+    if not (isinstance(lam, (int, float, np.floating)) and np.isfinite(lam) and lam >= 0):
+        raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
+    lo, hi = (float(v) for v in lam_range)
+    if not (np.isfinite(lo) and np.isfinite(hi) and 0 < lo <= hi):
+        raise ValueError(f"lam_range must satisfy 0 < low <= high, got {lam_range!r}")
 
 
 def draw_lambda(u: float | np.ndarray, lam_range: tuple[float, float]):
@@ -74,14 +88,13 @@ class RoutingEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, trees: FlatTrees | str | os.PathLike | list, lam: float = 1e-3, obs: str = "agg",
+    def __init__(self, trees: FlatTrees | str | os.PathLike | list = DEFAULT_TREES, lam: float = 1e-3, obs: str = "agg",
                  budget_conditioned: bool = False, lam_range: tuple[float, float] = (1e-4, 1e-2)):
         super().__init__()
+        check_prices(lam, lam_range)
         self.trees = resolve_trees(trees)
         if self.trees.n_trees == 0:
             raise ValueError("RoutingEnv needs at least one tree")
-        if lam < 0:
-            raise ValueError(f"lam must be >= 0, got {lam}")
         self.lam = float(lam)
         self.lam_range = (float(lam_range[0]), float(lam_range[1]))
         self.budget_conditioned = bool(budget_conditioned)

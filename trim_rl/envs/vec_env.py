@@ -17,7 +17,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices,
 
 from trim_rl.data.flat import ABSENT, FlatTrees
 from trim_rl.envs.observations import AggObservation, SeqObservation, make_builder
-from trim_rl.envs.routing_env import draw_lambda, resolve_trees
+from trim_rl.envs.routing_env import check_prices, draw_lambda, resolve_trees
 
 _BLOCK = 256
 
@@ -35,6 +35,7 @@ class RoutingVecEnv(VecEnv):
     def __init__(self, trees, num_envs: int = 8, lam: float = 1e-3, obs: str = "agg",
                  budget_conditioned: bool = False, lam_range: tuple[float, float] = (1e-4, 1e-2),
                  schedule: str = "random"):
+        check_prices(lam, lam_range)
         self.trees: FlatTrees = resolve_trees(trees)
         if self.trees.n_trees == 0:
             raise ValueError("RoutingVecEnv needs at least one tree")
@@ -183,6 +184,7 @@ class RoutingVecEnv(VecEnv):
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
         if attr_name == "lam":
+            check_prices(float(value), self.lam_range)
             self.lam = float(value)
             if not self.budget_conditioned:
                 self._lam[:] = self.lam

@@ -24,9 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trim_rl.agents.oracle import _action_outcomes, _by_depth_desc
-from trim_rl.agents.pomdp.fit import path_weights
-from trim_rl.data.flat import ABSENT, FlatTrees
+from trim_rl.data.flat import FlatTrees
+from trim_rl.data.tree_dp import levels_bottom_up, policy_outcomes, reach_probability
 from trim_rl.envs.observations import AggObservation
 from trim_rl.eval.metrics import cpt, upper_frontier
 from trim_rl.eval.sweep import THRESHOLDS
@@ -46,39 +45,24 @@ class PolicyValue:
 
 def node_features(trees: FlatTrees) -> np.ndarray:
     """The ``agg`` observation at every node (the builder the env uses)."""
-    return AggObservation().batch(trees.weak_prm, trees.weak_tokens, trees.prev_min, trees.prev_prod, trees.depth,
-                                  trees.interventions)
+    return AggObservation().at_nodes(trees)
 
 
-def policy_values(trees: FlatTrees, regen: np.ndarray, lam: float) -> PolicyValue:
+def policy_values(trees: FlatTrees, regen: np.ndarray, lam: float, levels=None) -> PolicyValue:
     """Exact values of the policy that regenerates at the nodes where ``regen`` is true (and the
-    tree allows it), by one backward pass over the trees.  From each node on, the policy's value
-    is P(correct) - lam * strong tokens, so only those two are carried."""
-    f = trees
-    correct = np.zeros(f.n_nodes)
-    strong = np.zeros(f.n_nodes)
-    q_keep = np.zeros(f.n_nodes)
-    q_regen = np.full(f.n_nodes, -np.inf)
-    for nodes in _by_depth_desc(f):
-        kc, rc = f.keep_child[nodes], f.regen_child[nodes]
-        keep_ok, again_ok = (1.0 + o for o in _action_outcomes(f, nodes, correct))
-        keep_tok = np.where(kc >= 0, strong[np.maximum(kc, 0)], 0.0)
-        again_tok = f.strong_tokens[nodes] + np.where(rc >= 0, strong[np.maximum(rc, 0)], 0.0)
-        allowed = rc != ABSENT
-        act = allowed & regen[nodes]
-        q_keep[nodes] = keep_ok - lam * keep_tok
-        q_regen[nodes] = np.where(allowed, again_ok - lam * again_tok, -np.inf)
-        correct[nodes] = np.where(act, again_ok, keep_ok)
-        strong[nodes] = np.where(act, again_tok, keep_tok)
-    roots = f.tree_root
-    return PolicyValue(q_keep, q_regen, float(correct[roots].mean()),
-                       float(100.0 * strong[roots].sum() / f.strong_only_tokens.sum()))
+    tree allows it), from :func:`trim_rl.data.tree_dp.policy_outcomes`."""
+    out = policy_outcomes(trees, regen, levels)
+    q_keep = out.keep_acc - lam * out.keep_tokens
+    q_regen = np.where(trees.regen_allowed, out.regen_acc - lam * out.regen_tokens, -np.inf)
+    roots = trees.tree_root
+    return PolicyValue(q_keep, q_regen, float(out.accuracy[roots].mean()),
+                       float(100.0 * out.tokens[roots].sum() / trees.strong_only_tokens.sum()))
 
 
 def reach_weights(trees: FlatTrees, regen: np.ndarray, explore: float) -> np.ndarray:
     """Probability of reaching each node when the policy's action is flipped with probability
     ``explore`` at every decision."""
-    return path_weights(trees, np.where(regen, 1.0 - explore, explore))
+    return reach_probability(trees, np.where(regen, 1.0 - explore, explore))
 
 
 def agg_policy_iteration(trees: FlatTrees, lam: float, iters: int = 6, explore: float = 0.15,
@@ -89,10 +73,11 @@ def agg_policy_iteration(trees: FlatTrees, lam: float, iters: int = 6, explore: 
 
     x = node_features(trees)
     regen = trees.weak_prm < start_threshold
-    allowed = trees.regen_child != ABSENT
+    allowed = trees.regen_allowed
+    levels = levels_bottom_up(trees)
     model = None
     for _ in range(int(iters)):
-        pv = policy_values(trees, regen, lam)
+        pv = policy_values(trees, regen, lam, levels)
         w = reach_weights(trees, regen, explore)
         rows = allowed & (w > 1e-6)
         model = HistGradientBoostingRegressor(max_iter=200, learning_rate=0.1, max_leaf_nodes=31,
@@ -102,50 +87,6 @@ def agg_policy_iteration(trees: FlatTrees, lam: float, iters: int = 6, explore: 
     return model
 
 
-STUDENT_NET = {"obs_dim": 6, "net_arch": [64, 64], "activation": "tanh", "encoder": None}  # TRIM-Agg's actor
-
-
-def distill_mlp(trees: FlatTrees, regen: np.ndarray, epochs: int = 20, explore: float = 0.15, seed: int = 0,
-                batch: int = 4096):
-    """An MLP actor on the ``agg`` observation (``STUDENT_NET``) trained by cross-entropy to copy a
-    per-node policy (``regen``), each node weighted by how often that policy, with ``explore``
-    flips, reaches it.  Returns a :class:`~trim_rl.agents.networks.PolicyNet` (exportable, and a
-    starting point for ``train.py --init-from``)."""
-    import torch
-
-    from trim_rl.agents.networks import PolicyNet
-
-    x = node_features(trees)
-    w = reach_weights(trees, regen, explore)
-    rows = (trees.regen_child != ABSENT) & (w > 1e-6)
-    xs, ys = torch.as_tensor(x[rows]), torch.as_tensor(regen[rows].astype(np.int64))
-    ws = torch.as_tensor(w[rows], dtype=torch.float32)
-    gen = torch.Generator().manual_seed(int(seed))
-    torch.manual_seed(int(seed))
-    net = PolicyNet("agg", STUDENT_NET["obs_dim"], STUDENT_NET["net_arch"], STUDENT_NET["activation"])
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    for _ in range(int(epochs)):
-        order = torch.randperm(len(xs), generator=gen)
-        for b in range(0, len(xs), batch):
-            i = order[b:b + batch]
-            loss = torch.nn.functional.cross_entropy(net(xs[i]), ys[i], reduction="none")
-            loss = (loss * ws[i]).sum() / ws[i].sum()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    net.eval()
-    return net
-
-
-def net_regen(net, features: np.ndarray) -> np.ndarray:
-    """Per node (row of :func:`node_features`): does the MLP actor regenerate (greedy action)?"""
-    import torch
-
-    with torch.no_grad():
-        logits = net(torch.as_tensor(features)).numpy()
-    return logits.argmax(axis=1) == 1
-
-
 def frontier_cpt(points: list[tuple[float, float]], acc_weak: float, acc_strong: float, level: float = 80.0) -> float:
     """CPT at ``level`` % of the gap for the upper frontier of (cost %, accuracy) points."""
     cost = np.array([c for c, _ in points], dtype=float)
@@ -153,69 +94,33 @@ def frontier_cpt(points: list[tuple[float, float]], acc_weak: float, acc_strong:
     return cpt(upper_frontier(cost, acc, acc_weak), acc_weak, acc_strong, level)
 
 
-def headroom(train: FlatTrees, test: FlatTrees, lams, iters: int = 6, seed: int = 0, progress: bool = True,
-             distill_out: str | None = None, distill_epochs: int = 20) -> dict:
-    """Policy-iteration points on ``test`` per lambda next to TRIM-Thr's, with CPT(80%) of both.
-
-    With ``distill_out``, each lambda's policy is also copied into TRIM-Agg's MLP
-    (:func:`distill_mlp`), measured on ``test`` and written as an exported checkpoint
-    ``distill_out/agg_pi_<lambda>``."""
+def headroom(train: FlatTrees, test: FlatTrees, lams, iters: int = 6, seed: int = 0, progress: bool = True) -> dict:
+    """Policy-iteration points on ``test`` per lambda next to TRIM-Thr's, with CPT(80%) of both."""
     from tqdm import tqdm
 
     x_test = node_features(test)
-    x_train = node_features(train) if distill_out else None
     acc_weak = float(test.weak_only()["correct"].mean())
     acc_strong = float(test.strong_only_correct.mean())
-    rows, students = [], []
+    rows = []
     for lam in tqdm(list(lams), desc="policy iteration", unit="lambda", disable=not progress):
         model = agg_policy_iteration(train, float(lam), iters=iters, seed=seed)
         pv = policy_values(test, model.predict(x_test) > 0, float(lam))
         rows.append({"lam": float(lam), "accuracy": pv.accuracy, "cost_pct": pv.cost_pct})
-        if distill_out:
-            regen = model.predict(x_train) > 0
-            net = distill_mlp(train, regen, epochs=distill_epochs, seed=seed)
-            spv = policy_values(test, net_regen(net, x_test), float(lam))
-            w = reach_weights(train, regen, 0.0)
-            agree = float(((net_regen(net, x_train) == regen) * w).sum() / w.sum())
-            path = _write_student(net, float(lam), distill_out, train)
-            students.append({"lam": float(lam), "accuracy": spv.accuracy, "cost_pct": spv.cost_pct,
-                             "agreement": agree, "checkpoint": str(path)})
     thr = []
     for k in THRESHOLDS:
         pv = policy_values(test, test.weak_prm < k, 0.0)
         thr.append({"threshold": k, "accuracy": pv.accuracy, "cost_pct": pv.cost_pct})
     cpt_pi = frontier_cpt([(r["cost_pct"], r["accuracy"]) for r in rows], acc_weak, acc_strong)
     cpt_thr = frontier_cpt([(r["cost_pct"], r["accuracy"]) for r in thr], acc_weak, acc_strong)
-    out = {"train_trees": train.n_trees, "test_trees": test.n_trees, "acc_weak": acc_weak, "acc_strong": acc_strong,
-           "policy_iteration": rows, "threshold": thr,
-           "cpt80_policy_iteration": cpt_pi, "cpt80_threshold": cpt_thr,
-           "ratio": cpt_pi / cpt_thr if cpt_thr and math.isfinite(cpt_thr) else math.nan}
-    if distill_out:
-        out["distilled"] = students
-        out["cpt80_distilled"] = frontier_cpt([(r["cost_pct"], r["accuracy"]) for r in students], acc_weak, acc_strong)
-    return out
+    return {"train_trees": train.n_trees, "test_trees": test.n_trees, "acc_weak": acc_weak, "acc_strong": acc_strong,
+            "policy_iteration": rows, "threshold": thr,
+            "cpt80_policy_iteration": cpt_pi, "cpt80_threshold": cpt_thr,
+            "ratio": cpt_pi / cpt_thr if cpt_thr and math.isfinite(cpt_thr) else math.nan}
 
 
-def _write_student(net, lam: float, folder: str, train: FlatTrees):
-    """The distilled MLP as an exported TRIM-Agg checkpoint (loadable with ``load_checkpoint``)."""
-    import torch
-
-    from trim_rl import __version__
-    from trim_rl.export import write_checkpoint
-
-    meta = {"family": "TRIM-Agg (distilled from policy iteration)", "observation": AggObservation().config(),
-            "lam": lam, "lam_range": None, "eval_lams": [lam],
-            "network": dict(STUDENT_NET),
-            "versions": {"trim_rl": __version__, "torch": str(torch.__version__)},
-            "source": {"headroom": "policy iteration on the agg features, distilled into the MLP",
-                       "train_trees": train.sources},
-            "validation": None}
-    return write_checkpoint(net, meta, Path(folder) / f"agg_pi_{lam:g}")
-
-
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.eval.headroom") -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m trim_rl.eval.headroom",
+        prog=prog,
         description="Estimate how far a policy on the agg features can go on these trees: approximate policy "
                     "iteration with exact tree evaluation (gradient-boosted advantage on the agg observation), "
                     "trained on --train and measured on --trees next to TRIM-Thr. A diagnostic for TRIM-Agg, "
@@ -229,33 +134,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iters", type=int, default=6, help="policy-iteration rounds per lambda (default: 6)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the regression (default: 0)")
     ap.add_argument("--out", help="also write the figures as JSON to this file")
-    ap.add_argument("--distill-out", metavar="DIR",
-                    help="also copy each lambda's policy into TRIM-Agg's MLP ([64, 64] tanh; reach-weighted "
-                         "cross-entropy), report its test points and write it as an exported checkpoint "
-                         "DIR/agg_pi_<lambda> (evaluate.py --checkpoints, train.py --init-from)")
-    ap.add_argument("--distill-epochs", type=int, default=20, help="epochs of that supervised fit (default 20)")
     args = ap.parse_args(argv)
+    from trim_rl.cli_errors import run_cli
+
+    return run_cli(prog, lambda: _main(args))
+
+
+def _main(args) -> int:
     from trim_rl.data.flat import load_flat
     from trim_rl.data.trees import atomic_output
-    from trim_rl.sim.bundled import resolve_tree_spec
+    from trim_rl.sim.bundled import load_trees
 
     t0 = time.time()
-    train = load_flat(*resolve_tree_spec(args.train, progress=True))
-    test = load_flat(*resolve_tree_spec(args.trees, progress=True))
-    res = headroom(train, test, args.lams, iters=args.iters, seed=args.seed, distill_out=args.distill_out,
-                   distill_epochs=args.distill_epochs)
+    train = load_trees(args.train, progress=True)
+    test = load_trees(args.trees, progress=True)
+    res = headroom(train, test, args.lams, iters=args.iters, seed=args.seed)
     res.update({"train": args.train, "trees": args.trees, "seconds": round(time.time() - t0, 1)})
     print(f"{res['train_trees']} training trees ({args.train}), {res['test_trees']} test trees ({args.trees})")
     print("lambda     accuracy  cost")
     for r in res["policy_iteration"]:
         print(f"{r['lam']:<10g} {100 * r['accuracy']:6.2f}%  {r['cost_pct']:6.2f}%")
-    for r in res.get("distilled", []):
-        print(f"distilled MLP {r['lam']:<10g} {100 * r['accuracy']:6.2f}%  {r['cost_pct']:6.2f}%  agreement "
-              f"{100 * r['agreement']:.1f}%  {r['checkpoint']}")
     print(f"CPT(80%): policy iteration on agg {res['cpt80_policy_iteration']:.1f}%, TRIM-Thr "
           f"{res['cpt80_threshold']:.1f}%, ratio {res['ratio']:.2f}")
-    if "cpt80_distilled" in res:
-        print(f"CPT(80%) of the distilled MLPs: {res['cpt80_distilled']:.1f}%")
     if args.out:
         with atomic_output(args.out, "w") as fh:
             fh.write(json.dumps(res, indent=1) + "\n")

@@ -127,7 +127,7 @@ def _ratio_line(result: dict) -> str:
 def paper_report(out: str | Path, checkpoints=None, n_boot: int = 1000, seed: int = 0, routing_errors: float = 0.0,
                  progress: bool = True) -> dict:
     from trim_rl.eval.query_sweep import QueryContext
-    from trim_rl.evaluate import evaluate_policies
+    from trim_rl.eval.evaluation import evaluate_policies
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -6,9 +6,10 @@ import csv
 import io
 import json
 import math
+import os
 from pathlib import Path
 
-from trim_rl.data.trees import atomic_output
+from trim_rl.fsutil import atomic_output
 from trim_rl.eval.metrics import json_safe
 
 DIBC_NOTE = ("dIBC is the mean over the frontier's operating points with cost > 0 (the always-weak anchor "
@@ -37,10 +38,13 @@ def write_metrics(out: Path, result: dict) -> None:
 def write_points(out: Path, result: dict) -> None:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["policy", "setting", "accuracy", "cost_pct", "strong_tokens", "weak_tokens", "interventions"])
+    w.writerow(["policy", "setting", "requested_budget", "accuracy", "cost_pct", "strong_tokens", "weak_tokens",
+                "interventions"])
     for name, m in result["policies"].items():
         for p in m["points"]:
-            w.writerow([name, p["setting"], f"{p['accuracy']:.6f}", f"{p['cost_pct']:.4f}", f"{p['strong_tokens']:.3f}",
+            rb = p.get("requested_budget")
+            w.writerow([name, p["setting"], "" if rb is None else f"{rb:g}", f"{p['accuracy']:.6f}",
+                        f"{p['cost_pct']:.4f}", f"{p['strong_tokens']:.3f}",
                         f"{p.get('weak_tokens', float('nan')):.3f}", f"{p.get('interventions', float('nan')):.4f}"])
     with atomic_output(out / "points.csv", "w") as fh:
         fh.write(buf.getvalue())
@@ -61,6 +65,14 @@ def markdown(result: dict) -> str:
             f"| {m['label']} | {len(m['points'])} "
             + "".join(f"| {_fmt(m['cpt'][k], 1, True)}{_ci(iv['cpt'][k])} " for k in ("50", "80", "95"))
             + f"| {_fmt(m['dibc'], 2)}{_ci(iv['dibc'], 2)} | {_fmt(m['apgr'], 3)}{_ci(iv['apgr'], 3)} | {100 * best:.1f}% |")
+    budget_rows = [(m["label"], p) for m in result["policies"].values() for p in m["points"]
+                   if p.get("requested_budget") is not None]
+    if budget_rows:
+        lines += ["", "Budgets: what each checkpoint was asked to spend and what it spent on these trees.", "",
+                  "| policy | requested budget | spent | accuracy | lambda |", "|---|---|---|---|---|"]
+        for label, p in budget_rows:
+            lines.append(f"| {label} | {p['requested_budget']:g}% | {p['cost_pct']:.1f}% | {100 * p['accuracy']:.1f}% "
+                         f"| {p['setting']:.3g} |")
     lines += ["", "CPT(x%): least cost (% of always-strong tokens) at which the policy's upper frontier recovers x% of "
               "the weak-to-strong accuracy gap (linear interpolation; inf = never).  APGR: area under the PGR-vs-cost "
               "frontier over [0, 100%], flat after the last point.  " + DIBC_NOTE, "", "![frontier](frontier.png)", ""]
@@ -104,10 +116,29 @@ def plot_frontiers(out: Path, result: dict) -> None:
     plt.close(fig)
 
 
+OUTPUTS = ("metrics.json", "points.csv", "report.md", "frontier.png")
+
+
 def write_all(out: Path, result: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    write_metrics(out, result)
-    write_points(out, result)
-    plot_frontiers(out, result)
-    with atomic_output(out / "report.md", "w") as fh:
-        fh.write(markdown(result))
+    """Write the four files as one set: all are built in a temporary folder beside ``out``, then
+    moved in with SIGINT / SIGTERM held back, so ``out`` never mixes files of two evaluations."""
+    import signal
+
+    from trim_rl.fsutil import folder_beside
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out}: exists and is not a folder")
+    with folder_beside(out) as tmp:
+        write_metrics(tmp, result)
+        write_points(tmp, result)
+        plot_frontiers(tmp, result)
+        with atomic_output(tmp / "report.md", "w") as fh:
+            fh.write(markdown(result))
+        out.mkdir(parents=True, exist_ok=True)
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            for name in OUTPUTS:
+                os.replace(tmp / name, out / name)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -28,9 +29,9 @@ def solved_pomdp(train_spec: str, lams: list[float], progress: bool = False) -> 
     from trim_rl.agents.pomdp.policy import POMDPPolicy
     from trim_rl.agents.pomdp.solver import solve
     from trim_rl.data.flat import load_flat
-    from trim_rl.sim.bundled import resolve_tree_spec
+    from trim_rl.sim.bundled import load_trees
 
-    model = fit_model(load_flat(*resolve_tree_spec(train_spec, progress)), source=train_spec)
+    model = fit_model(load_trees(train_spec, progress), source=train_spec)
     out = []
     for lam in lams:
         pol = POMDPPolicy(model, solve(model, float(lam)), folder=Path("solved") / f"trim_pomdp_{lam:g}")
@@ -42,7 +43,7 @@ def robustness(trees, checkpoints: list, conditions: list[tuple[float, float]], 
                progress: bool = False) -> dict:
     """CPT(50/80/95) and dIBC of TRIM-Thr and every checkpoint family under each (noise, flip)."""
     from trim_rl.eval.perturb import describe, perturb_prm
-    from trim_rl.evaluate import evaluate_policies
+    from trim_rl.eval.evaluation import evaluate_policies
 
     rows = []
     for noise, flip in conditions:
@@ -86,8 +87,44 @@ def markdown(result: dict, trees_label: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m trim_rl.eval.robustness", description=__doc__,
+def robustness_report(trees_spec: str, checkpoint_dirs: list[str], train_spec: str | None = None,
+                      lams=DEFAULT_LAMS, noise=DEFAULT_NOISE, flip=DEFAULT_FLIP, seed: int = 0, n_boot: int = 200,
+                      out: str | Path | None = None, progress: bool = True) -> Path:
+    """Measure and write ``robustness.json`` + ``robustness.md`` into ``out`` (both or neither);
+    returns the Markdown file."""
+    from trim_rl.configs import ConfigError
+    from trim_rl.eval.metrics import json_safe
+    from trim_rl.eval.sweep import find_checkpoints
+    from trim_rl.fsutil import folder_beside
+    from trim_rl.sim.bundled import load_trees
+
+    out = Path(out or "reports/robustness")
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out}: exists and is not a folder")
+    checkpoints = find_checkpoints(checkpoint_dirs) if checkpoint_dirs else []
+    if not any(getattr(c, "family", "") == "TRIM-POMDP" for c in checkpoints):
+        train = train_spec
+        if train is None:
+            parts = trees_spec.split(":")
+            if not (trees_spec.startswith("sim:") and len(parts) >= 3):
+                raise ConfigError("--train: give the training trees for TRIM-POMDP, or a TRIM-POMDP checkpoint")
+            train = ":".join([parts[0], parts[1], "train", *parts[3:]])
+        checkpoints += solved_pomdp(train, list(lams), progress)
+    trees = load_trees(trees_spec, progress)
+    conditions = [(float(s), 0.0) for s in noise] + [(0.0, float(p)) for p in flip if p > 0]
+    result = robustness(trees, checkpoints, conditions, seed, n_boot, progress=progress)
+    result["trees"] = trees_spec
+    with folder_beside(out) as tmp:
+        (tmp / "robustness.json").write_text(json.dumps(json_safe(result), indent=1) + "\n", encoding="utf-8")
+        (tmp / "robustness.md").write_text(markdown(result, trees_spec), encoding="utf-8")
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("robustness.json", "robustness.md"):
+            os.replace(tmp / name, out / name)
+    return out / "robustness.md"
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.eval.robustness") -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trees", default="sim:math500:test", help="test trees (default sim:math500:test)")
     ap.add_argument("--train", default=None,
@@ -105,33 +142,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="reports/robustness", help="output folder (default reports/robustness)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
-    from trim_rl.data.flat import load_flat
-    from trim_rl.eval.sweep import find_checkpoints
-    from trim_rl.sim.bundled import resolve_tree_spec
+    from trim_rl.cli_errors import run_cli
 
-    checkpoints = find_checkpoints(args.checkpoints) if args.checkpoints else []
-    if not any(getattr(c, "family", "") == "TRIM-POMDP" for c in checkpoints):
-        train = args.train
-        if train is None:
-            parts = args.trees.split(":")
-            if not (args.trees.startswith("sim:") and len(parts) >= 3):
-                print("robustness: give --train (training trees for TRIM-POMDP) or a TRIM-POMDP checkpoint",
-                      file=sys.stderr)
-                return 2
-            train = ":".join([parts[0], parts[1], "train", *parts[3:]])
-        checkpoints += solved_pomdp(train, args.lams, not args.quiet)
-    trees = load_flat(*resolve_tree_spec(args.trees, not args.quiet))
-    conditions = [(float(s), 0.0) for s in args.noise] + [(0.0, float(p)) for p in args.flip if p > 0]
-    result = robustness(trees, checkpoints, conditions, args.seed, args.bootstrap, progress=not args.quiet)
-    result["trees"] = args.trees
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    from trim_rl.eval.metrics import json_safe
+    def body() -> int:
+        md = robustness_report(args.trees, args.checkpoints, args.train, args.lams, args.noise, args.flip, args.seed,
+                               args.bootstrap, args.out, not args.quiet)
+        print(f"report: {md}")
+        return 0
 
-    (out / "robustness.json").write_text(json.dumps(json_safe(result), indent=1) + "\n", encoding="utf-8")
-    (out / "robustness.md").write_text(markdown(result, args.trees), encoding="utf-8")
-    print(f"report: {out / 'robustness.md'}")
-    return 0
+    return run_cli(prog, body)
 
 
 if __name__ == "__main__":

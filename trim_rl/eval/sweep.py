@@ -26,6 +26,7 @@ LABELS = {
 class Point:
     setting: object
     records: Records
+    requested_budget: float | None = None  # the budget a checkpoint (or a table entry) was asked to spend
 
 
 def _oracle_curve(trees: FlatTrees, cost: np.ndarray, base: np.ndarray, to_strong_tokens: Callable) -> list[Point]:
@@ -78,7 +79,7 @@ def find_checkpoints(paths: list[str]) -> list:
     """Checkpoint folders named directly or found one level below the given folders."""
     from pathlib import Path
 
-    from trim_rl.agents.exported import load_checkpoint
+    from trim_rl.agents.registry import load_checkpoint
 
     out = []
     for p in paths:
@@ -108,16 +109,26 @@ def checkpoint_families(policies: list) -> dict[str, list]:
     return fam
 
 
+EVAL_BUDGETS = (3.0, 5.0, 8.0, 12.0, 16.0, 20.0, 25.0, 30.0, 40.0)
+
+
 def sweep_checkpoints(policies: list, trees: FlatTrees, seed: int = 0, routing_errors: float = 0.0) -> list[Point]:
-    """A family's operating points: one per checkpoint lambda; a budget-conditioned checkpoint gives one
-    point per lambda of its ``eval_lams`` (default: 9 log-spaced values of its training range)."""
+    """A family's operating points: one per checkpoint (its budget, or its lambda); a budget-conditioned
+    checkpoint gives one point per budget of ``EVAL_BUDGETS`` inside its calibration table (older ones
+    without a table: per lambda of ``eval_lams``)."""
     pts = []
     for pol in policies:
-        if pol.budget_conditioned:
+        table = getattr(pol, "budget_table", None)
+        if pol.budget_conditioned and table is not None:
+            lo, hi = table.range()
+            for b in (b for b in EVAL_BUDGETS if lo <= b <= hi):
+                lam = table.lam_for(b)
+                pts.append(Point(lam, rollout(pol, trees, lam=lam, routing_errors=routing_errors, seed=seed), b))
+        elif pol.budget_conditioned:
             lams = pol.meta.get("eval_lams") or list(np.geomspace(*pol.meta["lam_range"], 9))
             for lam in lams:
                 pts.append(Point(float(lam), rollout(pol, trees, lam=float(lam), routing_errors=routing_errors, seed=seed)))
         else:
             pts.append(Point(float(pol.lam), rollout(pol, trees, lam=float(pol.lam), routing_errors=routing_errors,
-                                                     seed=seed)))
-    return sorted(pts, key=lambda p: p.setting)
+                                                     seed=seed), getattr(pol, "requested_budget", None)))
+    return sorted(pts, key=lambda p: (p.requested_budget is None, -(p.requested_budget or 0), p.setting))

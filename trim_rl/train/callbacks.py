@@ -16,9 +16,11 @@ class RolloutMetricsCallback(BaseCallback):
     """Per rollout: accuracy, strong-token cost (% of always-strong), interventions per episode,
     episode reward and lambda of the episodes that ended during it."""
 
-    def __init__(self, strong_only_mean: float):
+    def __init__(self, strong_only_mean: float, on_rollout=None):
+        """``on_rollout(cost_pct)`` is called after each rollout with its spend (the budget control)."""
         super().__init__()
         self.ref = float(strong_only_mean)
+        self.on_rollout = on_rollout
         self._reset()
 
     def _reset(self):
@@ -42,15 +44,17 @@ class RolloutMetricsCallback(BaseCallback):
             self.logger.record("rollout/episode_reward", float(np.mean(self.rewards)))
             self.logger.record("rollout/lambda", float(np.mean(self.lams)))
             self.logger.record("rollout/episodes", len(self.correct))
+            if self.on_rollout is not None:
+                self.on_rollout(100.0 * float(np.mean(self.strong)) / self.ref)
         self._reset()
 
 
 class ValidationCallback(BaseCallback):
     """Every ``eval_freq`` env steps (and once before the first update): score PPO's actor on
     held-out trees with ``evaluator`` (:mod:`trim_rl.train.validation`), keep the best one as
-    ``best_model.zip`` + ``best.json``, save ``model.zip`` + ``state.json`` for ``--resume``, and,
-    for a budget, nudge the price so that the deterministic policy's spend stays near it
-    (log lambda moves by ``budget_control`` x the relative gap).  Training stops early (the
+    ``best_model.zip`` + ``best.json`` and save ``model.zip`` + ``state.json`` for ``--resume``.
+    For a budget, :meth:`control` (called after every rollout) holds the rollout spend where it
+    started: log lambda moves by ``budget_control`` x the relative gap.  Training stops early (the
     state saved) when ``stop`` is set, e.g. by SIGTERM."""
 
     def __init__(self, evaluator, agent, run_dir: Path, eval_freq: int, lam: float, budget: float | None = None,
@@ -60,6 +64,7 @@ class ValidationCallback(BaseCallback):
         self.eval_freq, self.lam, self.budget = int(eval_freq), float(lam), budget
         self.budget_control, self.stop = float(budget_control), stop
         self.best = -np.inf
+        self.hold: float | None = None  # rollout spend the budget control holds
         self.last_eval = 0
         self.last: dict | None = None  # figures of the latest validation pass
         best_file = self.run_dir / "best.json"
@@ -95,11 +100,19 @@ class ValidationCallback(BaseCallback):
             self.best = m["score"]
             save_model(self.model, self.run_dir / "best_model.zip")
             write_json(self.run_dir / "best.json", m)
-        if self.budget is not None and self.budget_control > 0:
-            gap = (m["raw_cost_pct"] - self.budget) / max(self.budget, 1.0)
-            self.lam = float(self.lam * np.exp(self.budget_control * np.clip(gap, -1.0, 1.0)))
-            self.training_env.set_attr("lam", self.lam)
         self.save_state()
+
+    def control(self, rollout_cost: float) -> None:
+        """Budget control after a rollout: the first rollout's spend is the level to hold."""
+        if self.budget is None or self.budget_control <= 0:
+            return
+        if self.hold is None:
+            self.hold = max(float(rollout_cost), 0.5)
+            return
+        gap = (rollout_cost - self.hold) / self.hold
+        self.lam = float(self.lam * np.exp(self.budget_control * np.clip(gap, -1.0, 1.0)))
+        self.training_env.set_attr("lam", self.lam)
+        self.logger.record("rollout/lambda_control", self.lam)
 
     def save_state(self) -> None:
         from trim_rl.train.ppo_stage import save_model

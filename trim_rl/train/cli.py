@@ -64,44 +64,12 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     return run_cli(prog, lambda: _main(args, command, prog))
 
 
-def _targets(args, agent, env, prog: str):
-    """The list of targets the flags ask for, and whether they form a grid."""
-    from trim_rl.configs import ConfigError
-    from trim_rl.train.run import Target
-
-    given = [f for f, v in (("--budget", args.budget), ("--budget-grid", args.budget_grid), ("--lam", args.lam),
-                            ("--lam-grid", args.lam_grid)) if v is not None]
-    if len(given) > 1:
-        raise ConfigError(f"{given[0]} and {given[1]}: choose one")
-    if args.budget_grid is not None:
-        grid = args.budget_grid or list(env.budget_grid or [])
-        if not grid:
-            raise ConfigError(f"--budget-grid without values needs budget_grid in the env YAML ({env.name})")
-        return [Target(budget=float(b)) for b in grid], True, "--budget-grid"
-    if args.lam_grid is not None:
-        grid = args.lam_grid or list((agent.lam_grid if agent.algo == "pomdp" else None) or env.lam_grid or [])
-        if not grid:
-            raise ConfigError("--lam-grid without values needs lam_grid in the env (or POMDP agent) YAML")
-        for v in grid:
-            if not v > 0 or v != v or v == float("inf"):
-                raise ConfigError(f"--lam-grid: expected prices > 0, got {v}")
-        return [Target(lam=float(v)) for v in grid], True, "--lam-grid"
-    if args.lam is not None:
-        return [Target(lam=float(args.lam))], False, "--lam"
-    if args.budget is not None:
-        return [Target(budget=float(args.budget))], False, "--budget"
-    if env.budget is not None:
-        return [Target(budget=float(env.budget))], False, "budget (env YAML)"
-    if env.lam is not None:
-        return [Target(lam=float(env.lam))], False, "lam (env YAML)"
-    raise ConfigError(f"no budget given: use --budget PCT or set budget in the env YAML ({env.name})")
-
-
 def _main(args, command: str, prog: str) -> int:
     from trim_rl.configs import ConfigError
     from trim_rl.resources import config_file
     from trim_rl.train.config import load_agent, load_env
     from trim_rl.train.run import Interrupted, check_inputs, resume, train_grid, train_one
+    from trim_rl.train.targets import resolve_targets
 
     try:
         if args.resume:
@@ -121,7 +89,7 @@ def _main(args, command: str, prog: str) -> int:
             if "ppo" not in agent.recipe:
                 raise ConfigError(f"--init-from: agent {agent.name} has no ppo stage to start")
             agent.recipe = ["ppo"]  # the checkpoint replaces the earlier stages
-        targets, grid, flag = _targets(args, agent, env, prog)
+        targets, grid, flag = resolve_targets(agent, env, args.budget, args.budget_grid, args.lam, args.lam_grid)
         if agent.algo == "pomdp":
             from trim_rl.train.pomdp import train_pomdp
 

@@ -27,7 +27,7 @@ _unit = check(lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
 # MaskablePPO keyword arguments an agent YAML may set under ``hyperparams``, with their checks
 PPO_KEYS: dict[str, tuple[type, Any]] = {
     "n_steps": (int, lambda v: v >= 1), "batch_size": (int, lambda v: v >= 2), "n_epochs": (int, lambda v: v >= 1),
-    "learning_rate": (float, lambda v: v > 0), "gamma": (float, lambda v: 0 <= v <= 1),
+    "learning_rate": (float, lambda v: v >= 0), "gamma": (float, lambda v: 0 <= v <= 1),
     "gae_lambda": (float, lambda v: 0 <= v <= 1), "clip_range": (float, lambda v: v > 0),
     "ent_coef": (float, lambda v: v >= 0), "vf_coef": (float, lambda v: v >= 0),
     "max_grad_norm": (float, lambda v: v > 0), "target_kl": (float, lambda v: v > 0),
@@ -121,7 +121,7 @@ class AgentConfig:
     eval_freq: int = field(default=20_000, metadata=_pos_int)
     lam_warmup: LamWarmup | None = None
     initial_regen_prob: float = field(default=0.5, metadata=check(lambda v: 0 < v < 1, "a number in (0, 1)"))
-    budget_control: float = field(default=0.5, metadata=check(lambda v: v >= 0, "a number >= 0"))
+    budget_control: float = field(default=0.0, metadata=check(lambda v: v >= 0, "a number >= 0"))
     hyperparams: dict = field(default_factory=dict)
     policy_kwargs: NetworkSpec = field(default_factory=NetworkSpec)
     device: Literal["cpu", "cuda", "auto"] = "cpu"
@@ -166,13 +166,15 @@ def _check_agent(agent: AgentConfig, data: dict, where: str) -> AgentConfig:
             good = math.isfinite(float(value))
         if not good or (ok is not None and not ok(value)):
             raise ConfigError(f"{where}: hyperparams.{key}: expected a valid {tp.__name__}, got {value!r}")
+    allowed_pi = sorted(f.name for f in dataclasses.fields(PolicyIterationConfig))
+    for k in agent.policy_iteration:
+        if k not in allowed_pi:
+            raise ConfigError(f"{where}: policy_iteration.{k}: unknown key; allowed under policy_iteration: "
+                              f"{', '.join(allowed_pi)}")
     try:
         agent.pi
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: policy_iteration: {exc}") from None
-    for k in agent.policy_iteration:
-        if k not in {f.name for f in dataclasses.fields(PolicyIterationConfig)}:
-            raise ConfigError(f"{where}: policy_iteration.{k}: unknown key")
     if not agent.recipe or len(set(agent.recipe)) != len(agent.recipe):
         raise ConfigError(f"{where}: recipe: expected stages in order, each once, from {', '.join(STAGES)}")
     order = [STAGES.index(s) for s in agent.recipe]
@@ -281,5 +283,9 @@ def apply_overrides(agent: dict, overrides: list[str]) -> dict:
 
 
 def config_dict(obj) -> dict:
-    """Plain data of a config, as written to ``config.yml``."""
-    return to_mapping(obj)
+    """Plain data of a config, as written to ``config.yml`` (an agent's keys of its own algo only)."""
+    data = to_mapping(obj)
+    if isinstance(obj, AgentConfig):
+        drop = PPO_ONLY if obj.algo == "pomdp" else POMDP_ONLY
+        data = {k: v for k, v in data.items() if k not in drop}
+    return data

@@ -24,6 +24,7 @@ action layer as the logit ``scale * (adv_acc - lam * adv_tokens)``.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -86,13 +87,42 @@ def node_margins(net, x: np.ndarray, batch: int = 1 << 17) -> np.ndarray:
     return out
 
 
-def _fit(net, x: np.ndarray, y: np.ndarray, weights: np.ndarray, cfg: PolicyIterationConfig,
-         rng: np.random.Generator) -> float:
-    """Squared-error regression of ``y`` on ``x`` over nodes drawn in proportion to ``weights``."""
+@contextmanager
+def standardized(net, x: np.ndarray):
+    """Train ``net`` on standardised inputs: the features' scales differ a lot (the step index / 30
+    moves by 0.033 per step, tokens / 100 by whole units), which slows an MLP's first layer down.
+    Inside the block the first layer expects ``(x - mean) / sd`` (yielded as an array); on exit the
+    scaling is folded back into it, so the network takes raw observations as before."""
     import torch
 
+    first = net.pi[0]
+    mu = x.mean(axis=0).astype(np.float64)
+    sd = x.std(axis=0).astype(np.float64) + 1e-3
+    mu_t, sd_t = torch.as_tensor(mu, dtype=torch.float32), torch.as_tensor(sd, dtype=torch.float32)
+    with torch.no_grad():
+        first.bias.add_(first.weight @ mu_t)
+        first.weight.mul_(sd_t)
+    try:
+        yield ((x - mu) / sd).astype(np.float32)
+    finally:
+        with torch.no_grad():
+            first.weight.div_(sd_t)
+            first.bias.sub_(first.weight @ mu_t)
+
+
+def _fit(net, x: np.ndarray, y: np.ndarray, weights: np.ndarray, cfg: PolicyIterationConfig,
+         rng: np.random.Generator) -> float:
+    """Squared-error regression of ``y`` on ``x`` over nodes drawn in proportion to ``weights``
+    (inputs standardised over the drawn nodes)."""
     idx = rng.choice(len(x), size=int(cfg.samples), p=weights / weights.sum())
-    xs, ys = torch.as_tensor(x[idx]), torch.as_tensor(y[idx], dtype=torch.float32)
+    with standardized(net, x[idx]) as xs:
+        return _regress(net, xs, y[idx], cfg, rng)
+
+
+def _regress(net, x: np.ndarray, y: np.ndarray, cfg: PolicyIterationConfig, rng: np.random.Generator) -> float:
+    import torch
+
+    xs, ys = torch.as_tensor(x), torch.as_tensor(y, dtype=torch.float32)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
     gen = torch.Generator().manual_seed(int(rng.integers(1 << 31)))
     loss = torch.zeros(())
@@ -267,7 +297,13 @@ def conditioned_policy_iteration(trees: FlatTrees, lam_range: tuple[float, float
 
 
 def _fit_margin(net, x: np.ndarray, y: np.ndarray, cfg: PolicyIterationConfig, rng: np.random.Generator) -> float:
-    """Squared-error regression of ``logit(regen) - logit(keep)`` on ``y`` (rows already drawn)."""
+    """Squared-error regression of ``logit(regen) - logit(keep)`` on ``y`` (rows already drawn,
+    inputs standardised)."""
+    with standardized(net, x) as xs:
+        return _regress_margin(net, xs, y, cfg, rng)
+
+
+def _regress_margin(net, x: np.ndarray, y: np.ndarray, cfg: PolicyIterationConfig, rng: np.random.Generator) -> float:
     import torch
 
     xs, ys = torch.as_tensor(x), torch.as_tensor(y)

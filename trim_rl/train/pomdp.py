@@ -90,6 +90,7 @@ def train_pomdp(agent: AgentConfig, env: EnvConfig, targets: list, seed: int = 0
             "validation": validation, "budget": budget,
             "recipe": {"name": "POMDP fit + value iteration", "stages": ["fit", "solve"]}})
         write_json(run_dir / "result.json", result)
+        write_text(run_dir / "config.yml", yaml.safe_dump({**cfg, "result": result}, sort_keys=False))
         write_json(run_dir / "train_stats.json", {"fit_seconds": round(fit_s, 3), "solve_seconds": round(sol.seconds, 3),
                                                   "seconds": round(time.perf_counter() - t1, 3)})
         out.append(run_dir)

@@ -70,11 +70,16 @@ def run_recipe(run_dir: Path, agent: AgentConfig, env: EnvConfig, target: Target
                progress: bool = False, verbose: int = 0, resuming: bool = False) -> None:
     from trim_rl.agents.checkpoint import write_network_checkpoint
 
+    import torch
+
+    # one thread per training process: a grid runs one process per core, and torch's intra-op
+    # threads on a busy machine make the small matrices of these networks many times slower
+    torch.set_num_threads(1)
     logger = make_logger(run_dir / "tb", verbose)
     stats: dict = {}
     t_start = time.time()
     with stop_on_signals() as stop:
-        net, lam, teacher = inputs.init_net, target.lam, None
+        net, lam, teacher = inputs.init_net, target.lam if target.lam is not None else inputs.init_lam, None
         state = json.loads((run_dir / "state.json").read_text()) if resuming else None
         if state is None and "policy_iteration" in agent.recipe:
             t0 = time.time()
@@ -211,7 +216,7 @@ def _ppo(run_dir, agent, target, seed, inputs, net, lam, state, logger, progress
     validation = ValidationCallback(_evaluator(agent, target, inputs, lams_bc), agent, run_dir, agent.eval_freq,
                                     float(lam or 0.0), None if (bc or target.lam is not None) else target.budget,
                                     agent.budget_control if target.lam is None else 0.0, stop)
-    callbacks = [RolloutMetricsCallback(float(inputs.train.strong_only_tokens.mean())), validation]
+    callbacks = [RolloutMetricsCallback(float(inputs.train.strong_only_tokens.mean()), validation.control), validation]
     total = agent.total_timesteps
     if progress:
         label = agent.name if bc else f"{agent.name} {target.label}"
@@ -281,7 +286,20 @@ def _finish(run_dir: Path, agent: AgentConfig, env: EnvConfig, target: Target, i
             "versions": _versions_light(), "source": _source(run_dir, env), **extra}
     write_network_checkpoint(net, meta, run_dir / "policy")
     write_json(run_dir / "result.json", result)
+    _record_result(run_dir, result)
     return result
+
+
+def _record_result(run_dir: Path, result: dict) -> None:
+    """Add the outcome (requested budget, lambda, spend measured) to the run's ``config.yml``."""
+    import yaml
+
+    from trim_rl.fsutil import write_text
+
+    cfg = yaml.safe_load((run_dir / "config.yml").read_text(encoding="utf-8")) or {}
+    cfg["result"] = {k: result.get(k) for k in ("requested_budget", "lam", "offset", "calib_cost_pct", "val_accuracy",
+                                                "val_cost_pct", "budget_table_range") if k in result}
+    write_text(run_dir / "config.yml", yaml.safe_dump(cfg, sort_keys=False))
 
 
 def _versions_light() -> dict:

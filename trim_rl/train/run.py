@@ -89,6 +89,7 @@ class Inputs:
     calib: FlatTrees
     calib_is_val: bool
     init_net: object | None = None
+    init_lam: float | None = None  # the price of the --init-from checkpoint
 
 
 def check_inputs(agent: AgentConfig, env: EnvConfig, target: Target, progress: bool = False,
@@ -104,23 +105,34 @@ def check_inputs(agent: AgentConfig, env: EnvConfig, target: Target, progress: b
             pass  # one budget-conditioned policy serves every budget; the target only names the run
     elif target.budget is None and target.lam is None:
         raise ConfigError("a run needs a budget (--budget) or a price (--lam)")
-    if target.budget is not None and not agent.budget_conditioned and "policy_iteration" not in agent.recipe:
+    if target.budget is not None and not agent.budget_conditioned and "policy_iteration" not in agent.recipe \
+            and not agent.init_from:
         raise ConfigError(f"{flag}: agent {agent.name} trains PPO from scratch (recipe {agent.recipe}), which "
                           f"needs a price: use --lam, or an agent whose recipe starts with policy_iteration")
     if target.lam is not None and not (np.isfinite(target.lam) and target.lam > 0):
         raise ConfigError(f"--lam: expected a price > 0, got {target.lam}")
+    if "ppo" in agent.recipe and agent.total_timesteps < agent.hyperparams.get("n_steps", 2048) * agent.n_envs:
+        raise ConfigError(f"total_timesteps: {agent.total_timesteps} is less than one rollout (n_steps x n_envs = "
+                          f"{agent.hyperparams.get('n_steps', 2048) * agent.n_envs})")
     train = load_trees(env.train, progress)
     val = load_trees(env.val, progress)
     calib_is_val = env.calib is None or env.calib == env.val
     calib = val if calib_is_val else load_trees(env.calib_spec, progress)
     if target.budget is not None and not agent.budget_conditioned:
         check_budget(target.budget, calib, flag, f"the calibration trees ({env.calib_spec})")
-    init_net = None
+    init_net, init_lam = None, None
     if agent.init_from:
         from trim_rl.train.warm_start import check_checkpoint
 
-        init_net = check_checkpoint(agent.init_from, agent).net
-    return Inputs(train, val, calib, calib_is_val, init_net)
+        try:
+            ck = check_checkpoint(agent.init_from, agent)
+        except (ValueError, FileNotFoundError) as exc:
+            raise ConfigError(f"--init-from: {exc}") from None
+        init_net, init_lam = ck.net, ck.meta.get("lam")
+        if target.budget is not None and target.lam is None and not agent.budget_conditioned and not init_lam:
+            raise ConfigError(f"{flag}: --init-from {agent.init_from}: its policy.json has no lam to start the "
+                              f"price from; give --lam")
+    return Inputs(train, val, calib, calib_is_val, init_net, init_lam)
 
 
 @contextmanager

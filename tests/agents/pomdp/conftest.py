@@ -7,17 +7,17 @@ import pytest
 
 from trim_rl.agents.pomdp.fit import fit_model
 from trim_rl.data.flat import load_flat
-from trim_rl.sim.bundled import resolve_tree_spec
+from trim_rl.sim.bundled import load_trees
 
 
 @pytest.fixture(scope="session")
 def bundled_train():
-    return load_flat(*resolve_tree_spec("sim:math500:train"))
+    return load_trees("sim:math500:train")
 
 
 @pytest.fixture(scope="session")
 def bundled_test():
-    return load_flat(*resolve_tree_spec("sim:math500:test"))
+    return load_trees("sim:math500:test")
 
 
 @pytest.fixture(scope="session")

@@ -52,7 +52,8 @@ def test_train_export_evaluate(tiny, tmp_path):
         for name in ("config.yml", "command.txt", "git_hash.txt", "policy.json", "policy.npz", "validation.json"):
             assert (run / name).exists(), name
         cfg = yaml.safe_load((run / "config.yml").read_text())
-        assert cfg["lam"] == lam and cfg["agent"]["algo"] == "pomdp" and cfg["agent"]["solver"]["p_grid"] == 51
+        assert cfg["target"]["lam"] == lam and cfg["agent"]["algo"] == "pomdp" and cfg["agent"]["solver"]["p_grid"] == 51
+        assert cfg["result"]["lam"] == lam and cfg["result"]["requested_budget"] is None
         meta = json.loads((run / "policy.json").read_text())
         assert meta["kind"] == "pomdp" and meta["lam"] == lam
         _run("-m", "trim_rl.export", str(run), "--out", str(tmp_path / "ck" / f"trim_pomdp_{lam:g}"))
@@ -70,6 +71,17 @@ def test_train_export_evaluate(tiny, tmp_path):
     fam = metrics["policies"]["TRIM-POMDP"]
     assert [p["setting"] for p in fam["points"]] == [8e-4, 3.2e-3]
     assert fam["points"][0]["cost_pct"] >= fam["points"][1]["cost_pct"]
+
+
+def test_a_budget_is_met_by_the_price_search(tiny, tmp_path):
+    out = _run("train.py", "--agent", "agents/trim_pomdp.yaml", "--env", tiny["env"], "--budget", "15",
+               "--runs", str(tmp_path / "runs"), "--no-progress", "--hyperparams", *SMALL)
+    run = Path(out.strip().splitlines()[-1].split("run: ", 1)[1])
+    assert run.name.startswith("tiny__b15__0__")
+    meta = json.loads((run / "policy.json").read_text())
+    res = json.loads((run / "result.json").read_text())
+    assert meta["budget"]["requested"] == 15.0 and meta["lam"] == res["lam"] > 0
+    assert abs(res["calib_cost_pct"] - 15.0) < 5.0  # 16 calibration trees: the nearest spend they allow
 
 
 def test_prm_perturbations_are_seeded_and_recompute_the_history(bundled_test):

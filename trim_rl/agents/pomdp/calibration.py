@@ -102,15 +102,15 @@ def main(argv: list[str] | None = None) -> int:
     from trim_rl.agents.pomdp.fit import fit_model
     from trim_rl.data.tree_dp import reach_probability
     from trim_rl.data.flat import load_flat
-    from trim_rl.sim.bundled import resolve_tree_spec
+    from trim_rl.sim.bundled import load_trees
 
     ap = argparse.ArgumentParser(prog="python -m trim_rl.agents.pomdp.calibration", description=main.__doc__)
     ap.add_argument("--train", default="sim:math500:train", help="training trees (with step_correct labels)")
     ap.add_argument("--trees", default="sim:math500:test", help="held-out trees (with step_correct labels)")
     ap.add_argument("--regen-prob", type=float, default=0.2, help="weights of the decision points (default 0.2)")
     args = ap.parse_args(argv)
-    model = fit_model(load_flat(*resolve_tree_spec(args.train)), source=args.train)
-    f = load_flat(*resolve_tree_spec(args.trees))
+    model = fit_model(load_trees(args.train), source=args.train)
+    f = load_trees(args.trees)
     state = tree_labels(f).weak_state
     known = state >= 0
     b = node_beliefs(BeliefFilter(model), f)

@@ -1,0 +1,182 @@
+"""The Python API of trim_rl; the command-line tools are thin layers over these functions.
+
+Example::
+
+    import trim_rl
+
+    run = trim_rl.train("trim_agg", "math500", budget=15)       # one policy for a 15% budget
+    ck = run.export("checkpoints/mine_b15")                    # safetensors + policy.json
+    result = trim_rl.evaluate(["thr", "oracle-step", ck], "sim:math500:test")
+    print(result.cpt("TRIM-Agg"))                              # {"50": ..., "80": ..., "95": ...}
+
+Tree specs everywhere: a tree file (``.jsonl`` / ``.jsonl.gz``), ``sim:PROFILE:SPLIT[:SEEDS]`` for
+simulated trees (generated once into ``$TRIM_RL_CACHE``), or a list of those.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from trim_rl.agents.registry import load_checkpoint, load_policy
+from trim_rl.envs.routing_env import DEFAULT_TREES
+from trim_rl.resources import config_file, project_folder
+from trim_rl.sim.bundled import load_trees
+
+__all__ = ["load_trees", "make_env", "load_policy", "load_checkpoint", "train", "evaluate", "export", "Run",
+           "Evaluation", "project_folder"]
+
+
+def make_env(trees=DEFAULT_TREES, lam: float = 1e-3, obs: str = "agg", budget_conditioned: bool = False,
+             lam_range: tuple[float, float] = (1e-4, 1e-2), num_envs: int | None = None, seed: int | None = None):
+    """A :class:`~trim_rl.envs.routing_env.RoutingEnv` on ``trees`` (any tree spec or loaded trees), or
+    with ``num_envs`` the batched :class:`~trim_rl.envs.vec_env.RoutingVecEnv` (an SB3 ``VecEnv``)."""
+    from trim_rl.envs.routing_env import RoutingEnv, resolve_trees
+
+    flat = resolve_trees(trees)
+    if num_envs is None:
+        env = RoutingEnv(flat, lam=lam, obs=obs, budget_conditioned=budget_conditioned, lam_range=lam_range)
+        if seed is not None:
+            env.reset(seed=seed)
+        return env
+    from trim_rl.envs.vec_env import RoutingVecEnv
+
+    venv = RoutingVecEnv(flat, num_envs=num_envs, lam=lam, obs=obs, budget_conditioned=budget_conditioned,
+                         lam_range=lam_range)
+    venv.seed(seed)
+    return venv
+
+
+@dataclass
+class Run:
+    """A run folder written by :func:`train` (or ``train.py``)."""
+
+    path: Path
+
+    @property
+    def config(self) -> dict:
+        import yaml
+
+        return yaml.safe_load((self.path / "config.yml").read_text(encoding="utf-8"))
+
+    @property
+    def result(self) -> dict:
+        """Requested budget, the price found and the spend measured (``result.json``)."""
+        return json.loads((self.path / "result.json").read_text(encoding="utf-8"))
+
+    def policy(self):
+        """The finished policy (``policy/``), loaded."""
+        return load_checkpoint(self.path / "policy")
+
+    def export(self, out: str | Path, which: str = "best") -> Path:
+        """Install the run's policy as a checkpoint folder (see ``python -m trim_rl.export``)."""
+        from trim_rl.export import export_run
+
+        return export_run(self.path, out, which)
+
+
+def train(agent: str | Path = "trim_agg", env: str | Path = "math500", *, budget: float | None = None,
+          budget_grid: Sequence[float] | None = None, lam: float | None = None, lam_grid: Sequence[float] | None = None,
+          seed: int = 0, runs: str | Path = "runs", hyperparams: Sequence[str] = (), init_from: str | Path | None = None,
+          workers: int | None = None, progress: bool = False) -> Run | list[Run]:
+    """Train like ``train.py``: an agent YAML and an env YAML (paths or packaged names), one target
+    (``budget`` % of always-strong's strong tokens, or a price ``lam``) or a grid of them.  With no
+    target, the env YAML's ``budget``.  Returns the :class:`Run`, or a list for a grid (a failed
+    budget raises ``RuntimeError`` naming it after the others finished)."""
+    from trim_rl.train.config import load_agent, load_env
+    from trim_rl.train.run import check_inputs, train_grid, train_one
+    from trim_rl.train.targets import resolve_targets
+
+    a = load_agent(config_file("agents", agent), list(hyperparams))
+    e = load_env(config_file("envs", env))
+    if init_from is not None:
+        a.init_from, a.recipe = str(Path(init_from).resolve()), ["ppo"]
+    targets, grid, flag = resolve_targets(a, e, budget, budget_grid, lam, lam_grid)
+    if a.algo == "pomdp":
+        from trim_rl.train.pomdp import train_pomdp
+
+        out = [Run(d) for d in train_pomdp(a, e, targets, seed, runs, progress=progress)]
+        return out if grid else out[0]
+    if a.budget_conditioned:
+        targets, grid = targets[:1], False
+    inputs = check_inputs(a, e, targets[0], progress, flag)
+    if not grid:
+        return Run(train_one(a, e, targets[0], seed, runs, progress=progress, inputs=inputs))
+    from trim_rl.train.budget import check_budget
+
+    for t in targets:
+        if t.budget is not None:
+            check_budget(t.budget, inputs.calib, flag, f"the calibration trees ({e.calib_spec})")
+    results = train_grid(a, e, targets, seed, runs, workers, progress=progress)
+    failed = [r for r in results if r.error]
+    if failed:
+        raise RuntimeError("; ".join(f"{r.target.label}: {r.error}" for r in failed))
+    return [Run(r.run_dir) for r in results]
+
+
+@dataclass
+class Evaluation:
+    """What ``evaluate.py`` writes to ``metrics.json``: per policy its operating points, frontier,
+    CPT, dIBC, APGR and bootstrap intervals, keyed by name (built-ins) or family (checkpoints)."""
+
+    data: dict
+
+    @property
+    def policies(self) -> dict[str, dict]:
+        return self.data["policies"]
+
+    def cpt(self, name: str) -> dict[str, float]:
+        return self.policies[name]["cpt"]
+
+    def write(self, out: str | Path) -> Path:
+        """``metrics.json``, ``points.csv``, ``report.md`` and ``frontier.png`` into ``out`` (as one set)."""
+        from trim_rl.eval.report import write_all
+
+        write_all(Path(out), self.data)
+        return Path(out) / "report.md"
+
+
+def evaluate(policies: Sequence[Any] = ("thr", "always-weak", "always-strong", "oracle-step"),
+             trees=None, *, n_boot: int = 1000, seed: int = 0, routing_errors: float = 0.0,
+             out: str | Path | None = None, progress: bool = False) -> Evaluation:
+    """Sweep policies over held-out trees (default the bundled math500 test trees).  ``policies``
+    holds built-in names (``thr``, ``random``, ``oracle-step``, query routers, ...), checkpoint
+    folders (each family one frontier) and loaded checkpoints; ``out`` also writes the report."""
+    from trim_rl.agents.query import QUERY_ROUTERS
+    from trim_rl.eval.evaluation import evaluate_policies, make_query_context
+    from trim_rl.eval.sweep import LABELS, find_checkpoints
+
+    spec = trees if trees is not None else "sim:math500:test"
+    flat = spec if not isinstance(spec, (str, Path, list, tuple)) else load_trees(
+        [str(s) for s in spec] if isinstance(spec, (list, tuple)) else str(spec))
+    names, checkpoints = [], []
+    for p in policies:
+        if isinstance(p, str) and (p in LABELS or p in QUERY_ROUTERS):
+            names.append(p)
+        elif isinstance(p, (str, Path)):
+            checkpoints.extend(find_checkpoints([str(p)]))
+        elif hasattr(p, "family") and hasattr(p, "folder"):
+            checkpoints.append(p)
+        else:
+            raise ValueError(f"policy {p!r}: give a built-in name, a checkpoint folder or a loaded checkpoint")
+    query_ctx = None
+    if any(n in ("sw", "mf", "clf") for n in names):
+        if not isinstance(spec, str):
+            raise ValueError("the learned query routers need trees given as a sim:PROFILE:test spec")
+        query_ctx = make_query_context(spec, None, None, seed, progress)
+    data = evaluate_policies(flat, names, n_boot=n_boot, seed=seed, routing_errors=routing_errors, progress=progress,
+                             trees_label=str(spec) if isinstance(spec, (str, Path)) else "trees",
+                             checkpoints=checkpoints, query_ctx=query_ctx)
+    result = Evaluation(data)
+    if out is not None:
+        result.write(out)
+    return result
+
+
+def export(run: Run | str | Path, out: str | Path, which: str = "best") -> Path:
+    """Install a run's policy as a deployment checkpoint at ``out``."""
+    from trim_rl.export import export_run
+
+    return export_run(run.path if isinstance(run, Run) else run, out, which)
