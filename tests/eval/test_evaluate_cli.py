@@ -171,15 +171,13 @@ def test_report_md_lists_every_policy(evaluated):
 
 
 def test_help_mentions_every_flag():
+    import re
+
     r = _run("--help", timeout=120)
     assert r.returncode == 0, r.stderr
-    from trim_rl.evaluate import build_parser
-
-    flags = set(FLAGS)
-    for action in build_parser()._actions:
-        flags.update(s for s in action.option_strings if s.startswith("--") and s != "--help")
-    for flag in sorted(flags):
-        assert flag in r.stdout, flag
+    shown = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)(?![\w-])", r.stdout))  # whole tokens only
+    want = set(FLAGS) | {"--train-trees", "--val-trees", "--report", "--prm-noise", "--prm-flip", "--robustness"}
+    assert want <= shown, want - shown
 
 
 def test_unknown_policy_fails_with_message(trees_file, tmp_path):
@@ -195,3 +193,41 @@ def test_missing_tree_file_fails(tmp_path):
              "--quiet", timeout=120)
     assert r.returncode != 0
     assert "nope.jsonl.gz" in r.stderr
+
+
+def _evaluated_set(out: Path) -> dict:
+    return {name: (out / name).read_bytes() for name in ("metrics.json", "points.csv", "report.md", "frontier.png")}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--policies", ","], "--policies ',': names no policy"),
+    (["--policies", "thr", "--bootstrap", "0"], "--bootstrap: expected at least 1 resample"),
+    (["--policies", "thr", "--prm-noise", "nan"], "--prm-noise must be >= 0"),
+    (["--policies", "thr", "--checkpoints", "nowhere"], "checkpoint folder nowhere does not exist"),
+])
+def test_bad_arguments_leave_the_last_report_alone(evaluated, trees_file, args, message):
+    out, _ = evaluated
+    before = _evaluated_set(out)
+    r = _run("--trees", str(trees_file), "--out", str(out), "--quiet", *args, timeout=120)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert _evaluated_set(out) == before
+
+
+def test_the_four_files_change_together_or_not_at_all(evaluated, monkeypatch):
+    """A failure while the set is being built (the plot, here) leaves the old set as it was."""
+    from trim_rl.eval import report
+
+    out, _ = evaluated
+    before = _evaluated_set(out)
+    result = json.loads((out / "metrics.json").read_text())
+    result["trees"] = "changed"
+
+    def broken(where, res):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(report, "plot_frontiers", broken)
+    with pytest.raises(OSError, match="disk full"):
+        report.write_all(out, result)
+    assert _evaluated_set(out) == before
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]  # no temporary folder left

@@ -49,10 +49,14 @@ class ExportedPolicy:
         self.budget_conditioned = bool(self.meta["observation"].get("budget_conditioned", False))
         self.lam = self.meta.get("lam")
         self.family = self.meta.get("family", "policy")
+        tensors = load_file(str(weights))
+        bad = [k for k, v in tensors.items() if not torch.isfinite(v).all()]
+        if bad:
+            raise ValueError(f"{weights}: tensor {bad[0]!r} holds NaN or infinite values")
         try:
             self.net = PolicyNet(self.obs, int(net["obs_dim"]), list(net["net_arch"]), net.get("activation", "tanh"),
                                  net.get("encoder"))
-            self.net.load_state_dict(load_file(str(weights)))
+            self.net.load_state_dict(tensors)
         except (RuntimeError, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{weights}: does not fit the network described in {meta_path} (field 'network'): "
                              f"{str(exc).splitlines()[0]}") from exc

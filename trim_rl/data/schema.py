@@ -16,6 +16,7 @@ from trim_rl.data.errors import TreeFormatError
 
 SCHEMA = "trim_rl.tree/v1"
 #: A solution is truncated (as incorrect) when it reaches this many steps without a final answer.
+MAX_INT = 2**31 - 1
 MAX_STEPS = 30
 
 _STEP_FIELDS = ("tokens", "prm", "final")
@@ -73,7 +74,7 @@ class _Checker:
             self.fail(f"{where}{key}", f"must be a string, got {_type(v)}")
         return v
 
-    def int_(self, obj, key, where="", lo=None, required=True, allow_none=False):
+    def int_(self, obj, key, where="", lo=None, required=True, allow_none=False, hi=MAX_INT):
         v = self.get(obj, key, where, required)
         if v is None and (allow_none or not required):
             return v
@@ -81,6 +82,8 @@ class _Checker:
             self.fail(f"{where}{key}", f"must be an integer, got {_type(v)} {v!r}")
         if lo is not None and v < lo:
             self.fail(f"{where}{key}", f"must be >= {lo}, got {v}")
+        if v > hi:  # numpy's int64 columns, and no real count comes near this
+            self.fail(f"{where}{key}", f"must be <= {hi}, got an integer of {len(str(v))} digits")
         return v
 
     def bool_(self, obj, key, where="", required=True):
@@ -151,7 +154,7 @@ def validate_tree(obj: Any, path=None, line: int | None = None) -> CheckedTree:
     header["max_interventions"] = k_max
     so = c.dict_(obj, "strong_only")
     header["strong_only"] = {
-        "tokens": c.int_(so, "tokens", "strong_only.", lo=0),
+        "tokens": c.int_(so, "tokens", "strong_only.", lo=1),  # the denominator of every cost
         "steps": c.int_(so, "steps", "strong_only.", lo=1),
         "correct": c.bool_(so, "correct", "strong_only."),
     }

@@ -55,6 +55,8 @@ def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
                     obj = json.loads(text)
                 except json.JSONDecodeError as exc:
                     raise TreeFormatError(path, line_no, "<line>", f"invalid JSON: {exc.msg} at column {exc.colno}") from None
+                except RecursionError:
+                    raise TreeFormatError(path, line_no, "<line>", "JSON nested too deeply") from None
                 yield line_no, obj
     except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
         if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)) or not _is_gz(path):
@@ -65,9 +67,18 @@ def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
 
 
 def iter_trees(path: str | os.PathLike) -> Iterator[tuple[dict, CheckedTree]]:
-    """Yield ``(raw_tree, checked_tree)`` for every line of a tree file, validating each."""
+    """Yield ``(raw_tree, checked_tree)`` for every line of a tree file, validating each; a problem
+    id seen twice in one file, and a file with no trees, are errors naming the file."""
+    seen: dict[str, int] = {}
     for line_no, obj in iter_json_lines(path):
-        yield obj, validate_tree(obj, path, line_no)
+        tree = validate_tree(obj, path, line_no)
+        pid = tree.header["problem_id"]
+        if pid in seen:
+            raise TreeFormatError(path, line_no, "problem_id", f"{pid!r} already appears on line {seen[pid]}")
+        seen[pid] = line_no
+        yield obj, tree
+    if not seen:
+        raise TreeFormatError(path, None, "<file>", "no trees in this file")
 
 
 def read_trees(path: str | os.PathLike) -> list[dict]:

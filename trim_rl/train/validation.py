@@ -2,7 +2,8 @@
 
 * For a budget: the network's regenerate logit is shifted until its spend on the calibration trees
   is the budget (:func:`trim_rl.train.budget.calibrate_offset`), and the score is its accuracy on
-  the val trees at that spend, so passes are compared at the same cost.
+  the calibration trees at that spend, so passes are compared at the same cost (the calibration
+  trees hold several draws of the val problems: less noise than one draw).
 * For a price lambda: accuracy - lambda x strong tokens of the deterministic policy on val.
 * Budget-conditioned: that score averaged over the evaluation prices.
 """
@@ -38,7 +39,8 @@ class BudgetEvaluator:
         else:
             acc, cost = spend(self.val, NodeMargins(self.val, net, self.builder), cal.setting)
         raw_acc, raw_cost = spend(self.calib, NodeMargins(self.calib, net, self.builder), 0.0)
-        return {"accuracy": acc, "cost_pct": cost, "score": acc, "offset": cal.setting, "calib_cost_pct": cal.cost_pct,
+        return {"accuracy": acc, "cost_pct": cost, "score": cal.accuracy, "offset": cal.setting,
+                "calib_cost_pct": cal.cost_pct, "calib_accuracy": cal.accuracy,
                 "raw_cost_pct": raw_cost, "raw_accuracy": raw_acc, "lambda": lam, "budget": self.budget}
 
 

@@ -1,0 +1,65 @@
+"""python -m trim_rl.export installs a run's policy and never deletes a folder that is not a checkpoint."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trim_rl.export import export_run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A finished run folder: a shipped checkpoint as the run's policy, with the config train.py writes."""
+    d = tmp_path_factory.mktemp("run") / "trim_agg" / "x__b15__0__t"
+    d.mkdir(parents=True)
+    src = next(p for p in sorted((ROOT / "checkpoints").rglob("policy.json"))
+               if json.loads(p.read_text()).get("kind", "network") == "network").parent
+    shutil.copytree(src, d / "policy")
+    (d / "config.yml").write_text("agent: {algo: maskable_ppo, name: trim_agg}\nenv: {name: x}\nseed: 0\n")
+    return d
+
+
+def export(*args):
+    return subprocess.run([sys.executable, "-m", "trim_rl.export", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_export_installs_and_replaces_only_a_checkpoint(run_dir, tmp_path):
+    out = tmp_path / "ck"
+    r = export(run_dir, "--out", out)
+    assert r.returncode == 0 and r.stdout.strip() == f"checkpoint: {out}", r.stderr
+    meta = json.loads((out / "policy.json").read_text())
+    assert meta["name"] == "ck" and (out / "model.safetensors").read_bytes() == (run_dir / "policy" / "model.safetensors").read_bytes()
+    r = export(run_dir, "--out", out)  # an older checkpoint is replaced, and said so
+    assert r.returncode == 0 and f"replaced the checkpoint in {out}" in r.stderr
+
+
+@pytest.mark.parametrize("what", ["files", "checkpoints-root"])
+def test_a_folder_of_other_things_is_refused_and_left_alone(run_dir, tmp_path, what):
+    out = tmp_path / "precious"
+    out.mkdir()
+    if what == "files":
+        (out / "notes.txt").write_text("mine")
+    else:  # --out checkpoints: a folder of checkpoints is not itself a checkpoint
+        shutil.copytree(run_dir / "policy", out / "some_checkpoint")
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    r = export(run_dir, "--out", out)
+    assert r.returncode == 2 and "refusing to replace it" in r.stderr and "Traceback" not in r.stderr
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".precious.")]
+
+
+def test_a_run_without_a_finished_policy_is_named(tmp_path):
+    d = tmp_path / "r"
+    d.mkdir()
+    (d / "config.yml").write_text("agent: {algo: maskable_ppo}\nseed: 0\n")
+    with pytest.raises(FileNotFoundError, match=r"r/policy: the run has no finished policy"):
+        export_run(d, tmp_path / "out")
+    r = export(tmp_path / "nowhere", "--out", tmp_path / "out")
+    assert r.returncode == 2 and "not a run folder (config.yml missing)" in r.stderr
