@@ -86,7 +86,7 @@ def train(agent: str | Path = "trim_agg", env: str | Path = "math500", *, budget
     target, the env YAML's ``budget``.  Returns the :class:`Run`, or a list for a grid (a failed
     budget raises ``RuntimeError`` naming it after the others finished)."""
     from trim_rl.train.config import load_agent, load_env
-    from trim_rl.train.run import check_inputs, train_grid, train_one
+    from trim_rl.train.run import Target, check_inputs, train_grid, train_one
     from trim_rl.train.targets import resolve_targets
 
     a = load_agent(config_file("agents", agent), list(hyperparams))
@@ -99,8 +99,8 @@ def train(agent: str | Path = "trim_agg", env: str | Path = "math500", *, budget
 
         out = [Run(d) for d in train_pomdp(a, e, targets, seed, runs, progress=progress)]
         return out if grid else out[0]
-    if a.budget_conditioned:
-        targets, grid = targets[:1], False
+    if a.budget_conditioned:  # one budget-conditioned policy serves every budget
+        targets, grid = [Target()], False
     inputs = check_inputs(a, e, targets[0], progress, flag)
     if not grid:
         return Run(train_one(a, e, targets[0], seed, runs, progress=progress, inputs=inputs))

@@ -173,12 +173,19 @@ def test_load_flat_several_files(tmp_path, make_tree, make_chain):
     np.testing.assert_array_equal(f.regen_child, [ABSENT, ABSENT, 4, -1, ABSENT, ABSENT])
 
 
-def test_load_flat_empty_file(tmp_path):
+def test_load_flat_empty_file_is_named(tmp_path):
     path = tmp_path / "empty.jsonl"
-    path.write_text("")
-    f = load_flat(path)
-    assert f.n_trees == 0 and f.n_nodes == 0
-    assert f.weak_only()["correct"].shape == (0,)
+    path.write_text("\n\n")
+    with pytest.raises(TreeFormatError, match=r"empty\.jsonl: <file>: no trees in this file"):
+        load_flat(path)
+
+
+def test_repeated_problem_ids_are_a_warning_with_lines(tmp_path, make_tree):
+    path = tmp_path / "twice.jsonl"
+    write_trees(path, [make_tree(), make_tree(), make_tree()])
+    with pytest.warns(UserWarning, match=r"twice\.jsonl:2: problem_id 'toy/test/0' already appears on line 1 "
+                                         r"\(2 repeated ids"):
+        assert load_flat(path).n_trees == 3
 
 
 def test_flatten_matches_load_flat(flat, three_trees):

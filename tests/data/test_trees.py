@@ -57,10 +57,11 @@ def test_write_accepts_generator_and_str_path(tmp_path, make_tree):
     assert [t["problem_id"] for t in read_trees(path)] == ["p0", "p1", "p2"]
 
 
-def test_write_empty(tmp_path):
+def test_an_empty_file_is_written_but_refused_when_read(tmp_path):
     path = tmp_path / "empty.jsonl.gz"
     assert write_trees(path, []) == 0
-    assert read_trees(path) == []
+    with pytest.raises(TreeFormatError, match=r"empty\.jsonl\.gz: <file>: no trees in this file"):
+        read_trees(path)
 
 
 def test_write_creates_parent_directories(tmp_path, make_tree):

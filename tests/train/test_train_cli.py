@@ -115,6 +115,16 @@ def test_interrupted_run_resumes_where_it_stopped(tiny_env, tiny_args, tmp_path)
     assert 0 < done < 400000 and not (d / "policy").exists()
     rows_before = list(csv.DictReader((d / "tb" / "progress.csv").open()))
     assert not [f for f in d.iterdir() if f.name.startswith(".") and f.name != ".lock"] and not (d / ".lock").exists()
+    # a damaged state is refused by name and the run's records stay as they were
+    import shutil
+
+    broken = tmp_path / "broken" / d.name
+    shutil.copytree(d, broken)
+    (broken / "model.zip").write_bytes(b"not a zip")
+    records = {f: (broken / f).read_bytes() for f in ("config.yml", "command.txt", "state.json")}
+    r = run("--resume", str(broken), "--no-progress", "--hyperparams", "total_timesteps:999999")
+    assert r.returncode == 2 and f"{broken / 'model.zip'}: damaged (not a zip file)" in r.stderr, r.stderr[-2000:]
+    assert {f: (broken / f).read_bytes() for f in records} == records
     r = run("--resume", str(d), "--no-progress", "--hyperparams", f"total_timesteps:{done + 1024}")
     assert r.returncode == 0, r.stderr[-3000:]
     state = json.loads((d / "state.json").read_text())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import warnings
 import os
 import zlib
 from collections.abc import Iterable, Iterator
@@ -67,18 +68,25 @@ def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
 
 
 def iter_trees(path: str | os.PathLike) -> Iterator[tuple[dict, CheckedTree]]:
-    """Yield ``(raw_tree, checked_tree)`` for every line of a tree file, validating each; a problem
-    id seen twice in one file, and a file with no trees, are errors naming the file."""
+    """Yield ``(raw_tree, checked_tree)`` for every line of a tree file, validating each.  A file with
+    no trees is an error naming it; a problem id seen twice (legal, but usually a file appended to
+    twice) is a warning naming the lines."""
     seen: dict[str, int] = {}
+    repeated: list[tuple[str, int, int]] = []
     for line_no, obj in iter_json_lines(path):
         tree = validate_tree(obj, path, line_no)
         pid = tree.header["problem_id"]
         if pid in seen:
-            raise TreeFormatError(path, line_no, "problem_id", f"{pid!r} already appears on line {seen[pid]}")
-        seen[pid] = line_no
+            repeated.append((pid, seen[pid], line_no))
+        else:
+            seen[pid] = line_no
         yield obj, tree
     if not seen:
         raise TreeFormatError(path, None, "<file>", "no trees in this file")
+    if repeated:
+        pid, first, again = repeated[0]
+        warnings.warn(f"{path}:{again}: problem_id {pid!r} already appears on line {first} "
+                      f"({len(repeated)} repeated ids in this file)", UserWarning, stacklevel=2)
 
 
 def read_trees(path: str | os.PathLike) -> list[dict]:

@@ -23,12 +23,12 @@ from trim_rl.data.flat import FlatTrees, load_flat
 from trim_rl.data.trees import atomic_output
 from trim_rl.eval.metrics import json_safe
 from trim_rl.eval.report import write_all
+from trim_rl.resources import project_folder
 
 STEP_POLICIES = ["thr", "always-weak", "always-strong", "random", "oracle-step", "oracle-query"]
 QUERY_POLICIES = ["sw", "mf", "clf", "automix", "automix-min", "random-query", "smoothie"]
 TABLE1_PROFILES = ("math500", "aime")
 CROSS_TARGETS = ("olympiadbench", "minerva")
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _trees(profile: str, split: str, progress: bool) -> FlatTrees:
@@ -40,9 +40,9 @@ def _trees(profile: str, split: str, progress: bool) -> FlatTrees:
 def _checkpoints_for(paths, profile: str) -> list:
     from trim_rl.eval.sweep import find_checkpoints
 
-    if not paths:  # the shipped checkpoints: checkpoints/NAME and checkpoints/PROFILE/NAME
-        default = ROOT / "checkpoints"
-        paths = [str(d) for d in [default, *sorted(default.glob("*/"))] if any(d.glob("*/policy.json"))]
+    if not paths:  # the shipped checkpoints: checkpoints/NAME and checkpoints/FAMILY/NAME
+        default = project_folder("checkpoints")
+        paths = [str(default)] if any(default.rglob("policy.json")) else []
     if not paths:
         return []
     return [c for c in find_checkpoints(paths) if trained_on(c.meta) == profile]

@@ -76,24 +76,25 @@ def sweep(name: str, trees: FlatTrees, seed: int = 0, routing_errors: float = 0.
 
 
 def find_checkpoints(paths: list[str]) -> list:
-    """Checkpoint folders named directly or found one level below the given folders."""
+    """Checkpoint folders named directly or found one or two levels below the given folders
+    (``checkpoints/NAME`` and ``checkpoints/FAMILY/NAME``), each loaded once."""
     from pathlib import Path
 
     from trim_rl.agents.registry import load_checkpoint
 
-    out = []
-    for p in paths:
-        p = Path(p)
+    found: list[Path] = []
+    for p in map(Path, paths):
         if (p / "policy.json").exists():
-            out.append(load_checkpoint(p))
+            found.append(p)
         elif p.is_dir():
-            subs = sorted(d for d in p.iterdir() if (d / "policy.json").exists())
+            subs = sorted({m.parent for pattern in ("*/policy.json", "*/*/policy.json") for m in p.glob(pattern)})
             if not subs:
-                raise FileNotFoundError(f"{p}: no checkpoint (policy.json) here or one level below")
-            out.extend(load_checkpoint(d) for d in subs)
+                raise FileNotFoundError(f"{p}: no checkpoint (policy.json) here or one or two levels below")
+            found.extend(subs)
         else:
             raise FileNotFoundError(f"checkpoint folder {p} does not exist")
-    return out
+    unique = list(dict.fromkeys(f.resolve() for f in found))
+    return [load_checkpoint(f) for f in unique]
 
 
 def checkpoint_families(policies: list) -> dict[str, list]:

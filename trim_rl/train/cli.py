@@ -68,7 +68,7 @@ def _main(args, command: str, prog: str) -> int:
     from trim_rl.configs import ConfigError
     from trim_rl.resources import config_file
     from trim_rl.train.config import load_agent, load_env
-    from trim_rl.train.run import Interrupted, check_inputs, resume, train_grid, train_one
+    from trim_rl.train.run import Interrupted, Target, check_inputs, resume, train_grid, train_one
     from trim_rl.train.targets import resolve_targets
 
     try:
@@ -96,8 +96,11 @@ def _main(args, command: str, prog: str) -> int:
             for d in train_pomdp(agent, env, targets, args.seed, args.runs, command, progress=not args.no_progress):
                 print(f"run: {d}")
             return 0
-        if agent.budget_conditioned:
-            targets, grid = targets[:1], False  # one budget-conditioned policy serves every budget
+        if agent.budget_conditioned:  # one budget-conditioned policy serves every budget
+            if flag.startswith("--"):
+                print(f"{prog}: {flag} is not used: agent {agent.name} is budget-conditioned and serves every budget "
+                      f"through its budget table", file=sys.stderr)
+            targets, grid = [Target()], False
         # check every input (trees, budgets against them, the start) before any run folder is made
         inputs = check_inputs(agent, env, targets[0], progress=not args.no_progress, flag=flag)
         if grid:

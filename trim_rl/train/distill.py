@@ -43,7 +43,7 @@ def distill(trees: FlatTrees, teacher_regen: np.ndarray, net, builder, cfg, seed
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(i)
+            total += float(loss.detach()) * len(i)
             right += int((logits.argmax(1) == target[i]).sum())
         agreement = right / len(obs)
         if on_epoch is not None:

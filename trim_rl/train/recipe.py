@@ -67,7 +67,9 @@ def _agg_spec(agent: AgentConfig):
 
 
 def run_recipe(run_dir: Path, agent: AgentConfig, env: EnvConfig, target: Target, seed: int, inputs: Inputs,
-               progress: bool = False, verbose: int = 0, resuming: bool = False) -> None:
+               progress: bool = False, verbose: int = 0, resuming: bool = False, on_resume=None) -> None:
+    """Run the agent's stages into ``run_dir``; ``resuming`` continues PPO from the saved state and
+    calls ``on_resume`` once that state has loaded."""
     from trim_rl.agents.checkpoint import write_network_checkpoint
 
     import torch
@@ -98,7 +100,7 @@ def run_recipe(run_dir: Path, agent: AgentConfig, env: EnvConfig, target: Target
         if "ppo" in agent.recipe:
             t0 = time.time()
             net, lam, ppo_stats = _ppo(run_dir, agent, target, seed, inputs, net, lam, state, logger, progress,
-                                       verbose, stop)
+                                       verbose, stop, on_resume)
             stats.update(ppo_stats, ppo_seconds=round(time.time() - t0, 1))
             if stop.is_set():
                 raise Interrupted(run_dir, resumable=True)
@@ -175,7 +177,7 @@ def _evaluator(agent: AgentConfig, target: Target, inputs: Inputs, lams_bc: list
     return PriceEvaluator(inputs.val, builder)
 
 
-def _ppo(run_dir, agent, target, seed, inputs, net, lam, state, logger, progress, verbose, stop):
+def _ppo(run_dir, agent, target, seed, inputs, net, lam, state, logger, progress, verbose, stop, on_resume=None):
     import torch
     from stable_baselines3.common.utils import set_random_seed
 
@@ -196,12 +198,10 @@ def _ppo(run_dir, agent, target, seed, inputs, net, lam, state, logger, progress
                          budget_conditioned=bc, lam_range=lam_range)
     venv.seed(seed)
     if state is not None:
-        from sb3_contrib import MaskablePPO
-
-        # our own run folder's SB3 zip (written by this package), resumed with the run's settings
-        model = MaskablePPO.load(run_dir / "model.zip", env=venv, device=agent.device,
-                                 custom_objects={k: v for k, v in agent.hyperparams.items()})
+        model = load_model(run_dir / "model.zip", venv, agent)
         done = int(model.num_timesteps)
+        if on_resume is not None:  # the resumed run's own records change only once its state loaded
+            on_resume()
     else:
         model = make_model(agent, venv, seed, verbose)
         done = 0
@@ -245,6 +245,28 @@ def _ppo(run_dir, agent, target, seed, inputs, net, lam, state, logger, progress
     venv.close()
     return net, (None if bc else float(lam)), {"timesteps": int(model.num_timesteps),
                                                   "env_steps_per_s": round(remaining / max(seconds, 1e-9), 1)}
+
+
+def load_model(path: Path, venv, agent: AgentConfig):
+    """The run's own SB3 zip (written by this package), to resume with the run's settings; a damaged
+    zip or one saved with another observation space is refused by name."""
+    import zipfile
+
+    from sb3_contrib import MaskablePPO
+
+    from trim_rl.configs import ConfigError
+
+    if not zipfile.is_zipfile(path):
+        raise ConfigError(f"{path}: damaged (not a zip file); the run cannot be resumed from it")
+    try:
+        return MaskablePPO.load(path, env=venv, device=agent.device, custom_objects=dict(agent.hyperparams))
+    except ValueError as exc:
+        if "spaces do not match" in str(exc):
+            raise ConfigError(f"{path}: saved with another observation space ({str(exc).splitlines()[0]}); this "
+                              f"version cannot resume it: start a new run (its exported policy still loads)") from None
+        raise
+    except (zipfile.BadZipFile, KeyError, EOFError) as exc:
+        raise ConfigError(f"{path}: damaged ({type(exc).__name__}: {exc}); the run cannot be resumed from it") from None
 
 
 def _finish(run_dir: Path, agent: AgentConfig, env: EnvConfig, target: Target, inputs: Inputs, net, lam, logger):

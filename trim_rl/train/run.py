@@ -257,9 +257,11 @@ def resume(run_dir: str | Path, overrides: list[str] | None = None, command: str
                                 f"PPO's first checkpoint; start a new run")
     if overrides:
         agent = agent_from_dict(apply_overrides(config_dict(agent), overrides), "--hyperparams")
+    _check_zip(run_dir / "model.zip")
     inputs = check_inputs(agent, env, target, progress)
-    with RunLock(run_dir):
-        if overrides:  # written only once the lock is held and every input checked
+
+    def record() -> None:  # once the lock is held, every input checked and the saved state loaded
+        if overrides:
             from trim_rl.configs import parse_yaml
 
             data = parse_yaml((run_dir / "config.yml").read_text(encoding="utf-8"))
@@ -267,8 +269,24 @@ def resume(run_dir: str | Path, overrides: list[str] | None = None, command: str
             write_text(run_dir / "config.yml", yaml.safe_dump(data, sort_keys=False))
         with open(run_dir / "command.txt", "a", encoding="utf-8") as fh:
             fh.write((command or " ".join([sys.executable, *sys.argv])) + "\n")
-        run_recipe(run_dir, agent, env, target, seed, inputs, progress=progress, verbose=verbose, resuming=True)
+
+    with RunLock(run_dir):
+        run_recipe(run_dir, agent, env, target, seed, inputs, progress=progress, verbose=verbose, resuming=True,
+                   on_resume=record)
     return run_dir
+
+
+def _check_zip(path: Path) -> None:
+    """A saved PPO state that is not a readable SB3 zip is refused before anything is touched."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+    except (zipfile.BadZipFile, OSError):
+        raise ConfigError(f"{path}: damaged (not a zip file); the run cannot be resumed from it") from None
+    if not {"data", "policy.pth"} <= names:
+        raise ConfigError(f"{path}: damaged (no SB3 model inside); the run cannot be resumed from it")
 
 
 def _worker(args):

@@ -1,0 +1,42 @@
+"""The user's documents: the README's size and links, docs pages that exist, and the Python API page run as written."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = sorted((ROOT / "docs").rglob("*.md"))
+
+
+def test_readme_is_a_short_users_document():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 250
+    assert "make demo" in text and "make test" in text and "```python" in text
+
+
+@pytest.mark.parametrize("doc", [ROOT / "README.md", ROOT / "CHANGELOG.md", *DOCS], ids=lambda p: p.name)
+def test_links_resolve_and_nothing_outside_the_repository_is_cited(doc):
+    text = doc.read_text(encoding="utf-8")
+    assert "../shared" not in text and "DESIGN.md" not in text
+    assert not re.search(r"\bissue[- ]?#?\d", text, re.I), "cites the issue tracker"
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+        if "://" in target:
+            continue
+        assert (doc.parent / target).exists(), f"{doc.name}: link to {target} does not resolve"
+
+
+def test_the_python_api_page_runs_as_written(tmp_path):
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "python-api.md").read_text(encoding="utf-8"), re.S)
+    assert len(blocks) >= 4
+    (tmp_path / "checkpoints").symlink_to(ROOT / "checkpoints")
+    script = tmp_path / "example.py"
+    script.write_text("\n".join(blocks), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "TRIM-Thr CPT(80%):" in r.stdout and (tmp_path / "reports" / "mine" / "report.md").exists()
+    assert (tmp_path / "checkpoints_mine" / "trim_agg_b15" / "policy.json").exists()

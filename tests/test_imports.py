@@ -1,0 +1,81 @@
+"""Every module imports alone in a fresh interpreter (no import cycles), and ``import trim_rl`` stays light."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MODULES = sorted(".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+                 for p in (ROOT / "trim_rl").rglob("*.py") if "resources" not in p.parts)
+OPTIONAL = {"trim_rl.live.serve.app"}  # needs the [serve] extra (fastapi)
+
+
+def _top_level_imports(path: Path, module: str) -> set[str]:
+    """trim_rl modules a module imports at its top level (function-local imports run later, so they
+    cannot form an import-time cycle)."""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    out = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+            out.update(f"{node.module}.{a.name}" for a in node.names)
+    return {m for m in out if m in MODULES and m != module}
+
+
+def test_no_import_cycle():
+    paths = {m: ROOT.joinpath(*m.split(".")).with_suffix(".py") for m in MODULES}
+    paths = {m: p if p.exists() else ROOT.joinpath(*m.split("."), "__init__.py") for m, p in paths.items()}
+    graph = {m: _top_level_imports(p, m) for m, p in paths.items()}
+    state: dict[str, int] = {}
+
+    def visit(m, stack):
+        state[m] = 1
+        for n in sorted(graph[m]):
+            if state.get(n) == 1:
+                raise AssertionError("import cycle: " + " -> ".join([*stack[stack.index(n):], n]))
+            if n not in state:
+                visit(n, [*stack, n])
+        state[m] = 2
+
+    for m in MODULES:
+        if m not in state:
+            visit(m, [m])
+
+
+def test_each_module_imports_in_a_fresh_interpreter():
+    code = ("import importlib, sys\n"
+            "for name in sys.argv[1:]:\n"
+            "    try:\n"
+            "        importlib.import_module(name)\n"
+            "    except ImportError as exc:\n"
+            "        print(f'{name}: {exc}')\n")
+    failures = []
+    for i in range(0, len(MODULES), 20):
+        r = subprocess.run([sys.executable, "-c", code, *MODULES[i:i + 20]], capture_output=True, text=True,
+                           timeout=300, cwd=ROOT)
+        assert r.returncode == 0, r.stderr[-2000:]
+        failures += [line for line in r.stdout.splitlines() if line.split(":")[0] not in OPTIONAL]
+    assert not failures, failures
+
+
+@pytest.mark.parametrize("module", ["trim_rl.api", "trim_rl.train.recipe", "trim_rl.eval.evaluation",
+                                    "trim_rl.agents.registry", "trim_rl.live.cli", "trim_rl.data.tree_dp"])
+def test_no_cycle_through_the_hubs(module):
+    r = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_import_trim_rl_registers_the_env_without_heavy_imports():
+    code = ("import sys, trim_rl, gymnasium\n"
+            "assert 'trim_rl/Routing-v0' in gymnasium.envs.registry\n"
+            "heavy = [m for m in ('torch', 'stable_baselines3', 'sb3_contrib', 'vllm', 'transformers') if m in sys.modules]\n"
+            "print(','.join(heavy))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == ""
