@@ -126,7 +126,6 @@ class VLLMPoolingPRM(_Windowed):
     """A PRM behind ``vllm serve`` (``/pooling``); ``url`` may list replicas.  The inputs of one call
     go in one request per server."""
 
-    TASKS = (None, "token_classify")  # no task: the server's own (token_classify for this PRM)
     MAX_INPUTS = 512  # inputs per request
 
     def __init__(self, url, model: str | None = None, http: HTTPSettings | None = None,
@@ -140,22 +139,14 @@ class VLLMPoolingPRM(_Windowed):
         self.step_tag_id = int(step_tag_id)
         self.builder = prompt or _QwenPRMPrompt()
         self.window = StepWindow()
-        self._task_i = 0
 
     def _payload(self, prompts: list[str]) -> dict:
-        task = self.TASKS[self._task_i]
-        return {"model": self.model, "input": prompts, "encoding_format": "float", "add_special_tokens": False,
-                **({"task": task} if task else {})}
+        # no "task": every vLLM version uses the model's own (token_classify for a PRM; 0.10 has no
+        # such field); the prompt is rendered here, so no BOS is added
+        return {"model": self.model, "input": prompts, "encoding_format": "float", "add_special_tokens": False}
 
     def _pool(self, chunks: list[list[str]], context_errors: bool = False) -> list:
-        while True:
-            try:
-                return self.client.replies("/pooling", [self._payload(c) for c in chunks], context_errors=context_errors)
-            except EngineError as exc:  # a server that wants the task named
-                if exc.status == 400 and "task" in str(exc).lower() and self._task_i + 1 < len(self.TASKS):
-                    self._task_i += 1
-                    continue
-                raise
+        return self.client.replies("/pooling", [self._payload(c) for c in chunks], context_errors=context_errors)
 
     def _rows(self, reply, n: int) -> list:
         where = self.client.url("/pooling", reply.url)

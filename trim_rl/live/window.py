@@ -35,15 +35,18 @@ class StepWindow:
     """Runs scorer calls with the earliest steps dropped where an input does not fit."""
 
     def __init__(self):
-        self._known: dict[str, list[tuple[tuple[str, ...], int]]] = {}
+        # problem -> (dropped steps, how many, steps of the input it was learned on)
+        self._known: dict[str, list[tuple[tuple[str, ...], int, int]]] = {}
 
     def _start(self, problem: str, steps: Sequence[str]) -> int:
-        ks = [k for prefix, k in self._known.get(problem, ()) if tuple(steps[:k]) == prefix]
+        """What to drop at least: learned on this branch for an input no longer than this one (the
+        input of a branch only grows, and so does what must be dropped)."""
+        ks = [k for prefix, k, n in self._known.get(problem, ()) if n <= len(steps) and tuple(steps[:k]) == prefix]
         return min(max(ks, default=0), max(0, len(steps) - 1))
 
     def _remember(self, problem: str, steps: Sequence[str], k: int) -> None:
         if k:
-            self._known.setdefault(problem, []).append((tuple(steps[:k]), k))
+            self._known.setdefault(problem, []).append((tuple(steps[:k]), k, len(steps)))
 
     def run(self, items: Sequence[Item], score_all: Callable[[list[Item]], list],
             score_each: Callable[[list[Item]], list]) -> list[Score]:
