@@ -94,7 +94,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     s.add_argument("--strong-temperature", type=_nonneg_float, default=0.0,
                    help="strong model's sampling temperature (default 0)")
     s.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling, both models (default 1: off)")
-    s.add_argument("--top-k", type=int, default=-1, help="top-k sampling, both models (default -1: off)")
+    s.add_argument("--top-k", type=int, default=0, help="top-k sampling, both models (default 0: off)")
     s.add_argument("--min-p", type=_nonneg_float, default=0.0, help="min-p sampling, both models (default 0: off)")
     s.add_argument("--repetition-penalty", type=_nonneg_float, default=1.0,
                    help="repetition penalty, both models (default 1: off)")

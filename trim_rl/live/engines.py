@@ -54,17 +54,18 @@ class Sampling:
     max_tokens: int = 256
     temperature: float = 0.0
     top_p: float = 1.0
-    top_k: int = -1  # off (-1 is accepted by every vLLM version; llama.cpp reads <= 0 as off)
+    top_k: int = 0  # <= 0: off (sent as -1 to vLLM, which 0.8 requires, and as 0 elsewhere: llama.cpp wants >= 0)
     min_p: float = 0.0
     repetition_penalty: float = 1.0
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     stop: tuple[str, ...] = (STEP_SEPARATOR,)
 
-    def fields(self) -> dict:
+    def fields(self, vllm: bool = True) -> dict:
         """The sampling fields of a completions request (vLLM's names)."""
+        top_k = self.top_k if self.top_k > 0 else (-1 if vllm else 0)
         return {"max_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p,
-                "top_k": self.top_k, "min_p": self.min_p, "repetition_penalty": self.repetition_penalty,
+                "top_k": top_k, "min_p": self.min_p, "repetition_penalty": self.repetition_penalty,
                 "presence_penalty": self.presence_penalty, "frequency_penalty": self.frequency_penalty,
                 "stop": list(self.stop)}
 
@@ -138,12 +139,13 @@ class OpenAICompatibleEngine:
         card = self.client.model_card(self.model)
         self.model = str(card["id"])
         self.name = self.model
+        self.vllm = card.get("owned_by") == "vllm"
         if self.prompts_per_request is None:
-            self.prompts_per_request = 32 if card.get("owned_by") == "vllm" else 1
+            self.prompts_per_request = 32 if self.vllm else 1
         self.path = "/v1/completions"
 
     def _base(self) -> dict:
-        p = {"model": self.model, **self.sampling.fields(), "add_special_tokens": False}
+        p = {"model": self.model, **self.sampling.fields(self.vllm), "add_special_tokens": False}
         p["repeat_penalty"] = self.sampling.repetition_penalty  # llama-cpp-python's name; vLLM ignores it
         return p
 

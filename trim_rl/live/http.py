@@ -305,7 +305,9 @@ class JSONClient:
                     if r.status_code in (200, 404, 405):
                         return True
                     why[server.url] = f"/health answered HTTP {r.status_code}"
-                except (httpx.HTTPError, TimeoutError) as exc:
+                except TimeoutError:
+                    why[server.url] = f"/health: no answer within {min(10.0, self.settings.timeout):g} s"
+                except httpx.HTTPError as exc:
                     why[server.url] = f"/health: {type(exc).__name__}: {exc or 'no detail'}"
                 if time.monotonic() + 1.0 > deadline:
                     return False
