@@ -490,3 +490,33 @@ def test_context_error_text_is_recognised():
     status, body = context_error(4096, 5000)
     assert is_context_error(status, str(body))
     assert not is_context_error(400, "max_tokens is too large")
+
+
+def test_older_vllm_max_tokens_refusal_is_asked_again_for_what_fits(serve):
+    """vLLM 0.10.2 (``entrypoints/openai/serving_engine.py`` ``_validate_input``) answers 400 when prompt +
+    max_tokens passes the context instead of clamping; the engine asks again for the tokens left."""
+    def handler(req):
+        p = req.payload
+        if p["max_tokens"] > 6:
+            return 400, {"object": "error", "message": f"'max_tokens' or 'max_completion_tokens' is too large: "
+                         f"{p['max_tokens']}. This model's maximum context length is 100 tokens and your request has "
+                         f"94 input tokens ({p['max_tokens']} > 100 - 94).", "type": "BadRequestError", "param": None,
+                         "code": 400}
+        return completion("last words", "length", tokens=6)
+
+    srv = serve(routed(handler))
+    eng = OpenAICompatibleEngine(srv.url, model="m", sampling=Sampling(max_tokens=32), http=FAST)
+    assert eng.generate([StepRequest("p")]) == [StepResult("last words", 6, "length")]
+    assert [r.payload["max_tokens"] for r in srv.on("/v1/completions")] == [32, 6]
+
+
+def test_room_left_reads_both_vllm_messages():
+    from trim_rl.live.engines import room_left
+
+    assert room_left("'max_tokens' ... is too large: 256. This model's maximum context length is 8192 tokens and "
+                     "your request has 8000 input tokens (256 > 8192 - 8000).") == 192
+    assert room_left("This model's maximum context length is 4096 tokens. However, you requested 4300 tokens (4044 "
+                     "in the messages, 256 in the completion). Please reduce the length of the messages or "
+                     "completion.") == 52
+    assert room_left("This model's maximum context length is 4096 tokens. However, your prompt contains 5000 input "
+                     "tokens, which exceeds this limit even without any output tokens.") is None

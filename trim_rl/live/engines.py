@@ -16,6 +16,7 @@ Qwen2.5-Instruct) and HTTP and in-process decoding sample alike.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
@@ -106,8 +107,16 @@ def finish_of(reason, stop_reason, has_stop_reason: bool, text: str, where: str)
     return "eos" if not text.strip() else "stop"
 
 
-class _Aborted(Exception):
-    pass
+def room_left(message: str) -> int | None:
+    """The completion tokens a context-length 400 says still fit: vLLM 0.10 "... (256 > 8192 - 8000)",
+    vLLM 0.8 "maximum context length is 8192 tokens. However, you requested 8256 tokens (8000 in the
+    messages, 256 in the completion)"; None when the prompt itself is too long."""
+    m = re.search(r"\((\d+) > (\d+) - (\d+)\)", message)
+    if m:
+        return int(m.group(2)) - int(m.group(3))
+    m = re.search(r"maximum context length is (\d+) tokens.*?\((\d+) in the messages, (\d+) in the completion\)",
+                  message)
+    return int(m.group(1)) - int(m.group(2)) if m else None
 
 
 @dataclass
@@ -186,13 +195,29 @@ class OpenAICompatibleEngine:
         keys = [requests[g[0]].problem for g in groups]
         try:
             replies = self.client.replies(self.path, payloads, keys)
-        except ContextLengthError:
-            if all(len(g) == 1 for g in groups) and len(groups) == 1:
+        except ContextLengthError as exc:
+            if len(groups) > 1 or len(groups[0]) > 1:
+                # one prompt of the call is too long: find it by sending each alone
+                singles = [[i] for g in groups for i in g]
+                return [i for i in (self._send_one(requests, s, out) for s in singles) if i is not None]
+            replies = self._ask_for_room(payloads[0], keys, str(exc))
+            if replies is None:
                 out[groups[0][0]] = StepResult("", 0, "context")
                 return []
-            # one prompt of the call is too long: find it by sending each alone
-            singles = [[i] for g in groups for i in g]
-            return [i for i in (self._send_one(requests, s, out) for s in singles) if i is not None]
+        return self._fill(groups, replies, out)
+
+    def _ask_for_room(self, payload: dict, keys, message: str):
+        """vLLM < 0.11 refuses prompt + max_tokens past the context: ask again for the tokens that fit
+        (vLLM >= 0.11 and llama.cpp clamp max_tokens themselves).  None: the prompt itself does not fit."""
+        room = room_left(message)
+        if room is None or not 0 < room < payload["max_tokens"]:
+            return None
+        try:
+            return self.client.replies(self.path, [{**payload, "max_tokens": room}], keys)
+        except ContextLengthError:
+            return None
+
+    def _fill(self, groups: list[list[int]], replies, out: list) -> list[int]:
         aborted = []
         for g, reply in zip(groups, replies):
             for i, res in zip(g, self._parse(reply.data, len(g), self.client.url(self.path, reply.url))):
