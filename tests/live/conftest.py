@@ -49,8 +49,8 @@ def new_server(tmp_path):
 
     made = []
 
-    def make(port=None):
-        s = LlamaServer(port=port, log=tmp_path / f"server{len(made)}.log", n_ctx=4096)
+    def make(port=None, n_ctx=4096, n_threads=2):
+        s = LlamaServer(port=port, log=tmp_path / f"server{len(made)}.log", n_ctx=n_ctx, n_threads=n_threads)
         s.start()
         made.append(s)
         return s

@@ -44,3 +44,21 @@ def test_killed_server_keeps_finished_problems_and_resume_completes(new_server, 
     assert out.read_bytes().startswith(before)
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(rows) == 4 and {x["problem_id"] for x in rows[len(finished):]} == set(remaining)
+
+
+def test_a_killed_replica_is_left_out_and_the_run_completes(new_server, tmp_path):
+    a, b = new_server(n_threads=1), new_server(n_threads=1)
+    out = tmp_path / "run.jsonl"
+    args = ["decode", "--weak-url", f"{a.url},{b.url}", "--strong-url", a.url, b.url, "--prm", "self-verify",
+            "--policy", "thr:0.5", "--problems", "gsm8k", "--limit", 3, "--max-steps", 2, "--batch", 1,
+            "--retries", 2, "--out", out, *FAST]
+    proc = subprocess.Popen([sys.executable, "-m", "trim_rl.live", *map(str, args)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None and not (out.exists() and out.read_text()):
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the run ended before the kill: {proc.communicate()}"
+    b.kill()
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    assert len(out.read_text().splitlines()) == 3 and json.loads(stdout)["complete"]
