@@ -1,6 +1,6 @@
 """A solution longer than the scorer's and the generator's context, against a real llama.cpp server
 with a 256-token context: the decoding runs to the end.  (The collector's handling of the same is
-tested against a server answering as vLLM does, in test_cli.py: on this CPU server a collection of
+tested against a server answering as vLLM does, in test_live_cli.py: on this CPU server a collection of
 the same solution takes minutes.)"""
 
 from __future__ import annotations

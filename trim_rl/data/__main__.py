@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import signal
 import sys
+
+from trim_rl.argtypes import OneLineParser
 
 
 def _on_sigterm(signum, frame):  # unwind, so the temporary output file is removed
     raise KeyboardInterrupt
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, no usage block
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def main(argv: list[str] | None = None) -> int:
-    ap = _Parser(prog="python -m trim_rl.data", description="Tools for trajectory-tree files.")
+    ap = OneLineParser(prog="python -m trim_rl.data", description="Tools for trajectory-tree files.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("merge", help="validate shard tree files and join them into one",
                        description="Join the tree files of a sharded collection (collect --shard I/N) into OUT. "

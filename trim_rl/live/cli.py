@@ -11,43 +11,13 @@ import json
 import signal
 import sys
 
+from trim_rl.argtypes import OneLineParser, int_at_least, nonneg_float
 from trim_rl.data.schema import MAX_STEPS
 
 EXIT_USAGE = 2
 EXIT_INCOMPLETE = 3
 #: the old throughput defaults, kept for ``python -m trim_rl.bench live``
 OLD_DEFAULTS = {"concurrency": 16, "batch": 8, "chunk": 4}
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, no usage block
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _int_at_least(lo: int):
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {text!r}") from None
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {text!r}")
-        return v
-
-    parse.__name__ = f"integer >= {lo}"
-    return parse
-
-
-def _nonneg_float(text: str) -> float:
-    import math
-
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not math.isfinite(v) or v < 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return v
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -60,7 +30,7 @@ def _shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-NONNEG, POSITIVE = _int_at_least(0), _int_at_least(1)
+NONNEG, POSITIVE = int_at_least(0), int_at_least(1)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -90,13 +60,13 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "engine only (prm:gpu_memory_utilization=0.25); VALUE is read as JSON, else as text; repeatable")
     s = p.add_argument_group("sampling (sent explicitly, so a server's generation_config.json does not fill gaps)")
     s.add_argument("--max-tokens", type=POSITIVE, default=256, help="most tokens per step (default 256)")
-    s.add_argument("--weak-temperature", type=_nonneg_float, default=0.0, help="weak model's sampling temperature (default 0)")
-    s.add_argument("--strong-temperature", type=_nonneg_float, default=0.0,
+    s.add_argument("--weak-temperature", type=nonneg_float, default=0.0, help="weak model's sampling temperature (default 0)")
+    s.add_argument("--strong-temperature", type=nonneg_float, default=0.0,
                    help="strong model's sampling temperature (default 0)")
     s.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling, both models (default 1: off)")
     s.add_argument("--top-k", type=int, default=0, help="top-k sampling, both models (default 0: off)")
-    s.add_argument("--min-p", type=_nonneg_float, default=0.0, help="min-p sampling, both models (default 0: off)")
-    s.add_argument("--repetition-penalty", type=_nonneg_float, default=1.0,
+    s.add_argument("--min-p", type=nonneg_float, default=0.0, help="min-p sampling, both models (default 0: off)")
+    s.add_argument("--repetition-penalty", type=nonneg_float, default=1.0,
                    help="repetition penalty, both models (default 1: off)")
     h = p.add_argument_group("requests")
     h.add_argument("--concurrency", type=POSITIVE, default=256,
@@ -105,10 +75,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     h.add_argument("--prompts-per-request", type=POSITIVE,
                    help="prompts per /v1/completions request for greedy steps (default: 32 against vLLM, 1 "
                         "elsewhere; sampled steps go one per request, each with its own seed)")
-    h.add_argument("--timeout", type=_nonneg_float, default=120.0,
+    h.add_argument("--timeout", type=nonneg_float, default=120.0,
                    help="seconds one attempt of a request may take as a whole before it is retried (default 120)")
     h.add_argument("--retries", type=NONNEG, default=3, help="retries per request, with exponential backoff (default 3)")
-    h.add_argument("--wait-ready", type=_nonneg_float, default=60.0,
+    h.add_argument("--wait-ready", type=nonneg_float, default=60.0,
                    help="seconds to wait for each server's GET /health before the first request (default 60)")
     h.add_argument("--api-key", help="bearer token for the servers (default none)")
     d = p.add_argument_group("problems and output")
@@ -124,7 +94,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m trim_rl.live",
+    p = OneLineParser(prog="python -m trim_rl.live",
                 description="Route real generation step by step (decode) or collect trajectory trees (collect).")
     sub = p.add_subparsers(dest="command", required=True)
     dec = sub.add_parser("decode", help="hybrid decoding with a trained router",

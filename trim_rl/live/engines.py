@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
-from trim_rl.live.http import ContextLengthError, EngineError, HTTPSettings, JSONClient, check_number
+from trim_rl.live.http import ContextLengthError, EngineError, HTTPSettings, check_number, connect
 from trim_rl.live.prompts import DEFAULT_SYSTEM, STEP_SEPARATOR, ChatTemplate, is_final, step_prompt
 
 FINISH_REASONS = ("stop", "eos", "length", "repetition", "context")
@@ -142,9 +142,7 @@ class OpenAICompatibleEngine:
     wait_ready_s: float = 0.0
 
     def __post_init__(self):
-        self.client = JSONClient(self.url, self.http, self.api_key)
-        if self.wait_ready_s:
-            self.client.wait_ready(self.wait_ready_s)
+        self.client = connect(self.url, self.http, self.api_key, self.wait_ready_s)
         card = self.client.model_card(self.model)
         self.model = str(card["id"])
         self.name = self.model

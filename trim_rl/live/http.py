@@ -339,3 +339,12 @@ class JSONClient:
 
     def model_id(self) -> str:
         return str(self.model_card()["id"])
+
+
+def connect(url: str | Sequence[str], settings: HTTPSettings | None = None, api_key: str | None = None,
+            wait_ready_s: float = 0.0) -> JSONClient:
+    """The client of a backend, once its servers answer ``/health`` (when ``wait_ready_s``)."""
+    client = JSONClient(url, settings or HTTPSettings(), api_key)
+    if wait_ready_s:
+        client.wait_ready(wait_ready_s)
+    return client

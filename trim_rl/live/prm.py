@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
-from trim_rl.live.http import ContextLengthError, EngineError, HTTPSettings, JSONClient, check_number
+from trim_rl.live.http import ContextLengthError, EngineError, HTTPSettings, check_number, connect
 from trim_rl.live.prompts import ChatTemplate
 from trim_rl.live.window import Score, StepWindow
 
@@ -131,9 +131,7 @@ class VLLMPoolingPRM(_Windowed):
     def __init__(self, url, model: str | None = None, http: HTTPSettings | None = None,
                  step_tag_id: int = STEP_TAG_ID, prompt: _QwenPRMPrompt | None = None, api_key: str | None = None,
                  wait_ready_s: float = 0.0):
-        self.client = JSONClient(url, http or HTTPSettings(), api_key)
-        if wait_ready_s:
-            self.client.wait_ready(wait_ready_s)
+        self.client = connect(url, http, api_key, wait_ready_s)
         self.model = model or self.client.model_id()
         self.name = self.model
         self.step_tag_id = int(step_tag_id)
@@ -266,9 +264,7 @@ class SelfVerifyScorer(_Windowed):
     def __init__(self, url, model: str | None = None, template: ChatTemplate | None = None,
                  http: HTTPSettings | None = None, top_logprobs: int = 10, api_key: str | None = None,
                  wait_ready_s: float = 0.0):
-        self.client = JSONClient(url, http or HTTPSettings(), api_key)
-        if wait_ready_s:
-            self.client.wait_ready(wait_ready_s)
+        self.client = connect(url, http, api_key, wait_ready_s)
         self.model = model or self.client.model_id()
         self.name = f"self-verify:{self.model}"
         self.template = template or ChatTemplate.resolve("chatml")

@@ -6,16 +6,7 @@ import argparse
 import json
 import sys
 
-
-def _nonneg_int(text: str) -> int:
-    """An integer >= 0 (a negative --limit would slice from the end of the list)."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return v
+from trim_rl.argtypes import int_at_least
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--split", default="test", choices=["train", "val", "test"], help="problem split (default test)")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument("--out", help="output file (.jsonl or .jsonl.gz)")
-    g.add_argument("--limit", type=_nonneg_int, default=None, help="only the first N problems of the split (N >= 0)")
+    g.add_argument("--limit", type=int_at_least(0), default=None, help="only the first N problems of the split (N >= 0)")
     g.add_argument("--draws", type=int, default=None, help="trees per problem (default: the profile's)")
     g.add_argument("--params", default=None, help="parameter JSON (default: the package's fitted file)")
     g.add_argument("--bundled", action="store_true", help="regenerate the tree files shipped in the package (seed 0)")
