@@ -47,7 +47,7 @@ def test_killed_server_keeps_finished_problems_and_resume_completes(new_server, 
 
 
 def test_a_killed_replica_is_left_out_and_the_run_completes(new_server, tmp_path):
-    a, b = new_server(n_threads=1), new_server(n_threads=1)
+    a, b = new_server(), new_server()
     out = tmp_path / "run.jsonl"
     args = ["decode", "--weak-url", f"{a.url},{b.url}", "--strong-url", a.url, b.url, "--prm", "self-verify",
             "--policy", "thr:0.5", "--problems", "gsm8k", "--limit", 3, "--max-steps", 2, "--batch", 1,

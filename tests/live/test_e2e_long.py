@@ -17,7 +17,7 @@ PROBLEM = (("A farmer keeps a ledger. On each market day he writes down how many
 
 
 def test_decode_runs_past_the_context(new_server, tmp_path):
-    server = new_server(n_ctx=256, n_threads=1)
+    server = new_server(n_ctx=256)
     problems = tmp_path / "long.jsonl"
     problems.write_text(json.dumps({"id": 0, "problem": PROBLEM, "answer": "7"}) + "\n")
     common = ["--weak-url", server.url, "--strong-url", server.url, "--prm", "self-verify", "--problems", problems,

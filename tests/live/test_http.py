@@ -119,11 +119,10 @@ def test_payload_sends_every_sampling_field_and_no_special_tokens(serve):
 
 def test_default_sampling_switches_every_filter_off(serve):
     """top_k off is -1 for vLLM (0.8.5's ``SamplingParams._verify_args`` accepts only -1, 0.10 on quietly
-    accept it) and a top_k past any vocabulary elsewhere (llama-cpp-python's request model wants
-    top_k >= 0, and samples far slower with its 0)."""
+    accept it) and 0 for llama-cpp-python (its request model wants top_k >= 0)."""
     other = serve(routed(lambda req: completion("ok")))
     vllm = serve(FakeVLLM(model="m", gen=lambda q, p: ("ok", "stop", "\n\n")))
-    for srv, top_k in ((other, 2**31 - 1), (vllm, -1)):
+    for srv, top_k in ((other, 0), (vllm, -1)):
         OpenAICompatibleEngine(srv.url, model="m", http=FAST).generate([StepRequest("p")])
         p = srv.on("/v1/completions")[0].payload
         assert (p["temperature"], p["top_p"], p["top_k"], p["min_p"], p["repetition_penalty"]) == (0.0, 1.0, top_k, 0.0, 1.0)

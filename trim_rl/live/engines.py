@@ -24,7 +24,6 @@ from trim_rl.live.http import ContextLengthError, EngineError, HTTPSettings, che
 from trim_rl.live.prompts import DEFAULT_SYSTEM, STEP_SEPARATOR, ChatTemplate, is_final, step_prompt
 
 FINISH_REASONS = ("stop", "eos", "length", "repetition", "context")
-TOP_K_ALL = 2**31 - 1  # a top_k past any vocabulary: no top-k filter
 
 
 @dataclass(frozen=True)
@@ -65,9 +64,8 @@ class Sampling:
 
     def fields(self, vllm: bool = True) -> dict:
         """The sampling fields of a completions request (vLLM's names).  top_k off is -1 for vLLM (0.8
-        accepts nothing else) and "no limit" elsewhere: llama-cpp-python wants top_k >= 0, and its 0
-        (also off) samples some 40 times slower than a top_k as large as the vocabulary."""
-        top_k = self.top_k if self.top_k > 0 else (-1 if vllm else TOP_K_ALL)
+        accepts nothing else) and 0 elsewhere (llama-cpp-python wants top_k >= 0)."""
+        top_k = self.top_k if self.top_k > 0 else (-1 if vllm else 0)
         return {"max_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p,
                 "top_k": top_k, "min_p": self.min_p, "repetition_penalty": self.repetition_penalty,
                 "presence_penalty": self.presence_penalty, "frequency_penalty": self.frequency_penalty,
