@@ -336,9 +336,12 @@ def test_signal_ends_with_one_line_and_no_leftovers(serve, problems, tmp_path, s
                 (srv.release.wait(30), {})[1])
     out_dir = tmp_path / "out"
     out_dir.mkdir()
+    # a shell's background job starts with SIGINT ignored, and Python then keeps it ignored: give the
+    # child the default disposition, as a terminal's foreground process has
     proc = subprocess.Popen([sys.executable, "-m", "trim_rl.live", "decode", "--weak-url", srv.url, "--policy",
                              "weak-only", "--problems", str(problems), "--out", str(out_dir / "o.jsonl"), "--quiet"],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while not srv.on("/v1/completions") and time.monotonic() < deadline:
         time.sleep(0.05)
