@@ -351,3 +351,12 @@ def test_signal_ends_with_one_line_and_no_leftovers(serve, problems, tmp_path, s
     assert proc.returncode == code, err
     one_error_line(err, word)
     assert list(out_dir.iterdir()) == []
+
+
+def test_missing_prm_url_is_refused_before_any_server_is_asked(capsys, servers, problems, tmp_path):
+    gen, prm = servers
+    rc, _, err = run(capsys, "decode", "--weak-url", gen.url, "--strong-url", gen.url, "--policy", "thr:0.5",
+                     "--problems", problems, "--out", tmp_path / "o.jsonl", "--quiet")
+    assert rc == 2
+    one_error_line(err, "--prm vllm needs --prm-url")
+    assert gen.requests == []

@@ -190,7 +190,8 @@ def _url(spec: list[str] | None) -> str | None:
     return joined
 
 
-def _engines(args, need_strong: bool):
+def _engines(args, need_strong: bool, need_scorer: bool):
+    """The weak and strong engines, once every flag they need is checked (before any server is asked)."""
     from trim_rl.live.engines import Sampling, make_engine
     from trim_rl.live.http import HTTPSettings, split_urls
     from trim_rl.live.prompts import ChatTemplate
@@ -204,6 +205,8 @@ def _engines(args, need_strong: bool):
             split_urls(u)  # a bad URL is a usage error before any server is asked
     if urls["strong"] is None and need_strong:
         raise ValueError("--strong-url is needed (the strong model regenerates steps)")
+    if need_scorer and args.prm == "vllm" and not urls["prm"]:
+        raise ValueError("--prm vllm needs --prm-url (a vllm serve of the PRM, or vllm:MODEL in-process)")
 
     def sampling(temperature):
         return Sampling(args.max_tokens, temperature, args.top_p, args.top_k, args.min_p, args.repetition_penalty)
@@ -292,7 +295,7 @@ def decode(args) -> int:
     out = ResultsFile(_need_out(args), check=decode_row_check)
     problems = _problems(args)
     router = Router(policy, args.lam) if policy is not None else None
-    weak, strong, http, template, urls, vargs = _engines(args, need_strong=mode == "strong-only")
+    weak, strong, http, template, urls, vargs = _engines(args, mode == "strong-only", mode == "hybrid")
     scorer = _scorer(args, http, template, urls, vargs) if mode == "hybrid" else None
     if router is not None:  # one decision at a time: one thread is fastest (and leaves the cores to the engines)
         import torch
@@ -325,7 +328,7 @@ def collect(args) -> int:
     if not problems:
         raise ValueError(f"no problems selected (--problems {args.problems}, --offset {args.offset}, "
                          f"--limit {args.limit}, --shard {args.shard})")
-    weak, strong, http, template, urls, vargs = _engines(args, need_strong=True)
+    weak, strong, http, template, urls, vargs = _engines(args, True, True)
     scorer = _scorer(args, http, template, urls, vargs)
     meta = {"max_tokens": args.max_tokens, "weak_temperature": args.weak_temperature,
             "strong_temperature": args.strong_temperature, "top_p": args.top_p, "top_k": args.top_k,
