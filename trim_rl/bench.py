@@ -133,10 +133,12 @@ def main(argv: list[str] | None = None) -> int:
                         description="Time each router's decision (observation building + predict) per step on one "
                                     "core, median of --repeats runs; with --url also decode --limit problems with "
                                     "hybrid routing, weak-only and strong-only against that server and print problems "
-                                    "per second and their ratios.")
+                                    "per second and their ratios, then the decoder's and the collector's step "
+                                    "generations per second at the new throughput defaults against the old ones.")
     lv.add_argument("--steps", type=int, default=2000, help="decisions per timing run (default 2000)")
     lv.add_argument("--repeats", type=int, default=5, help="timing runs; the median is reported (default 5)")
-    lv.add_argument("--url", help="an OpenAI-compatible server (e.g. python -m trim_rl.live serve-local) for throughput")
+    lv.add_argument("--url", help="OpenAI-compatible server(s) for throughput, e.g. the URL list that python -m "
+                                  "trim_rl.live serve-local --parallel N prints")
     lv.add_argument("--policy", default="checkpoints/trim_agg_0.0016", help="router of the hybrid throughput run")
     lv.add_argument("--problems", default="gsm8k", help="problems of the throughput run (default gsm8k)")
     lv.add_argument("--limit", type=int, default=8, help="problems per throughput run (default 8)")
@@ -158,6 +160,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {mode:<12} {v:.3f}")
             print(f"ratio hybrid/weak-only: {r['hybrid'] / r['weak-only']:.2f}, "
                   f"hybrid/strong-only: {r['hybrid'] / r['strong-only']:.2f}")
+            from trim_rl.live.bench import defaults_throughput
+
+            reps = max(1, min(3, args.repeats))
+            d = defaults_throughput(args.url, args.problems, args.limit, args.max_tokens, args.max_steps, reps)
+            print(f"step generations/s, old throughput defaults (16 in flight per server, batch 8, chunk 4) vs new "
+                  f"(256, 256, 64), median of {reps} interleaved runs:")
+            for what, by in d.items():
+                print(f"  {what:<8} old {by['old']:.3f}  new {by['new']:.3f}  ratio new/old: {by['new'] / by['old']:.2f}")
         return 0
     if args.cmd == "pomdp":
         r = bench_pomdp(args.trees, args.lams, args.repeats)

@@ -1,8 +1,9 @@
 """A real HTTP server on 127.0.0.1 (port 0) for the unit tests of :mod:`trim_rl.live`.
 
 Each test gives a handler ``handler(req) -> body`` or ``-> (status, body)``; ``body`` is JSON-encoded
-(a ``str`` or ``bytes`` body is sent as it is).  The server records every request it received, in
-arrival order, and how many were in flight at once.
+(a ``str`` or ``bytes`` body is sent as it is, a :class:`Trickle` byte by byte).  The server records
+every request it received, in arrival order, the client port it came from, and how many were in flight
+at once.
 """
 
 from __future__ import annotations
@@ -24,6 +25,15 @@ class Request:
     index: int  # arrival order over the whole server
     t_start: float = 0.0
     t_end: float | None = None
+    client_port: int = 0  # the TCP connection it came on
+
+
+@dataclass
+class Trickle:
+    """A JSON body sent one byte every ``interval`` seconds (a server that is alive but too slow)."""
+
+    body: Any
+    interval: float = 1.0
 
 
 @dataclass
@@ -51,7 +61,8 @@ class StubServer:
                 raw = self.rfile.read(n) if n else b""
                 payload = json.loads(raw) if raw else None
                 with stub._lock:
-                    req = Request(method, self.path, payload, dict(self.headers), len(stub.requests), time.perf_counter())
+                    req = Request(method, self.path, payload, dict(self.headers), len(stub.requests), time.perf_counter(),
+                                  client_port=self.client_address[1])
                     stub.requests.append(req)
                     stub._in_flight += 1
                     stub.max_in_flight = max(stub.max_in_flight, stub._in_flight)
@@ -64,6 +75,9 @@ class StubServer:
                     with stub._lock:
                         stub._in_flight -= 1
                 status, body = out if isinstance(out, tuple) else (200, out)
+                trickle = body if isinstance(body, Trickle) else None
+                if trickle is not None:
+                    body = trickle.body
                 if isinstance(body, bytes):
                     data, ctype = body, "application/octet-stream"
                 elif isinstance(body, str):
@@ -75,8 +89,14 @@ class StubServer:
                     self.send_header("Content-Type", ctype)
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
-                    self.wfile.write(data)
-                    self.wfile.flush()
+                    if trickle is None:
+                        self.wfile.write(data)
+                        self.wfile.flush()
+                    for i in range(len(data) if trickle is not None else 0):
+                        if stub.release.wait(trickle.interval):
+                            return
+                        self.wfile.write(data[i : i + 1])
+                        self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout tests)
                     return
                 with stub._lock:

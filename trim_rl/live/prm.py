@@ -1,22 +1,23 @@
 """Process reward scorers: ``(problem, steps) -> one score in [0, 1] per step``.
 
 - :class:`VLLMPoolingPRM`: a process reward model served by ``vllm serve`` (Qwen2.5-Math-PRM-7B),
-  through the ``/pooling`` endpoint.
-- :class:`VLLMInProcessPRM`: the same model in-process through ``LLM.encode`` / ``LLM.reward``.
+  through the ``/pooling`` endpoint, every input of a call in one request (``input`` takes a list).
+- :class:`VLLMInProcessPRM`: the same model in-process through ``LLM.encode``.
 - :class:`SelfVerifyScorer`: any completions endpoint with logprobs asks itself whether the newest
   step is correct and reads P(yes); runs on a CPU (llama.cpp).
 
 Qwen2.5-Math-PRM input: the steps joined and followed by ``<extra_0>`` in the assistant turn; the
-score of a step is the positive-class probability at its separator.
+score of a step is the positive-class probability at its separator.  vLLM (0.9.2 onwards, every
+version read up to 0.33) pools this model's output at the step tag (``Qwen2ForProcessRewardModel``:
+STEP pooling, ``step_tag_id`` 151651 set by its model config) and applies the softmax, so
+``/pooling`` returns one ``[p_neg, p_pos]`` row per step, in the model's dtype (bfloat16 rows sum to
+1 +- 2e-3).  :func:`step_probabilities` also reads per-token rows (a server started with another
+pooler config: the rows at the step tag are picked with the token ids of ``/tokenize``), logits, and
+one probability or logit per step.
 
-vLLM versions differ in what ``/pooling`` returns for this model, and :func:`step_probabilities`
-reads all of them:
-- 0.7-0.9 (``--task reward``) pool at the step tag by default: one ``[p_neg, p_pos]`` row per step;
-- later versions (``--runner pooling``) may return one row per prompt token (``ALL`` pooling) and
-  want ``"task": "token_classify"`` in the request; the rows at the step tag are picked using the
-  token ids from ``/tokenize``;
-- rows may be logits rather than probabilities (then softmax is applied), or a single positive
-  probability per step.
+Every scorer has :meth:`score_last_detail`, which fits over-long inputs into the scorer's context by
+leaving out the earliest steps (:mod:`trim_rl.live.window`); a step that cannot be scored at all has
+the value None, and the decoder and collector use :data:`UNSCORED` for it.
 """
 
 from __future__ import annotations
@@ -25,37 +26,39 @@ import math
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
-from trim_rl.live.http import EngineError, HTTPSettings, JSONClient
+from trim_rl.live.http import ContextLengthError, EngineError, HTTPSettings, check_number, connect
 from trim_rl.live.prompts import ChatTemplate
+from trim_rl.live.window import Score, StepWindow
 
 Item = tuple[str, Sequence[str]]  # (problem, steps)
 QWEN_PRM_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 STEP_TAG = "<extra_0>"
 STEP_TAG_ID = 151651  # <extra_0> in the Qwen2.5 vocabulary
+#: What the policy sees for a step the scorer could not score (its newest step alone does not fit
+#: the scorer's context): no evidence either way.
+UNSCORED = 0.5
 
 
 class PRMScorer(Protocol):
     name: str
 
-    def score(self, items: Sequence[Item]) -> list[list[float]]: ...
+    def score(self, items: Sequence[Item]) -> list[list[float | None]]: ...
 
-    def score_last(self, items: Sequence[Item]) -> list[float]: ...
+    def score_last(self, items: Sequence[Item]) -> list[float | None]: ...
 
-
-class _LastFromAll:
-    def score_last(self, items: Sequence[Item]) -> list[float]:
-        """Score of the newest step of each item."""
-        return [s[-1] for s in self.score(items)]
+    def score_last_detail(self, items: Sequence[Item]) -> list[Score]: ...
 
 
-def _positive(row) -> float:
+def _positive(row, where: str = "pooling output") -> float:
     """Positive-class probability from a row: [p_neg, p_pos], two logits, or one probability/logit."""
-    if isinstance(row, (int, float)):
-        v = float(row)
-        return v if 0.0 <= v <= 1.0 else 1.0 / (1.0 + math.exp(-v))
-    vals = [float(x) for x in row]
+    if isinstance(row, (int, float)) and not isinstance(row, bool):
+        v = check_number(where, "data[].data[]", row)
+        return v if 0.0 <= v <= 1.0 else 1.0 / (1.0 + math.exp(-max(-700.0, min(700.0, v))))
+    if not isinstance(row, (list, tuple)) or not row:
+        raise EngineError(where, f"bad value in the answer: data[].data[] = {str(row)[:80]!r} (expected a row of numbers)")
+    vals = [check_number(where, "data[].data[][]", x) for x in row]
     if len(vals) == 1:
-        return _positive(vals[0])
+        return _positive(vals[0], where)
     if all(0.0 <= v <= 1.0 for v in vals) and abs(sum(vals) - 1.0) < 1e-2:  # bf16 probabilities: off by up to 2e-3
         return vals[-1]
     m = max(vals)
@@ -64,19 +67,21 @@ def _positive(row) -> float:
 
 
 def step_probabilities(rows, n_steps: int, token_ids: Sequence[int] | None = None,
-                       step_tag_id: int = STEP_TAG_ID) -> list[float] | None:
+                       step_tag_id: int = STEP_TAG_ID, where: str = "pooling output") -> list[float] | None:
     """Per-step positive probabilities from a pooling output; None when per-token rows need token ids."""
     if isinstance(rows, dict) and "data" in rows:
         rows = rows["data"]
+    if not isinstance(rows, (list, tuple)):
+        raise EngineError(where, f"bad value in the answer: data[].data = {str(rows)[:80]!r} (expected a list of rows)")
     rows = list(rows)
     if len(rows) == n_steps:
-        return [_positive(r) for r in rows]
+        return [_positive(r, where) for r in rows]
     if token_ids is None:
         return None
     at = [i for i, t in enumerate(token_ids) if int(t) == step_tag_id]
     if len(at) != n_steps or len(rows) < len(token_ids):
         raise ValueError(f"pooling output has {len(rows)} rows and the prompt {len(at)} step tags for {n_steps} steps")
-    return [_positive(rows[i]) for i in at]
+    return [_positive(rows[i], where) for i in at]
 
 
 @dataclass
@@ -91,52 +96,121 @@ class _QwenPRMPrompt:
                                      {"role": "assistant", "content": answer}], add_generation_prompt=False)
 
 
-class VLLMPoolingPRM(_LastFromAll):
-    """A PRM behind ``vllm serve`` (``/pooling``); scores every step of each item in one request."""
+class _Windowed:
+    """``score_last`` / ``score`` on top of ``_all`` (one go) and ``_each`` (per item), with the
+    earliest steps dropped where an input does not fit."""
 
-    TASKS = (None, "token_classify", "reward")
+    window: StepWindow
 
-    def __init__(self, url: str, model: str | None = None, http: HTTPSettings | None = None,
-                 step_tag_id: int = STEP_TAG_ID, prompt: _QwenPRMPrompt | None = None, api_key: str | None = None):
-        self.client = JSONClient(url, http, api_key)
+    def score_last_detail(self, items: Sequence[Item]) -> list[Score]:
+        """Per item: the newest step's score (None: unscored) and the earliest steps left out."""
+        return [Score(None if s.value is None else s.value[-1], s.dropped)
+                for s in self.window.run(items, self._all, self._each)]
+
+    def score_last(self, items: Sequence[Item]) -> list[float | None]:
+        return [s.value for s in self.score_last_detail(items)]
+
+    def score(self, items: Sequence[Item]) -> list[list[float | None]]:
+        """Every step's score; steps left out of an over-long input have None."""
+        return [[None] * s.dropped + (list(s.value) if s.value is not None else [None] * (len(steps) - s.dropped))
+                for s, (_, steps) in zip(self.window.run(items, self._all, self._each), items)]
+
+    def _all(self, items: list[Item]) -> list[list[float]]:
+        raise NotImplementedError
+
+    def _each(self, items: list[Item]) -> list:
+        raise NotImplementedError
+
+
+class VLLMPoolingPRM(_Windowed):
+    """A PRM behind ``vllm serve`` (``/pooling``); ``url`` may list replicas.  The inputs of one call
+    go in one request per server."""
+
+    MAX_INPUTS = 512  # inputs per request
+
+    def __init__(self, url, model: str | None = None, http: HTTPSettings | None = None,
+                 step_tag_id: int = STEP_TAG_ID, prompt: _QwenPRMPrompt | None = None, api_key: str | None = None,
+                 wait_ready_s: float = 0.0):
+        self.client = connect(url, http, api_key, wait_ready_s)
         self.model = model or self.client.model_id()
         self.name = self.model
         self.step_tag_id = int(step_tag_id)
         self.builder = prompt or _QwenPRMPrompt()
-        self._task_i = 0
+        self.window = StepWindow()
 
-    def _pool(self, prompts: list[str]) -> list:
-        while True:
-            task = self.TASKS[self._task_i]
-            payloads = [{"model": self.model, "input": p, "encoding_format": "float", **({"task": task} if task else {})}
-                        for p in prompts]
-            try:
-                return self.client.post_many("/pooling", payloads)
-            except EngineError as exc:  # older/newer servers reject or require "task"
-                if exc.status == 400 and "task" in str(exc).lower() and self._task_i + 1 < len(self.TASKS):
-                    self._task_i += 1
-                    continue
-                raise
+    def _payload(self, prompts: list[str]) -> dict:
+        # no "task": every vLLM version uses the model's own (token_classify for a PRM; 0.10 has no
+        # such field); the prompt is rendered here, so no BOS is added
+        return {"model": self.model, "input": prompts, "encoding_format": "float", "add_special_tokens": False}
 
-    def score(self, items: Sequence[Item]) -> list[list[float]]:
+    def _pool(self, chunks: list[list[str]], context_errors: bool = False) -> list:
+        return self.client.replies("/pooling", [self._payload(c) for c in chunks], context_errors=context_errors)
+
+    def _rows(self, reply, n: int) -> list:
+        where = self.client.url("/pooling", reply.url)
+        try:
+            data = sorted(reply.data["data"], key=lambda d: d["index"])
+            rows = [d["data"] for d in data]
+        except (KeyError, TypeError, AttributeError):
+            raise EngineError(where, f"unexpected answer: {str(reply.data)[:300]}") from None
+        if len(rows) != n:
+            raise EngineError(where, f"unexpected answer: {len(rows)} outputs for {n} inputs: {str(reply.data)[:200]}")
+        return rows
+
+    def _probs(self, problem_steps: Item, prompt: str, rows, reply) -> list[float]:
+        where = self.client.url("/pooling", reply.url)
+        probs = step_probabilities(rows, len(problem_steps[1]), None, self.step_tag_id, where)
+        if probs is None:  # per-token rows: find the step tags
+            tok = self.client.post("/tokenize", {"model": self.model, "prompt": prompt, "add_special_tokens": False})
+            probs = step_probabilities(rows, len(problem_steps[1]), tok.get("tokens"), self.step_tag_id, where)
+        return probs
+
+    def _all(self, items: list[Item]) -> list[list[float]]:
         prompts = [self.builder.prompt(p, s) for p, s in items]
-        answers = self._pool(prompts)
+        n_chunks = max(len(self.client.servers), math.ceil(len(prompts) / self.MAX_INPUTS))
+        size = max(1, math.ceil(len(prompts) / n_chunks))
+        chunks = [prompts[i : i + size] for i in range(0, len(prompts), size)]
+        out, i = [], 0
+        for chunk, reply in zip(chunks, self._pool(chunks)):
+            for rows in self._rows(reply, len(chunk)):
+                out.append(self._probs(items[i], prompts[i], rows, reply))
+                i += 1
+        return out
+
+    def _each(self, items: list[Item]) -> list:
+        prompts = [self.builder.prompt(p, s) for p, s in items]
         out = []
-        for (problem, steps), prompt, ans in zip(items, prompts, answers):
-            try:
-                rows = ans["data"][0]["data"]
-            except (KeyError, IndexError, TypeError):
-                raise EngineError(self.client.url("/pooling"), f"unexpected answer: {str(ans)[:300]}") from None
-            probs = step_probabilities(rows, len(steps), None, self.step_tag_id)
-            if probs is None:
-                tok = self.client.post("/tokenize", {"model": self.model, "prompt": prompt, "add_special_tokens": False})
-                probs = step_probabilities(rows, len(steps), tok.get("tokens"), self.step_tag_id)
-            out.append(probs)
+        for item, prompt, reply in zip(items, prompts, self._pool([[p] for p in prompts], context_errors=True)):
+            if isinstance(reply, ContextLengthError):
+                out.append(reply)
+            else:
+                out.append(self._probs(item, prompt, self._rows(reply, 1)[0], reply))
         return out
 
 
-class VLLMInProcessPRM(_LastFromAll):
-    """A PRM in-process with vLLM (``LLM.reward`` where it exists, else ``LLM.encode``)."""
+def _pooling_outputs(llm, prompts):
+    """``LLM.encode`` across vLLM versions: ``pooling_task="token_classify"`` where vLLM has that task
+    (it requires a task from 0.24 on, and ``LLM.reward`` is gone), else ``LLM.reward`` (0.8 - 0.10)."""
+    try:
+        from typing import get_args
+
+        from vllm.tasks import PoolingTask
+
+        has_token_classify = "token_classify" in get_args(PoolingTask)
+    except ImportError:  # vLLM 0.8: no vllm.tasks
+        has_token_classify = False
+    if has_token_classify:
+        return llm.encode(prompts, pooling_task="token_classify", use_tqdm=False)
+    run = getattr(llm, "reward", None) or llm.encode
+    return run(prompts, use_tqdm=False)
+
+
+class VLLMInProcessPRM(_Windowed):
+    """A PRM in-process with vLLM; ``llm_kwargs`` go to ``vllm.LLM`` (``--vllm-arg prm:KEY=VALUE``).
+
+    Inputs are tokenised here (exactly as the engine would) so an over-long one is shortened before it
+    reaches the engine; the step tags are found in each output's ``prompt_token_ids``.
+    """
 
     def __init__(self, model: str, step_tag_id: int = STEP_TAG_ID, prompt: _QwenPRMPrompt | None = None, **llm_kwargs):
         from vllm import LLM
@@ -144,57 +218,77 @@ class VLLMInProcessPRM(_LastFromAll):
         self.name = model
         self.step_tag_id = int(step_tag_id)
         self.builder = prompt or _QwenPRMPrompt()
+        self.window = StepWindow()
         try:  # vLLM >= 0.10
             self.llm = LLM(model=model, runner="pooling", **llm_kwargs)
-        except TypeError:  # 0.7 - 0.9
+        except TypeError:  # 0.8 - 0.9
             self.llm = LLM(model=model, task="reward", **llm_kwargs)
         self.tokenizer = self.llm.get_tokenizer()
+        self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
 
-    def score(self, items: Sequence[Item]) -> list[list[float]]:
+    def _encode(self, items: list[Item]) -> list:
         prompts = [self.builder.prompt(p, s) for p, s in items]
-        run = getattr(self.llm, "reward", None) or self.llm.encode
-        outs = run(prompts, use_tqdm=False)
-        res = []
-        for (problem, steps), prompt, o in zip(items, prompts, outs):
+        ids = [self.tokenizer.encode(p, add_special_tokens=False) for p in prompts]
+        fits = [i for i, t in enumerate(ids) if len(t) <= self.max_model_len]
+        out: list = [ContextLengthError(f"vllm:{self.name}", f"This model's maximum context length is "
+                                                             f"{self.max_model_len} tokens", 400)] * len(items)
+        outs = _pooling_outputs(self.llm, [{"prompt_token_ids": ids[i]} for i in fits]) if fits else []
+        for i, o in zip(fits, outs):
             rows = o.outputs.data.tolist()
-            probs = step_probabilities(rows, len(steps), None, self.step_tag_id)
-            if probs is None:
-                probs = step_probabilities(rows, len(steps), self.tokenizer.encode(prompt, add_special_tokens=False),
-                                           self.step_tag_id)
-            res.append(probs)
-        return res
+            token_ids = getattr(o, "prompt_token_ids", None) or ids[i]
+            out[i] = step_probabilities(rows, len(items[i][1]), token_ids, self.step_tag_id, f"vllm:{self.name}")
+        return out
+
+    def _all(self, items: list[Item]) -> list[list[float]]:
+        out = self._encode(items)
+        for v in out:
+            if isinstance(v, ContextLengthError):
+                raise v
+        return out
+
+    def _each(self, items: list[Item]) -> list:
+        return self._encode(items)
 
 
 VERIFY_QUESTION = ("Here is a math problem and the start of a solution.\n\nProblem:\n{problem}\n\n"
                    "Solution so far:\n{steps}\n\nIs Step {n} correct? Answer yes or no.")
 
 
-class SelfVerifyScorer:
+class SelfVerifyScorer(_Windowed):
     """P(yes) that the newest step is correct, from a completions endpoint's top logprobs.
 
     The question goes to the model's chat template; the answer's first token is read from the top
     ``top_logprobs`` alternatives: score = P(yes) / (P(yes) + P(no)), 0.5 when neither appears.
     """
 
-    def __init__(self, url: str, model: str | None = None, template: ChatTemplate | None = None,
-                 http: HTTPSettings | None = None, top_logprobs: int = 10, api_key: str | None = None):
-        self.client = JSONClient(url, http, api_key)
+    def __init__(self, url, model: str | None = None, template: ChatTemplate | None = None,
+                 http: HTTPSettings | None = None, top_logprobs: int = 10, api_key: str | None = None,
+                 wait_ready_s: float = 0.0):
+        self.client = connect(url, http, api_key, wait_ready_s)
         self.model = model or self.client.model_id()
         self.name = f"self-verify:{self.model}"
         self.template = template or ChatTemplate.resolve("chatml")
         self.top_logprobs = int(top_logprobs)
+        self.window = StepWindow()
 
-    def prompt(self, problem: str, steps: Sequence[str]) -> str:
-        listed = "\n\n".join(f"Step {i + 1}: {s}" for i, s in enumerate(steps))
-        q = VERIFY_QUESTION.format(problem=problem, steps=listed, n=len(steps))
+    def prompt(self, problem: str, steps: Sequence[str], first: int = 1) -> str:
+        listed = "\n\n".join(f"Step {first + i}: {s}" for i, s in enumerate(steps))
+        q = VERIFY_QUESTION.format(problem=problem, steps=listed, n=first + len(steps) - 1)
         return self.template.render([{"role": "user", "content": q}])
 
-    def score_last(self, items: Sequence[Item]) -> list[float]:
-        payloads = [{"model": self.model, "prompt": self.prompt(p, s), "max_tokens": 1, "temperature": 0.0,
-                     "logprobs": self.top_logprobs} for p, s in items]
-        return [self._p_yes(a) for a in self.client.post_many("/v1/completions", payloads)]
+    def _payloads(self, items) -> list[dict]:
+        return [{"model": self.model, "prompt": self.prompt(p, s), "max_tokens": 1, "temperature": 0.0,
+                 "logprobs": self.top_logprobs, "add_special_tokens": False} for p, s in items]
 
-    def score(self, items: Sequence[Item]) -> list[list[float]]:
+    def _all(self, items: list[Item]) -> list[list[float]]:
+        return [[self._p_yes(r)] for r in self.client.replies("/v1/completions", self._payloads(items),
+                                                                [p for p, _ in items])]
+
+    def _each(self, items: list[Item]) -> list:
+        got = self.client.replies("/v1/completions", self._payloads(items), [p for p, _ in items], context_errors=True)
+        return [r if isinstance(r, ContextLengthError) else [self._p_yes(r)] for r in got]
+
+    def score(self, items: Sequence[Item]) -> list[list[float | None]]:
         flat = [(p, list(s[: i + 1])) for p, s in items for i in range(len(s))]
         scores = self.score_last(flat)
         out, i = [], 0
@@ -203,16 +297,21 @@ class SelfVerifyScorer:
             i += len(s)
         return out
 
-    def _p_yes(self, answer: dict) -> float:
+    def _p_yes(self, reply) -> float:
+        where = self.client.url("/v1/completions", reply.url)
+        answer = reply.data
         try:
             lp = answer["choices"][0].get("logprobs") or {}
             if lp.get("content") and not lp.get("top_logprobs"):  # llama.cpp's llama-server: {"content": [...]}
                 lp = {"top_logprobs": [lp["content"][0].get("top_logprobs")]}
             top = (lp.get("top_logprobs") or [{}])[0] or {}
-        except (KeyError, IndexError, TypeError):
-            raise EngineError(self.client.url("/v1/completions"), f"unexpected answer: {str(answer)[:300]}") from None
-        if isinstance(top, list):  # chat-style [{"token":..., "logprob":...}]
-            top = {d["token"]: d["logprob"] for d in top}
-        yes = sum(math.exp(v) for k, v in top.items() if k.strip().lower() == "yes")
-        no = sum(math.exp(v) for k, v in top.items() if k.strip().lower() == "no")
+            if isinstance(top, list):  # chat-style [{"token":..., "logprob":...}]
+                top = {d["token"]: d["logprob"] for d in top}
+            top = {str(k): v for k, v in top.items()}
+        except (KeyError, IndexError, TypeError, AttributeError):
+            raise EngineError(where, f"unexpected answer: {str(answer)[:300]}") from None
+        # a logprob is <= 0; vLLM sends -9999.0 for -inf
+        lps = {k: check_number(where, f"logprobs.top_logprobs[0][{k!r}]", v, hi=1e-3) for k, v in top.items()}
+        yes = sum(math.exp(v) for k, v in lps.items() if k.strip().lower() == "yes")
+        no = sum(math.exp(v) for k, v in lps.items() if k.strip().lower() == "no")
         return yes / (yes + no) if yes + no > 0 else 0.5

@@ -18,11 +18,20 @@ DEFAULT_SYSTEM = ("Please reason step by step, separating the steps with a blank
 #: ChatML, the chat template of Qwen2.5 and SmolLM2.
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-#: Llama 3 instruct.
+#: Llama 3 instruct.  The prompt carries its own ``<|begin_of_text|>``, which is why the engines send
+#: rendered prompts with ``add_special_tokens: false`` (else the server adds a second BOS).
 LLAMA3 = ("<|begin_of_text|>{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
           "{{ m['content'] }}<|eot_id|>{% endfor %}"
           "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}")
-BUILTIN_TEMPLATES = {"chatml": CHATML, "llama3": LLAMA3}
+#: Llama 3.1 / 3.2 / 3.3 instruct (no tools): the system turn always opens with the knowledge-cutoff
+#: header of Meta's template, and contents are trimmed as there.
+LLAMA31 = ("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+           "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n"
+           "{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] | trim }}{% endif %}<|eot_id|>"
+           "{% for m in messages %}{% if m['role'] != 'system' %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>"
+           "\n\n{{ m['content'] | trim }}<|eot_id|>{% endif %}{% endfor %}"
+           "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}")
+BUILTIN_TEMPLATES = {"chatml": CHATML, "llama3": LLAMA3, "llama3.1": LLAMA31}
 
 
 @dataclass(frozen=True)
@@ -34,13 +43,14 @@ class ChatTemplate:
 
     @classmethod
     def resolve(cls, spec: str | None) -> "ChatTemplate":
-        """``chatml`` (default), ``llama3``, or the path of a ``.jinja`` file."""
+        """``chatml`` (default), ``llama3``, ``llama3.1``, or the path of a ``.jinja`` file."""
         spec = spec or "chatml"
         if spec in BUILTIN_TEMPLATES:
             return cls(BUILTIN_TEMPLATES[spec], spec)
         path = Path(spec)
         if not path.is_file():
-            raise ValueError(f"chat template {spec!r}: use one of {', '.join(BUILTIN_TEMPLATES)} or a .jinja file")
+            raise ValueError(f"--chat-template {spec!r}: use one of {', '.join(BUILTIN_TEMPLATES)} or an existing "
+                             ".jinja file")
         return cls(path.read_text(encoding="utf-8"), path.name)
 
     def render(self, messages: list[dict], add_generation_prompt: bool = True) -> str:

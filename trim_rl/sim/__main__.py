@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from trim_rl.argtypes import int_at_least
+
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m trim_rl.sim", description="The calibrated trajectory simulator.")
@@ -28,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--split", default="test", choices=["train", "val", "test"], help="problem split (default test)")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument("--out", help="output file (.jsonl or .jsonl.gz)")
-    g.add_argument("--limit", type=int, default=None, help="only the first N problems of the split")
+    g.add_argument("--limit", type=int_at_least(0), default=None, help="only the first N problems of the split (N >= 0)")
     g.add_argument("--draws", type=int, default=None, help="trees per problem (default: the profile's)")
     g.add_argument("--params", default=None, help="parameter JSON (default: the package's fitted file)")
     g.add_argument("--bundled", action="store_true", help="regenerate the tree files shipped in the package (seed 0)")
