@@ -95,8 +95,8 @@ def bench_pomdp(trees: str, lams: list[float], repeats: int) -> dict:
     return {"fit_s": fit_s, "one_s": statistics.median(one), "grid_s": statistics.median(grid), "lam": mid}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m trim_rl.bench", description=__doc__)
+def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.bench") -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("env", help="batched VecEnv vs DummyVecEnv steps per second",
                        description="Env steps per second (one env step = one decision in one episode) of the "

@@ -247,3 +247,44 @@ def test_mask_forbids_regenerate_for_checkpoints(folder):
     assert wants, "the policy never regenerates on this grid"
     for p in wants:
         assert router.decide(hist, float(p), 60, False)[0] == 0
+
+
+def _conditioned_checkpoint(tmp_path):
+    import torch
+
+    from trim_rl.agents.checkpoint import write_network_checkpoint
+    from trim_rl.agents.networks import PolicyNet
+
+    torch.manual_seed(0)
+    meta = {"family": "TRIM-Agg (budget-conditioned)", "observation": {"name": "agg", "budget_conditioned": True},
+            "lam": None, "lam_range": [1e-3, 4e-3],
+            "network": {"obs_dim": 7, "net_arch": [8], "activation": "tanh", "encoder": None},
+            "budget_table": {"trees": "toy", "rows": [{"lam": 1e-3, "cost_pct": 30.0, "accuracy": 0.7},
+                                                      {"lam": 2e-3, "cost_pct": 20.0, "accuracy": 0.6},
+                                                      {"lam": 4e-3, "cost_pct": 0.0, "accuracy": 0.37}]}}
+    return write_network_checkpoint(PolicyNet("agg", 7, [8], "tanh"), meta, tmp_path / "bc")
+
+
+def test_a_budget_picks_the_conditioned_policys_price_from_its_table(tmp_path):
+    from trim_rl.live.router import Router, load_policy
+
+    pol = load_policy(str(_conditioned_checkpoint(tmp_path)))
+    r = Router(pol, budget=20.0)
+    assert r.lam == pytest.approx(2e-3) and r.budget == 20.0
+    assert Router(pol, budget=25.0).lam == pytest.approx(np.sqrt(1e-3 * 2e-3))
+    h = StepHistory()
+    obs = r.builder.from_history(h, 0.5, 40, r.lam)
+    assert obs[6] == pytest.approx(np.log10(2e-3))  # the price the network sees
+    with pytest.raises(ValueError, match=r"--budget: 45\.0 is outside this checkpoint's calibrated range 0\.0-30\.0"):
+        Router(pol, budget=45.0)
+    with pytest.raises(ValueError, match="give --budget PCT"):
+        Router(pol)
+    with pytest.raises(ValueError, match="--budget and --lam: choose one"):
+        Router(pol, lam=1e-3, budget=20.0)
+
+
+def test_a_budget_for_a_per_budget_checkpoint_is_refused():
+    from trim_rl.live.router import Router, load_policy
+
+    with pytest.raises(ValueError, match="--budget: this policy is not budget-conditioned"):
+        Router(load_policy("thr:0.3"), budget=10.0)

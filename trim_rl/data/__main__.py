@@ -13,8 +13,8 @@ def _on_sigterm(signum, frame):  # unwind, so the temporary output file is remov
     raise KeyboardInterrupt
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = OneLineParser(prog="python -m trim_rl.data", description="Tools for trajectory-tree files.")
+def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.data") -> int:
+    ap = OneLineParser(prog=prog, description="Tools for trajectory-tree files.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("merge", help="validate shard tree files and join them into one",
                        description="Join the tree files of a sharded collection (collect --shard I/N) into OUT. "

@@ -11,7 +11,7 @@ import json
 import signal
 import sys
 
-from trim_rl.argtypes import OneLineParser, int_at_least, nonneg_float
+from trim_rl.argtypes import OneLineParser, int_at_least, nonneg_float, positive_float
 from trim_rl.data.schema import MAX_STEPS
 
 EXIT_USAGE = 2
@@ -31,6 +31,7 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 NONNEG, POSITIVE = int_at_least(0), int_at_least(1)
+POSITIVE_FLOAT = positive_float
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -93,8 +94,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     d.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python -m trim_rl.live",
+def build_parser(prog: str = "python -m trim_rl.live") -> argparse.ArgumentParser:
+    p = OneLineParser(prog=prog,
                 description="Route real generation step by step (decode) or collect trajectory trees (collect).")
     sub = p.add_subparsers(dest="command", required=True)
     dec = sub.add_parser("decode", help="hybrid decoding with a trained router",
@@ -105,7 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     r = dec.add_argument_group("router")
     r.add_argument("--policy", required=True,
                    help="a checkpoint folder (TRIM-Agg/Seq export or TRIM-POMDP), thr:K (TRIM-Thr), weak-only or strong-only")
-    r.add_argument("--lam", type=float, help="price of a strong token, for budget-conditioned checkpoints")
+    r.add_argument("--budget", type=POSITIVE_FLOAT, default=None, metavar="PCT",
+                   help="for a budget-conditioned checkpoint: the strong-token spend in %% of always-strong's (its "
+                        "budget table gives the price)")
+    r.add_argument("--lam", type=POSITIVE_FLOAT, default=None,
+                   help="for a budget-conditioned checkpoint: the price of a strong token instead of --budget")
     r.add_argument("--max-interventions", type=NONNEG, help="most regenerations per problem (default: no limit)")
     r.add_argument("--max-steps", type=POSITIVE, default=MAX_STEPS, help=f"stop a solution after N steps (default {MAX_STEPS})")
     r.add_argument("--batch", type=POSITIVE, default=256,
@@ -294,7 +299,7 @@ def decode(args) -> int:
     mode = args.policy if args.policy in MODES else "hybrid"
     out = ResultsFile(_need_out(args), check=decode_row_check)
     problems = _problems(args)
-    router = Router(policy, args.lam) if policy is not None else None
+    router = Router(policy, args.lam, args.budget) if policy is not None else None
     weak, strong, http, template, urls, vargs = _engines(args, mode == "strong-only", mode == "hybrid")
     scorer = _scorer(args, http, template, urls, vargs) if mode == "hybrid" else None
     if router is not None:  # one decision at a time: one thread is fastest (and leaves the cores to the engines)
@@ -303,7 +308,8 @@ def decode(args) -> int:
         torch.set_num_threads(1)
     settings = DecodeSettings(max_steps=args.max_steps, max_interventions=args.max_interventions,
                               concurrency=args.batch, seed=args.seed, mode=mode)
-    run_settings = {"policy": policy_id(args.policy), "lam": router.lam if router else None, "mode": mode,
+    run_settings = {"policy": policy_id(args.policy), "lam": router.lam if router else None,
+                    "budget": args.budget, "mode": mode,
                     "max_steps": args.max_steps, "max_interventions": args.max_interventions, "seed": args.seed,
                     "weak_model": weak.name if mode != "strong-only" else None,
                     "strong_model": strong.name if strong else None, "scorer": scorer.name if scorer else None,
@@ -351,10 +357,10 @@ def _on_sigterm(signum, frame):
     raise _Terminated()
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.live") -> int:
     from trim_rl.live.http import EngineError
 
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return {"decode": decode, "collect": collect, "serve-local": serve_local}[args.command](args)

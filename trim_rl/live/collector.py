@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from trim_rl.data.grading import grade
+from trim_rl.data.grading import Verdict, judge
 from trim_rl.data.problems import Problem
 from trim_rl.data.schema import MAX_STEPS, SCHEMA, validate_tree
 from trim_rl.live.engines import Engine, StepRequest, StepResult, request_seed
@@ -75,7 +75,10 @@ class TreeCollector:
         step = {"tokens": int(r.tokens), "prm": float(min(1.0, max(0.0, prm))), "final": final or truncated,
                 "text": r.text}
         if final or truncated:
-            step["correct"] = bool(grade(solution_text(steps + ((r.text,) if r.text else ())), problem.answer))
+            verdict = judge(solution_text(steps + ((r.text,) if r.text else ())), problem.answer)
+            step["correct"] = verdict is Verdict.CORRECT
+            if verdict is Verdict.TIMEOUT:  # recorded as such, not as a silent wrong answer
+                step["grade"] = verdict.value
         if truncated:
             step["truncated"] = True
         if context:
@@ -101,8 +104,9 @@ class TreeCollector:
                     steps[i] += (r.text,)
                 tokens[i] += r.tokens
                 if r.ends_solution or context or len(steps[i]) >= self.s.max_depth:
-                    done[i] = {"tokens": tokens[i], "steps": len(steps[i]),
-                               "correct": bool(grade(solution_text(steps[i]), chunk[i].answer))}
+                    verdict = judge(solution_text(steps[i]), chunk[i].answer)
+                    done[i] = {"tokens": tokens[i], "steps": len(steps[i]), "correct": verdict is Verdict.CORRECT,
+                               **({"grade": verdict.value} if verdict is Verdict.TIMEOUT else {})}
         return done  # type: ignore[return-value]
 
     def _expand(self, chunk: list[Problem]) -> list[dict]:

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from trim_rl.data.grading import extract_answer, grade
+from trim_rl.data.grading import Verdict, extract_answer, judge
 from trim_rl.data.problems import Problem
 from trim_rl.data.schema import MAX_STEPS
 from trim_rl.envs.observations import StepHistory
@@ -156,12 +156,14 @@ class HybridDecoder:
     def _record(self, a: _Active) -> dict:
         text = solution_text(a.texts)
         pred = extract_answer(text)
+        verdict = judge(text, a.problem.answer) if pred is not None else Verdict.INCORRECT
         return {
             "kind": DECODE_KIND, "settings": self.run_settings,
             "problem_id": a.problem.problem_id, "dataset": a.problem.dataset, "problem": a.problem.problem,
             "answer": a.problem.answer, "policy": self.policy_name, "mode": self.s.mode,
             "steps": a.steps, "decisions": [int(s["by"] == "strong") for s in a.steps],
-            "prediction": pred, "correct": bool(pred is not None and grade(text, a.problem.answer)),
+            "prediction": pred, "correct": verdict is Verdict.CORRECT,
+            "grade": verdict.value,  # "timeout" when the comparison missed its deadline (not a silent False)
             "finish": a.finish, "n_steps": len(a.steps), "interventions": a.history.interventions,
             "weak_tokens": a.weak_tokens, "strong_tokens": a.strong_tokens,
             "router_ms_per_step": round(1e3 * a.router_s / max(1, len(a.steps)), 4),
@@ -208,6 +210,7 @@ class HybridDecoder:
             "policy": self.policy_name, "mode": self.s.mode, "problems": len(ids), "finished": n,
             "complete": not remaining, "remaining": remaining, "error": error,
             "accuracy": (sum(r["correct"] for r in rows) / n) if n else None,
+            "grade_timeouts": sum(r.get("grade") == "timeout" for r in rows),
             "strong_tokens_per_problem": (sum(r["strong_tokens"] for r in rows) / n) if n else None,
             "weak_tokens_per_problem": (sum(r["weak_tokens"] for r in rows) / n) if n else None,
             "interventions_per_problem": (sum(r["interventions"] for r in rows) / n) if n else None,

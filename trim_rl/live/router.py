@@ -1,8 +1,9 @@
 """The router of live decoding: a policy plus the env's observation builder, one problem at a time.
 
-``--policy`` specs: ``weak-only``, ``strong-only``, ``thr:K`` (TRIM-Thr), or a checkpoint folder
-(an exported TRIM-Agg / TRIM-Seq network or a TRIM-POMDP table, see
-:func:`trim_rl.agents.exported.load_checkpoint`).
+``--policy`` specs: ``weak-only``, ``strong-only``, or anything :func:`trim_rl.agents.registry.load_policy`
+reads: ``thr:K`` (TRIM-Thr), a checkpoint folder (an exported TRIM-Agg / TRIM-Seq network or a
+TRIM-POMDP table).  A budget-conditioned checkpoint needs a budget (its budget table gives the
+price) or a price.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from trim_rl.agents.baselines import ThresholdPolicy
+from trim_rl.agents.registry import load_policy as registry_load_policy
 from trim_rl.envs.observations import StepHistory, make_builder
 
 MODES = ("weak-only", "strong-only")
@@ -23,33 +24,37 @@ def load_policy(spec: str):
     """A policy (SB3 ``predict`` protocol) from a ``--policy`` spec; None for the two fixed modes."""
     if spec in MODES:
         return None
-    if spec.startswith("thr:"):
-        try:
-            k = float(spec[4:])
-        except ValueError:
-            raise ValueError(f"policy {spec!r}: the threshold after 'thr:' must be a number in [0, 1]") from None
-        return ThresholdPolicy(k)
-    path = Path(spec)
-    if not (path / "policy.json").is_file():
-        raise ValueError(f"policy {spec!r}: use weak-only, strong-only, thr:K or a checkpoint folder with policy.json")
-    from trim_rl.agents.exported import load_checkpoint
-
-    return load_checkpoint(path)
+    try:
+        return registry_load_policy(spec)
+    except FileNotFoundError as exc:
+        raise ValueError(f"policy {spec!r}: {exc}") from None
 
 
 class Router:
     """Decides keep (0) / regenerate (1) for one weak step from the accepted history."""
 
-    def __init__(self, policy, lam: float | None = None):
+    def __init__(self, policy, lam: float | None = None, budget: float | None = None):
+        """``budget`` (% of always-strong's strong tokens) picks a budget-conditioned checkpoint's price
+        from its budget table; ``lam`` gives the price directly."""
         self.policy = policy
         builder = getattr(policy, "builder", None)
         self.builder = builder() if callable(builder) else make_builder(getattr(policy, "obs", "agg"),
                                                                          bool(getattr(policy, "budget_conditioned", False)))
-        self.lam = lam
-        if getattr(self.builder, "budget_conditioned", False) and lam is None:
+        conditioned = bool(getattr(self.builder, "budget_conditioned", False))
+        if budget is not None:
+            if lam is not None:
+                raise ValueError("--budget and --lam: choose one")
+            if not conditioned:
+                trained = getattr(policy, "requested_budget", None)
+                raise ValueError("--budget: this policy is not budget-conditioned (it spends what it was trained for"
+                                 + (f": {trained:g}%" if trained is not None else "") + "); pass a budget-conditioned "
+                                 "checkpoint to choose the budget per run")
+            lam = policy.lam_for_budget(float(budget), "--budget")
+        self.lam, self.budget = lam, budget
+        if conditioned and lam is None:
             lam = getattr(policy, "lam", None)
             if lam is None:
-                raise ValueError("this policy is budget-conditioned: give the price of a strong token with --lam")
+                raise ValueError("this policy is budget-conditioned: give --budget PCT (or the price with --lam)")
             self.lam = float(lam)
         self.seconds: list[float] = []
 

@@ -9,8 +9,8 @@ import sys
 from trim_rl.argtypes import int_at_least
 
 
-def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m trim_rl.sim", description="The calibrated trajectory simulator.")
+def _parser(prog: str = "python -m trim_rl.sim") -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=prog, description="The calibrated trajectory simulator.")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     c = sub.add_parser("calibrate", help="fit the step model to the shipped measurements and write the parameter JSON",
@@ -46,8 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.sim") -> int:
+    args = _parser(prog).parse_args(argv)
     if args.cmd == "calibrate":
         from trim_rl.sim import calibrate as C
         from trim_rl.sim.params import load_params, save_params
