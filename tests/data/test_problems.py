@@ -15,7 +15,7 @@ from trim_rl.data.problems import BENCHMARKS, Problem, join_formulas, last_boxed
 SIZES = {"math500": 500, "aime24": 30, "amc23": 40, "gsm8k": 1319, "minerva": 272, "olympiadbench": 675}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cached(name: str) -> tuple[Problem, ...]:
     return tuple(load_problems(name))
 

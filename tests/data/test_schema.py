@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from trim_rl.data import MAX_STEPS, SCHEMA, TreeFormatError, read_trees
+from trim_rl.data import MAX_STEPS, TreeFormatError, read_trees
 from trim_rl.data.schema import CheckedTree, validate_tree
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from trim_rl.eval.metrics import (
-    Frontier, apgr, cpt, dibc, json_safe, pgr, point_table, policy_metrics, upper_frontier,
+    apgr, cpt, dibc, json_safe, pgr, point_table, policy_metrics, upper_frontier,
 )
 
 W, S = 0.5, 0.9  # acc_weak, acc_strong

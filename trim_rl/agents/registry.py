@@ -9,7 +9,7 @@ checkpoint on its ``kind``; :data:`CHECKPOINT_LOADERS` is the registry.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from trim_rl.agents.baselines import ConstantPolicy, RandomStepPolicy, ThresholdPolicy
 from trim_rl.agents.checkpoint import META, read_policy_json

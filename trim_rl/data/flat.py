@@ -95,7 +95,7 @@ class FlatTrees:
             alive[sub] = nxt >= 0
         return {"correct": correct, "weak_tokens": tokens, "steps": steps}
 
-    def subset(self, trees: np.ndarray) -> "FlatTrees":
+    def subset(self, trees: np.ndarray) -> FlatTrees:
         """A new FlatTrees holding only the given tree indices (in that order)."""
         trees = np.asarray(trees, dtype=np.int64)
         parts = [np.arange(self.tree_root[t], self.tree_root[t] + self.n_nodes_per_tree[t]) for t in trees]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 from trim_rl.data.schema import validate_tree
 from trim_rl.data.trees import iter_json_lines, write_trees

@@ -7,7 +7,8 @@ the same random generator a ``RoutingEnv`` seeded ``seed + i`` would, read from 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import gymnasium as gym
 import numpy as np

@@ -77,7 +77,6 @@ def make_query_context(test_spec: str, train_spec: str | None, val_spec: str | N
                        progress: bool = False):
     """Train/val trees for the learned query routers (derived from a sim:PROFILE:test spec)."""
     from trim_rl.eval.query_sweep import QueryContext
-    from trim_rl.sim.bundled import load_trees
 
     def derive(split):
         parts = test_spec.split(":")

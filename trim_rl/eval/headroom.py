@@ -20,7 +20,6 @@ import math
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -141,7 +140,6 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.eval.head
 
 
 def _main(args) -> int:
-    from trim_rl.data.flat import load_flat
     from trim_rl.data.trees import atomic_output
     from trim_rl.sim.bundled import load_trees
 

@@ -101,7 +101,7 @@ def _ci(iv, d=1):
 def _table(result: dict) -> list[str]:
     lines = ["| policy | CPT(50%) | CPT(80%) | CPT(95%) | dIBC | APGR | ROC-AUC weak fails (test) |",
              "|---|---|---|---|---|---|---|"]
-    for name, m in result["policies"].items():
+    for m in result["policies"].values():
         iv = m["intervals"]
         auc = (m.get("diagnostics") or {}).get("test_auc_weak_fails")
         lines.append(f"| {m['label']} " + "".join(f"| {_fmt(m['cpt'][k], True)}{_ci(iv['cpt'][k])} " for k in ("50", "80", "95"))

@@ -58,7 +58,7 @@ def markdown(result: dict) -> str:
              f"(= 100% cost). Intervals: bootstrap 95% over problems ({result['n_boot']} resamples).", "",
              "| policy | points | CPT(50%) | CPT(80%) | CPT(95%) | dIBC | APGR | best accuracy |",
              "|---|---|---|---|---|---|---|---|"]
-    for name, m in result["policies"].items():
+    for _name, m in result["policies"].items():
         iv = m["intervals"]
         best = max(p["accuracy"] for p in m["points"])
         lines.append(
@@ -96,7 +96,7 @@ def plot_frontiers(out: Path, result: dict) -> None:
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     styles = line_styles(len(result["policies"]))
-    for (name, m), (colour, ls) in zip(result["policies"].items(), styles):
+    for (_name, m), (colour, ls) in zip(result["policies"].items(), styles):
         xs = [p["cost_pct"] for p in m["points"]]
         ys = [100 * p["accuracy"] for p in m["points"]]
         ax.plot(m["frontier"]["cost_pct"], [100 * a for a in m["frontier"]["accuracy"]], ls=ls, color=colour, lw=1.5,

@@ -28,7 +28,6 @@ def solved_pomdp(train_spec: str, lams: list[float], progress: bool = False) -> 
     from trim_rl.agents.pomdp.fit import fit_model
     from trim_rl.agents.pomdp.policy import POMDPPolicy
     from trim_rl.agents.pomdp.solver import solve
-    from trim_rl.data.flat import load_flat
     from trim_rl.sim.bundled import load_trees
 
     model = fit_model(load_trees(train_spec, progress), source=train_spec)

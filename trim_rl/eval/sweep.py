@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from trim_rl.agents.baselines import ConstantPolicy, RandomStepPolicy, ThresholdPolicy
-from trim_rl.agents.oracle import greedy_points, min_cost_to_correct, query_oracle_cost
+from trim_rl.agents.oracle import min_cost_to_correct, query_oracle_cost
 from trim_rl.data.flat import FlatTrees
 from trim_rl.eval.rollout import Records, query_records, rollout, weak_only_records
 

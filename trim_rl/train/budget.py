@@ -156,7 +156,7 @@ class BudgetTable:
                 **self.extra}
 
     @classmethod
-    def from_json(cls, data: dict, where: str = "policy.json") -> "BudgetTable":
+    def from_json(cls, data: dict, where: str = "policy.json") -> BudgetTable:
         try:
             rows = [(float(r["lam"]), float(r["cost_pct"]), float(r["accuracy"])) for r in data["rows"]]
         except (KeyError, TypeError, ValueError):

@@ -172,7 +172,7 @@ def _check_agent(agent: AgentConfig, data: dict, where: str) -> AgentConfig:
             raise ConfigError(f"{where}: policy_iteration.{k}: unknown key; allowed under policy_iteration: "
                               f"{', '.join(allowed_pi)}")
     try:
-        agent.pi
+        _ = agent.pi  # builds (and so checks) the policy-iteration settings
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: policy_iteration: {exc}") from None
     if not agent.recipe or len(set(agent.recipe)) != len(agent.recipe):

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -201,8 +201,10 @@ def policy_iteration(trees: FlatTrees, *, budget: float | None = None, lam: floa
         loss = _fit(net, x, y, w, cfg, rng)
         h = node_margins(net, x)
         if budget is not None:
-            price, _ = bisect_monotone(lambda p: spend_of(trees, allowed & (h[:, 0] - p * h[:, 1] > 0))[1],
-                                       float(budget), 1e-4, 1e3)
+            def spend_at(p: float, h: np.ndarray = h) -> float:
+                return spend_of(trees, allowed & (h[:, 0] - p * h[:, 1] > 0))[1]
+
+            price, _ = bisect_monotone(spend_at, float(budget), 1e-4, 1e3)
         regen = allowed & (h[:, 0] - price * h[:, 1] > 0)
         acc, cost = spend_of(trees, regen)
         rec = {"round": r, "lambda": price / cfg.token_scale, "accuracy": acc, "cost_pct": cost,
@@ -276,7 +278,7 @@ def conditioned_policy_iteration(trees: FlatTrees, lam_range: tuple[float, float
         loss = _fit_margin(net, x_all, (y_all / sd).astype(np.float32), cfg, rng)
         rec = {"round": r, "regression_loss": loss}
         accs, costs = [], []
-        for j, (sub, levels, al, x) in enumerate(parts):
+        for j, (sub, _, al, x) in enumerate(parts):
             h = node_margins(net, x)
             regens[j] = al & (h[:, 1] - h[:, 0] > 0)
             acc, cost = spend_of(sub, regens[j])

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trim_rl.envs.observations import AggObservation, make_builder
+from trim_rl.envs.observations import make_builder
 from trim_rl.fsutil import write_json
 from trim_rl.train.config import AgentConfig, EnvConfig
 from trim_rl.train.run import Inputs, Interrupted, Target, make_logger, stop_on_signals

@@ -26,7 +26,7 @@ import yaml
 
 from trim_rl.configs import ConfigError
 from trim_rl.data.flat import FlatTrees
-from trim_rl.fsutil import write_json, write_text
+from trim_rl.fsutil import write_text
 from trim_rl.train.config import AgentConfig, EnvConfig, agent_from_dict, config_dict, env_from_dict
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from trim_rl.configs import ConfigError
 from trim_rl.train.config import AgentConfig, EnvConfig

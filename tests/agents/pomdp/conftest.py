@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from trim_rl.agents.pomdp.fit import fit_model
-from trim_rl.data.flat import load_flat
 from trim_rl.sim.bundled import load_trees
 
 

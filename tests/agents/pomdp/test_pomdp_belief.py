@@ -76,7 +76,7 @@ def test_one_observation_fast_path_is_bit_for_bit_the_array_path(fitted):
     rng = np.random.default_rng(0)
     sf = ss = None
     depth, k, regens = 0, 0, 0
-    for i in range(600):
+    for _i in range(600):
         restart = depth > 12 or rng.random() < 0.05
         depth, k = (0, 0) if restart else (depth, k)
         x = rng.choice([0.0, 1.0, 1.2, rng.random(), rng.random() ** 4])

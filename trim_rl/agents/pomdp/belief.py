@@ -44,7 +44,7 @@ class BeliefState:
     min_prior: np.ndarray
 
     @classmethod
-    def fresh(cls, n: int, n_classes: int = 1) -> "BeliefState":
+    def fresh(cls, n: int, n_classes: int = 1) -> BeliefState:
         b = np.zeros((n, n_classes, 3))
         b[:, :, 0] = 1.0 / n_classes
         return cls(b, np.full(n, -1, np.int64), np.zeros(n, np.int64), np.ones(n), np.ones(n))
@@ -57,7 +57,7 @@ class BeliefState:
         """(n, 3) belief over S0 / S1 / S2 (classes summed out)."""
         return self.belief.sum(axis=1)
 
-    def copy(self) -> "BeliefState":
+    def copy(self) -> BeliefState:
         return replace(self, **{k: v.copy() for k, v in self.__dict__.items()})
 
 

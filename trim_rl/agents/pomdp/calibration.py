@@ -101,7 +101,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from trim_rl.agents.pomdp.fit import fit_model
     from trim_rl.data.tree_dp import reach_probability
-    from trim_rl.data.flat import load_flat
     from trim_rl.sim.bundled import load_trees
 
     ap = argparse.ArgumentParser(prog="python -m trim_rl.agents.pomdp.calibration", description=main.__doc__)

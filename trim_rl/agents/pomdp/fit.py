@@ -8,7 +8,7 @@ only it is wrong (the first error), 1 when an accepted step before it was wrong.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -16,7 +16,7 @@ from trim_rl.agents.pomdp.model import POMDPModel
 from trim_rl.agents.pomdp.observation import ObservationModel
 from trim_rl.agents.pomdp.tokens import TokenModel
 from trim_rl.agents.pomdp.transition import TransitionModel, pooled_rate
-from trim_rl.data.flat import ABSENT, FlatTrees
+from trim_rl.data.flat import FlatTrees
 from trim_rl.data.schema import MAX_STEPS
 from trim_rl.data.tree_dp import reach_probability
 

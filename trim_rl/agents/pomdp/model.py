@@ -41,7 +41,7 @@ class POMDPModel:
                 "transition": self.transition.meta(), "info": self.info}
 
     @classmethod
-    def from_arrays(cls, arrays, meta: dict) -> "POMDPModel":
+    def from_arrays(cls, arrays, meta: dict) -> POMDPModel:
         return cls(weak_obs=ObservationModel.from_arrays(arrays, "weak_obs", meta["weak_obs"]),
                    strong_obs=ObservationModel.from_arrays(arrays, "strong_obs", meta["strong_obs"]),
                    tokens=TokenModel.from_arrays(arrays),

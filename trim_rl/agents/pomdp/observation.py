@@ -44,7 +44,7 @@ class ObservationModel:
 
     @classmethod
     def from_mass(cls, mass: np.ndarray, n_eff: np.ndarray | float, prior_count: float = 20.0,
-                  floor: float = 1e-4, source: str = "", bandwidth: float = 0.0) -> "ObservationModel":
+                  floor: float = 1e-4, source: str = "", bandwidth: float = 0.0) -> ObservationModel:
         """Model from a joint mass (3, n, n) estimated from ``n_eff`` samples per state."""
         mass = np.asarray(mass, dtype=np.float64)
         n = mass.shape[1]
@@ -59,7 +59,7 @@ class ObservationModel:
     @classmethod
     def fit(cls, state: np.ndarray, min_prior: np.ndarray, score: np.ndarray, weight: np.ndarray | None = None,
             n_bins: int = 40, bandwidth: float = 0.02, prior_count: float = 20.0,
-            source: str = "samples") -> "ObservationModel":
+            source: str = "samples") -> ObservationModel:
         """Reflected-kernel density from labelled samples (``bandwidth`` in score units)."""
         state = np.asarray(state, dtype=np.int64)
         w = np.ones(state.size) if weight is None else np.asarray(weight, dtype=np.float64)
@@ -79,7 +79,7 @@ class ObservationModel:
         return cls.from_mass(h, n_eff, prior_count, source=source, bandwidth=bandwidth)
 
     @classmethod
-    def from_table(cls, path: str | Path | None = None, n_eff: float = 5000.0) -> "ObservationModel":
+    def from_table(cls, path: str | Path | None = None, n_eff: float = 5000.0) -> ObservationModel:
         """The measured ProcessBench table (``prm_obs_*.json``; default the MATH-train one, shipped)."""
         if path is None:
             from trim_rl.resources import resource_path
@@ -123,7 +123,7 @@ class ObservationModel:
         return {f"{prefix}_mass": self.mass, f"{prefix}_cond": self.cond}
 
     @classmethod
-    def from_arrays(cls, arrays, prefix: str, meta: dict) -> "ObservationModel":
+    def from_arrays(cls, arrays, prefix: str, meta: dict) -> ObservationModel:
         return cls(mass=np.asarray(arrays[f"{prefix}_mass"]), cond=np.asarray(arrays[f"{prefix}_cond"]),
                    source=str(meta.get("source", "")), bandwidth=float(meta.get("bandwidth", 0.0)))
 

@@ -46,7 +46,7 @@ class TokenModel:
     @classmethod
     def fit(cls, weak_tokens: np.ndarray, weak_score: np.ndarray, strong_tokens: np.ndarray,
             has_strong: np.ndarray, state: np.ndarray | None, weight: np.ndarray | None = None,
-            n_bins: int = 4, bands: tuple[float, ...] = SCORE_BANDS) -> "TokenModel":
+            n_bins: int = 4, bands: tuple[float, ...] = SCORE_BANDS) -> TokenModel:
         """Quantile bins of ``weak_tokens``; ``state`` of the weak candidate (-1 unknown) or None."""
         wt = np.asarray(weak_tokens, dtype=np.float64)
         w = np.ones(wt.size) if weight is None else np.asarray(weight, dtype=np.float64)
@@ -78,6 +78,6 @@ class TokenModel:
                 "tokens_bands": self.bands}
 
     @classmethod
-    def from_arrays(cls, arrays) -> "TokenModel":
+    def from_arrays(cls, arrays) -> TokenModel:
         return cls(edges=np.asarray(arrays["tokens_edges"]), strong_cost=np.asarray(arrays["tokens_strong_cost"]),
                    p_bin=np.asarray(arrays["tokens_p_bin"]), bands=np.asarray(arrays["tokens_bands"]))

@@ -70,7 +70,7 @@ class TransitionModel:
                 if isinstance(getattr(self, f.name), np.ndarray)}
 
     @classmethod
-    def from_arrays(cls, arrays, meta: dict) -> "TransitionModel":
+    def from_arrays(cls, arrays, meta: dict) -> TransitionModel:
         kw = {f.name: np.asarray(arrays[f"transition_{f.name}"]) for f in fields(cls)
               if f"transition_{f.name}" in arrays}
         return cls(**kw, max_interventions=int(meta["max_interventions"]), source=str(meta.get("source", "")))
@@ -84,7 +84,7 @@ class TransitionModel:
 
     @classmethod
     def from_step_stats(cls, path: str | Path | None = None, weak: str = "qwen2.5-1.5b-instruct",
-                        strong: str = "qwen2.5-7b-instruct", max_interventions: int = 6) -> "TransitionModel":
+                        strong: str = "qwen2.5-7b-instruct", max_interventions: int = 6) -> TransitionModel:
         """Fit from per-solution step statistics (``step_stats_*.json``: lengths of correct solutions and
         first-error positions of wrong ones), for data without trees.  The first-error hazard gives the
         error rates (strong errors independent of the weak step's); the length hazard of correct
