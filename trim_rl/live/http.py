@@ -38,6 +38,10 @@ class ContextLengthError(EngineError):
     """HTTP 400: the prompt does not fit the model's context (vLLM, llama.cpp)."""
 
 
+class EngineTimeout(EngineError):
+    """The last attempt got no complete answer within the timeout (the step-routing server answers 504)."""
+
+
 def is_context_error(status: int, text: str) -> bool:
     """vLLM answers 400 "This model's maximum context length is N tokens ..." (every version) and
     llama-cpp-python 400 with code ``context_length_exceeded``."""
@@ -214,6 +218,7 @@ class JSONClient:
 
         s = self.settings
         last: list[str] = []
+        timed_out = False
         url = self.url(path)
         for attempt in range(s.retries + 1):
             if attempt:
@@ -225,11 +230,13 @@ class JSONClient:
             except (httpx.TransportError, httpx.TimeoutException) as exc:
                 self._fail(server)
                 last.append(f"{type(exc).__name__}: {exc or 'no detail'}")
+                timed_out = isinstance(exc, httpx.TimeoutException)
                 continue
             if r.status_code == 429 or r.status_code >= 500:
                 if r.status_code != 429:
                     self._fail(server)
                 last.append(f"HTTP {r.status_code}: {r.text[:300]}")
+                timed_out = False
                 continue
             server.failures, server.down_until = 0, 0.0
             if r.status_code >= 400:
@@ -239,7 +246,8 @@ class JSONClient:
                 return Reply(r.json(), server.url)
             except ValueError:
                 raise EngineError(url, f"answer is not JSON: {r.text[:200]!r}") from None
-        raise EngineError(url, f"no answer after {s.retries + 1} attempts ({last[-1] if last else 'no attempt'})")
+        err = EngineTimeout if last and timed_out else EngineError
+        raise err(url, f"no answer after {s.retries + 1} attempts ({last[-1] if last else 'no attempt'})")
 
     async def _request_or_context(self, method: str, path: str, payload, key: str | None):
         try:

@@ -9,6 +9,7 @@ line; generation stops at the next blank line.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -54,10 +55,16 @@ class ChatTemplate:
         return cls(path.read_text(encoding="utf-8"), path.name)
 
     def render(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
-        import jinja2
+        return _compiled(self.source).render(messages=messages, add_generation_prompt=add_generation_prompt)
 
-        env = jinja2.Environment(keep_trailing_newline=True)
-        return env.from_string(self.source).render(messages=messages, add_generation_prompt=add_generation_prompt)
+
+@lru_cache(maxsize=32)
+def _compiled(source: str):
+    """A template compiled once: compiling costs about 0.7 ms, rendering a compiled one some 20 us, and
+    every step of every request renders a prompt (the step-routing server renders thousands a second)."""
+    import jinja2
+
+    return jinja2.Environment(keep_trailing_newline=True).from_string(source)
 
 
 def step_prompt(template: ChatTemplate, problem: str, steps: Sequence[str], system: str = DEFAULT_SYSTEM) -> str:
