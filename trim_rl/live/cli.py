@@ -1,4 +1,5 @@
-"""``python -m trim_rl.live decode|collect|serve-local``: hybrid decoding and tree collection with real engines.
+"""``python -m trim_rl.live decode|collect|serve|serve-local``: hybrid decoding, tree collection and the
+step-routing server with real engines.
 
 User errors (flags, files) end with one line naming the flag or file and exit code 2; a server that
 fails (at start-up or mid-run) exits with code 3 naming the server; Ctrl-C or SIGTERM ends with one line.
@@ -33,7 +34,7 @@ def _shard(text: str) -> tuple[int, int]:
 NONNEG, POSITIVE = int_at_least(0), int_at_least(1)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, problems: bool = True) -> None:
     g = p.add_argument_group("engines")
     urls = ("; several URLs (comma-separated or repeated) are replicas of one model: requests are spread over "
             "them, and one that fails is left out and tried again later")
@@ -81,6 +82,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     h.add_argument("--wait-ready", type=nonneg_float, default=60.0,
                    help="seconds to wait for each server's GET /health before the first request (default 60)")
     h.add_argument("--api-key", help="bearer token for the servers (default none)")
+    if not problems:  # serve: requests bring the problems
+        return
     d = p.add_argument_group("problems and output")
     d.add_argument("--problems", default="gsm8k",
                    help="math500, gsm8k, aime, aime24, amc23, olympiadbench, minerva, or a .jsonl file with "
@@ -138,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--parallel", type=POSITIVE, default=1,
                      help="parallel slots: llama-cpp-python's server answers one request at a time, so N slots are "
                           "N servers on ports PORT..PORT+N-1; pass the printed URL list to --weak-url (default 1)")
+    from trim_rl.live.serve.main import add_parser
+
+    add_parser(sub, lambda sp: _common(sp, problems=False))
     return p
 
 
@@ -354,6 +360,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
+        if args.command == "serve":
+            from trim_rl.live.serve.main import serve
+
+            return serve(args)
         return {"decode": decode, "collect": collect, "serve-local": serve_local}[args.command](args)
     except EngineError as exc:
         print(f"error: server failed: {exc}", file=sys.stderr)
