@@ -44,6 +44,7 @@ class StubServer:
     max_in_flight: int = 0
     errors: list[str] = field(default_factory=list)  # exceptions raised by the handler
     release: threading.Event = field(default_factory=threading.Event)  # set at close: sleeping handlers wake
+    port: int = 0  # 0: any free port; a given one restarts a closed server where it was
 
     def __post_init__(self):
         self._lock = threading.Lock()
@@ -109,7 +110,7 @@ class StubServer:
             def do_POST(self):
                 self._serve("POST")
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.httpd.daemon_threads = True
         self.httpd.block_on_close = False
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
@@ -133,8 +134,8 @@ def serve_fixture():
     and a handler that raised fails the test."""
     servers: list[StubServer] = []
 
-    def start(handler) -> StubServer:
-        s = StubServer(handler)
+    def start(handler, port: int = 0) -> StubServer:
+        s = StubServer(handler, port=port)
         servers.append(s)
         return s
 
