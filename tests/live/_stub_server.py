@@ -48,11 +48,22 @@ class StubServer:
 
     def __post_init__(self):
         self._lock = threading.Lock()
+        self._connections: set = set()  # open client connections (kept alive between requests)
         self._in_flight = 0
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                super().setup()
+                with stub._lock:
+                    stub._connections.add(self.connection)
+
+            def finish(self):
+                with stub._lock:
+                    stub._connections.discard(self.connection)
+                super().finish()
 
             def log_message(self, *args):  # keep pytest output clean
                 pass
@@ -121,6 +132,18 @@ class StubServer:
         """Requests received on ``path``."""
         with self._lock:
             return [r for r in self.requests if r.path == path]
+
+    def kill(self) -> None:
+        """Die as a crashed server does: no new connections, and the open ones are cut."""
+        import socket
+
+        self.close()
+        with self._lock:
+            for conn in list(self._connections):
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def close(self) -> None:
         self.release.set()

@@ -163,8 +163,15 @@ def serve(args) -> int:
     if missing:
         print(f"error: the server needs {' and '.join(missing)}: pip install 'trim_rl[serve]'", file=sys.stderr)
         return 2
+    import logging
+
     import uvicorn
 
+    log = logging.getLogger("trim_rl.serve")  # the scheduler's warnings (backend faults) and debug lines (rounds)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(args.log_level.upper())
     app, sock, served, default = prepare(args)
     try:
         config = uvicorn.Config(app, log_level=args.log_level, access_log=not args.no_access_log,

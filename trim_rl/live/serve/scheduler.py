@@ -163,6 +163,8 @@ class Scheduler:
                 for j in jobs:
                     j.fail(ServeError(500, f"internal error: {type(exc).__name__}: {exc}", None, "internal_error"))
             self.rounds += 1
+            log.debug("round %d: %d requests, %.3f s (%.3f s in backend calls)", self.rounds, len(jobs),
+                      time.perf_counter() - t0, self._wait_s)
             if self.metrics is not None:
                 steps = sum(len(j.steps) for j in jobs) - steps_before
                 self.metrics.round_done(time.perf_counter() - t0 - self._wait_s, steps)
@@ -182,7 +184,7 @@ class Scheduler:
         by_weak = [j for j in jobs if j.mode != "strong-only"]
         by_strong = [j for j in jobs if j.mode == "strong-only"]
         weak_drafts, strong_steps = await self._waiting(asyncio.gather(self._generate("weak", by_weak),
-                                                                       self._generate("strong", by_strong)))
+                                                                       self._generate("strong", by_strong)), "drafts")
         for j, s in zip(by_strong, strong_steps):
             self._take(j, s, lambda r: j.accept(r, "strong"))
         routed = []
@@ -214,7 +216,7 @@ class Scheduler:
             for it in j.scorer_items(d.text):
                 items.append(it)
                 owner.append(j)
-        scores = await self._waiting(self._call("scorer", self.b.scorer.score_last_detail, items))
+        scores = await self._waiting(self._call("scorer", self.b.scorer.score_last_detail, items), "scores")
         got: dict[int, list] = {}
         for j, sc in zip(owner, scores):
             got.setdefault(id(j), []).append(sc)
@@ -241,7 +243,7 @@ class Scheduler:
         self._router_times({id(j.policy.router): j.policy.router for j, _ in routed}.values())
         if not regen:
             return
-        strong = await self._waiting(self._generate("strong", [j for j, _, _ in regen]))
+        strong = await self._waiting(self._generate("strong", [j for j, _, _ in regen]), "regenerations")
         for (j, d, sc), s in zip(regen, strong):
             if j.done:
                 continue
@@ -286,13 +288,14 @@ class Scheduler:
                 out.append(r[0])
         return out
 
-    async def _waiting(self, aw):
+    async def _waiting(self, aw, what: str = ""):
         """Await backend calls, counting the time apart from the scheduler's own."""
         t0 = time.perf_counter()
         try:
             return await aw
         finally:
             self._wait_s += time.perf_counter() - t0
+            log.debug("  %s: %.3f s", what, time.perf_counter() - t0)
 
     def _router_times(self, routers) -> None:
         """Hand the routers' decision times to the metrics (and empty their lists, which only grow)."""
