@@ -98,7 +98,8 @@ def _common(p: argparse.ArgumentParser, problems: bool = True) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m trim_rl.live",
-                description="Route real generation step by step (decode) or collect trajectory trees (collect).")
+                description="Route real generation step by step (decode), collect trajectory trees (collect), or "
+                            "serve a router as an OpenAI-compatible server (serve).")
     sub = p.add_subparsers(dest="command", required=True)
     dec = sub.add_parser("decode", help="hybrid decoding with a trained router",
                          description="Decode problems: the weak model drafts each step, the scorer scores it, the "
@@ -379,7 +380,10 @@ def main(argv: list[str] | None = None) -> int:
         raise
     except KeyboardInterrupt as exc:
         what = "terminated" if isinstance(exc, _Terminated) else "interrupted"
-        print(f"{what}: finished problems are in the results file; re-run to resume", file=sys.stderr)
+        if args.command == "serve":  # stopped before it served (a running server drains and returns 0)
+            print(f"{what} while starting", file=sys.stderr)
+        else:
+            print(f"{what}: finished problems are in the results file; re-run to resume", file=sys.stderr)
         return 143 if isinstance(exc, _Terminated) else 130
     finally:
         signal.signal(signal.SIGTERM, previous)
