@@ -153,7 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     sv.add_argument("--threads", type=int, default=1, help="threads per llama.cpp server (default 1)")
     sv.add_argument("--policy", default="checkpoints/trim_agg_0.0016", help="the routed policy")
     sv.add_argument("--problems", default="gsm8k", help="problems of the requests (default gsm8k)")
-    sv.add_argument("--requests", type=int, default=64, help="requests per mode (default 64)")
+    sv.add_argument("--requests", type=int, default=16, help="requests per mode against llama.cpp (default 16)")
+    sv.add_argument("--overhead-requests", type=int, default=512,
+                    help="requests of the overhead run against an instant backend (default 512)")
+    sv.add_argument("--overhead-concurrency", type=int, default=64, help="at once in the overhead run (default 64)")
     sv.add_argument("--max-tokens", type=int, default=16, help="most tokens per step (default 16)")
     sv.add_argument("--max-steps", type=int, default=3, help="most steps per solution (default 3)")
     sv.add_argument("--target-share", type=float, help="also run --target-strong-share at this share")
