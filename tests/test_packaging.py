@@ -53,8 +53,8 @@ def test_wheel_carries_the_package_data(tmp_path):
                         "policy_iteration.rounds:1", "policy_iteration.samples:5000", "total_timesteps:4096",
                         "eval_freq:4096"], cwd=work, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
-    run = Path(r.stdout.strip().split("run: ", 1)[1])
-    assert run.is_relative_to(work) and (run / "policy" / "policy.json").exists()
+    run = work / r.stdout.strip().split("run: ", 1)[1]  # printed as given: relative to where it ran
+    assert run.resolve().is_relative_to(work.resolve()) and (run / "policy" / "policy.json").exists()
     where = subprocess.run([sys.executable, "-c", "import trim_rl; print(trim_rl.__file__)"], env=env, cwd=work,
                            capture_output=True, text=True).stdout
     assert where.startswith(str(site)), where  # the unpacked wheel, not the checkout

@@ -142,7 +142,34 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.bench") -
     lv.add_argument("--limit", type=int, default=8, help="problems per throughput run (default 8)")
     lv.add_argument("--max-tokens", type=int, default=64, help="most tokens per step in the throughput run (default 64)")
     lv.add_argument("--max-steps", type=int, default=8, help="most steps per solution in the throughput run (default 8)")
+    sv = sub.add_parser("serve", help="the step-routing server: batching vs one at a time vs strong-only",
+                        description="Start python -m trim_rl.live serve in front of llama.cpp servers (--slots of "
+                                    "them, or --url) and send the same GSM8K requests through OpenAI's client with "
+                                    "continuous batching (all at once), one at a time, and strong-only; print "
+                                    "requests/s, p50 latency, and the router + scheduler time per step; with "
+                                    "--target-share also how closely --target-strong-share holds it on a stream.")
+    sv.add_argument("--url", help="OpenAI-compatible server(s) for the weak and strong model and the self-verify "
+                                  "scorer (default: start --slots llama.cpp servers with SmolLM2-135M)")
+    sv.add_argument("--slots", type=int, default=4, help="llama.cpp servers to start without --url (default 4)")
+    sv.add_argument("--threads", type=int, default=1, help="threads per llama.cpp server (default 1)")
+    sv.add_argument("--policy", default="checkpoints/trim_agg_0.0016", help="the routed policy")
+    sv.add_argument("--problems", default="gsm8k", help="problems of the requests (default gsm8k)")
+    sv.add_argument("--requests", type=int, default=16, help="requests per mode against llama.cpp (default 16)")
+    sv.add_argument("--overhead-requests", type=int, default=512,
+                    help="requests of the overhead run against an instant backend (default 512)")
+    sv.add_argument("--overhead-concurrency", type=int, default=64, help="at once in the overhead run (default 64)")
+    sv.add_argument("--max-tokens", type=int, default=16, help="most tokens per step (default 16)")
+    sv.add_argument("--max-steps", type=int, default=3, help="most steps per solution (default 3)")
+    sv.add_argument("--target-share", type=float, help="also run --target-strong-share at this share")
+    sv.add_argument("--budget-policy", default="checkpoints/trim_agg_budget",
+                    help="budget-conditioned checkpoint of the --target-share run")
+    sv.add_argument("--control-requests", type=int, default=128, help="requests of the --target-share stream")
+    sv.add_argument("--control-concurrency", type=int, default=16, help="in flight in the --target-share stream")
     args = ap.parse_args(argv)
+    if args.cmd == "serve":
+        from trim_rl.live.serve.bench import main as serve_main
+
+        return serve_main(args)
     if args.cmd == "live":
         from trim_rl.live.bench import DEFAULT_POLICIES, decision_times, throughput
 

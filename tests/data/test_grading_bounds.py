@@ -106,6 +106,13 @@ def test_guard_classes():
     assert refuse("2" + "^2" * 900) is not None  # a chain too deep to walk is refused too
 
 
+@pytest.mark.parametrize("answer", ["(3", "(", "{(2+3", "2^(", "\\binom(3", "\\frac{1}{(2"])
+def test_guard_reads_an_answer_that_ends_inside_a_bracket(answer):
+    # a model's solution cut off mid-answer (a collection's max-tokens) ends inside an open bracket
+    assert refuse(answer) is None
+    assert grade(f"\\boxed{{{answer}}}", "3") in (True, False)
+
+
 def test_fast_path_starts_no_worker_and_exit_stops_workers():
     # plain numbers and identical texts never start a worker; a symbolic comparison starts one,
     # and it is gone once the process exits

@@ -13,7 +13,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 
 @dataclass
@@ -44,14 +45,26 @@ class StubServer:
     max_in_flight: int = 0
     errors: list[str] = field(default_factory=list)  # exceptions raised by the handler
     release: threading.Event = field(default_factory=threading.Event)  # set at close: sleeping handlers wake
+    port: int = 0  # 0: any free port; a given one restarts a closed server where it was
 
     def __post_init__(self):
         self._lock = threading.Lock()
+        self._connections: set = set()  # open client connections (kept alive between requests)
         self._in_flight = 0
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                super().setup()
+                with stub._lock:
+                    stub._connections.add(self.connection)
+
+            def finish(self):
+                with stub._lock:
+                    stub._connections.discard(self.connection)
+                super().finish()
 
             def log_message(self, *args):  # keep pytest output clean
                 pass
@@ -109,7 +122,7 @@ class StubServer:
             def do_POST(self):
                 self._serve("POST")
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.httpd.daemon_threads = True
         self.httpd.block_on_close = False
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
@@ -120,6 +133,18 @@ class StubServer:
         """Requests received on ``path``."""
         with self._lock:
             return [r for r in self.requests if r.path == path]
+
+    def kill(self) -> None:
+        """Die as a crashed server does: no new connections, and the open ones are cut."""
+        import socket
+
+        self.close()
+        with self._lock:
+            for conn in list(self._connections):
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def close(self) -> None:
         self.release.set()
@@ -133,8 +158,8 @@ def serve_fixture():
     and a handler that raised fails the test."""
     servers: list[StubServer] = []
 
-    def start(handler) -> StubServer:
-        s = StubServer(handler)
+    def start(handler, port: int = 0) -> StubServer:
+        s = StubServer(handler, port=port)
         servers.append(s)
         return s
 

@@ -28,7 +28,7 @@ def test_three_shards_of_six_problems_merge_and_train(llama_url, tmp_path):
     procs = [subprocess.Popen([sys.executable, "-m", "trim_rl.live", *map(str, args(i))], cwd=REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (1, 2, 3)]
     results = [p.communicate(timeout=900) for p in procs]
-    for p, (out, err) in zip(procs, results):
+    for p, (_out, err) in zip(procs, results):
         assert p.returncode == 0, err
     ids = [[t["problem_id"] for t in read_trees(s)] for s in shards]
     expected = [p.problem_id for p in load_problems("gsm8k")[:6]]

@@ -79,10 +79,13 @@ class ExportedPolicy:
     def lam_for_budget(self, budget: float, what: str = "--budget") -> float:
         """The price to show a budget-conditioned checkpoint so that it spends ``budget``."""
         table = self.budget_table
+        if table is None and self.budget_conditioned:
+            raise ValueError(f"{what}: {self.folder} carries no budget table (exported by trim_rl 0.1); give its "
+                             "price instead (--lam), or export its run again")
         if table is None:
             raise ValueError(f"{what}: {self.folder} is not budget-conditioned (it was trained for "
                              + (f"a {self.requested_budget:g}% budget" if self.requested_budget is not None
-                                else f"lambda {self.lam}") + "); use a budget-conditioned checkpoint to choose one")
+                                else f"lambda {self.lam:g}") + "); use a budget-conditioned checkpoint to choose one")
         return table.lam_for(budget, what)
 
     def builder(self):

@@ -1,4 +1,5 @@
-"""``python -m trim_rl.live decode|collect|serve-local``: hybrid decoding and tree collection with real engines.
+"""``python -m trim_rl.live decode|collect|serve|serve-local``: hybrid decoding, tree collection and the
+step-routing server with real engines.
 
 User errors (flags, files) end with one line naming the flag or file and exit code 2; a server that
 fails (at start-up or mid-run) exits with code 3 naming the server; Ctrl-C or SIGTERM ends with one line.
@@ -34,7 +35,7 @@ NONNEG, POSITIVE = int_at_least(0), int_at_least(1)
 POSITIVE_FLOAT = positive_float
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, problems: bool = True) -> None:
     g = p.add_argument_group("engines")
     urls = ("; several URLs (comma-separated or repeated) are replicas of one model: requests are spread over "
             "them, and one that fails is left out and tried again later")
@@ -82,6 +83,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     h.add_argument("--wait-ready", type=nonneg_float, default=60.0,
                    help="seconds to wait for each server's GET /health before the first request (default 60)")
     h.add_argument("--api-key", help="bearer token for the servers (default none)")
+    if not problems:  # serve: requests bring the problems
+        return
     d = p.add_argument_group("problems and output")
     d.add_argument("--problems", default="gsm8k",
                    help="math500, gsm8k, aime, aime24, amc23, olympiadbench, minerva, or a .jsonl file with "
@@ -96,7 +99,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def build_parser(prog: str = "python -m trim_rl.live") -> argparse.ArgumentParser:
     p = OneLineParser(prog=prog,
-                description="Route real generation step by step (decode) or collect trajectory trees (collect).")
+                description="Route real generation step by step (decode), collect trajectory trees (collect), or "
+                            "serve a router as an OpenAI-compatible server (serve).")
     sub = p.add_subparsers(dest="command", required=True)
     dec = sub.add_parser("decode", help="hybrid decoding with a trained router",
                          description="Decode problems: the weak model drafts each step, the scorer scores it, the "
@@ -143,6 +147,9 @@ def build_parser(prog: str = "python -m trim_rl.live") -> argparse.ArgumentParse
     srv.add_argument("--parallel", type=POSITIVE, default=1,
                      help="parallel slots: llama-cpp-python's server answers one request at a time, so N slots are "
                           "N servers on ports PORT..PORT+N-1; pass the printed URL list to --weak-url (default 1)")
+    from trim_rl.live.serve.main import add_parser
+
+    add_parser(sub, lambda sp: _common(sp, problems=False))
     return p
 
 
@@ -205,7 +212,7 @@ def _engines(args, need_strong: bool, need_scorer: bool):
     template = ChatTemplate.resolve(args.chat_template)
     vargs = parse_vllm_args(args.vllm_arg)
     urls = {"weak": _url(args.weak_url), "strong": _url(args.strong_url), "prm": _url(args.prm_url)}
-    for role, u in urls.items():
+    for u in urls.values():
         if u and not u.startswith("vllm:"):
             split_urls(u)  # a bad URL is a usage error before any server is asked
     if urls["strong"] is None and need_strong:
@@ -363,6 +370,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.live") ->
     args = build_parser(prog).parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
+        if args.command == "serve":
+            from trim_rl.live.serve.main import serve
+
+            return serve(args)
         return {"decode": decode, "collect": collect, "serve-local": serve_local}[args.command](args)
     except EngineError as exc:
         print(f"error: server failed: {exc}", file=sys.stderr)
@@ -378,7 +389,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.live") ->
         raise
     except KeyboardInterrupt as exc:
         what = "terminated" if isinstance(exc, _Terminated) else "interrupted"
-        print(f"{what}: finished problems are in the results file; re-run to resume", file=sys.stderr)
+        if args.command == "serve":  # stopped before it served (a running server drains and returns 0)
+            print(f"{what} while starting", file=sys.stderr)
+        else:
+            print(f"{what}: finished problems are in the results file; re-run to resume", file=sys.stderr)
         return 143 if isinstance(exc, _Terminated) else 130
     finally:
         signal.signal(signal.SIGTERM, previous)

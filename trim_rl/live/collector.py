@@ -20,7 +20,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from collections.abc import Sequence
 
 from trim_rl.data.grading import Verdict, judge
 from trim_rl.data.problems import Problem

@@ -20,7 +20,8 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from trim_rl.data.grading import Verdict, extract_answer, judge
 from trim_rl.data.problems import Problem

@@ -18,7 +18,8 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Protocol
+from collections.abc import Sequence
 
 from trim_rl.live.http import ContextLengthError, EngineError, HTTPSettings, check_number, connect
 from trim_rl.live.prompts import DEFAULT_SYSTEM, STEP_SEPARATOR, ChatTemplate, is_final, step_prompt
@@ -28,11 +29,13 @@ FINISH_REASONS = ("stop", "eos", "length", "repetition", "context")
 
 @dataclass(frozen=True)
 class StepRequest:
-    """Generate the step after ``steps`` for ``problem``; ``seed`` fixes sampling."""
+    """Generate the step after ``steps`` for ``problem``; ``seed`` fixes sampling; ``system`` replaces
+    the engine's system prompt (a chat request's own system message)."""
 
     problem: str
     steps: tuple[str, ...] = ()
     seed: int | None = None
+    system: str | None = None
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,8 @@ class StepResult:
     text: str
     tokens: int
     finish_reason: str  # one of FINISH_REASONS
+    #: the prompt's length where the server says it (usage, prompt_token_ids); not part of the step
+    prompt_tokens: int | None = field(default=None, compare=False)
 
     @property
     def ends_solution(self) -> bool:
@@ -158,7 +163,7 @@ class OpenAICompatibleEngine:
         return p
 
     def payload(self, req: StepRequest) -> dict:
-        p = {**self._base(), "prompt": step_prompt(self.template, req.problem, req.steps, self.system)}
+        p = {**self._base(), "prompt": step_prompt(self.template, req.problem, req.steps, req.system or self.system)}
         if req.seed is not None:
             p["seed"] = int(req.seed)
         return p
@@ -173,13 +178,13 @@ class OpenAICompatibleEngine:
         if len(idx) == 1:
             return self.payload(requests[idx[0]])
         return {**self._base(), "prompt": [step_prompt(self.template, requests[i].problem, requests[i].steps,
-                                                       self.system) for i in idx],
+                                                       requests[i].system or self.system) for i in idx],
                 "return_token_ids": True}  # usage sums the prompts: per-prompt counts come from token_ids
 
     def generate(self, requests: Sequence[StepRequest]) -> list[StepResult]:
         out: list[StepResult | None] = [None] * len(requests)
         todo = list(range(len(requests)))
-        for attempt in range(self.http.retries + 1):
+        for _attempt in range(self.http.retries + 1):
             groups = [[todo[j] for j in g] for g in self._groups([requests[i] for i in todo])]
             aborted = self._send(requests, groups, out)
             if not aborted:
@@ -245,10 +250,15 @@ class OpenAICompatibleEngine:
                 if reason == "abort":
                     res.append(None)
                     continue
+                prompt_ids = choice.get("prompt_token_ids")
+                prompt_tokens = len(prompt_ids) if isinstance(prompt_ids, list) else None
                 if n == 1:
                     usage = answer.get("usage") or {}
                     tokens = check_number(where, "usage.completion_tokens", usage.get("completion_tokens", 0),
                                           0, self.sampling.max_tokens, integer=True)
+                    if usage.get("prompt_tokens") is not None:
+                        prompt_tokens = check_number(where, "usage.prompt_tokens", usage["prompt_tokens"], 0,
+                                                     integer=True)
                 else:
                     ids = choice.get("token_ids")
                     if not isinstance(ids, list):
@@ -258,7 +268,8 @@ class OpenAICompatibleEngine:
                     tokens = check_number(where, "choices[].token_ids (length)", len(ids), 0,
                                           self.sampling.max_tokens, integer=True)
                 res.append(StepResult(_clean(text), int(tokens),
-                                      finish_of(reason, choice.get("stop_reason"), "stop_reason" in choice, text, where)))
+                                      finish_of(reason, choice.get("stop_reason"), "stop_reason" in choice, text, where),
+                                      prompt_tokens))
             return res
         except EngineError:
             raise
@@ -290,7 +301,7 @@ class VLLMEngine:
         from vllm import SamplingParams
 
         f = self.sampling.fields()
-        prompts = [step_prompt(self.template, r.problem, r.steps, self.system) for r in requests]
+        prompts = [step_prompt(self.template, r.problem, r.steps, r.system or self.system) for r in requests]
         ids = [self.tokenizer.encode(p, add_special_tokens=False) for p in prompts]
         fits = [i for i, t in enumerate(ids) if len(t) < self.max_model_len]
         res: list[StepResult] = [StepResult("", 0, "context")] * len(requests)
@@ -305,7 +316,7 @@ class VLLMEngine:
             if c.finish_reason == "abort":
                 raise EngineError(f"vllm:{self.name}", "the engine aborted a request (finish_reason 'abort')")
             reason = finish_of(c.finish_reason, c.stop_reason, True, c.text, f"vllm:{self.name}")
-            res[i] = StepResult(_clean(c.text), len(c.token_ids), reason)
+            res[i] = StepResult(_clean(c.text), len(c.token_ids), reason, len(ids[i]))
         return res
 
 

@@ -23,7 +23,8 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 
 class EngineError(RuntimeError):
@@ -36,6 +37,10 @@ class EngineError(RuntimeError):
 
 class ContextLengthError(EngineError):
     """HTTP 400: the prompt does not fit the model's context (vLLM, llama.cpp)."""
+
+
+class EngineTimeout(EngineError):
+    """The last attempt got no complete answer within the timeout (the step-routing server answers 504)."""
 
 
 def is_context_error(status: int, text: str) -> bool:
@@ -87,7 +92,7 @@ class _LoopThread:
     """One event loop in a daemon thread for every client of the process."""
 
     _lock = threading.Lock()
-    _instance: "_LoopThread | None" = None
+    _instance: _LoopThread | None = None
 
     def __init__(self):
         self.loop = asyncio.new_event_loop()
@@ -95,7 +100,7 @@ class _LoopThread:
         self.thread.start()
 
     @classmethod
-    def get(cls) -> "_LoopThread":
+    def get(cls) -> _LoopThread:
         with cls._lock:
             if cls._instance is None or not cls._instance.thread.is_alive():
                 cls._instance = cls()
@@ -214,6 +219,7 @@ class JSONClient:
 
         s = self.settings
         last: list[str] = []
+        timed_out = False
         url = self.url(path)
         for attempt in range(s.retries + 1):
             if attempt:
@@ -225,11 +231,13 @@ class JSONClient:
             except (httpx.TransportError, httpx.TimeoutException) as exc:
                 self._fail(server)
                 last.append(f"{type(exc).__name__}: {exc or 'no detail'}")
+                timed_out = isinstance(exc, httpx.TimeoutException)
                 continue
             if r.status_code == 429 or r.status_code >= 500:
                 if r.status_code != 429:
                     self._fail(server)
                 last.append(f"HTTP {r.status_code}: {r.text[:300]}")
+                timed_out = False
                 continue
             server.failures, server.down_until = 0, 0.0
             if r.status_code >= 400:
@@ -239,7 +247,8 @@ class JSONClient:
                 return Reply(r.json(), server.url)
             except ValueError:
                 raise EngineError(url, f"answer is not JSON: {r.text[:200]!r}") from None
-        raise EngineError(url, f"no answer after {s.retries + 1} attempts ({last[-1] if last else 'no attempt'})")
+        err = EngineTimeout if last and timed_out else EngineError
+        raise err(url, f"no answer after {s.retries + 1} attempts ({last[-1] if last else 'no attempt'})")
 
     async def _request_or_context(self, method: str, path: str, payload, key: str | None):
         try:

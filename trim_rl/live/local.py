@@ -129,7 +129,7 @@ class LlamaServers:
         for s in self.servers:
             s.stop()
 
-    def __enter__(self) -> "LlamaServers":
+    def __enter__(self) -> LlamaServers:
         self.start()
         return self
 

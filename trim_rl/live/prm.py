@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Protocol
+from collections.abc import Sequence
 
 from trim_rl.live.http import ContextLengthError, EngineError, HTTPSettings, check_number, connect
 from trim_rl.live.prompts import ChatTemplate

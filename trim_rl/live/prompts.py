@@ -9,8 +9,9 @@ line; generation stops at the next blank line.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 STEP_SEPARATOR = "\n\n"
 DEFAULT_SYSTEM = ("Please reason step by step, separating the steps with a blank line, "
@@ -42,7 +43,7 @@ class ChatTemplate:
     name: str = "custom"
 
     @classmethod
-    def resolve(cls, spec: str | None) -> "ChatTemplate":
+    def resolve(cls, spec: str | None) -> ChatTemplate:
         """``chatml`` (default), ``llama3``, ``llama3.1``, or the path of a ``.jinja`` file."""
         spec = spec or "chatml"
         if spec in BUILTIN_TEMPLATES:
@@ -54,10 +55,16 @@ class ChatTemplate:
         return cls(path.read_text(encoding="utf-8"), path.name)
 
     def render(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
-        import jinja2
+        return _compiled(self.source).render(messages=messages, add_generation_prompt=add_generation_prompt)
 
-        env = jinja2.Environment(keep_trailing_newline=True)
-        return env.from_string(self.source).render(messages=messages, add_generation_prompt=add_generation_prompt)
+
+@lru_cache(maxsize=32)
+def _compiled(source: str):
+    """A template compiled once: compiling costs about 0.7 ms, rendering a compiled one some 20 us, and
+    every step of every request renders a prompt (the step-routing server renders thousands a second)."""
+    import jinja2
+
+    return jinja2.Environment(keep_trailing_newline=True).from_string(source)
 
 
 def step_prompt(template: ChatTemplate, problem: str, steps: Sequence[str], system: str = DEFAULT_SYSTEM) -> str:

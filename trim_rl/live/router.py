@@ -9,7 +9,6 @@ price) or a price.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -59,11 +58,12 @@ class Router:
         self.seconds: list[float] = []
 
     def decide(self, history: StepHistory, prm: float, tokens: int, can_regenerate: bool,
-               state: Any = None) -> tuple[int, Any]:
+               state: Any = None, lam: float | None = None) -> tuple[int, Any]:
         """Action for the weak step (``prm``, ``tokens``) after ``history``; ``state`` carries per-problem
-        policy state (the POMDP belief) from the previous call, None at the first step."""
+        policy state (the POMDP belief) from the previous call, None at the first step; ``lam`` replaces
+        the router's price for this decision (a served request's own budget)."""
         t0 = time.perf_counter()
-        obs = self.builder.from_history(history, prm, tokens, self.lam)
+        obs = self.builder.from_history(history, prm, tokens, self.lam if lam is None else lam)
         mask = np.array([[True, bool(can_regenerate)]])
         action, state = self.policy.predict(obs[None], state=state, episode_start=np.array([history.depth == 0]),
                                             deterministic=True, action_masks=mask)

@@ -11,7 +11,8 @@ stay one request.  An item whose newest step alone does not fit is unscored (val
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
 
 from trim_rl.live.http import ContextLengthError
 

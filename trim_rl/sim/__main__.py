@@ -41,7 +41,7 @@ def _parser(prog: str = "python -m trim_rl.sim") -> argparse.ArgumentParser:
     r.add_argument("--profile", default="math500", help="profile (only math500 has a real sweep; default math500)")
     r.add_argument("--seed", type=int, default=0, help="seed of the test trees (default 0: the bundled ones)")
     r.add_argument("--trees", default=None, help="evaluate this tree file instead of generated trees")
-    r.add_argument("--readme", default=None, help="README to update between the sim-report markers")
+    r.add_argument("--readme", default=None, help="page (Markdown) to update between the sim-report markers, e.g. docs/simulator.md")
     r.add_argument("--plot", default=None, help="write the curve plot (PNG) here")
     return ap
 

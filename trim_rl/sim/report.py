@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -103,7 +104,9 @@ def sweep_report(profile: str = "math500", seed: int = 0, trees: str | None = No
     text = table(sim)
     if plot_path:
         plot(sim, plot_path)
-        text += f"\n\n![TRIM-Thr sweep: real vs simulated]({plot_path})"
+        # the link is read from the page's own folder
+        link = os.path.relpath(plot_path, Path(readme).parent) if readme else plot_path
+        text += f"\n\n![TRIM-Thr sweep: real vs simulated]({Path(link).as_posix()})"
     if readme:
         update_readme(readme, f"Trees: `{Path(trees).name}` (seed {seed}).\n\n" + text)
     return text

@@ -17,7 +17,8 @@ MAX_DEPTH = 50
 MAX_DIGITS = 4300
 
 _TOKEN = re.compile(r"\d+(?:\.\d+)?|\\(?:cdot|times)(?![a-zA-Z])|\\[a-zA-Z]+|[-+*^!{}()\[\]]|\s+|.", re.S)
-_OPEN, _CLOSE = "{([", "})]"
+# tuples, not strings: `None in "})]"` raises where the answer ends inside a bracket
+_OPEN, _CLOSE = ("{", "(", "["), ("}", ")", "]")
 
 
 class _TooBig(Exception):

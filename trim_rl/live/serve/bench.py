@@ -1,0 +1,291 @@
+"""``python -m trim_rl.bench serve``: the step-routing server side by side in one run, on the same
+backends and the same GSM8K requests, sent through OpenAI's client:
+
+- continuous batching: every request at once;
+- one at a time: the same requests, each sent when the previous one was answered;
+- strong-only: the same requests at once, every step by the strong model;
+
+then router and scheduler time per step (from the server's ``/metrics``, over the batching run's
+rounds) and, with ``--target-share``, how closely ``--target-strong-share`` holds its target over a
+stream of GSM8K problems.  The server runs as ``python -m trim_rl.live serve`` in a subprocess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@contextmanager
+def serve_process(args: list[str], log: Path):
+    """``python -m trim_rl.live serve ARGS`` on a free port; yields its base URL."""
+    fh = open(log, "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "trim_rl.live", "serve", "--port", "0", "--log-level", "warning",
+                             "--no-access-log", *args], stdout=fh, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            m = re.search(r"at (http://[\d.]+:\d+)/v1", log.read_text())
+            if m:
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield m.group(1)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        fh.close()
+
+
+def scrape(url: str) -> dict[str, float]:
+    """``/metrics`` as {sample with labels: value}."""
+    import httpx
+
+    out = {}
+    for line in httpx.get(url + "/metrics", timeout=30).text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+async def _send(url: str, model: str, problems: list[str], concurrency: int, seed: int = 0,
+                on_done=None) -> list[tuple[float, object]]:
+    """Send every problem (at most ``concurrency`` in flight); (latency s, usage) per request, in order."""
+    import openai
+
+    client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=3600)
+    out: list = [None] * len(problems)
+    todo = list(range(len(problems)))
+
+    async def worker():
+        while todo:
+            i = todo.pop(0)
+            t0 = time.perf_counter()
+            r = await client.chat.completions.create(model=model, seed=seed + i,
+                                                     messages=[{"role": "user", "content": problems[i]}])
+            out[i] = (time.perf_counter() - t0, r.usage)
+            if on_done is not None:
+                on_done(i, r.usage)
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+    finally:
+        await client.close()
+    return out
+
+
+def instant_backend(port_queue, steps: int = 6) -> None:
+    """A backend answering at once as vLLM does (``/v1/models``, ``/v1/completions`` with prompt lists,
+    ``/pooling``), with no model behind it: the k-th step of a solution is "Step k ...", the last states
+    an answer, and each step's score is a hash of its text.  It isolates the server's own time per step."""
+    import json
+    import zlib
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    def step(prompt: str) -> str:
+        k = prompt.rsplit("assistant\n", 1)[-1].count("\n\n") + 1
+        return "So the answer is \\boxed{4}." if k >= steps else f"Step {k}: " + "work " * 8
+
+    def answer(path: str, p: dict):
+        if path == "/v1/models":
+            return {"object": "list", "data": [{"id": "instant", "object": "model", "owned_by": "vllm"}]}
+        if path == "/v1/completions":
+            prompts = p["prompt"] if isinstance(p["prompt"], list) else [p["prompt"]]
+            texts = [step(q) for q in prompts]
+            return {"choices": [{"index": i, "text": t, "finish_reason": "stop", "stop_reason": "\n\n",
+                                 "token_ids": list(range(len(t) // 4))} for i, t in enumerate(texts)],
+                    "usage": {"prompt_tokens": 100, "completion_tokens": sum(len(t) // 4 for t in texts)}}
+        if path == "/pooling":
+            rows = []
+            for i, q in enumerate(p["input"]):
+                parts = q.split("<|im_start|>assistant\n", 1)[-1].split("<extra_0>")[:-1]
+                score = [(zlib.crc32(x.encode()) % 1000) / 1000 for x in parts]
+                rows.append({"index": i, "data": [[1 - v, v] for v in score]})
+            return {"data": rows}
+        return None
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def _reply(self, body) -> None:
+            data = json.dumps(body).encode() if body is not None else b"{}"
+            self.send_response(200 if body is not None else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            self._reply(answer(self.path, {}) if self.path != "/health" else {})
+
+        def do_POST(self):
+            n = int(self.headers.get("Content-Length") or 0)
+            self._reply(answer(self.path, json.loads(self.rfile.read(n))))
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    port_queue.put(httpd.server_address[1])
+    httpd.serve_forever()
+
+
+def overhead(policy: str, requests: int, concurrency: int) -> dict:
+    """Requests/s and the server's own time per step against :func:`instant_backend`."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    backend = ctx.Process(target=instant_backend, args=(q,), daemon=True)
+    backend.start()
+    try:
+        url = f"http://127.0.0.1:{q.get(timeout=60)}"
+        with tempfile.TemporaryDirectory() as tmp, \
+                serve_process(["--weak-url", url, "--strong-url", url, "--prm", "vllm", "--prm-url", url,
+                               "--policy", f"routed={policy}", "--max-active", str(concurrency)],
+                              Path(tmp) / "serve.log") as server:
+            run_mode(server, "routed", [f"warm-up {i}" for i in range(8)], 8)
+            before = scrape(server)
+            out = run_mode(server, "routed", [f"What is {i} + 2?" for i in range(requests)], concurrency)
+            out.update(_overhead_of(scrape(server), before))
+        return out
+    finally:
+        backend.terminate()
+        backend.join(10)
+
+
+def _overhead_of(m: dict, before: dict | None = None) -> dict:
+    """Per-step overhead quantiles from /metrics (over the last rounds) and the mean since ``before``."""
+    b = before or {}
+    steps = m["trim_steps_total"] - b.get("trim_steps_total", 0)
+    total = m["trim_scheduler_seconds_per_step_sum"] - b.get("trim_scheduler_seconds_per_step_sum", 0)
+    rounds = m["trim_rounds_total"] - b.get("trim_rounds_total", 0)
+    return {"overhead_ms_p50": 1e3 * m['trim_scheduler_seconds_per_step{quantile="0.5"}'],
+            "overhead_ms_p95": 1e3 * m['trim_scheduler_seconds_per_step{quantile="0.95"}'],
+            "router_ms_p50": 1e3 * m['trim_router_seconds{quantile="0.5"}'], "rounds": rounds,
+            "steps_per_round": steps / max(1, rounds), "overhead_sum_s": total}
+
+
+def run_mode(url: str, model: str, problems: list[str], concurrency: int) -> dict:
+    t0 = time.perf_counter()
+    got = asyncio.run(_send(url, model, problems, concurrency))
+    wall = time.perf_counter() - t0
+    return {"requests_per_s": len(problems) / wall, "p50_s": statistics.median(lat for lat, _ in got),
+            "steps": sum(u.steps for _, u in got), "strong_share": sum(u.strong_tokens for _, u in got)
+            / max(1, sum(u.completion_tokens for _, u in got)), "wall_s": wall}
+
+
+def backend_args(urls: str, max_tokens: int, max_steps: int) -> list[str]:
+    return ["--weak-url", urls, "--strong-url", urls, "--prm", "self-verify", "--weak-temperature", "0.7",
+            "--max-tokens", str(max_tokens), "--max-steps", str(max_steps), "--timeout", "600", "--retries", "1"]
+
+
+def compare(urls: str, policy: str, problems: list[str], max_tokens: int, max_steps: int, slots: int) -> dict:
+    """Batching vs one at a time vs strong-only, and the overhead per step of the batching run."""
+    with tempfile.TemporaryDirectory() as tmp, \
+            serve_process([*backend_args(urls, max_tokens, max_steps), "--policy", f"routed={policy}",
+                           "--policy", "strong-only"], Path(tmp) / "serve.log") as url:
+        run_mode(url, "routed", [f"Warm up: what is {i} + 1?" for i in range(slots)], slots)  # each server's first call is slow
+        before = scrape(url)
+        out = {"batching": run_mode(url, "routed", problems, len(problems))}
+        out.update(_overhead_of(scrape(url), before))
+        out["one_at_a_time"] = run_mode(url, "routed", problems, 1)
+        out["strong_only"] = run_mode(url, "strong-only", problems, len(problems))
+    return out
+
+
+def control(urls: str, policy: str, problems: list[str], target: float, concurrency: int, max_tokens: int,
+            max_steps: int, block: int = 16) -> list[dict]:
+    """Stream ``problems`` (``concurrency`` in flight) through a server holding ``target`` with a
+    budget-conditioned ``policy``; per block of finished requests: their strong-token share and the
+    price when the block ended."""
+    rows: list[dict] = []
+    acc = {"strong": 0, "tokens": 0, "n": 0}
+    with tempfile.TemporaryDirectory() as tmp, \
+            serve_process([*backend_args(urls, max_tokens, max_steps), "--policy", f"budget={policy}",
+                           "--target-strong-share", str(target)], Path(tmp) / "serve.log") as url:
+        price0 = scrape(url)['trim_price{policy="budget"}']
+
+        def done(i, usage):
+            acc["strong"] += usage.strong_tokens
+            acc["tokens"] += usage.completion_tokens
+            acc["n"] += 1
+            if acc["n"] % block == 0:
+                rows.append({"done": acc["n"], "share": acc["strong"] / max(1, acc["tokens"]),
+                             "price": scrape(url)['trim_price{policy="budget"}']})
+                acc["strong"] = acc["tokens"] = 0
+
+        asyncio.run(_send(url, "budget", problems, concurrency, on_done=done))
+    return [{"done": 0, "share": float("nan"), "price": price0}] + rows
+
+
+def main(args) -> int:
+    import torch
+
+    from trim_rl.data.problems import load_problems
+    from trim_rl.live.local import LlamaServers
+
+    probs = [p.problem for p in load_problems(args.problems)]
+    if args.url:
+        urls, pool = args.url, None
+    else:
+        pool = LlamaServers(args.slots, n_threads=args.threads, log_dir=tempfile.mkdtemp(prefix="bench-serve-"))
+        pool.start()
+        urls = pool.url_list
+    torch.set_num_threads(1)
+    try:
+        print(f"backends: {urls} (weak sampled at 0.7, strong greedy: the same model; self-verify scorer); "
+              f"{args.requests} {args.problems} requests, at most {args.max_steps} steps of {args.max_tokens} "
+              f"tokens; policy {args.policy}; {os.cpu_count()} CPU cores", flush=True)
+        o = overhead(args.policy, args.overhead_requests, args.overhead_concurrency)
+        print(f"server's own time per step against an instant backend (no model; answers as vLLM does), "
+              f"{args.overhead_requests} requests, {args.overhead_concurrency} at once, {o['rounds']:.0f} rounds of "
+              f"{o['steps_per_round']:.1f} steps: router + scheduler p50 {o['overhead_ms_p50']:.3f} ms, p95 "
+              f"{o['overhead_ms_p95']:.3f} ms per step (router alone p50 {o['router_ms_p50']:.3f} ms); "
+              f"{o['requests_per_s']:.1f} requests/s", flush=True)
+        r = compare(urls, args.policy, probs[: args.requests], args.max_tokens, args.max_steps,
+                    len(urls.split(",")))
+        print(f"{'mode':<34}{'requests/s':>11}{'p50 s':>9}{'steps':>7}{'strong share':>14}")
+        for key, label in (("batching", f"continuous batching ({args.requests} at once)"),
+                           ("one_at_a_time", "one at a time"),
+                           ("strong_only", f"strong-only ({args.requests} at once)")):
+            v = r[key]
+            print(f"{label:<34}{v['requests_per_s']:>11.3f}{v['p50_s']:>9.1f}{v['steps']:>7}{v['strong_share']:>14.2f}")
+        print(f"ratio batching / one at a time: {r['batching']['requests_per_s'] / r['one_at_a_time']['requests_per_s']:.2f} "
+              f"(requests/s)")
+        print(f"router + scheduler time per step in the batching run ({args.requests} at once, {r['rounds']:.0f} "
+              f"rounds): p50 {r['overhead_ms_p50']:.3f} ms, p95 {r['overhead_ms_p95']:.3f} ms (router alone p50 "
+              f"{r['router_ms_p50']:.3f} ms)", flush=True)
+        if args.target_share is not None:
+            stream = probs[args.requests : args.requests + args.control_requests]
+            rows = control(urls, args.budget_policy, stream, args.target_share, args.control_concurrency,
+                           args.max_tokens, args.max_steps)
+            print(f"--target-strong-share {args.target_share} with {args.budget_policy}: {len(stream)} more "
+                  f"{args.problems} problems, {args.control_concurrency} in flight")
+            print(f"{'finished':>9}{'share of the block':>20}{'price after':>13}")
+            for row in rows:
+                print(f"{row['done']:>9}{row['share']:>20.3f}{row['price']:>13.5f}")
+            late = [row["share"] for row in rows[len(rows) // 2 :] if row["done"]]
+            if late:
+                print(f"median block share over the second half: {statistics.median(late):.3f} "
+                      f"(target {args.target_share})")
+    finally:
+        if pool is not None:
+            pool.stop()
+    return 0

@@ -1,0 +1,190 @@
+"""``python -m trim_rl.live serve``: the step-routing server's command line.
+
+Flags of the engines, scorer, sampling and requests are those of ``decode``; user errors are one line
+with exit code 2 (a bad flag, a policy that does not load, a port in use), a backend that does not
+answer at start-up exits with code 3 naming it; SIGTERM or Ctrl-C drain the requests in flight, then
+the server exits with code 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import socket
+import sys
+from collections.abc import Callable
+
+from trim_rl.argtypes import int_at_least, nonneg_float
+from trim_rl.data.schema import MAX_STEPS
+
+NONNEG, POSITIVE = int_at_least(0), int_at_least(1)
+
+
+def _positive_float(text: str) -> float:
+    v = nonneg_float(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return v
+
+
+def _share(text: str) -> float:
+    v = nonneg_float(text)
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"expected a share strictly between 0 and 1 (0.3 = 30%), got {text!r}")
+    return v
+
+
+def _steps(text: str) -> int:
+    v = POSITIVE(text)
+    if v > MAX_STEPS:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_STEPS} steps, got {text!r}")
+    return v
+
+
+def add_parser(sub, common: Callable[[argparse.ArgumentParser], None]) -> None:
+    """The ``serve`` subcommand; ``common`` adds the engine, sampling and request flags of ``decode``."""
+    p = sub.add_parser("serve", help="an OpenAI-compatible step-routing server in front of the backends",
+                       description="Serve trained routers as OpenAI-compatible endpoints (/v1/chat/completions, "
+                                   "/v1/completions, /v1/models, /health, /metrics): each request's solution is "
+                                   "drafted step by step by the weak model, scored, and routed by its policy; "
+                                   "concurrent requests share the backends step by step (continuous batching). "
+                                   "See docs/serving.md.")
+    common(p)
+    r = p.add_argument_group("router")
+    r.add_argument("--policy", action="append", required=True, metavar="[NAME=]SPEC",
+                   help="a served policy, repeatable: a checkpoint folder (TRIM-Agg/Seq export or TRIM-POMDP), "
+                        "thr:K, weak-only or strong-only; NAME is its model id (default: the folder name or SPEC)")
+    r.add_argument("--default-policy", metavar="NAME",
+                   help="the policy of requests whose model is not a served policy's id and that name none in "
+                        "trim.policy; listed first by /v1/models (default: the first --policy)")
+    r.add_argument("--lam", type=_positive_float,
+                   help="default price of a strong token for budget-conditioned policies (a request's trim.lam or "
+                        "trim.budget overrides it)")
+    r.add_argument("--budget", type=nonneg_float,
+                   help="default budget (%% of always-strong's strong tokens) for budget-conditioned checkpoints "
+                        "with a budget table")
+    r.add_argument("--max-interventions", type=NONNEG, help="most regenerations per request (default: no limit)")
+    r.add_argument("--max-steps", type=_steps, default=MAX_STEPS,
+                   help=f"most steps per solution, and the most a request may ask for (default {MAX_STEPS})")
+    s = p.add_argument_group("server")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    s.add_argument("--port", type=int_at_least(0), default=8000, help="port (default 8000; 0: any free port)")
+    s.add_argument("--max-active", type=POSITIVE, default=256,
+                   help="requests decoded at once, one step each per round (default 256)")
+    s.add_argument("--max-queue", type=NONNEG, default=1024,
+                   help="requests waiting for a slot; beyond them a request gets HTTP 429 with Retry-After "
+                        "(default 1024)")
+    s.add_argument("--request-timeout", type=_positive_float, default=600.0,
+                   help="seconds a request may take from arrival to its last step before HTTP 504 (default 600); "
+                        "also how long SIGTERM waits for requests in flight")
+    s.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
+                   help="uvicorn's log level (default info)")
+    s.add_argument("--no-access-log", action="store_true", help="no log line per request")
+    c = p.add_argument_group("budget control")
+    c.add_argument("--target-strong-share", type=_share, metavar="P",
+                   help="adjust the price of every budget-conditioned policy online so that live traffic spends a "
+                        "share P of its solution tokens on the strong model (dual update over a sliding window of "
+                        "finished requests; requests with their own trim.budget / trim.lam are left alone)")
+    c.add_argument("--price-window", type=POSITIVE, default=32,
+                   help="finished requests in the controller's window (default 32)")
+    c.add_argument("--price-rate", type=_positive_float, default=0.1,
+                   help="step of the controller's update of log(price) per finished request, relative to P "
+                        "(default 0.1)")
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so that a port in use is a one-line user error."""
+    try:
+        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise ValueError(f"--host {host!r}: {exc.strerror}") from None
+    sock = socket.socket(info[0], socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(info[4])
+    except OSError as exc:
+        sock.close()
+        raise ValueError(f"--port {port}: cannot listen on {host}:{port} ({exc.strerror})") from None
+    sock.listen(2048)
+    return sock
+
+
+def controllers(served, args) -> None:
+    """A price controller for every budget-conditioned policy (``--target-strong-share``)."""
+    from trim_rl.live.serve.control import PriceController
+    from trim_rl.live.serve.policies import NO_REGEN_PRICE, lam_for_budget, lam_range
+
+    conditioned = [p for p in served.values() if p.budget_conditioned]
+    if not conditioned:
+        raise ValueError("--target-strong-share: no served policy is budget-conditioned (the price is an input of "
+                         "budget-conditioned checkpoints only)")
+    for p in conditioned:
+        trained = lam_range(p.router.policy)
+        lam0 = p.lam
+        if lam0 is None:
+            try:  # the budget table's price for that share, where the checkpoint has one
+                lam0 = lam_for_budget(p.router.policy, 100 * args.target_strong_share, "--target-strong-share")
+            except ValueError:
+                lam0 = (trained[0] * trained[1]) ** 0.5 if trained else 1e-3
+        lo = trained[0] / 100 if trained else 1e-7
+        p.controller = PriceController(args.target_strong_share, lam0, lo, NO_REGEN_PRICE, args.price_window,
+                                       args.price_rate)
+
+
+def prepare(args):
+    """The app, its listening socket and its served policies, from the parsed flags (user errors:
+    ValueError; a backend that does not answer: EngineError)."""
+    import torch
+
+    from trim_rl.live.cli import _engines, _scorer
+    from trim_rl.live.serve.app import ServeSettings, create_app
+    from trim_rl.live.serve.policies import load_served
+    from trim_rl.live.serve.scheduler import Backends
+
+    torch.set_num_threads(1)  # one decision at a time: one thread is fastest and leaves the cores to the engines
+    served, default = load_served(args.policy, args.default_policy, args.lam, args.budget)
+    if args.target_strong_share is not None:
+        controllers(served, args)
+    modes = {p.mode for p in served.values()}
+    sock = _bind(args.host, args.port)
+    try:
+        weak, strong, http, template, urls, vargs = _engines(args, need_strong="strong-only" in modes, need_scorer="hybrid" in modes)
+        scorer = _scorer(args, http, template, urls, vargs) if "hybrid" in modes else None
+    except BaseException:
+        sock.close()
+        raise
+    settings = ServeSettings(args.max_active, args.max_queue, args.request_timeout, args.max_steps,
+                             args.max_interventions)
+    return create_app(served, default, Backends(weak, strong, scorer), settings), sock, served, default
+
+
+def serve(args) -> int:
+    missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"error: the server needs {' and '.join(missing)}: pip install 'trim_rl[serve]'", file=sys.stderr)
+        return 2
+    import logging
+
+    import uvicorn
+
+    log = logging.getLogger("trim_rl.serve")  # the scheduler's warnings (backend faults) and debug lines (rounds)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(args.log_level.upper())
+    app, sock, served, default = prepare(args)
+    try:
+        config = uvicorn.Config(app, log_level=args.log_level, access_log=not args.no_access_log,
+                                timeout_graceful_shutdown=int(args.request_timeout) + 1, lifespan="on")
+        server = uvicorn.Server(config)
+        host, port = sock.getsockname()[:2]
+        print(f"serving {', '.join(served)} (default {default}) at http://{host}:{port}/v1 "
+              f"(Ctrl-C or SIGTERM drains and stops)", file=sys.stderr, flush=True)
+        try:
+            server.run(sockets=[sock])
+        except KeyboardInterrupt:  # uvicorn re-raises the signal it drained for
+            pass
+        print("stopped (the requests in flight were drained first)", file=sys.stderr)
+        return 0
+    finally:
+        sock.close()
