@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.bench") -
     lv.add_argument("--repeats", type=int, default=5, help="timing runs; the median is reported (default 5)")
     lv.add_argument("--url", help="OpenAI-compatible server(s) for throughput, e.g. the URL list that python -m "
                                   "trim_rl.live serve-local --parallel N prints")
-    lv.add_argument("--policy", default="checkpoints/trim_agg_0.0016", help="router of the hybrid throughput run")
+    lv.add_argument("--policy", default="checkpoints/trim_agg/trim_agg_b20", help="router of the hybrid throughput run")
     lv.add_argument("--problems", default="gsm8k", help="problems of the throughput run (default gsm8k)")
     lv.add_argument("--limit", type=int, default=8, help="problems per throughput run (default 8)")
     lv.add_argument("--max-tokens", type=int, default=64, help="most tokens per step in the throughput run (default 64)")
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.bench") -
                                   "scorer (default: start --slots llama.cpp servers with SmolLM2-135M)")
     sv.add_argument("--slots", type=int, default=4, help="llama.cpp servers to start without --url (default 4)")
     sv.add_argument("--threads", type=int, default=1, help="threads per llama.cpp server (default 1)")
-    sv.add_argument("--policy", default="checkpoints/trim_agg_0.0016", help="the routed policy")
+    sv.add_argument("--policy", default="checkpoints/trim_agg/trim_agg_b20", help="the routed policy")
     sv.add_argument("--problems", default="gsm8k", help="problems of the requests (default gsm8k)")
     sv.add_argument("--requests", type=int, default=16, help="requests per mode against llama.cpp (default 16)")
     sv.add_argument("--overhead-requests", type=int, default=512,

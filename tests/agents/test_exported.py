@@ -159,7 +159,7 @@ def test_a_budget_checkpoint_is_the_best_actor_shifted_to_its_budget(trees, tmp_
 def _copy_shipped(tmp_path):
     import shutil
 
-    src = ROOT / "checkpoints" / "trim_agg_0.0016"
+    src = ROOT / "checkpoints" / "trim_agg" / "trim_agg_b20"
     return Path(shutil.copytree(src, tmp_path / "ck"))
 
 
@@ -208,7 +208,7 @@ def test_a_broken_pomdp_policy_json_is_named(tmp_path):
     from trim_rl.agents.exported import load_checkpoint
     from trim_rl.agents.pomdp.policy import load_pomdp
 
-    ck = Path(shutil.copytree(ROOT / "checkpoints" / "trim_pomdp" / "trim_pomdp_0.0008", tmp_path / "pomdp"))
+    ck = Path(shutil.copytree(ROOT / "checkpoints" / "trim_pomdp" / "trim_pomdp_b8", tmp_path / "pomdp"))
     assert load_pomdp(ck).meta["kind"] == "pomdp"
     meta_path = ck / "policy.json"
     meta_path.write_text(meta_path.read_text()[:-3])  # truncated

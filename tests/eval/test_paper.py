@@ -15,6 +15,6 @@ def test_trained_on_reads_the_training_trees_then_the_env_name():
 def test_shipped_checkpoints_are_split_by_profile():
     math500 = _checkpoints_for([], "math500")
     aime = _checkpoints_for([], "aime")
-    assert {"TRIM-Agg", "TRIM-Seq", "TRIM-Agg (fine-tuned)"} <= {c.family for c in math500}
+    assert {"TRIM-Agg", "TRIM-Seq", "TRIM-Agg (budget-conditioned)", "TRIM-POMDP"} <= {c.family for c in math500}
     assert aime and all(trained_on(c.meta) == "aime" for c in aime)
     assert not {c.folder.resolve() for c in aime} & {c.folder.resolve() for c in math500}

@@ -11,7 +11,7 @@ from trim_rl.agents.exported import load_checkpoint
 from trim_rl.data.problems import load_problems
 from trim_rl.envs.observations import StepHistory
 
-AGG = REPO / "checkpoints" / "trim_agg_0.0016"
+AGG = REPO / "checkpoints" / "trim_agg" / "trim_agg_b20"
 
 
 def _lines(path):
@@ -89,7 +89,7 @@ def test_bad_policy_is_a_clear_error(tmp_path):
 
 
 def test_decode_with_trim_pomdp_and_seq_checkpoints(llama_url, tmp_path):
-    for name in ("trim_pomdp/trim_pomdp_0.0016", "trim_seq_0.0016"):
+    for name in ("trim_pomdp/trim_pomdp_b20", "trim_seq/trim_seq_b20"):
         out = tmp_path / f"{name.replace('/', '_')}.jsonl"
         r = live_cli("decode", "--weak-url", llama_url, "--strong-url", llama_url, "--prm", "self-verify",
                      "--policy", REPO / "checkpoints" / name, "--problems", "gsm8k", "--offset", 7, "--limit", 1,

@@ -25,7 +25,7 @@ def test_killed_server_keeps_finished_problems_and_resume_completes(new_server, 
     server = new_server()
     out = tmp_path / "run.jsonl"
     args = ["decode", "--weak-url", server.url, "--strong-url", server.url, "--prm", "self-verify",
-            "--policy", REPO / "checkpoints" / "trim_agg_0.0016", "--problems", "gsm8k", "--limit", 4,
+            "--policy", REPO / "checkpoints" / "trim_agg" / "trim_agg_b20", "--problems", "gsm8k", "--limit", 4,
             "--max-steps", 3, "--batch", 1, "--retries", 1, "--out", out, *FAST]
     proc = start_until_first_line(args, out)
     server.kill()

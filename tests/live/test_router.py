@@ -20,10 +20,10 @@ from trim_rl.live.router import Router, load_policy
 from trim_rl.sim.generate import generate_file
 
 CKPT = Path(__file__).resolve().parents[2] / "checkpoints"
-AGG = CKPT / "trim_agg_0.0016"
-SEQ = CKPT / "trim_seq_0.0016"
+AGG = CKPT / "trim_agg" / "trim_agg_b20"
+SEQ = CKPT / "trim_seq" / "trim_seq_b20"
 BUDGET = CKPT / "trim_agg_budget"
-POMDP = CKPT / "trim_pomdp" / "trim_pomdp_0.0016"
+POMDP = CKPT / "trim_pomdp" / "trim_pomdp_b20"
 
 
 @pytest.fixture(autouse=True, scope="module")

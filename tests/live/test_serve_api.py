@@ -16,7 +16,7 @@ from _stub_server import serve_fixture
 
 from tests.live.conftest import REPO
 
-AGG = REPO / "checkpoints" / "trim_agg_0.0016"
+AGG = REPO / "checkpoints" / "trim_agg" / "trim_agg_b20"
 BUDGET = REPO / "checkpoints" / "trim_agg_budget"
 PROBLEM = "What is 2 + 2?"
 

@@ -15,7 +15,7 @@ from trim_rl.agents.exported import ExportedPolicy, load_checkpoint
 from trim_rl.envs.observations import StepHistory
 from trim_rl.live.prm import UNSCORED
 
-AGG = REPO / "checkpoints" / "trim_agg_0.0016"
+AGG = REPO / "checkpoints" / "trim_agg" / "trim_agg_b20"
 BUDGET = REPO / "checkpoints" / "trim_agg_budget"
 PROBLEM = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
            "How many clips did Natalia sell altogether in April and May?")

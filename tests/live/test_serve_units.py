@@ -52,8 +52,8 @@ def test_the_controller_stays_within_its_bounds():
 def test_policy_specs_name_their_model_ids():
     assert parse_spec("thr:0.5") == ("thr:0.5", "thr:0.5")
     assert parse_spec("fast=thr:0.5") == ("fast", "thr:0.5")
-    ckpt = str(REPO / "checkpoints" / "trim_agg_0.0016")
-    assert parse_spec(ckpt) == ("trim_agg_0.0016", ckpt)
+    ckpt = str(REPO / "checkpoints" / "trim_agg" / "trim_agg_b20")
+    assert parse_spec(ckpt) == ("trim_agg_b20", ckpt)
     served, default = load_served(["strong-only", f"agg={ckpt}", f"b={REPO / 'checkpoints' / 'trim_agg_budget'}"],
                                   default="agg", lam=2e-3)
     assert default == "agg" and list(served) == ["strong-only", "agg", "b"]

@@ -15,9 +15,9 @@ from trim_rl.envs.observations import StepHistory
 
 DEFAULT_POLICIES = {
     "TRIM-Thr": "thr:0.5",
-    "TRIM-Agg": "checkpoints/trim_agg_0.0016",
-    "TRIM-POMDP": "checkpoints/trim_pomdp/trim_pomdp_0.0016",
-    "TRIM-Seq": "checkpoints/trim_seq_0.0016",
+    "TRIM-Agg": "checkpoints/trim_agg/trim_agg_b20",
+    "TRIM-POMDP": "checkpoints/trim_pomdp/trim_pomdp_b20",
+    "TRIM-Seq": "checkpoints/trim_seq/trim_seq_b20",
 }
 
 
