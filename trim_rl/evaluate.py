@@ -35,7 +35,7 @@ def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
                          "present), the Table-2 cross-benchmark table, Pareto plots and PRM diagnostics in --out")
     ap.add_argument("--checkpoints", nargs="*", default=[], metavar="DIR",
                     help="exported checkpoint folders (or folders holding them); checkpoints of one family "
-                         "(policy.json 'family', e.g. TRIM-Agg) form one frontier, one point per lambda")
+                         "(policy.json 'family', e.g. TRIM-Agg) form one frontier, one point per checkpoint (its budget or price)")
     ap.add_argument("--out", default=None, help="output folder (default reports/<trees name>)")
     ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals (default 1000)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the bootstrap, the random router and routing errors")
