@@ -25,6 +25,7 @@ _API = ("load_trees", "make_env", "load_policy", "train", "evaluate", "export", 
 
 def __getattr__(name):
     if name in _API:
+        # trim_rl.api imports torch: loaded on first use
         from trim_rl import api
 
         return getattr(api, name)

@@ -16,15 +16,25 @@ simulated trees (generated once into ``$TRIM_RL_CACHE``), or a list of those.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from collections.abc import Sequence
 
+from trim_rl.agents.query import QUERY_ROUTERS
 from trim_rl.agents.registry import load_checkpoint, load_policy
-from trim_rl.envs.routing_env import DEFAULT_TREES
+from trim_rl.envs.routing_env import DEFAULT_TREES, RoutingEnv, resolve_trees
+from trim_rl.eval.evaluation import evaluate_policies, make_query_context
+from trim_rl.eval.report import write_all
+from trim_rl.eval.sweep import LABELS, find_checkpoints
+from trim_rl.export import export_run
 from trim_rl.resources import config_file, project_folder
 from trim_rl.sim.bundled import load_trees
+from trim_rl.train.budget import check_budget
+from trim_rl.train.config import load_agent, load_env
+from trim_rl.train.pomdp import train_pomdp
+from trim_rl.train.run import Target, check_inputs, train_grid, train_one
+from trim_rl.train.targets import resolve_targets
 
 __all__ = ["load_trees", "make_env", "load_policy", "load_checkpoint", "train", "evaluate", "export", "Run",
            "Evaluation", "project_folder"]
@@ -34,14 +44,13 @@ def make_env(trees=DEFAULT_TREES, lam: float = 1e-3, obs: str = "agg", budget_co
              lam_range: tuple[float, float] = (1e-4, 1e-2), num_envs: int | None = None, seed: int | None = None):
     """A :class:`~trim_rl.envs.routing_env.RoutingEnv` on ``trees`` (any tree spec or loaded trees), or
     with ``num_envs`` the batched :class:`~trim_rl.envs.vec_env.RoutingVecEnv` (an SB3 ``VecEnv``)."""
-    from trim_rl.envs.routing_env import RoutingEnv, resolve_trees
-
     flat = resolve_trees(trees)
     if num_envs is None:
         env = RoutingEnv(flat, lam=lam, obs=obs, budget_conditioned=budget_conditioned, lam_range=lam_range)
         if seed is not None:
             env.reset(seed=seed)
         return env
+    # trim_rl.envs.vec_env imports stable_baselines3
     from trim_rl.envs.vec_env import RoutingVecEnv
 
     venv = RoutingVecEnv(flat, num_envs=num_envs, lam=lam, obs=obs, budget_conditioned=budget_conditioned,
@@ -73,8 +82,6 @@ class Run:
 
     def export(self, out: str | Path, which: str = "best") -> Path:
         """Install the run's policy as a checkpoint folder (see ``python -m trim_rl.export``)."""
-        from trim_rl.export import export_run
-
         return export_run(self.path, out, which)
 
 
@@ -86,18 +93,12 @@ def train(agent: str | Path = "trim_agg", env: str | Path = "math500", *, budget
     (``budget`` % of always-strong's strong tokens, or a price ``lam``) or a grid of them.  With no
     target, the env YAML's ``budget``.  Returns the :class:`Run`, or a list for a grid (a failed
     budget raises ``RuntimeError`` naming it after the others finished)."""
-    from trim_rl.train.config import load_agent, load_env
-    from trim_rl.train.run import Target, check_inputs, train_grid, train_one
-    from trim_rl.train.targets import resolve_targets
-
     a = load_agent(config_file("agents", agent), list(hyperparams))
     e = load_env(config_file("envs", env))
     if init_from is not None:
         a.init_from, a.recipe = str(Path(init_from).resolve()), ["ppo"]
     targets, grid, flag = resolve_targets(a, e, budget, budget_grid, lam, lam_grid)
     if a.algo == "pomdp":
-        from trim_rl.train.pomdp import train_pomdp
-
         out = [Run(d) for d in train_pomdp(a, e, targets, seed, runs, progress=progress)]
         return out if grid else out[0]
     if a.budget_conditioned:  # one budget-conditioned policy serves every budget
@@ -105,8 +106,6 @@ def train(agent: str | Path = "trim_agg", env: str | Path = "math500", *, budget
     inputs = check_inputs(a, e, targets[0], progress, flag)
     if not grid:
         return Run(train_one(a, e, targets[0], seed, runs, progress=progress, inputs=inputs))
-    from trim_rl.train.budget import check_budget
-
     for t in targets:
         if t.budget is not None:
             check_budget(t.budget, inputs.calib, flag, f"the calibration trees ({e.calib_spec})")
@@ -133,8 +132,6 @@ class Evaluation:
 
     def write(self, out: str | Path) -> Path:
         """``metrics.json``, ``points.csv``, ``report.md`` and ``frontier.png`` into ``out`` (as one set)."""
-        from trim_rl.eval.report import write_all
-
         write_all(Path(out), self.data)
         return Path(out) / "report.md"
 
@@ -145,10 +142,6 @@ def evaluate(policies: Sequence[Any] = ("thr", "always-weak", "always-strong", "
     """Sweep policies over held-out trees (default the bundled math500 test trees).  ``policies``
     holds built-in names (``thr``, ``random``, ``oracle-step``, query routers, ...), checkpoint
     folders (each family one frontier) and loaded checkpoints; ``out`` also writes the report."""
-    from trim_rl.agents.query import QUERY_ROUTERS
-    from trim_rl.eval.evaluation import evaluate_policies, make_query_context
-    from trim_rl.eval.sweep import LABELS, find_checkpoints
-
     spec = trees if trees is not None else "sim:math500:test"
     flat = spec if not isinstance(spec, (str, Path, list, tuple)) else load_trees(
         [str(s) for s in spec] if isinstance(spec, (list, tuple)) else str(spec))
@@ -178,6 +171,4 @@ def evaluate(policies: Sequence[Any] = ("thr", "always-weak", "always-strong", "
 
 def export(run: Run | str | Path, out: str | Path, which: str = "best") -> Path:
     """Install a run's policy as a deployment checkpoint at ``out``."""
-    from trim_rl.export import export_run
-
     return export_run(run.path if isinstance(run, Run) else run, out, which)

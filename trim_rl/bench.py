@@ -12,6 +12,12 @@ import time
 
 import numpy as np
 
+from trim_rl.envs.routing_env import RoutingEnv
+from trim_rl.eval.robustness import DEFAULT_LAMS
+from trim_rl.live.bench import DEFAULT_POLICIES, decision_times, defaults_throughput, throughput
+from trim_rl.live.serve.bench import main as serve_main
+from trim_rl.sim.bundled import load_trees
+
 
 def _steps_per_second(venv, actions: np.ndarray) -> float:
     venv.seed(0)
@@ -26,9 +32,8 @@ def bench_env(trees: str, n_envs: int, steps: int, repeats: int, obs: str) -> di
     """Env steps per second of RoutingVecEnv and of DummyVecEnv over the same RoutingEnvs."""
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from trim_rl.envs.routing_env import RoutingEnv
+    # trim_rl.envs.vec_env imports stable_baselines3
     from trim_rl.envs.vec_env import RoutingVecEnv
-    from trim_rl.sim.bundled import load_trees
 
     f = load_trees(trees)
     rng = np.random.default_rng(0)
@@ -50,6 +55,7 @@ def bench_train(agent_yaml: str, env_yaml: str, budget: float | None, grid: bool
     YAML's whole budget grid, median of ``repeats`` runs, with each stage's seconds."""
     import json
 
+    # trim_rl.api imports torch
     from trim_rl import api
 
     walls, stages = [], []
@@ -71,9 +77,9 @@ def bench_pomdp(trees: str, lams: list[float], repeats: int) -> dict:
     once), medians of ``repeats`` runs; numpy's thread pools are limited to one thread."""
     from threadpoolctl import threadpool_limits
 
+    # trim_rl.agents.pomdp imports scipy
     from trim_rl.agents.pomdp.fit import fit_model
     from trim_rl.agents.pomdp.solver import solve
-    from trim_rl.sim.bundled import load_trees
 
     f = load_trees(trees)
     with threadpool_limits(1):
@@ -117,8 +123,6 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.bench") -
     t.add_argument("--repeats", type=int, default=1, help="timing runs; the median is reported (default 1)")
     t.add_argument("--hyperparams", nargs="*", default=[], metavar="KEY:VALUE", help="agent YAML overrides")
     t.add_argument("--runs", default="runs/bench", help="run folder root (default runs/bench)")
-    from trim_rl.eval.robustness import DEFAULT_LAMS
-
     p = sub.add_parser("pomdp", help="seconds to solve TRIM-POMDP for one budget and for the lambda grid",
                        description="Fit TRIM-POMDP on the training trees once, then time value iteration (and the "
                                    "policy table) for one budget and for every lambda of the grid on one core; "
@@ -167,12 +171,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.bench") -
     sv.add_argument("--control-concurrency", type=int, default=16, help="in flight in the --target-share stream")
     args = ap.parse_args(argv)
     if args.cmd == "serve":
-        from trim_rl.live.serve.bench import main as serve_main
-
         return serve_main(args)
     if args.cmd == "live":
-        from trim_rl.live.bench import DEFAULT_POLICIES, decision_times, throughput
-
         times = decision_times(DEFAULT_POLICIES, args.steps, args.repeats)
         print(f"router decision time per step (one core, median of {args.repeats} runs of {args.steps} decisions):")
         for name, ms in times.items():
@@ -185,8 +185,6 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.bench") -
                 print(f"  {mode:<12} {v:.3f}")
             print(f"ratio hybrid/weak-only: {r['hybrid'] / r['weak-only']:.2f}, "
                   f"hybrid/strong-only: {r['hybrid'] / r['strong-only']:.2f}")
-            from trim_rl.live.bench import defaults_throughput
-
             reps = max(1, min(3, args.repeats))
             d = defaults_throughput(args.url, args.problems, args.limit, args.max_tokens, args.max_steps, reps)
             print(f"step generations/s, old throughput defaults (16 in flight per server, batch 8, chunk 4) vs new "

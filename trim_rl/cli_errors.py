@@ -10,6 +10,8 @@ import os
 import sys
 from collections.abc import Callable
 
+from trim_rl.data.errors import TreeFormatError
+
 # what a user can cause: bad configs / values (ValueError and its kinds: ConfigError, BudgetError,
 # TreeFormatError), and files that are missing, in the way or unreadable
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
@@ -28,8 +30,6 @@ def run_cli(prog: str, body: Callable[[], int]) -> int:
     Ctrl-C and SIGTERM end with one line (exit 130 / 143), temporary files removed."""
     import signal
     import threading
-
-    from trim_rl.data.errors import TreeFormatError
 
     old = None
     if threading.current_thread() is threading.main_thread():

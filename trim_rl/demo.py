@@ -8,6 +8,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from trim_rl.cli_errors import run_cli
+from trim_rl.evaluate import main as evaluate_main
+
 DEMO_BUDGETS = (5.0, 12.0, 20.0, 26.0)
 
 
@@ -27,13 +30,12 @@ def build_parser(prog: str = "python -m trim_rl.demo") -> argparse.ArgumentParse
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.demo") -> int:
-    from trim_rl.cli_errors import run_cli
-
     args = build_parser(prog).parse_args(argv)
     return run_cli(prog, lambda: _main(args))
 
 
 def _main(args) -> int:
+    # trim_rl.api imports torch
     from trim_rl import api
 
     out = Path(args.out)
@@ -49,8 +51,6 @@ def _main(args) -> int:
     for folder in (shipped / "trim_agg", shipped / "trim_pomdp"):
         if folder.exists() and any(folder.glob("*/policy.json")):
             checkpoints.append(str(folder))
-    from trim_rl.evaluate import main as evaluate_main
-
     cmd = ["--trees", "sim:math500:test", "--out", str(out), "--seed", str(args.seed), "--bootstrap", str(args.bootstrap)]
     return evaluate_main([*cmd, "--checkpoints", *checkpoints] if checkpoints else cmd)
 

@@ -6,11 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
-
 from trim_rl.agents.query import QUERY_ROUTERS
+from trim_rl.cli_errors import run_cli
+from trim_rl.configs import ConfigError
 from trim_rl.eval.evaluation import DEFAULT_POLICIES, evaluate_policies, make_query_context
+from trim_rl.eval.paper import paper_report
+from trim_rl.eval.perturb import describe, perturb_prm
 from trim_rl.eval.report import write_all
+from trim_rl.eval.robustness import robustness_report
 from trim_rl.eval.sweep import LABELS, find_checkpoints
+from trim_rl.sim.bundled import load_trees, resolve_tree_spec
 
 
 def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
@@ -55,16 +60,12 @@ def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, prog: str = "evaluate.py") -> int:
-    from trim_rl.cli_errors import run_cli
-
     args = build_parser(prog).parse_args(argv)
     return run_cli(prog, lambda: _main(args))
 
 
 def _check_args(args) -> list[str]:
     """Every argument checked before any work; returns the built-in policy names."""
-    from trim_rl.configs import ConfigError
-
     names = [n.strip() for n in args.policies.split(",") if n.strip()]
     unknown = [n for n in names if n not in LABELS and n not in QUERY_ROUTERS]
     if unknown:
@@ -83,26 +84,18 @@ def _check_args(args) -> list[str]:
 
 
 def _main(args) -> int:
-    from trim_rl.sim.bundled import load_trees, resolve_tree_spec
-
     names = _check_args(args)
     if args.report == "paper":
-        from trim_rl.eval.paper import paper_report
-
         out = Path(args.out or "reports/paper")
         paper_report(out, checkpoints=args.checkpoints or None, n_boot=args.bootstrap, seed=args.seed,
                      routing_errors=args.routing_errors, progress=not args.quiet)
         print(f"report: {out / 'report.md'}")
         return 0
     if args.robustness:
-        from trim_rl.eval.robustness import robustness_report
-
         out = robustness_report(args.trees, args.checkpoints, seed=args.seed, n_boot=args.bootstrap,
                                 out=args.out, progress=not args.quiet)
         print(f"report: {out}")
         return 0
-    from trim_rl.eval.perturb import describe, perturb_prm
-
     checkpoints = find_checkpoints(args.checkpoints) if args.checkpoints else []
     paths = resolve_tree_spec(args.trees, progress=not args.quiet)
     trees = perturb_prm(load_trees(args.trees), args.prm_noise, args.prm_flip, args.seed)

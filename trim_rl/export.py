@@ -14,7 +14,12 @@ import shutil
 import sys
 from pathlib import Path
 
-from trim_rl.agents.checkpoint import META, write_folder
+from trim_rl.agents.checkpoint import META, write_folder, write_network_checkpoint
+from trim_rl.cli_errors import run_cli
+from trim_rl.envs.observations import make_builder
+from trim_rl.train.config import agent_from_dict
+from trim_rl.train.ppo_stage import actor_net, network_meta
+from trim_rl.train.recipe import family_of, recipe_meta
 
 
 def _run_config(run_dir: Path) -> dict:
@@ -45,10 +50,12 @@ def export_run(run_dir: str | Path, out: str | Path, which: str = "best") -> Pat
 def _copy_artifact(src: Path, out: Path, files: list[str], check: str) -> Path:
     """Copy a checked checkpoint folder's files to ``out`` with policy.json's ``name`` set to out's."""
     if check == "pomdp":
+        # trim_rl.agents.pomdp imports scipy
         from trim_rl.agents.pomdp.policy import load_pomdp
 
         load_pomdp(src)  # refuses a missing, foreign or altered artifact
     else:
+        # trim_rl.agents.exported imports torch
         from trim_rl.agents.exported import ExportedPolicy
 
         ExportedPolicy(src)
@@ -69,12 +76,6 @@ def _copy_artifact(src: Path, out: Path, files: list[str], check: str) -> Path:
 
 def _export_last(run_dir: Path, out: Path, cfg: dict) -> Path:
     from sb3_contrib import MaskablePPO
-
-    from trim_rl.agents.checkpoint import write_network_checkpoint
-    from trim_rl.envs.observations import make_builder
-    from trim_rl.train.config import agent_from_dict
-    from trim_rl.train.ppo_stage import actor_net, network_meta
-    from trim_rl.train.recipe import family_of, recipe_meta
 
     zip_path = run_dir / "model.zip"
     if not zip_path.is_file():
@@ -103,8 +104,6 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.export") 
                          "any other folder is refused")
     ap.add_argument("--which", choices=["best", "last"], default="best",
                     help="best: the run's finished, calibrated policy (default); last: PPO's last actor, uncalibrated")
-    from trim_rl.cli_errors import run_cli
-
     args = ap.parse_args(argv)
     return run_cli(prog, lambda: _main(args))
 

@@ -14,6 +14,8 @@ import torch
 
 from trim_rl.agents.checkpoint import FORMAT, WEIGHTS, read_policy_json, sha256_file
 from trim_rl.agents.networks import PolicyNet
+from trim_rl.envs.observations import builder_from_config
+from trim_rl.train.budget import BudgetTable
 
 __all__ = ["ExportedPolicy", "load_checkpoint", "FORMAT", "WEIGHTS", "read_policy_json", "sha256_file"]
 
@@ -71,8 +73,6 @@ class ExportedPolicy:
     @property
     def budget_table(self):
         """A budget-conditioned checkpoint's :class:`~trim_rl.train.budget.BudgetTable` (None otherwise)."""
-        from trim_rl.train.budget import BudgetTable
-
         data = self.meta.get("budget_table")
         return None if data is None else BudgetTable.from_json(data, str(self.folder / "policy.json"))
 
@@ -89,8 +89,6 @@ class ExportedPolicy:
         return table.lam_for(budget, what)
 
     def builder(self):
-        from trim_rl.envs.observations import builder_from_config
-
         return builder_from_config(self.meta["observation"])
 
     def logits(self, observation: np.ndarray, action_masks: np.ndarray | None = None) -> np.ndarray:
@@ -112,6 +110,7 @@ class ExportedPolicy:
 def load_checkpoint(folder: str | Path):
     """A checkpoint folder as a policy, by its ``kind``: a network (:class:`ExportedPolicy`) or a
     TRIM-POMDP table (see :func:`trim_rl.agents.registry.load_checkpoint`, which this forwards to)."""
-    from trim_rl.agents.registry import load_checkpoint as load  # the registry imports this module
+    # cycle: trim_rl.agents.exported <-> trim_rl.agents.registry
+    from trim_rl.agents.registry import load_checkpoint as load
 
     return load(folder)

@@ -7,6 +7,7 @@ import signal
 import sys
 
 from trim_rl.argtypes import OneLineParser
+from trim_rl.data.merge import merge_shards
 
 
 def _on_sigterm(signum, frame):  # unwind, so the temporary output file is removed
@@ -24,8 +25,6 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.data") ->
     m.add_argument("shards", nargs="+", help="the shard tree files")
     m.add_argument("--force", action="store_true", help="replace OUT if it exists")
     args = ap.parse_args(argv)
-    from trim_rl.data.merge import merge_shards
-
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         print(json.dumps(merge_shards(args.out, args.shards, args.force)))

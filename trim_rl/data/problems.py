@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trim_rl.data.errors import TreeFormatError
 from trim_rl.data.trees import iter_json_lines
 from trim_rl.resources import resource_path
 
@@ -148,8 +149,6 @@ def load_problems(name: str) -> list[Problem]:
     path = Path(name)
     if not path.exists():
         raise ValueError(f"unknown benchmark {name!r}: use one of {', '.join(BENCHMARKS)} or a .jsonl file")
-    from trim_rl.data.errors import TreeFormatError
-
     out = []
     for line, r in iter_json_lines(path):
         if not isinstance(r, dict):

@@ -6,8 +6,9 @@ from trim_rl.envs.observations import AggObservation, SeqObservation, StepHistor
 from trim_rl.envs.routing_env import KEEP, REGENERATE, RoutingEnv
 
 
-def __getattr__(name):  # the VecEnv pulls in stable-baselines3; import it on demand
+def __getattr__(name):
     if name == "RoutingVecEnv":
+        # trim_rl.envs.vec_env imports stable_baselines3: loaded on demand
         from trim_rl.envs.vec_env import RoutingVecEnv
 
         return RoutingVecEnv

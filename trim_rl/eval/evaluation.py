@@ -11,6 +11,7 @@ from trim_rl.agents.query import QUERY_ROUTERS
 from trim_rl.data.flat import FlatTrees
 from trim_rl.eval.metrics import policy_metrics
 from trim_rl.eval.query_sweep import LABELS as QUERY_LABELS
+from trim_rl.eval.query_sweep import QueryContext, sweep_query
 from trim_rl.eval.report import DIBC_NOTE
 from trim_rl.eval.rollout import weak_only_records
 from trim_rl.eval.sweep import LABELS, Point, checkpoint_families, sweep, sweep_checkpoints
@@ -41,8 +42,6 @@ def evaluate_policies(trees: FlatTrees, names: list[str], n_boot: int = 1000, se
         if name in families:
             points: list[Point] = sweep_checkpoints(families[name], trees, seed=seed, routing_errors=routing_errors)
         elif name in QUERY_ROUTERS:
-            from trim_rl.eval.query_sweep import sweep_query
-
             points, diagnostics = sweep_query(name, trees, query_ctx)
             if not points:  # not applicable to these trees
                 result.setdefault("not_applicable", {})[name] = diagnostics
@@ -76,8 +75,6 @@ def evaluate_policies(trees: FlatTrees, names: list[str], n_boot: int = 1000, se
 def make_query_context(test_spec: str, train_spec: str | None, val_spec: str | None, seed: int = 0,
                        progress: bool = False):
     """Train/val trees for the learned query routers (derived from a sim:PROFILE:test spec)."""
-    from trim_rl.eval.query_sweep import QueryContext
-
     def derive(split):
         parts = test_spec.split(":")
         if not (test_spec.startswith("sim:") and len(parts) >= 3):

@@ -23,11 +23,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from trim_rl.cli_errors import run_cli
 from trim_rl.data.flat import FlatTrees
 from trim_rl.data.tree_dp import levels_bottom_up, policy_outcomes, reach_probability
+from trim_rl.data.trees import atomic_output
 from trim_rl.envs.observations import AggObservation
 from trim_rl.eval.metrics import cpt, upper_frontier
 from trim_rl.eval.sweep import THRESHOLDS
+from trim_rl.sim.bundled import load_trees
 
 DEFAULT_LAMS = (1.4e-3, 1.6e-3, 1.8e-3, 2.0e-3, 2.2e-3)
 
@@ -134,15 +137,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.eval.head
     ap.add_argument("--seed", type=int, default=0, help="seed of the regression (default: 0)")
     ap.add_argument("--out", help="also write the figures as JSON to this file")
     args = ap.parse_args(argv)
-    from trim_rl.cli_errors import run_cli
-
     return run_cli(prog, lambda: _main(args))
 
 
 def _main(args) -> int:
-    from trim_rl.data.trees import atomic_output
-    from trim_rl.sim.bundled import load_trees
-
     t0 = time.time()
     train = load_trees(args.train, progress=True)
     test = load_trees(args.trees, progress=True)

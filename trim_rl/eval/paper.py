@@ -19,11 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
+from trim_rl.agents.query import _auc
 from trim_rl.data.flat import FlatTrees, load_flat
 from trim_rl.data.trees import atomic_output
+from trim_rl.eval.evaluation import evaluate_policies
 from trim_rl.eval.metrics import json_safe
+from trim_rl.eval.query_sweep import QueryContext
 from trim_rl.eval.report import write_all
+from trim_rl.eval.sweep import find_checkpoints
 from trim_rl.resources import project_folder
+from trim_rl.sim.bundled import tree_file
 
 STEP_POLICIES = ["thr", "always-weak", "always-strong", "random", "oracle-step", "oracle-query"]
 QUERY_POLICIES = ["sw", "mf", "clf", "automix", "automix-min", "random-query", "smoothie"]
@@ -32,14 +37,10 @@ CROSS_TARGETS = ("olympiadbench", "minerva")
 
 
 def _trees(profile: str, split: str, progress: bool) -> FlatTrees:
-    from trim_rl.sim.bundled import tree_file
-
     return load_flat(tree_file(profile, split, progress=progress))
 
 
 def _checkpoints_for(paths, profile: str) -> list:
-    from trim_rl.eval.sweep import find_checkpoints
-
     if not paths:  # the shipped checkpoints: checkpoints/NAME and checkpoints/FAMILY/NAME
         default = project_folder("checkpoints")
         paths = [str(default)] if any(default.rglob("policy.json")) else []
@@ -62,8 +63,6 @@ def trained_on(meta: dict) -> str | None:
 def prm_diagnostics(trees: FlatTrees, threshold: float = 0.5, max_index: int = 10) -> list[dict]:
     """Per step index (1-based; the last bin pools the rest): how well the weak step's PRM score flags
     a wrong step (``step_correct`` = 0), over every weak candidate step in the trees."""
-    from trim_rl.agents.query import _auc
-
     lab = trees.weak_step_correct
     ok = lab >= 0
     idx = np.minimum(trees.depth + 1, max_index)
@@ -126,9 +125,6 @@ def _ratio_line(result: dict) -> str:
 
 def paper_report(out: str | Path, checkpoints=None, n_boot: int = 1000, seed: int = 0, routing_errors: float = 0.0,
                  progress: bool = True) -> dict:
-    from trim_rl.eval.query_sweep import QueryContext
-    from trim_rl.eval.evaluation import evaluate_policies
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summary: dict = {"table1": {}, "table2": {}, "prm_diagnostics": {}, "routing_errors": routing_errors}

@@ -9,8 +9,8 @@ import math
 import os
 from pathlib import Path
 
-from trim_rl.fsutil import atomic_output
 from trim_rl.eval.metrics import json_safe
+from trim_rl.fsutil import atomic_output, folder_beside
 
 DIBC_NOTE = ("dIBC is the mean over the frontier's operating points with cost > 0 (the always-weak anchor "
              "excluded) of (IBC - IBC_random) / IBC_random, IBC = (acc - acc_weak) / (cost - 0), "
@@ -123,8 +123,6 @@ def write_all(out: Path, result: dict) -> None:
     """Write the four files as one set: all are built in a temporary folder beside ``out``, then
     moved in with SIGINT / SIGTERM held back, so ``out`` never mixes files of two evaluations."""
     import signal
-
-    from trim_rl.fsutil import folder_beside
 
     out = Path(out)
     if out.exists() and not out.is_dir():

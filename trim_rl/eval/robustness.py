@@ -17,6 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
+from trim_rl.cli_errors import run_cli
+from trim_rl.configs import ConfigError
+from trim_rl.eval.evaluation import evaluate_policies
+from trim_rl.eval.metrics import json_safe
+from trim_rl.eval.perturb import describe, perturb_prm
+from trim_rl.eval.sweep import find_checkpoints
+from trim_rl.fsutil import folder_beside
+from trim_rl.sim.bundled import load_trees
+
 DEFAULT_NOISE = (0.0, 0.5, 1.0, 2.0)
 DEFAULT_FLIP = (0.05, 0.1, 0.2)
 DEFAULT_LAMS = (3e-4, 5e-4, 8e-4, 1.2e-3, 1.6e-3, 2e-3, 2.4e-3, 2.6e-3, 2.8e-3, 3e-3, 3.2e-3, 3.4e-3, 3.6e-3, 4e-3)
@@ -25,10 +34,10 @@ LEVELS = ("50", "80", "95")
 
 def solved_pomdp(train_spec: str, lams: list[float], progress: bool = False) -> list:
     """TRIM-POMDP policies fitted on ``train_spec`` (default settings) and solved for each lambda."""
+    # trim_rl.agents.pomdp imports scipy
     from trim_rl.agents.pomdp.fit import fit_model
     from trim_rl.agents.pomdp.policy import POMDPPolicy
     from trim_rl.agents.pomdp.solver import solve
-    from trim_rl.sim.bundled import load_trees
 
     model = fit_model(load_trees(train_spec, progress), source=train_spec)
     out = []
@@ -41,9 +50,6 @@ def solved_pomdp(train_spec: str, lams: list[float], progress: bool = False) -> 
 def robustness(trees, checkpoints: list, conditions: list[tuple[float, float]], seed: int = 0, n_boot: int = 200,
                progress: bool = False) -> dict:
     """CPT(50/80/95) and dIBC of TRIM-Thr and every checkpoint family under each (noise, flip)."""
-    from trim_rl.eval.perturb import describe, perturb_prm
-    from trim_rl.eval.evaluation import evaluate_policies
-
     rows = []
     for noise, flip in conditions:
         pt = perturb_prm(trees, noise, flip, seed)
@@ -91,12 +97,6 @@ def robustness_report(trees_spec: str, checkpoint_dirs: list[str], train_spec: s
                       out: str | Path | None = None, progress: bool = True) -> Path:
     """Measure and write ``robustness.json`` + ``robustness.md`` into ``out`` (both or neither);
     returns the Markdown file."""
-    from trim_rl.configs import ConfigError
-    from trim_rl.eval.metrics import json_safe
-    from trim_rl.eval.sweep import find_checkpoints
-    from trim_rl.fsutil import folder_beside
-    from trim_rl.sim.bundled import load_trees
-
     out = Path(out or "reports/robustness")
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out}: exists and is not a folder")
@@ -141,8 +141,6 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.eval.robu
     ap.add_argument("--out", default="reports/robustness", help="output folder (default reports/robustness)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
-    from trim_rl.cli_errors import run_cli
-
     def body() -> int:
         md = robustness_report(args.trees, args.checkpoints, args.train, args.lams, args.noise, args.flip, args.seed,
                                args.bootstrap, args.out, not args.quiet)

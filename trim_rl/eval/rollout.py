@@ -32,6 +32,7 @@ def rollout(policy, trees: FlatTrees, lam: float = 1e-3, deterministic: bool = T
     ``lam`` is shown to budget-conditioned policies; ``routing_errors`` flips that fraction of the
     policy's decisions (where the flipped action is legal), seeded by ``seed``.
     """
+    # trim_rl.envs.vec_env imports stable_baselines3
     from trim_rl.envs.vec_env import RoutingVecEnv
 
     n = trees.n_trees

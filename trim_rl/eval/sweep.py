@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -80,6 +80,7 @@ def find_checkpoints(paths: list[str]) -> list:
     (``checkpoints/NAME`` and ``checkpoints/FAMILY/NAME``), each loaded once."""
     from pathlib import Path
 
+    # trim_rl.agents.registry imports torch
     from trim_rl.agents.registry import load_checkpoint
 
     found: list[Path] = []

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
+from trim_rl.data.problems import load_problems
 from trim_rl.envs.observations import StepHistory
+from trim_rl.live.cli import OLD_DEFAULTS
+from trim_rl.live.collector import CollectSettings, TreeCollector
+from trim_rl.live.engines import OpenAICompatibleEngine, Sampling
+from trim_rl.live.http import HTTPSettings
+from trim_rl.live.prm import SelfVerifyScorer
+from trim_rl.live.results import ResultsFile
 
 DEFAULT_POLICIES = {
     "TRIM-Thr": "thr:0.5",
@@ -26,6 +33,7 @@ def decision_times(specs: dict[str, str], steps: int = 2000, repeats: int = 5, s
     core: observation building plus ``predict``, over solutions of 8 steps with random scores."""
     import torch
 
+    # trim_rl.live.router imports torch
     from trim_rl.live.router import Router, load_policy
 
     torch.set_num_threads(1)
@@ -53,9 +61,8 @@ def throughput(url: str, policy: str, problems: str = "gsm8k", limit: int = 8, m
                max_steps: int = 8, repeats: int = 1) -> dict[str, float]:
     """Problems per second of hybrid (``policy``, self-verify scorer), weak-only and strong-only
     decoding against the same server (weak and strong are the same model, strong sampled greedily)."""
-    from trim_rl.data.problems import load_problems
+    # trim_rl.live.decoder and trim_rl.live.router import torch
     from trim_rl.live.decoder import DecodeSettings, HybridDecoder
-    from trim_rl.live.results import ResultsFile
     from trim_rl.live.router import Router, load_policy
 
     probs = load_problems(problems)[:limit]
@@ -78,10 +85,6 @@ def throughput(url: str, policy: str, problems: str = "gsm8k", limit: int = 8, m
 def _engines(url: str, max_tokens: int, concurrency: int):
     """Weak (sampled), strong (greedy) and a self-verify scorer on the same server(s), each with one
     client for the whole run, ``concurrency`` requests in flight per server."""
-    from trim_rl.live.engines import OpenAICompatibleEngine, Sampling
-    from trim_rl.live.http import HTTPSettings
-    from trim_rl.live.prm import SelfVerifyScorer
-
     http = HTTPSettings(timeout=300, retries=1, concurrency=concurrency)
     return (OpenAICompatibleEngine(url, sampling=Sampling(max_tokens, 0.7), http=http),
             OpenAICompatibleEngine(url, sampling=Sampling(max_tokens, 0.0), http=http),
@@ -94,11 +97,8 @@ def defaults_throughput(url: str, problems: str = "gsm8k", limit: int = 16, max_
     collector (K = 1, depth ``max_steps``) at the old throughput defaults (16 requests in flight per
     server, 8 problems decoded / 4 expanded at once) and at the new ones (256, 256, 64), against the
     same server(s), interleaved run by run; medians of ``repeats``."""
-    from trim_rl.data.problems import load_problems
-    from trim_rl.live.cli import OLD_DEFAULTS
-    from trim_rl.live.collector import CollectSettings, TreeCollector
+    # trim_rl.live.decoder and trim_rl.live.router import torch
     from trim_rl.live.decoder import DecodeSettings, HybridDecoder
-    from trim_rl.live.results import ResultsFile
     from trim_rl.live.router import Router, load_policy
 
     probs = load_problems(problems)[:limit]

@@ -13,7 +13,17 @@ import signal
 import sys
 
 from trim_rl.argtypes import OneLineParser, int_at_least, nonneg_float, positive_float
+from trim_rl.data.problems import BENCHMARKS, load_problems
 from trim_rl.data.schema import MAX_STEPS
+from trim_rl.live.collector import CollectSettings, TreeCollector, tree_settings
+from trim_rl.live.engines import Sampling, make_engine
+from trim_rl.live.estimate import estimate
+from trim_rl.live.http import EngineError, HTTPSettings, split_urls
+from trim_rl.live.local import LlamaServers
+from trim_rl.live.prm import SelfVerifyScorer, VLLMInProcessPRM, VLLMPoolingPRM
+from trim_rl.live.prompts import ChatTemplate
+from trim_rl.live.results import ResultsFile, decode_row_check, tree_row_check
+from trim_rl.live.serve.main import add_parser, serve
 
 EXIT_USAGE = 2
 EXIT_INCOMPLETE = 3
@@ -147,16 +157,12 @@ def build_parser(prog: str = "python -m trim_rl.live") -> argparse.ArgumentParse
     srv.add_argument("--parallel", type=POSITIVE, default=1,
                      help="parallel slots: llama-cpp-python's server answers one request at a time, so N slots are "
                           "N servers on ports PORT..PORT+N-1; pass the printed URL list to --weak-url (default 1)")
-    from trim_rl.live.serve.main import add_parser
-
     add_parser(sub, lambda sp: _common(sp, problems=False))
     return p
 
 
 def serve_local(args) -> int:
     import time
-
-    from trim_rl.live.local import LlamaServers
 
     pool = LlamaServers(args.parallel, args.model, args.port, args.n_ctx, args.n_threads)
     try:
@@ -204,10 +210,6 @@ def _url(spec: list[str] | None) -> str | None:
 
 def _engines(args, need_strong: bool, need_scorer: bool):
     """The weak and strong engines, once every flag they need is checked (before any server is asked)."""
-    from trim_rl.live.engines import Sampling, make_engine
-    from trim_rl.live.http import HTTPSettings, split_urls
-    from trim_rl.live.prompts import ChatTemplate
-
     http = HTTPSettings(timeout=args.timeout, retries=args.retries, concurrency=args.concurrency)
     template = ChatTemplate.resolve(args.chat_template)
     vargs = parse_vllm_args(args.vllm_arg)
@@ -233,8 +235,6 @@ def _engines(args, need_strong: bool, need_scorer: bool):
 
 
 def _scorer(args, http, template, urls, vargs):
-    from trim_rl.live.prm import SelfVerifyScorer, VLLMInProcessPRM, VLLMPoolingPRM
-
     url = urls["prm"]
     if args.prm == "self-verify":
         url = url or urls["weak"]
@@ -250,8 +250,6 @@ def _scorer(args, http, template, urls, vargs):
 
 def _problems(args, shard=None):
     from pathlib import Path
-
-    from trim_rl.data.problems import BENCHMARKS, load_problems
 
     if args.problems not in BENCHMARKS:
         path = Path(args.problems)
@@ -298,8 +296,8 @@ def policy_id(spec: str) -> str:
 
 
 def decode(args) -> int:
+    # trim_rl.live.decoder and trim_rl.live.router import torch
     from trim_rl.live.decoder import DecodeSettings, HybridDecoder, summary_path
-    from trim_rl.live.results import ResultsFile, decode_row_check
     from trim_rl.live.router import MODES, Router, load_policy
 
     policy = load_policy(args.policy)
@@ -333,9 +331,6 @@ def decode(args) -> int:
 
 
 def collect(args) -> int:
-    from trim_rl.live.collector import CollectSettings, TreeCollector, tree_settings
-    from trim_rl.live.results import ResultsFile, tree_row_check
-
     out = ResultsFile(_need_out(args), check=tree_row_check) if args.estimate is None else None
     problems = _problems(args, args.shard)
     if not problems:
@@ -349,8 +344,6 @@ def collect(args) -> int:
     col = TreeCollector(weak, strong, scorer,
                         CollectSettings(args.max_interventions, args.max_depth, args.chunk, args.seed, meta))
     if args.estimate is not None:
-        from trim_rl.live.estimate import estimate
-
         return estimate(col, problems, args.estimate, progress=not args.quiet)
     out.check_settings(col.settings_of(), tree_settings)
     return _report(col.run(problems, out, progress=not args.quiet), out.path)
@@ -365,14 +358,10 @@ def _on_sigterm(signum, frame):
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.live") -> int:
-    from trim_rl.live.http import EngineError
-
     args = build_parser(prog).parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if args.command == "serve":
-            from trim_rl.live.serve.main import serve
-
             return serve(args)
         return {"decode": decode, "collect": collect, "serve-local": serve_local}[args.command](args)
     except EngineError as exc:

@@ -17,8 +17,10 @@ import math
 import sys
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
+
+from trim_rl.live.results import ResultsFile
 
 
 def full_tree_nodes(depth: int, k: int) -> int:
@@ -35,8 +37,6 @@ def pilot_problems(problems: Sequence, n: int) -> list:
 def estimate(collector, problems: Sequence, n_pilot: int, progress: bool = True) -> int:
     """Collect a pilot into a temporary file and print the expected cost of ``problems``; returns the
     exit code (3 when a server failed during the pilot)."""
-    from trim_rl.live.results import ResultsFile
-
     pilot = pilot_problems(problems, n_pilot)
     with tempfile.TemporaryDirectory() as tmp:
         out = ResultsFile(Path(tmp) / "pilot.jsonl")

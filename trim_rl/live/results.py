@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
-from trim_rl.data.trees import dumps_line
+from trim_rl.data.schema import SCHEMA
+from trim_rl.data.trees import atomic_output, dumps_line
 
 #: ``kind`` of a decode results row.
 DECODE_KIND = "trim_rl.live.decode/v1"
@@ -34,8 +35,6 @@ def decode_row_check(row: dict) -> str | None:
 
 def tree_row_check(row: dict) -> str | None:
     """Why ``row`` is not a collected tree (None when it is)."""
-    from trim_rl.data.schema import SCHEMA
-
     if row.get("schema") != SCHEMA:
         what = f"kind {row['kind']!r}" if "kind" in row else f"schema {row.get('schema')!r}"
         return f"not a tree line ({what}; expected schema {SCHEMA!r})"
@@ -112,8 +111,6 @@ class ResultsFile:
 
 def write_json(path: str | os.PathLike, obj) -> None:
     """Write JSON atomically (temporary file, then rename)."""
-    from trim_rl.data.trees import atomic_output
-
     with atomic_output(path, "w") as fh:
         json.dump(obj, fh, indent=1)
         fh.write("\n")

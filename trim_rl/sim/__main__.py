@@ -7,6 +7,11 @@ import json
 import sys
 
 from trim_rl.argtypes import int_at_least
+from trim_rl.sim import calibrate as C
+from trim_rl.sim.bundled import BUNDLED_PROFILES, BUNDLED_SEED, bundled_path
+from trim_rl.sim.generate import generate_file
+from trim_rl.sim.params import load_params, save_params
+from trim_rl.sim.report import sweep_report
 
 
 def _parser(prog: str = "python -m trim_rl.sim") -> argparse.ArgumentParser:
@@ -49,9 +54,6 @@ def _parser(prog: str = "python -m trim_rl.sim") -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.sim") -> int:
     args = _parser(prog).parse_args(argv)
     if args.cmd == "calibrate":
-        from trim_rl.sim import calibrate as C
-        from trim_rl.sim.params import load_params, save_params
-
         params = load_params(args.params)
         if not args.check:
             for r in range(args.rounds):
@@ -63,13 +65,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.sim") -> 
         print(C.describe(params))
         return 0
     if args.cmd == "generate":
-        from trim_rl.sim.generate import generate_file
-        from trim_rl.sim.params import load_params
-
         params = load_params(args.params)
         if args.bundled:
-            from trim_rl.sim.bundled import BUNDLED_PROFILES, BUNDLED_SEED, bundled_path
-
             for prof in BUNDLED_PROFILES:
                 for split in ("train", "val", "test"):
                     s = generate_file(prof, split, BUNDLED_SEED, bundled_path(prof, split), params=params, progress=True)
@@ -83,8 +80,6 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.sim") -> 
         print(json.dumps(s))
         return 0
     if args.cmd == "report":
-        from trim_rl.sim.report import sweep_report
-
         print(sweep_report(args.profile, args.seed, args.trees, args.readme, args.plot))
         return 0
     return 2

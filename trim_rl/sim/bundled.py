@@ -8,6 +8,8 @@ from pathlib import Path
 from trim_rl.data.flat import FlatTrees, concat, load_flat
 from trim_rl.data.flat_cache import cache_root, load_flat_cached
 from trim_rl.resources import resource_path
+from trim_rl.sim.generate import generate_file
+from trim_rl.sim.params import load_params
 
 BUNDLED_SEED = 0
 BUNDLED_PROFILES = ("math500",)
@@ -28,9 +30,6 @@ def tree_file(profile: str, split: str, seed: int = BUNDLED_SEED, progress: bool
         p = bundled_path(profile, split)
         if p.exists():
             return p
-    from trim_rl.sim.generate import generate_file
-    from trim_rl.sim.params import load_params
-
     params = load_params()
     out = cache_dir() / "trees" / f"sim{params.version}" / f"{profile}_{split}_seed{seed}.jsonl.gz"
     if not out.exists():

@@ -12,6 +12,7 @@ from trim_rl.agents.baselines import ThresholdPolicy
 from trim_rl.data.flat import FlatTrees, load_flat
 from trim_rl.data.trees import atomic_output
 from trim_rl.eval.rollout import rollout
+from trim_rl.sim.bundled import tree_file
 from trim_rl.sim.calibrate import THRESHOLDS, load_targets
 
 START, END = "<!-- sim-report:start -->", "<!-- sim-report:end -->"
@@ -97,8 +98,6 @@ def sweep_report(profile: str = "math500", seed: int = 0, trees: str | None = No
     if profile != "math500":
         raise ValueError("only the math500 profile has a measured sweep to compare with")
     if trees is None:
-        from trim_rl.sim.bundled import tree_file
-
         trees = str(tree_file(profile, "test", seed))
     sim = sweep_rows(load_flat(trees))
     text = table(sim)

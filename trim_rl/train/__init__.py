@@ -1,7 +1,7 @@
 """Training of routing policies (``train.py``)."""
 
+from trim_rl.train.cli import main as _main
+
 
 def main(argv=None):
-    from trim_rl.train.cli import main as _main
-
     return _main(argv)

@@ -10,6 +10,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import CSVOutputFormat
 
 from trim_rl.data.trees import atomic_output
+from trim_rl.train.ppo_stage import actor_net, save_model
 
 
 class RolloutMetricsCallback(BaseCallback):
@@ -86,8 +87,6 @@ class ValidationCallback(BaseCallback):
             self.run_eval()
 
     def run_eval(self) -> None:
-        from trim_rl.train.ppo_stage import actor_net, save_model
-
         self.last_eval = int(self.num_timesteps)
         m = self.evaluator(actor_net(self.model, self.agent), self.lam)
         m["timesteps"] = int(self.num_timesteps)
@@ -115,8 +114,6 @@ class ValidationCallback(BaseCallback):
         self.logger.record("rollout/lambda_control", self.lam)
 
     def save_state(self) -> None:
-        from trim_rl.train.ppo_stage import save_model
-
         save_model(self.model, self.run_dir / "model.zip")
         write_json(self.run_dir / "state.json", {"stage": "ppo", "timesteps": int(self.num_timesteps),
                                                  "lam": self.lam, "best_score": self.best})

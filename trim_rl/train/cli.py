@@ -6,6 +6,15 @@ import argparse
 import shlex
 import sys
 
+from trim_rl.cli_errors import run_cli
+from trim_rl.configs import ConfigError
+from trim_rl.resources import config_file
+from trim_rl.train.budget import check_budget
+from trim_rl.train.config import load_agent, load_env
+from trim_rl.train.pomdp import train_pomdp
+from trim_rl.train.run import Interrupted, Target, check_inputs, resume, train_grid, train_one
+from trim_rl.train.targets import resolve_targets
+
 PROG = "train.py"
 DEFAULT_AGENT = "trim_agg"
 DEFAULT_ENV = "math500"
@@ -57,20 +66,12 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
-    from trim_rl.cli_errors import run_cli
-
     args = build_parser(prog).parse_args(argv)
     command = shlex.join([sys.executable, *(sys.argv if argv is None else [prog, *argv])])
     return run_cli(prog, lambda: _main(args, command, prog))
 
 
 def _main(args, command: str, prog: str) -> int:
-    from trim_rl.configs import ConfigError
-    from trim_rl.resources import config_file
-    from trim_rl.train.config import load_agent, load_env
-    from trim_rl.train.run import Interrupted, Target, check_inputs, resume, train_grid, train_one
-    from trim_rl.train.targets import resolve_targets
-
     try:
         if args.resume:
             if any(v is not None for v in (args.budget, args.budget_grid, args.lam, args.lam_grid, args.init_from)):
@@ -91,8 +92,6 @@ def _main(args, command: str, prog: str) -> int:
             agent.recipe = ["ppo"]  # the checkpoint replaces the earlier stages
         targets, grid, flag = resolve_targets(agent, env, args.budget, args.budget_grid, args.lam, args.lam_grid)
         if agent.algo == "pomdp":
-            from trim_rl.train.pomdp import train_pomdp
-
             for d in train_pomdp(agent, env, targets, args.seed, args.runs, command, progress=not args.no_progress):
                 print(f"run: {d}")
             return 0
@@ -104,8 +103,6 @@ def _main(args, command: str, prog: str) -> int:
         # check every input (trees, budgets against them, the start) before any run folder is made
         inputs = check_inputs(agent, env, targets[0], progress=not args.no_progress, flag=flag)
         if grid:
-            from trim_rl.train.budget import check_budget
-
             for t in targets:
                 if t.budget is not None:
                     check_budget(t.budget, inputs.calib, flag, f"the calibration trees ({env.calib_spec})")

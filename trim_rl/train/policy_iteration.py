@@ -24,9 +24,9 @@ action layer as the logit ``scale * (adv_acc - lam * adv_tokens)``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from collections.abc import Callable
 
 import numpy as np
 
@@ -177,6 +177,7 @@ def policy_iteration(trees: FlatTrees, *, budget: float | None = None, lam: floa
     is re-solved every round) or a fixed price ``lam``; see the module docstring."""
     import torch
 
+    # trim_rl.agents.networks imports torch
     from trim_rl.agents.networks import PolicyNet
 
     if (budget is None) == (lam is None):
@@ -247,6 +248,7 @@ def conditioned_policy_iteration(trees: FlatTrees, lam_range: tuple[float, float
     the decision at the middle price."""
     import torch
 
+    # trim_rl.agents.networks imports torch
     from trim_rl.agents.networks import PolicyNet
 
     cfg = cfg or PolicyIterationConfig()

@@ -15,8 +15,13 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from trim_rl.eval.rollout import rollout
 from trim_rl.fsutil import write_json, write_text
+from trim_rl.sim.bundled import load_trees
+from trim_rl.train.budget import check_budget
 from trim_rl.train.config import AgentConfig, EnvConfig, config_dict
+from trim_rl.train.policy_iteration import bisect_monotone
+from trim_rl.train.run import git_hash, new_run_dir
 
 
 def train_pomdp(agent: AgentConfig, env: EnvConfig, targets: list, seed: int = 0, runs_root: str | Path = "runs",
@@ -24,14 +29,10 @@ def train_pomdp(agent: AgentConfig, env: EnvConfig, targets: list, seed: int = 0
     """One run folder per target under ``runs_root/<agent name>/``; returns them in order.
 
     Nothing is random, so ``seed`` is only recorded (the same config gives the same tables)."""
+    # trim_rl.agents.pomdp imports scipy
     from trim_rl.agents.pomdp.fit import fit_model
     from trim_rl.agents.pomdp.policy import POMDPPolicy
     from trim_rl.agents.pomdp.solver import SolverConfig, solve
-    from trim_rl.eval.rollout import rollout
-    from trim_rl.sim.bundled import load_trees
-    from trim_rl.train.budget import check_budget
-    from trim_rl.train.policy_iteration import bisect_monotone
-    from trim_rl.train.run import git_hash, new_run_dir
 
     t0 = time.perf_counter()
     train = load_trees(env.train, progress)

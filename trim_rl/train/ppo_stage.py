@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from trim_rl.envs.observations import make_builder
 from trim_rl.train.config import AgentConfig, NetworkSpec
 
 # SB3 actor parameter prefixes and their names in PolicyNet
@@ -28,8 +29,6 @@ def actor_key(sb3_name: str) -> str | None:
 
 def network_meta(obs: str, budget_conditioned: bool, spec: NetworkSpec) -> dict:
     """The ``network`` block of a checkpoint's policy.json for this agent."""
-    from trim_rl.envs.observations import make_builder
-
     dim = int(make_builder(obs, budget_conditioned).space.shape[-1])
     return {"obs_dim": dim, "net_arch": list(spec.net_arch), "activation": spec.activation,
             "encoder": None if obs != "seq" else dict(vars(spec.encoder))}
@@ -37,6 +36,7 @@ def network_meta(obs: str, budget_conditioned: bool, spec: NetworkSpec) -> dict:
 
 def new_actor(agent: AgentConfig):
     """A fresh :class:`PolicyNet` shaped like the agent's actor."""
+    # trim_rl.agents.networks imports torch
     from trim_rl.agents.networks import PolicyNet
 
     m = network_meta(agent.obs, agent.budget_conditioned, agent.policy_kwargs)
@@ -46,6 +46,7 @@ def new_actor(agent: AgentConfig):
 def sb3_policy_kwargs(agent: AgentConfig) -> dict:
     import torch
 
+    # trim_rl.agents.ppo imports stable_baselines3
     from trim_rl.agents.ppo import SeqTransformerExtractor
 
     spec = agent.policy_kwargs

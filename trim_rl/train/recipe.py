@@ -20,10 +20,18 @@ from pathlib import Path
 
 import numpy as np
 
+from trim_rl import __version__
+from trim_rl.agents.checkpoint import write_network_checkpoint
+from trim_rl.configs import ConfigError
 from trim_rl.envs.observations import make_builder
-from trim_rl.fsutil import write_json
-from trim_rl.train.config import AgentConfig, EnvConfig
+from trim_rl.fsutil import write_json, write_text
+from trim_rl.train.budget import NodeMargins, build_table, calibrate_offset, shift_regenerate_logit, spend
+from trim_rl.train.config import AgentConfig, EnvConfig, NetworkSpec
+from trim_rl.train.distill import distill
+from trim_rl.train.policy_iteration import conditioned_policy_iteration, policy_iteration
+from trim_rl.train.ppo_stage import actor_net, copy_actor_in, make_model, network_meta, new_actor, save_model
 from trim_rl.train.run import Inputs, Interrupted, Target, make_logger, stop_on_signals
+from trim_rl.train.validation import BudgetEvaluator, ConditionedEvaluator, PriceEvaluator
 
 FAMILIES = {"agg": "TRIM-Agg", "seq": "TRIM-Seq"}
 RECIPE_NAMES = {("policy_iteration", "ppo"): "policy iteration + PPO",
@@ -48,8 +56,6 @@ def recipe_meta(agent: AgentConfig) -> dict:
 
 
 def _stage_meta(agent: AgentConfig, stage: str, lam, extra: dict) -> dict:
-    from trim_rl.train.ppo_stage import network_meta
-
     obs = "agg" if stage == "policy_iteration" else agent.obs
     return {"family": f"{FAMILIES[obs]} ({stage.replace('_', ' ')} stage)",
             "observation": make_builder(obs, agent.budget_conditioned).config(), "lam": lam,
@@ -60,8 +66,6 @@ def _stage_meta(agent: AgentConfig, stage: str, lam, extra: dict) -> dict:
 
 
 def _agg_spec(agent: AgentConfig):
-    from trim_rl.train.config import NetworkSpec
-
     return NetworkSpec(list(agent.policy_kwargs.net_arch) if agent.obs == "agg" else [64, 64],
                        agent.policy_kwargs.activation if agent.obs == "agg" else "tanh", None)
 
@@ -70,8 +74,6 @@ def run_recipe(run_dir: Path, agent: AgentConfig, env: EnvConfig, target: Target
                progress: bool = False, verbose: int = 0, resuming: bool = False, on_resume=None) -> None:
     """Run the agent's stages into ``run_dir``; ``resuming`` continues PPO from the saved state and
     calls ``on_resume`` once that state has loaded."""
-    from trim_rl.agents.checkpoint import write_network_checkpoint
-
     import torch
 
     # one thread per training process: a grid runs one process per core, and torch's intra-op
@@ -118,8 +120,6 @@ def _rounds_bar(total: int, desc: str, progress: bool):
 
 
 def _policy_iteration(agent, target, seed, inputs, logger, progress, stop):
-    from trim_rl.train.policy_iteration import conditioned_policy_iteration, policy_iteration
-
     cfg = agent.pi
     bar = _rounds_bar(cfg.rounds, "policy iteration", progress)
 
@@ -148,9 +148,6 @@ def _policy_iteration(agent, target, seed, inputs, logger, progress, stop):
 
 
 def _distill(agent, teacher, seed, inputs, logger, progress):
-    from trim_rl.train.distill import distill
-    from trim_rl.train.ppo_stage import new_actor
-
     net = new_actor(agent)
     bar = _rounds_bar(agent.distill.epochs, "distill", progress)
 
@@ -167,8 +164,6 @@ def _distill(agent, teacher, seed, inputs, logger, progress):
 
 
 def _evaluator(agent: AgentConfig, target: Target, inputs: Inputs, lams_bc: list[float]):
-    from trim_rl.train.validation import BudgetEvaluator, ConditionedEvaluator, PriceEvaluator
-
     builder = make_builder(agent.obs, agent.budget_conditioned)
     if agent.budget_conditioned:
         return ConditionedEvaluator(inputs.val, builder, lams_bc)
@@ -181,10 +176,9 @@ def _ppo(run_dir, agent, target, seed, inputs, net, lam, state, logger, progress
     import torch
     from stable_baselines3.common.utils import set_random_seed
 
+    # trim_rl.envs.vec_env and trim_rl.train.callbacks import stable_baselines3
     from trim_rl.envs.vec_env import RoutingVecEnv
-    from trim_rl.train.callbacks import (LambdaWarmupCallback, ProgressCallback, RolloutMetricsCallback,
-                                         ValidationCallback)
-    from trim_rl.train.ppo_stage import actor_net, copy_actor_in, make_model, save_model
+    from trim_rl.train.callbacks import LambdaWarmupCallback, ProgressCallback, RolloutMetricsCallback, ValidationCallback
 
     torch.set_num_threads(1)
     set_random_seed(seed)
@@ -254,8 +248,6 @@ def load_model(path: Path, venv, agent: AgentConfig):
 
     from sb3_contrib import MaskablePPO
 
-    from trim_rl.configs import ConfigError
-
     if not zipfile.is_zipfile(path):
         raise ConfigError(f"{path}: damaged (not a zip file); the run cannot be resumed from it")
     try:
@@ -272,10 +264,6 @@ def load_model(path: Path, venv, agent: AgentConfig):
 def _finish(run_dir: Path, agent: AgentConfig, env: EnvConfig, target: Target, inputs: Inputs, net, lam, logger):
     """Calibrate the spend (budget) or measure the table (budget-conditioned), then write ``policy/``
     and ``result.json``."""
-    from trim_rl.agents.checkpoint import write_network_checkpoint
-    from trim_rl.train.budget import NodeMargins, build_table, calibrate_offset, shift_regenerate_logit, spend
-    from trim_rl.train.ppo_stage import network_meta
-
     builder = make_builder(agent.obs, agent.budget_conditioned)
     result: dict = {"requested_budget": target.budget, "lam": lam, "calib_trees": str(env.calib_spec),
                     "val_trees": str(env.val)}
@@ -316,8 +304,6 @@ def _record_result(run_dir: Path, result: dict) -> None:
     """Add the outcome (requested budget, lambda, spend measured) to the run's ``config.yml``."""
     import yaml
 
-    from trim_rl.fsutil import write_text
-
     cfg = yaml.safe_load((run_dir / "config.yml").read_text(encoding="utf-8")) or {}
     cfg["result"] = {k: result.get(k) for k in ("requested_budget", "lam", "offset", "calib_cost_pct", "val_accuracy",
                                                 "val_cost_pct", "budget_table_range") if k in result}
@@ -326,8 +312,6 @@ def _record_result(run_dir: Path, result: dict) -> None:
 
 def _versions_light() -> dict:
     import torch
-
-    from trim_rl import __version__
 
     return {"trim_rl": __version__, "torch": str(torch.__version__)}
 

@@ -24,10 +24,14 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from trim_rl.configs import ConfigError
+from trim_rl import __version__
+from trim_rl.configs import ConfigError, parse_yaml
 from trim_rl.data.flat import FlatTrees
 from trim_rl.fsutil import write_text
-from trim_rl.train.config import AgentConfig, EnvConfig, agent_from_dict, config_dict, env_from_dict
+from trim_rl.sim.bundled import load_trees
+from trim_rl.train.budget import check_budget
+from trim_rl.train.config import AgentConfig, EnvConfig, agent_from_dict, apply_overrides, config_dict, env_from_dict
+from trim_rl.train.warm_start import check_checkpoint
 
 
 class Interrupted(Exception):
@@ -95,9 +99,6 @@ class Inputs:
 def check_inputs(agent: AgentConfig, env: EnvConfig, target: Target, progress: bool = False,
                  flag: str = "--budget") -> Inputs:
     """Load the trees and check the target and the start against them (nothing is written)."""
-    from trim_rl.sim.bundled import load_trees
-    from trim_rl.train.budget import check_budget
-
     if agent.algo != "maskable_ppo":
         raise ConfigError(f"agent {agent.name}: algo {agent.algo!r} is not trained by this function")
     if agent.budget_conditioned:
@@ -122,8 +123,6 @@ def check_inputs(agent: AgentConfig, env: EnvConfig, target: Target, progress: b
         check_budget(target.budget, calib, flag, f"the calibration trees ({env.calib_spec})")
     init_net, init_lam = None, None
     if agent.init_from:
-        from trim_rl.train.warm_start import check_checkpoint
-
         try:
             ck = check_checkpoint(agent.init_from, agent)
         except (ValueError, FileNotFoundError) as exc:
@@ -185,6 +184,7 @@ def make_logger(tb_dir: Path, verbose: int = 0):
     """SB3 logger writing TensorBoard events and ``progress.csv`` (appended to on resume)."""
     from stable_baselines3.common.logger import HumanOutputFormat, Logger, TensorBoardOutputFormat
 
+    # trim_rl.train.callbacks imports stable_baselines3
     from trim_rl.train.callbacks import ResumableCSV
 
     tb_dir.mkdir(parents=True, exist_ok=True)
@@ -198,8 +198,6 @@ def _versions() -> dict:
     import sb3_contrib
     import stable_baselines3
     import torch
-
-    from trim_rl import __version__
 
     return {"trim_rl": __version__, "python": sys.version.split()[0], "torch": str(torch.__version__),
             "stable_baselines3": stable_baselines3.__version__, "sb3_contrib": sb3_contrib.__version__}
@@ -217,6 +215,7 @@ def train_one(agent: AgentConfig, env: EnvConfig, target: Target, seed: int = 0,
     write_text(run_dir / "git_hash.txt", cfg["git"] + "\n")
     write_text(run_dir / "command.txt", (command or " ".join([sys.executable, *sys.argv])) + "\n")
     with RunLock(run_dir):
+        # cycle: trim_rl.train.run <-> trim_rl.train.recipe
         from trim_rl.train.recipe import run_recipe
 
         run_recipe(run_dir, agent, env, target, seed, inputs, progress=progress, verbose=verbose)
@@ -228,8 +227,6 @@ def read_run_config(run_dir: Path) -> tuple[AgentConfig, EnvConfig, Target, int]
     path = Path(run_dir) / "config.yml"
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: not a run folder (config.yml missing)")
-    from trim_rl.configs import parse_yaml
-
     data = parse_yaml(path.read_text(encoding="utf-8"), str(path)) or {}
     try:
         agent = agent_from_dict(data["agent"], f"{path} (agent)")
@@ -245,7 +242,7 @@ def read_run_config(run_dir: Path) -> tuple[AgentConfig, EnvConfig, Target, int]
 def resume(run_dir: str | Path, overrides: list[str] | None = None, command: str | None = None,
            progress: bool = False, verbose: int = 0) -> Path:
     """Continue an interrupted (or extend a finished) run from its saved PPO state."""
-    from trim_rl.train.config import apply_overrides
+    # cycle: trim_rl.train.run <-> trim_rl.train.recipe
     from trim_rl.train.recipe import run_recipe
 
     run_dir = Path(run_dir)
@@ -262,8 +259,6 @@ def resume(run_dir: str | Path, overrides: list[str] | None = None, command: str
 
     def record() -> None:  # once the lock is held, every input checked and the saved state loaded
         if overrides:
-            from trim_rl.configs import parse_yaml
-
             data = parse_yaml((run_dir / "config.yml").read_text(encoding="utf-8"))
             data["agent"] = config_dict(agent)
             write_text(run_dir / "config.yml", yaml.safe_dump(data, sort_keys=False))

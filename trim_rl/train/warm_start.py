@@ -6,12 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from trim_rl.train.config import AgentConfig
+from trim_rl.train.ppo_stage import copy_actor_in, network_meta
 
 
 def checkpoint_mismatches(meta: dict, agent: AgentConfig) -> list[str]:
     """Fields where the checkpoint's ``policy.json`` differs from what the agent YAML builds."""
-    from trim_rl.train.ppo_stage import network_meta
-
     net = network_meta(agent.obs, agent.budget_conditioned, agent.policy_kwargs)
     want = {
         "observation.name": agent.obs,
@@ -34,6 +33,7 @@ def checkpoint_mismatches(meta: dict, agent: AgentConfig) -> list[str]:
 def check_checkpoint(folder: str | Path, agent: AgentConfig):
     """The exported checkpoint in ``folder`` (format and sha256 checked) if the agent YAML builds the
     same actor; else ``ValueError`` naming policy.json and each field that differs."""
+    # trim_rl.agents.exported imports torch
     from trim_rl.agents.exported import ExportedPolicy
 
     if not (Path(folder) / "policy.json").exists():
@@ -48,6 +48,4 @@ def check_checkpoint(folder: str | Path, agent: AgentConfig):
 def load_actor(model, folder: str | Path, agent: AgentConfig) -> None:
     """Copy the actor weights of the exported checkpoint in ``folder`` into ``model`` (a MaskablePPO
     built from ``agent``).  Raises ``ValueError`` naming the field when the networks differ."""
-    from trim_rl.train.ppo_stage import copy_actor_in
-
     copy_actor_in(model, check_checkpoint(folder, agent).net)

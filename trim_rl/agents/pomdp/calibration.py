@@ -10,13 +10,16 @@ from __future__ import annotations
 import numpy as np
 
 from trim_rl.agents.pomdp.belief import BeliefFilter
-from trim_rl.agents.pomdp.fit import tree_labels
+from trim_rl.agents.pomdp.fit import fit_model, tree_labels
 from trim_rl.data.flat import FlatTrees
+from trim_rl.data.tree_dp import reach_probability
+from trim_rl.sim.bundled import load_trees
 
 
 def belief_trace(filt: BeliefFilter, trees: FlatTrees, behaviour, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(beliefs (n, 3), true states (n,)) at every decision ``behaviour`` (any SB3-style policy on the
     ``agg`` observation) meets when it plays each tree once; decisions with unknown state dropped."""
+    # trim_rl.envs.vec_env imports stable_baselines3
     from trim_rl.envs.vec_env import RoutingVecEnv
 
     state_of = tree_labels(trees).weak_state
@@ -98,10 +101,6 @@ def main(argv: list[str] | None = None) -> int:
     P(S2) on held-out trees (every node, weighted by how often a router regenerating ``--regen-prob``
     of the steps reaches it)."""
     import argparse
-
-    from trim_rl.agents.pomdp.fit import fit_model
-    from trim_rl.data.tree_dp import reach_probability
-    from trim_rl.sim.bundled import load_trees
 
     ap = argparse.ArgumentParser(prog="python -m trim_rl.agents.pomdp.calibration", description=main.__doc__)
     ap.add_argument("--train", default="sim:math500:train", help="training trees (with step_correct labels)")

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from trim_rl.resources import resource_path
+
 N_STATES = 3
 
 
@@ -82,8 +84,6 @@ class ObservationModel:
     def from_table(cls, path: str | Path | None = None, n_eff: float = 5000.0) -> ObservationModel:
         """The measured ProcessBench table (``prm_obs_*.json``; default the MATH-train one, shipped)."""
         if path is None:
-            from trim_rl.resources import resource_path
-
             path = resource_path("calibration", "prm_obs_math_train_bin0.05.json")
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
         size = float(raw["bin_size"])

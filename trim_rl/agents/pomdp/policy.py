@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from trim_rl import __version__
 from trim_rl.agents.base import apply_mask
 from trim_rl.agents.checkpoint import FORMAT, read_policy_json, sha256_file
 from trim_rl.agents.pomdp.belief import BeliefFilter, BeliefState
@@ -80,8 +81,6 @@ class POMDPPolicy:
     def save(self, folder: str | Path, extra_meta: dict | None = None) -> Path:
         """Write ``policy.npz`` then ``policy.json`` into ``folder`` (created if needed; each file
         replaced atomically, the JSON last, so a folder with ``policy.json`` is complete)."""
-        from trim_rl import __version__
-
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         arrays = folder / ARRAYS

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from trim_rl.data.schema import MAX_STEPS
+from trim_rl.resources import resource_path
 
 
 def pooled_rate(hits: np.ndarray, total: np.ndarray, n_min: float = 50.0, prior: float | None = None,
@@ -90,8 +91,6 @@ class TransitionModel:
         error rates (strong errors independent of the weak step's); the length hazard of correct
         solutions gives the ending chance, the same for every state."""
         if path is None:
-            from trim_rl.resources import resource_path
-
             path = resource_path("calibration", "step_stats_math_train.json")
         raw = json.loads(Path(path).read_text(encoding="utf-8"))["models"]
         T = MAX_STEPS

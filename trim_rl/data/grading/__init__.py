@@ -16,6 +16,7 @@ import re
 
 from trim_rl.data.grading.guard import MAX_CHARS, refuse
 from trim_rl.data.grading.numbers import base_numeral, numbers_equal, parse_number
+from trim_rl.data.grading.pool import pool as _grading_pool  # not `pool`: that name is the submodule
 from trim_rl.data.grading.text import canonical, clean, strip_units
 from trim_rl.data.problems import last_boxed
 
@@ -104,10 +105,8 @@ def judge(prediction: str | None, reference: str, timeout: float = DEFAULT_TIMEO
         if quick is not None:
             return quick
         pred = _LAST_LETTER.sub(r"{\1}", strip_units(pred, loose=parse_number(ref) is not None))
-    from trim_rl.data.grading.pool import pool
-
     ref = _LAST_LETTER.sub(r"{\1}", strip_units(ref))
-    got = pool().run({"pred": pred, "ref": ref, "kind": kind}, timeout)
+    got = _grading_pool().run({"pred": pred, "ref": ref, "kind": kind}, timeout)
     if got is None:
         return Verdict.TIMEOUT
     return Verdict.CORRECT if got else Verdict.INCORRECT

@@ -43,6 +43,7 @@ def create_app(served: dict[str, ServedPolicy], default: str, backends: Backends
     from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
     from starlette.exceptions import HTTPException
 
+    # trim_rl.live.serve.protocol imports pydantic (the [serve] extra)
     from trim_rl.live.serve.protocol import (ChatCompletionRequest, ChunkWriter, CompletionRequest, TrimOptions,
                                              chat_response, completion_response, models_list)
 

@@ -23,6 +23,9 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from trim_rl.data.problems import load_problems
+from trim_rl.live.local import LlamaServers
+
 REPO = Path(__file__).resolve().parents[3]
 
 
@@ -237,9 +240,6 @@ def control(urls: str, policy: str, problems: list[str], target: float, concurre
 
 def main(args) -> int:
     import torch
-
-    from trim_rl.data.problems import load_problems
-    from trim_rl.live.local import LlamaServers
 
     probs = [p.problem for p in load_problems(args.problems)]
     if args.url:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from trim_rl.live.http import EngineTimeout
+
 
 class ServeError(Exception):
     """A request that ends with an HTTP error; ``param`` names the request field at fault."""
@@ -25,8 +27,6 @@ def bad_request(param: str | None, message: str) -> ServeError:
 def backend_error(role: str, exc: Exception) -> ServeError:
     """HTTP 504 when the backend timed out, 502 when it refused or answered garbage; the message names
     the backend's role and its server (``EngineError`` messages start with the URL)."""
-    from trim_rl.live.http import EngineTimeout
-
     if isinstance(exc, EngineTimeout):
         return ServeError(504, f"{role} backend timed out: {exc}", None, "backend_timeout")
     return ServeError(502, f"{role} backend failed: {exc}", None, "backend_error")

@@ -16,6 +16,10 @@ from collections.abc import Callable
 
 from trim_rl.argtypes import int_at_least, nonneg_float
 from trim_rl.data.schema import MAX_STEPS
+from trim_rl.live.serve.app import ServeSettings, create_app
+from trim_rl.live.serve.control import PriceController
+from trim_rl.live.serve.policies import NO_REGEN_PRICE, lam_for_budget, lam_range, load_served
+from trim_rl.live.serve.scheduler import Backends
 
 NONNEG, POSITIVE = int_at_least(0), int_at_least(1)
 
@@ -111,9 +115,6 @@ def _bind(host: str, port: int) -> socket.socket:
 
 def controllers(served, args) -> None:
     """A price controller for every budget-conditioned policy (``--target-strong-share``)."""
-    from trim_rl.live.serve.control import PriceController
-    from trim_rl.live.serve.policies import NO_REGEN_PRICE, lam_for_budget, lam_range
-
     conditioned = [p for p in served.values() if p.budget_conditioned]
     if not conditioned:
         raise ValueError("--target-strong-share: no served policy is budget-conditioned (the price is an input of "
@@ -136,10 +137,8 @@ def prepare(args):
     ValueError; a backend that does not answer: EngineError)."""
     import torch
 
+    # cycle: trim_rl.live.cli <-> trim_rl.live.serve.main
     from trim_rl.live.cli import _engines, _scorer
-    from trim_rl.live.serve.app import ServeSettings, create_app
-    from trim_rl.live.serve.policies import load_served
-    from trim_rl.live.serve.scheduler import Backends
 
     torch.set_num_threads(1)  # one decision at a time: one thread is fastest and leaves the cores to the engines
     served, default = load_served(args.policy, args.default_policy, args.lam, args.budget)

@@ -33,6 +33,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 def load_policy(spec: str):
     """A policy (SB3 ``predict`` protocol) from a ``--policy`` spec other than the fixed modes."""
+    # trim_rl.agents.registry imports torch
     from trim_rl.agents.registry import load_policy as load
 
     return load(spec)
@@ -111,6 +112,7 @@ def parse_spec(item: str) -> tuple[str, str]:
 def load_served(items: list[str], default: str | None = None, lam: float | None = None,
                 budget: float | None = None) -> tuple[dict[str, ServedPolicy], str]:
     """The served policies by name, and the default's name (``default``, else the first)."""
+    # trim_rl.live.router imports torch
     from trim_rl.live.router import Router
 
     if lam is not None and budget is not None:
