@@ -2,7 +2,7 @@
 
 import sys
 
-from trim_rl.train import main
+from trim_rl.train.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,7 +1,2 @@
-"""Training of routing policies (``train.py``)."""
-
-from trim_rl.train.cli import main as _main
-
-
-def main(argv=None):
-    return _main(argv)
+"""Training of routing policies: the recipe and its stages, budgets, run folders (``train.py`` is
+:mod:`trim_rl.train.cli`)."""
