@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from trim_rl._callable import callable_as_api
 from trim_rl.agents.query import QUERY_ROUTERS
 from trim_rl.cli_errors import run_cli
 from trim_rl.configs import ConfigError
@@ -16,6 +17,8 @@ from trim_rl.eval.report import write_all
 from trim_rl.eval.robustness import robustness_report
 from trim_rl.eval.sweep import LABELS, find_checkpoints
 from trim_rl.sim.bundled import load_trees, resolve_tree_spec
+
+callable_as_api(__name__)  # trim_rl.evaluate(...) is the API function, whichever this attribute holds
 
 
 def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:

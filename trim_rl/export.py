@@ -14,12 +14,15 @@ import shutil
 import sys
 from pathlib import Path
 
+from trim_rl._callable import callable_as_api
 from trim_rl.agents.checkpoint import META, write_folder, write_network_checkpoint
 from trim_rl.cli_errors import run_cli
 from trim_rl.envs.observations import make_builder
 from trim_rl.train.config import agent_from_dict
 from trim_rl.train.ppo_stage import actor_net, network_meta
 from trim_rl.train.recipe import family_of, recipe_meta
+
+callable_as_api(__name__)  # trim_rl.export(...) is the API function, whichever this attribute holds
 
 
 def _run_config(run_dir: Path) -> dict:

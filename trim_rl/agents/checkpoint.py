@@ -39,6 +39,13 @@ def read_policy_json(path: Path) -> dict[str, Any]:
     return meta
 
 
+def requested_budget(meta: dict[str, Any]) -> float | None:
+    """The budget (% of always-strong's strong tokens) a checkpoint was trained for (policy.json
+    ``budget.requested``), or None (trained for a price, or budget-conditioned)."""
+    b = meta.get("budget")
+    return float(b["requested"]) if isinstance(b, dict) and b.get("requested") is not None else None
+
+
 def is_checkpoint(folder: Path) -> bool:
     """Does ``folder`` hold a trim_rl checkpoint (a ``policy.json`` of this format)?"""
     meta = Path(folder) / META

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trim_rl.agents.checkpoint import FORMAT, WEIGHTS, read_policy_json, sha256_file
+from trim_rl.agents.checkpoint import FORMAT, WEIGHTS, read_policy_json, requested_budget, sha256_file
 from trim_rl.agents.networks import PolicyNet
 from trim_rl.envs.observations import builder_from_config
 from trim_rl.train.budget import BudgetTable
@@ -67,8 +67,7 @@ class ExportedPolicy:
     @property
     def requested_budget(self) -> float | None:
         """The budget (% of always-strong's strong tokens) this checkpoint was trained for, if any."""
-        b = self.meta.get("budget")
-        return float(b["requested"]) if isinstance(b, dict) and b.get("requested") is not None else None
+        return requested_budget(self.meta)
 
     @property
     def budget_table(self):

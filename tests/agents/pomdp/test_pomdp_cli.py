@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 import yaml
 
+from trim_rl.agents.pomdp.policy import load_pomdp
+from trim_rl.data.flat import load_flat
 from trim_rl.eval.perturb import perturb_prm
 from trim_rl.eval.robustness import DEFAULT_LAMS
+from trim_rl.eval.sweep import sweep_checkpoints
 
 ROOT = Path(__file__).resolve().parents[3]
 SMALL = ["solver.p_grid:51", "solver.simplex_grid:11"]
@@ -82,6 +85,10 @@ def test_a_budget_is_met_by_the_price_search(tiny, tmp_path):
     res = json.loads((run / "result.json").read_text())
     assert meta["budget"]["requested"] == 15.0 and meta["lam"] == res["lam"] > 0
     assert abs(res["calib_cost_pct"] - 15.0) < 5.0  # 16 calibration trees: the nearest spend they allow
+    # the table carries its budget, and evaluate.py reports it beside the spend
+    assert load_pomdp(run).requested_budget == 15.0
+    (point,) = sweep_checkpoints([load_pomdp(run)], load_flat(tiny["test"]))
+    assert point.requested_budget == 15.0
 
 
 def test_prm_perturbations_are_seeded_and_recompute_the_history(bundled_test):

@@ -21,7 +21,7 @@ import numpy as np
 
 from trim_rl import __version__
 from trim_rl.agents.base import apply_mask
-from trim_rl.agents.checkpoint import FORMAT, read_policy_json, sha256_file
+from trim_rl.agents.checkpoint import FORMAT, read_policy_json, requested_budget, sha256_file
 from trim_rl.agents.pomdp.belief import BeliefFilter, BeliefState
 from trim_rl.agents.pomdp.model import POMDPModel
 from trim_rl.agents.pomdp.solver import QFunction, Solution, SolverConfig
@@ -49,6 +49,11 @@ class POMDPPolicy:
         # the value table and the token-bin edges as lists, for one observation at a time (_predict_one)
         self._value = solution.value.tolist() if self.filter.scalar_ok else None
         self._edges = model.tokens.edges.tolist()
+
+    @property
+    def requested_budget(self) -> float | None:
+        """The budget (% of always-strong's strong tokens) this table was solved for, if any."""
+        return requested_budget(self.meta)
 
     def q_values(self, state: BeliefState, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(Q_keep, Q_regen) at the beliefs of ``state`` (just updated by the filter)."""
