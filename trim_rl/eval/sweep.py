@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -111,7 +113,18 @@ def checkpoint_families(policies: list) -> dict[str, list]:
     return fam
 
 
-EVAL_BUDGETS = (3.0, 5.0, 8.0, 12.0, 16.0, 20.0, 25.0, 30.0, 40.0)
+EVAL_BUDGETS = (3.0, 5.0, 8.0, 12.0, 16.0, 20.0, 25.0, 30.0, 35.0, 40.0)
+
+
+def table_budgets(lo: float, hi: float) -> list[float]:
+    """The budgets a budget table spanning [lo, hi] % is evaluated at: those of ``EVAL_BUDGETS`` inside
+    it, and its top (whole percent) where that is 2 points or more above the last of them, so the
+    frontier reaches as far as the checkpoint does."""
+    budgets = [b for b in EVAL_BUDGETS if lo <= b <= hi]
+    top = float(math.floor(hi))
+    if top - (budgets[-1] if budgets else 0.0) >= 2.0:
+        budgets.append(top)
+    return budgets
 
 
 def sweep_checkpoints(policies: list, trees: FlatTrees, seed: int = 0, routing_errors: float = 0.0) -> list[Point]:
@@ -123,7 +136,7 @@ def sweep_checkpoints(policies: list, trees: FlatTrees, seed: int = 0, routing_e
         table = getattr(pol, "budget_table", None)
         if pol.budget_conditioned and table is not None:
             lo, hi = table.range()
-            for b in (b for b in EVAL_BUDGETS if lo <= b <= hi):
+            for b in table_budgets(lo, hi):
                 lam = table.lam_for(b)
                 pts.append(Point(lam, rollout(pol, trees, lam=lam, routing_errors=routing_errors, seed=seed), b))
         elif pol.budget_conditioned:
