@@ -153,7 +153,7 @@ BAD = [
     ({"trim": {"max_steps": 31}}, "trim.max_steps"),
     ({"trim": {"retrun_steps": True}}, "trim.retrun_steps"),
     ({"trim": {"policy": "budget"}}, "trim.budget"),  # budget-conditioned, and the server has no default price
-    ({"trim": {"policy": "budget", "budget": 20}}, "trim.budget"),  # a checkpoint without a budget table
+    ({"trim": {"policy": "budget", "budget": 90}}, "trim.budget"),  # beyond the most its budget table spends
     ({"n": 2}, "n"),
     ({"logprobs": True}, "logprobs"),
     ({"messages": []}, "messages"),
