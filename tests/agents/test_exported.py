@@ -58,7 +58,7 @@ def _recorded(model, obs_name, bc, trees, n=1000):
 def test_exported_policy_matches_sb3_on_1000_observations(trees, tmp_path, agent_yaml, obs_name, bc):
     from sb3_contrib import MaskablePPO
 
-    from trim_rl.agents.exported import load_checkpoint
+    from trim_rl.agents.registry import load_checkpoint
     from trim_rl.export import export_run
 
     run = _train(trees, tmp_path, agent_yaml)
@@ -93,7 +93,7 @@ def test_checkpoint_loads_without_stable_baselines3(trees, tmp_path):
         "import sys\n"
         "for m in ('stable_baselines3', 'sb3_contrib'): sys.modules[m] = None\n"
         "import numpy as np\n"
-        "from trim_rl.agents.exported import load_checkpoint\n"
+        "from trim_rl.agents.registry import load_checkpoint\n"
         "from trim_rl.envs.observations import StepHistory\n"
         f"p = load_checkpoint({str(ck)!r})\n"
         "h = StepHistory(); h.append(0.9, 40, False)\n"
@@ -107,7 +107,7 @@ def test_checkpoint_loads_without_stable_baselines3(trees, tmp_path):
 
 
 def test_tampered_weights_are_rejected(trees, tmp_path):
-    from trim_rl.agents.exported import load_checkpoint
+    from trim_rl.agents.registry import load_checkpoint
     from trim_rl.export import export_run
 
     ck = export_run(_train(trees, tmp_path, "trim_agg.yaml"), tmp_path / "ck")
@@ -170,7 +170,7 @@ def _copy_shipped(tmp_path):
     ("shape", r"model\.safetensors: does not fit the network described in .*policy\.json \(field 'network'\)"),
 ])
 def test_broken_checkpoint_is_named(tmp_path, damage, message):
-    from trim_rl.agents.exported import load_checkpoint
+    from trim_rl.agents.registry import load_checkpoint
 
     ck = _copy_shipped(tmp_path)
     meta_path = ck / "policy.json"
@@ -205,7 +205,7 @@ def test_evaluate_names_a_broken_checkpoint(tmp_path):
 def test_a_broken_pomdp_policy_json_is_named(tmp_path):
     import shutil
 
-    from trim_rl.agents.exported import load_checkpoint
+    from trim_rl.agents.registry import load_checkpoint
     from trim_rl.agents.pomdp.policy import load_pomdp
 
     ck = Path(shutil.copytree(ROOT / "checkpoints" / "trim_pomdp" / "trim_pomdp_b8", tmp_path / "pomdp"))

@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from tests.live.conftest import FAST, REPO, live_cli
-from trim_rl.agents.exported import load_checkpoint
+from trim_rl.agents.registry import load_checkpoint
 from trim_rl.data.problems import load_problems
 from trim_rl.envs.observations import StepHistory
 

@@ -17,7 +17,8 @@ from _vllm import STEP_TAG, FakeVLLM
 
 from tests.live.conftest import REPO
 from trim_rl.data.trees import read_trees
-from trim_rl.live.cli import main, parse_vllm_args
+from trim_rl.live.backends import parse_vllm_args
+from trim_rl.live.cli import main
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ import pytest
 from _serve import ServeProcess
 
 from tests.live.conftest import REPO
-from trim_rl.agents.exported import ExportedPolicy, load_checkpoint
+from trim_rl.agents.exported import ExportedPolicy
+from trim_rl.agents.registry import load_checkpoint
 from trim_rl.envs.observations import StepHistory
 from trim_rl.live.prm import UNSCORED
 

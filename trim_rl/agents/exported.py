@@ -17,7 +17,7 @@ from trim_rl.agents.networks import PolicyNet
 from trim_rl.envs.observations import builder_from_config
 from trim_rl.train.budget import BudgetTable
 
-__all__ = ["ExportedPolicy", "load_checkpoint", "FORMAT", "WEIGHTS", "read_policy_json", "sha256_file"]
+__all__ = ["ExportedPolicy", "FORMAT", "WEIGHTS", "read_policy_json", "sha256_file"]
 
 
 REQUIRED_FIELDS = ("sha256", "network.obs_dim", "network.net_arch", "observation.name")
@@ -104,12 +104,3 @@ class ExportedPolicy:
                 action_masks: np.ndarray | None = None):
         lg = np.atleast_2d(self.logits(observation, action_masks))
         return lg.argmax(axis=1).astype(np.int64), state
-
-
-def load_checkpoint(folder: str | Path):
-    """A checkpoint folder as a policy, by its ``kind``: a network (:class:`ExportedPolicy`) or a
-    TRIM-POMDP table (see :func:`trim_rl.agents.registry.load_checkpoint`, which this forwards to)."""
-    # cycle: trim_rl.agents.exported <-> trim_rl.agents.registry
-    from trim_rl.agents.registry import load_checkpoint as load
-
-    return load(folder)

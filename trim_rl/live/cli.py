@@ -15,13 +15,11 @@ import sys
 from trim_rl.argtypes import OneLineParser, int_at_least, nonneg_float, positive_float
 from trim_rl.data.problems import BENCHMARKS, load_problems
 from trim_rl.data.schema import MAX_STEPS
+from trim_rl.live.backends import build_engines, build_scorer
 from trim_rl.live.collector import CollectSettings, TreeCollector, tree_settings
-from trim_rl.live.engines import Sampling, make_engine
 from trim_rl.live.estimate import estimate
-from trim_rl.live.http import EngineError, HTTPSettings, split_urls
+from trim_rl.live.http import EngineError
 from trim_rl.live.local import LlamaServers
-from trim_rl.live.prm import SelfVerifyScorer, VLLMInProcessPRM, VLLMPoolingPRM
-from trim_rl.live.prompts import ChatTemplate
 from trim_rl.live.results import ResultsFile, decode_row_check, tree_row_check
 from trim_rl.live.serve.main import add_parser, serve
 
@@ -180,74 +178,6 @@ def serve_local(args) -> int:
         pool.stop()
 
 
-def parse_vllm_args(items: list[str]) -> dict[str, dict]:
-    """``--vllm-arg [ROLE:]KEY=VALUE`` -> {role: {key: value}} for roles weak, strong, prm."""
-    out: dict[str, dict] = {"weak": {}, "strong": {}, "prm": {}}
-    for item in items:
-        role, _, rest = item.partition(":") if item.split("=", 1)[0].count(":") else ("", "", item)
-        key, eq, text = rest.partition("=")
-        key = key.strip().replace("-", "_")
-        if not eq or not key.isidentifier() or (role and role not in out):
-            raise ValueError(f"--vllm-arg {item!r}: expected [weak|strong|prm:]KEY=VALUE, e.g. gpu_memory_utilization=0.3")
-        try:
-            value = json.loads(text)
-        except ValueError:
-            value = text
-        for r in [role] if role else list(out):
-            out[r][key] = value
-    return out
-
-
-def _url(spec: list[str] | None) -> str | None:
-    """The URL list of a ``--*-url`` flag as one comma-separated string (``vllm:MODEL`` as it is)."""
-    if not spec:
-        return None
-    joined = ",".join(spec)
-    if any(s.startswith("vllm:") for s in spec) and len(spec) > 1:
-        raise ValueError(f"{joined!r}: vllm:MODEL runs one in-process engine; it takes no URL list")
-    return joined
-
-
-def _engines(args, need_strong: bool, need_scorer: bool):
-    """The weak and strong engines, once every flag they need is checked (before any server is asked)."""
-    http = HTTPSettings(timeout=args.timeout, retries=args.retries, concurrency=args.concurrency)
-    template = ChatTemplate.resolve(args.chat_template)
-    vargs = parse_vllm_args(args.vllm_arg)
-    urls = {"weak": _url(args.weak_url), "strong": _url(args.strong_url), "prm": _url(args.prm_url)}
-    for u in urls.values():
-        if u and not u.startswith("vllm:"):
-            split_urls(u)  # a bad URL is a usage error before any server is asked
-    if urls["strong"] is None and need_strong:
-        raise ValueError("--strong-url is needed (the strong model regenerates steps)")
-    if need_scorer and args.prm == "vllm" and not urls["prm"]:
-        raise ValueError("--prm vllm needs --prm-url (a vllm serve of the PRM, or vllm:MODEL in-process)")
-
-    def sampling(temperature):
-        return Sampling(args.max_tokens, temperature, args.top_p, args.top_k, args.min_p, args.repetition_penalty)
-
-    def engine(role, temperature, model):
-        return make_engine(urls[role], sampling(temperature), template, http, model, args.api_key, vargs[role],
-                           args.prompts_per_request, args.wait_ready)
-
-    weak = engine("weak", args.weak_temperature, args.weak_model)
-    strong = engine("strong", args.strong_temperature, args.strong_model) if urls["strong"] else None
-    return weak, strong, http, template, urls, vargs
-
-
-def _scorer(args, http, template, urls, vargs):
-    url = urls["prm"]
-    if args.prm == "self-verify":
-        url = url or urls["weak"]
-        if url.startswith("vllm:"):
-            raise ValueError("--prm self-verify needs an HTTP completions server (--prm-url)")
-        return SelfVerifyScorer(url, args.prm_model, template, http, api_key=args.api_key, wait_ready_s=args.wait_ready)
-    if not url:
-        raise ValueError("--prm vllm needs --prm-url (a vllm serve of the PRM, or vllm:MODEL in-process)")
-    if url.startswith("vllm:"):
-        return VLLMInProcessPRM(url[len("vllm:"):], **vargs["prm"])
-    return VLLMPoolingPRM(url, args.prm_model, http, api_key=args.api_key, wait_ready_s=args.wait_ready)
-
-
 def _problems(args, shard=None):
     from pathlib import Path
 
@@ -305,8 +235,8 @@ def decode(args) -> int:
     out = ResultsFile(_need_out(args), check=decode_row_check)
     problems = _problems(args)
     router = Router(policy, args.lam, args.budget) if policy is not None else None
-    weak, strong, http, template, urls, vargs = _engines(args, mode == "strong-only", mode == "hybrid")
-    scorer = _scorer(args, http, template, urls, vargs) if mode == "hybrid" else None
+    weak, strong, http, template, urls, vargs = build_engines(args, mode == "strong-only", mode == "hybrid")
+    scorer = build_scorer(args, http, template, urls, vargs) if mode == "hybrid" else None
     if router is not None:  # one decision at a time: one thread is fastest (and leaves the cores to the engines)
         import torch
 
@@ -336,8 +266,8 @@ def collect(args) -> int:
     if not problems:
         raise ValueError(f"no problems selected (--problems {args.problems}, --offset {args.offset}, "
                          f"--limit {args.limit}, --shard {args.shard})")
-    weak, strong, http, template, urls, vargs = _engines(args, True, True)
-    scorer = _scorer(args, http, template, urls, vargs)
+    weak, strong, http, template, urls, vargs = build_engines(args, True, True)
+    scorer = build_scorer(args, http, template, urls, vargs)
     meta = {"max_tokens": args.max_tokens, "weak_temperature": args.weak_temperature,
             "strong_temperature": args.strong_temperature, "top_p": args.top_p, "top_k": args.top_k,
             "min_p": args.min_p, "repetition_penalty": args.repetition_penalty, "chat_template": template.name}

@@ -30,7 +30,7 @@ from trim_rl.train.config import AgentConfig, EnvConfig, NetworkSpec
 from trim_rl.train.distill import distill
 from trim_rl.train.policy_iteration import conditioned_policy_iteration, policy_iteration
 from trim_rl.train.ppo_stage import actor_net, copy_actor_in, make_model, network_meta, new_actor, save_model
-from trim_rl.train.run import Inputs, Interrupted, Target, make_logger, stop_on_signals
+from trim_rl.train.context import Inputs, Interrupted, Target, make_logger, stop_on_signals
 from trim_rl.train.validation import BudgetEvaluator, ConditionedEvaluator, PriceEvaluator
 
 FAMILIES = {"agg": "TRIM-Agg", "seq": "TRIM-Seq"}

@@ -12,12 +12,9 @@ spend measured).  Everything the run needs is checked before the folder is made.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,38 +23,13 @@ import yaml
 
 from trim_rl import __version__
 from trim_rl.configs import ConfigError, parse_yaml
-from trim_rl.data.flat import FlatTrees
 from trim_rl.fsutil import write_text
 from trim_rl.sim.bundled import load_trees
 from trim_rl.train.budget import check_budget
 from trim_rl.train.config import AgentConfig, EnvConfig, agent_from_dict, apply_overrides, config_dict, env_from_dict
+from trim_rl.train.context import Inputs, Interrupted, Target, make_logger, stop_on_signals  # noqa: F401 (re-exported)
+from trim_rl.train.recipe import run_recipe
 from trim_rl.train.warm_start import check_checkpoint
-
-
-class Interrupted(Exception):
-    """Training stopped by SIGINT / SIGTERM; the run's state was saved (see ``run_dir``)."""
-
-    def __init__(self, run_dir: Path, resumable: bool):
-        super().__init__(str(run_dir))
-        self.run_dir, self.resumable = Path(run_dir), resumable
-
-
-@dataclass
-class Target:
-    """What a run trains for: a budget (% of always-strong's strong tokens), a price, or, for a
-    budget-conditioned agent, every budget at once."""
-
-    budget: float | None = None
-    lam: float | None = None
-
-    @property
-    def label(self) -> str:
-        if self.budget is not None:
-            return f"b{self.budget:g}"
-        return f"{self.lam:g}" if self.lam is not None else "bc"
-
-    def to_dict(self) -> dict:
-        return {"budget": self.budget, "lam": self.lam}
 
 
 def git_hash() -> str:
@@ -82,18 +54,6 @@ def new_run_dir(root: Path, agent: AgentConfig, env: EnvConfig, target: Target, 
         except FileExistsError:
             continue
     raise FileExistsError(f"{base}: too many runs with this name")
-
-
-@dataclass
-class Inputs:
-    """What a run reads, loaded and checked before its folder exists."""
-
-    train: FlatTrees
-    val: FlatTrees
-    calib: FlatTrees
-    calib_is_val: bool
-    init_net: object | None = None
-    init_lam: float | None = None  # the price of the --init-from checkpoint
 
 
 def check_inputs(agent: AgentConfig, env: EnvConfig, target: Target, progress: bool = False,
@@ -134,25 +94,6 @@ def check_inputs(agent: AgentConfig, env: EnvConfig, target: Target, progress: b
     return Inputs(train, val, calib, calib_is_val, init_net, init_lam)
 
 
-@contextmanager
-def stop_on_signals():
-    """An event set by SIGINT / SIGTERM while the block runs (the main thread only)."""
-    stop = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-
-    def handler(signum, frame):
-        stop.set()
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
 class RunLock:
     """``run_dir/.lock`` holding this process id: a second process on the same run is refused."""
 
@@ -180,20 +121,6 @@ class RunLock:
         self.path.unlink(missing_ok=True)
 
 
-def make_logger(tb_dir: Path, verbose: int = 0):
-    """SB3 logger writing TensorBoard events and ``progress.csv`` (appended to on resume)."""
-    from stable_baselines3.common.logger import HumanOutputFormat, Logger, TensorBoardOutputFormat
-
-    # trim_rl.train.callbacks imports stable_baselines3
-    from trim_rl.train.callbacks import ResumableCSV
-
-    tb_dir.mkdir(parents=True, exist_ok=True)
-    formats = [TensorBoardOutputFormat(str(tb_dir)), ResumableCSV(str(tb_dir / "progress.csv"))]
-    if verbose:
-        formats.append(HumanOutputFormat(sys.stdout))
-    return Logger(str(tb_dir), formats)
-
-
 def _versions() -> dict:
     import sb3_contrib
     import stable_baselines3
@@ -215,9 +142,6 @@ def train_one(agent: AgentConfig, env: EnvConfig, target: Target, seed: int = 0,
     write_text(run_dir / "git_hash.txt", cfg["git"] + "\n")
     write_text(run_dir / "command.txt", (command or " ".join([sys.executable, *sys.argv])) + "\n")
     with RunLock(run_dir):
-        # cycle: trim_rl.train.run <-> trim_rl.train.recipe
-        from trim_rl.train.recipe import run_recipe
-
         run_recipe(run_dir, agent, env, target, seed, inputs, progress=progress, verbose=verbose)
     return run_dir
 
@@ -242,9 +166,6 @@ def read_run_config(run_dir: Path) -> tuple[AgentConfig, EnvConfig, Target, int]
 def resume(run_dir: str | Path, overrides: list[str] | None = None, command: str | None = None,
            progress: bool = False, verbose: int = 0) -> Path:
     """Continue an interrupted (or extend a finished) run from its saved PPO state."""
-    # cycle: trim_rl.train.run <-> trim_rl.train.recipe
-    from trim_rl.train.recipe import run_recipe
-
     run_dir = Path(run_dir)
     agent, env, target, seed = read_run_config(run_dir)
     if agent.algo == "pomdp":

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from trim_rl.configs import ConfigError
 from trim_rl.train.config import AgentConfig, EnvConfig
-from trim_rl.train.run import Target
+from trim_rl.train.context import Target
 
 
 def resolve_targets(agent: AgentConfig, env: EnvConfig, budget: float | None = None,

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from trim_rl.agents.exported import load_checkpoint
+from trim_rl.agents.registry import load_checkpoint
 from trim_rl.agents.pomdp.policy import POMDPPolicy, load_pomdp
 from trim_rl.agents.pomdp.solver import QFunction, SolverConfig, simplex_grid, solve
 from trim_rl.eval.rollout import rollout

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from trim_rl.argtypes import int_at_least, nonneg_float
 from trim_rl.data.schema import MAX_STEPS
+from trim_rl.live.backends import build_engines, build_scorer
 from trim_rl.live.serve.app import ServeSettings, create_app
 from trim_rl.live.serve.control import PriceController
 from trim_rl.live.serve.policies import NO_REGEN_PRICE, lam_for_budget, lam_range, load_served
@@ -137,9 +138,6 @@ def prepare(args):
     ValueError; a backend that does not answer: EngineError)."""
     import torch
 
-    # cycle: trim_rl.live.cli <-> trim_rl.live.serve.main
-    from trim_rl.live.cli import _engines, _scorer
-
     torch.set_num_threads(1)  # one decision at a time: one thread is fastest and leaves the cores to the engines
     served, default = load_served(args.policy, args.default_policy, args.lam, args.budget)
     if args.target_strong_share is not None:
@@ -147,8 +145,8 @@ def prepare(args):
     modes = {p.mode for p in served.values()}
     sock = _bind(args.host, args.port)
     try:
-        weak, strong, http, template, urls, vargs = _engines(args, need_strong="strong-only" in modes, need_scorer="hybrid" in modes)
-        scorer = _scorer(args, http, template, urls, vargs) if "hybrid" in modes else None
+        weak, strong, http, template, urls, vargs = build_engines(args, need_strong="strong-only" in modes, need_scorer="hybrid" in modes)
+        scorer = build_scorer(args, http, template, urls, vargs) if "hybrid" in modes else None
     except BaseException:
         sock.close()
         raise
