@@ -7,7 +7,6 @@ text fields: nothing is unpickled.  A damaged or foreign entry is rebuilt from t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from trim_rl.data.flat import ARRAY_FIELDS, FlatTrees, load_flat
-from trim_rl.data.trees import atomic_output
+from trim_rl.fsutil import atomic_output, sha256_file
 
 FLAT_VERSION = 1
 _TEXT = ("problem_id", "dataset", "split", "problem", "answer")
@@ -26,16 +25,8 @@ def cache_root() -> Path:
     return Path(os.environ.get("TRIM_RL_CACHE", Path.home() / ".cache" / "trim_rl"))
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _entry(path: Path) -> Path:
-    return cache_root() / "flat" / f"v{FLAT_VERSION}" / file_sha256(path)
+    return cache_root() / "flat" / f"v{FLAT_VERSION}" / sha256_file(path)
 
 
 def _read(entry: Path, source: str) -> FlatTrees | None:

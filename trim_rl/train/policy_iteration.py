@@ -119,7 +119,9 @@ def _fit(net, x: np.ndarray, y: np.ndarray, weights: np.ndarray, cfg: PolicyIter
         return _regress(net, xs, y[idx], cfg, rng)
 
 
-def _regress(net, x: np.ndarray, y: np.ndarray, cfg: PolicyIterationConfig, rng: np.random.Generator) -> float:
+def _regress(net, x: np.ndarray, y: np.ndarray, cfg: PolicyIterationConfig, rng: np.random.Generator,
+             margin: bool = False) -> float:
+    """Adam on the squared error of ``net(x)`` (``margin``: of ``logit(regen) - logit(keep)``) against ``y``."""
     import torch
 
     xs, ys = torch.as_tensor(x), torch.as_tensor(y, dtype=torch.float32)
@@ -130,7 +132,8 @@ def _regress(net, x: np.ndarray, y: np.ndarray, cfg: PolicyIterationConfig, rng:
         order = torch.randperm(len(xs), generator=gen)
         for b in range(0, len(xs), int(cfg.batch_size)):
             i = order[b:b + int(cfg.batch_size)]
-            loss = ((net(xs[i]) - ys[i]) ** 2).mean()
+            out = net(xs[i])
+            loss = ((((out[:, 1] - out[:, 0]) if margin else out) - ys[i]) ** 2).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -304,26 +307,7 @@ def _fit_margin(net, x: np.ndarray, y: np.ndarray, cfg: PolicyIterationConfig, r
     """Squared-error regression of ``logit(regen) - logit(keep)`` on ``y`` (rows already drawn,
     inputs standardised)."""
     with standardized(net, x) as xs:
-        return _regress_margin(net, xs, y, cfg, rng)
-
-
-def _regress_margin(net, x: np.ndarray, y: np.ndarray, cfg: PolicyIterationConfig, rng: np.random.Generator) -> float:
-    import torch
-
-    xs, ys = torch.as_tensor(x), torch.as_tensor(y)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
-    gen = torch.Generator().manual_seed(int(rng.integers(1 << 31)))
-    loss = torch.zeros(())
-    for _ in range(int(cfg.epochs)):
-        order = torch.randperm(len(xs), generator=gen)
-        for b in range(0, len(xs), int(cfg.batch_size)):
-            i = order[b:b + int(cfg.batch_size)]
-            out = net(xs[i])
-            loss = ((out[:, 1] - out[:, 0] - ys[i]) ** 2).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return float(loss.detach())
+        return _regress(net, xs, y, cfg, rng, margin=True)
 
 
 def _rescale_margin(net, outputs: list[np.ndarray], logit_scale: float) -> None:
