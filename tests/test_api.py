@@ -13,10 +13,14 @@ try:
     trim_rl.train("no_such_agent", "math500_quick", budget=10)
 except FileNotFoundError as exc:
     assert "no_such_agent.yaml" in str(exc), exc
+else:
+    raise SystemExit("trim_rl.train accepted an agent that does not exist")
 try:
     trim_rl.export("nowhere", "out")
 except FileNotFoundError as exc:
     assert "nowhere: not a run folder" in str(exc), exc
+else:
+    raise SystemExit("trim_rl.export accepted a folder that is no run")
 result = trim_rl.evaluate(["thr", "always-weak"], "sim:math500:val", n_boot=10)
 assert 0 < result.cpt("thr")["80"] < 100
 print("ok")
