@@ -63,3 +63,21 @@ def test_a_run_without_a_finished_policy_is_named(tmp_path):
         export_run(d, tmp_path / "out")
     r = export(tmp_path / "nowhere", "--out", tmp_path / "out")
     assert r.returncode == 2 and "not a run folder (config.yml missing)" in r.stderr
+
+
+@pytest.mark.parametrize("extra", [["notes.txt"], ["eval/report.md", "eval/metrics.json"], ["report.md", ".hidden"]])
+def test_a_checkpoint_holding_the_users_own_files_is_refused_by_name(run_dir, tmp_path, extra):
+    out = tmp_path / "ck"
+    assert export(run_dir, "--out", out).returncode == 0
+    for name in extra:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text("the user's")
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    r = export(run_dir, "--out", out)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    for top in {n.split("/")[0] + ("/" if "/" in n else "") for n in extra}:
+        assert top in r.stderr, r.stderr
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".ck.")]
+    with pytest.raises(FileExistsError, match="no part of a checkpoint"):  # the API refuses alike
+        export_run(run_dir, out)

@@ -3,7 +3,9 @@
 A finished run holds its calibrated policy in ``RUN_DIR/policy/`` (weights + policy.json with the
 requested budget, the price and the spend measured); export checks it (format, sha256, network) and
 installs a copy at ``--out`` atomically.  ``--out`` may be empty, absent or an older checkpoint
-(replaced, and said so); any other folder is refused, so a slip of the finger never deletes files.
+holding nothing else (replaced, and said so); any other folder, and a checkpoint that also holds
+other files (notes, an evaluation report), is refused naming them, so export never deletes a file
+that is not its own.
 """
 
 from __future__ import annotations
@@ -103,8 +105,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.export") 
                                              "(trim_rl.load_policy).  TRIM-POMDP runs: policy.json + policy.npz.")
     ap.add_argument("run_dir", help="run folder written by train.py")
     ap.add_argument("--out", required=True,
-                    help="checkpoint folder to write: absent, empty or an older checkpoint (replaced atomically); "
-                         "any other folder is refused")
+                    help="checkpoint folder to write: absent, empty or an older checkpoint holding nothing else (replaced "
+                         "atomically); any other folder, or a checkpoint with other files in it, is refused")
     ap.add_argument("--which", choices=["best", "last"], default="best",
                     help="best: the run's finished, calibrated policy (default); last: PPO's last actor, uncalibrated")
     args = ap.parse_args(argv)

@@ -5,7 +5,9 @@
 TRIM-POMDP table, arrays in ``policy.npz``), the family, the observation builder, the budget or
 price it was trained for, versions, and the sha256 of the weights.  Nothing is pickled.  Folders are
 written into a temporary folder beside the target and moved onto it at the end
-(:func:`write_folder`); an existing folder is replaced only when it is itself a checkpoint.
+(:func:`write_folder`); an existing folder is replaced only when it is a checkpoint and nothing
+else: a checkpoint folder that also holds other files (notes, an evaluation report) is refused, naming
+them, since replacing the folder would delete them.
 """
 
 from __future__ import annotations
@@ -21,8 +23,11 @@ FORMAT = "trim_rl.policy/v1"
 WEIGHTS = "model.safetensors"
 META = "policy.json"
 
-__all__ = ["FORMAT", "WEIGHTS", "META", "sha256_file", "read_policy_json", "is_checkpoint", "write_folder",
-           "write_network_checkpoint"]
+# every file a checkpoint folder consists of (network or TRIM-POMDP); anything else is the user's
+CHECKPOINT_FILES = (META, WEIGHTS, "policy.npz")
+
+__all__ = ["FORMAT", "WEIGHTS", "META", "CHECKPOINT_FILES", "sha256_file", "read_policy_json", "is_checkpoint",
+           "foreign_entries", "write_folder", "write_network_checkpoint"]
 
 
 def read_policy_json(path: Path) -> dict[str, Any]:
@@ -57,21 +62,45 @@ def is_checkpoint(folder: Path) -> bool:
         return False
 
 
+def foreign_entries(folder: Path) -> list[str]:
+    """Names in ``folder`` that are no part of a checkpoint (sorted; folders end in ``/``)."""
+    return sorted(p.name + ("/" if p.is_dir() and not p.is_symlink() else "") for p in Path(folder).iterdir()
+                  if p.name not in CHECKPOINT_FILES or not p.is_file() or p.is_symlink())
+
+
+def _replaceable(folder: Path) -> bool:
+    return is_checkpoint(folder) and not foreign_entries(folder)
+
+
 def write_folder(out: str | Path, fill: Callable[[Path], list[str]]) -> tuple[Path, bool]:
     """Build a checkpoint folder with ``fill(tmp)`` (which writes its files, ``policy.json`` among
     them, and returns their names) and move it onto ``out``.  An existing non-empty ``out`` is
-    replaced only when it is a checkpoint; anything else is refused (``FileExistsError``), so a
-    careless ``--out`` never deletes a folder of other files.  Returns (out, replaced)."""
+    replaced only when it is a checkpoint holding nothing else; anything else is refused
+    (``FileExistsError`` naming what is there), so a careless ``--out`` never deletes other files.
+    Checked before anything is written and again just before the move.  Returns (out, replaced)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not is_checkpoint(out):
         raise FileExistsError(f"{out}: folder is not empty and holds no trim_rl checkpoint (policy.json); "
                               f"refusing to replace it")
+    if out.is_dir():
+        _refuse_foreign(out)
     with folder_beside(out) as tmp:
         fill(tmp)
-        replaced = install_folder(tmp, out, may_replace=is_checkpoint)
+        if out.is_dir():
+            _refuse_foreign(out)  # files added while the new checkpoint was being written
+        replaced = install_folder(tmp, out, may_replace=_replaceable)
     return out, replaced
+
+
+def _refuse_foreign(out: Path) -> None:
+    other = foreign_entries(out)
+    if other:
+        shown = ", ".join(other[:5]) + (f" and {len(other) - 5} more" if len(other) > 5 else "")
+        raise FileExistsError(f"{out}: holds a checkpoint and files that are no part of a checkpoint ({shown}); "
+                              f"refusing to replace it, which would delete them: move them out or choose another "
+                              f"folder")
 
 
 def write_network_checkpoint(net, meta: dict, out: str | Path) -> Path:
