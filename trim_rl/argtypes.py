@@ -49,3 +49,62 @@ def positive_float(text: str) -> float:
     if not math.isfinite(v) or v <= 0:
         raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
     return v
+
+
+MAX_SEED = 2**32 - 1  # what numpy's legacy seeding, torch and scikit-learn's random_state all accept
+
+
+def seed_int(text: str) -> int:
+    """An argparse type: a random seed, an integer in [0, 2**32 - 1]."""
+    try:
+        v = int(text)
+    except ValueError:
+        v = None
+    if v is None or not 0 <= v <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a seed, an integer in [0, {MAX_SEED}], got {text!r}")
+    return v
+
+
+def int_between(lo: int, hi: int):
+    """An argparse type: an integer in [``lo``, ``hi``] (``hi`` keeps a size within memory or time)."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            v = None
+        if v is None or not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"expected an integer in [{lo}, {hi}], got {text!r}")
+        return v
+
+    parse.__name__ = f"integer in [{lo}, {hi}]"
+    return parse
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a number in [0, 1]."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return v
+
+
+def output_file(text: str) -> str:
+    """An argparse type: a file to write, refused at once when it is a folder or a part of its path is a
+    file (rather than after the work that produces it)."""
+    from pathlib import Path
+
+    if not text:
+        raise argparse.ArgumentTypeError("expected a file name, got ''")
+    p = Path(text)
+    if p.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a file name")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise argparse.ArgumentTypeError(f"{text!r}: {str(parent)!r} is a file, not a folder")
+            break
+    return text

@@ -215,3 +215,61 @@ def test_a_broken_pomdp_policy_json_is_named(tmp_path):
     for load in (load_pomdp, load_checkpoint):
         with pytest.raises(ValueError, match=r"pomdp/policy\.json:\d+:\d+: not valid JSON"):
             load(ck)
+
+
+@pytest.mark.parametrize("where", ["parent", "absolute", "link", "empty", "number"])
+def test_weights_outside_the_checkpoint_folder_are_refused(tmp_path, where):
+    """``weights`` names a file of the folder; a checkpoint from elsewhere must not make the loader read,
+    hash or load any other file (here a valid copy of the weights, so only the path can be refused)."""
+    import shutil
+
+    from trim_rl.agents.registry import load_checkpoint
+
+    ck = _copy_shipped(tmp_path)
+    outside = tmp_path / "elsewhere.safetensors"
+    shutil.copy(ck / "model.safetensors", outside)
+    meta_path = ck / "policy.json"
+    meta = json.loads(meta_path.read_text())
+    meta["weights"] = {"parent": "../elsewhere.safetensors", "absolute": str(outside), "link": "linked.safetensors",
+                       "empty": "", "number": 7}[where]
+    if where == "link":
+        (ck / "linked.safetensors").symlink_to(outside)
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"policy\.json: field 'weights' must name a file in the checkpoint folder"):
+        load_checkpoint(ck)
+
+
+def test_weights_in_a_subfolder_of_the_checkpoint_still_load(tmp_path):
+    from trim_rl.agents.registry import load_checkpoint
+
+    ck = _copy_shipped(tmp_path)
+    (ck / "w").mkdir()
+    (ck / "model.safetensors").rename(ck / "w" / "model.safetensors")
+    meta = json.loads((ck / "policy.json").read_text())
+    meta["weights"] = "w/model.safetensors"
+    (ck / "policy.json").write_text(json.dumps(meta))
+    assert load_checkpoint(ck).lam == meta["lam"]
+
+
+@pytest.mark.parametrize("lam", [float("nan"), float("inf"), -0.001, "0.002", True, [0.001]])
+def test_a_price_that_is_not_a_price_is_refused(tmp_path, lam):
+    from trim_rl.agents.registry import load_checkpoint
+
+    ck = _copy_shipped(tmp_path)
+    meta = json.loads((ck / "policy.json").read_text())
+    meta["lam"] = lam
+    (ck / "policy.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"policy\.json: field 'lam' must be a finite number >= 0"):
+        load_checkpoint(ck)
+
+
+def test_evaluate_names_a_checkpoint_whose_price_is_nan(tmp_path):
+    ck = _copy_shipped(tmp_path)
+    meta = json.loads((ck / "policy.json").read_text())
+    meta["lam"] = float("nan")
+    (ck / "policy.json").write_text(json.dumps(meta))
+    from trim_rl.evaluate import main
+
+    assert main(["--trees", "sim:math500:test", "--policies", "thr", "--checkpoints", str(ck),
+                 "--out", str(tmp_path / "rep"), "--quiet", "--bootstrap", "5"]) == 2
+    assert not (tmp_path / "rep").exists()

@@ -104,3 +104,12 @@ def test_cli_prints_counts_and_refuses_in_one_line(tmp_path, make_tree, write_js
     missing = run(tmp_path / "m3.jsonl", tmp_path / "nope.jsonl")
     assert missing.returncode == 2 and "nope.jsonl: no such file" in missing.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "b.jsonl", "m.jsonl"]
+
+
+def test_a_shard_named_twice_or_an_output_under_a_file_is_refused_up_front(tmp_path, make_tree, write_jsonl):
+    a = shard(tmp_path, "a.jsonl", [_tree(make_tree, "p/0")], write_jsonl)
+    with pytest.raises(ValueError, match=r"the shard .*a\.jsonl is named twice"):
+        merge_shards(tmp_path / "m.jsonl", [a, tmp_path / "." / "a.jsonl"])
+    with pytest.raises(ValueError, match=r"lies under .*a\.jsonl, which is a file"):
+        merge_shards(a / "m.jsonl", [a])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl"]

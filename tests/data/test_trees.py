@@ -255,3 +255,38 @@ def test_crlf_lines(tmp_path, make_tree):
     path.write_bytes((json.dumps(make_tree()) + "\r\n").encode() * 2)
     assert read_trees(path) == [make_tree(), make_tree()]
 
+
+
+@pytest.mark.parametrize("name", ["t.jsonl", "t.jsonl.gz"])
+@pytest.mark.parametrize("where, field", [
+    ('"tokens": 10', "nodes[0].weak.tokens"),
+    ('"max_interventions": 1', "max_interventions"),
+    ('"keep": 1', "nodes[0].keep"),
+])
+def test_an_integer_too_long_to_read_names_file_line_and_field(tmp_path, make_tree, write_jsonl, assert_tree_error,
+                                                               name, where, field):
+    """Python refuses to read integers of more than 4300 digits; the error still says where it is."""
+    key = where.split(":")[0]
+    line = json.dumps(make_tree()).replace(where, f"{key}: -" + "7" * 5000, 1)
+    assert "7" * 5000 in line
+    path = write_jsonl(tmp_path / name, [make_tree(), line])
+    for read in (read_trees, lambda p: list(iter_json_lines(p))):
+        with pytest.raises(TreeFormatError) as info:
+            read(path)
+        assert_tree_error(info.value, path, 2, field)
+        assert "5000 digits" in info.value.message and "7777" not in str(info.value)
+
+
+def test_a_long_integer_is_named_by_the_loaders_too(tmp_path, make_tree, write_jsonl):
+    from trim_rl.data.flat import load_flat
+
+    path = write_jsonl(tmp_path / "t.jsonl", [json.dumps(make_tree()).replace('"tokens": 27', '"tokens": ' + "1" * 4400)])
+    with pytest.raises(TreeFormatError, match=r"t\.jsonl:1: strong_only\.tokens: an integer of 4400 digits"):
+        load_flat(path)
+
+
+def test_a_long_float_is_still_read_as_a_number(tmp_path, make_tree, write_jsonl):
+    """Only integers have the length limit: a long decimal is a float and the schema judges it."""
+    line = json.dumps(make_tree()).replace('"prm": 0.9', '"prm": 0.' + "9" * 5000, 1)
+    path = write_jsonl(tmp_path / "t.jsonl", [line])
+    assert read_trees(path)[0]["nodes"][0]["weak"]["prm"] == pytest.approx(1.0)

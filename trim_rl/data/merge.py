@@ -29,13 +29,19 @@ def merge_shards(out: str | os.PathLike, shards: Sequence[str | os.PathLike], fo
     out = Path(out)
     if not shards:
         raise ValueError("merge: give at least one shard file")
-    resolved = {Path(s).resolve() for s in shards}
+    resolved = [Path(s).resolve() for s in shards]
+    twice = next((shards[i] for i, r in enumerate(resolved) if r in resolved[:i]), None)
+    if twice is not None:
+        raise ValueError(f"merge: the shard {twice} is named twice")
     if out.resolve() in resolved:
         raise ValueError(f"merge: the output {out} is also a shard; write to another file")
     if out.is_dir():
         raise ValueError(f"merge: the output {out} is a folder; give a file name (.jsonl or .jsonl.gz)")
     if out.exists() and not force:
         raise ValueError(f"merge: {out} exists; pass --force to replace it")
+    blocked = next((p for p in out.parents if p.exists()), None)
+    if blocked is not None and not blocked.is_dir():
+        raise ValueError(f"merge: the output {out} lies under {blocked}, which is a file")
     seen: dict[str, str] = {}
     ref: tuple[str, dict] | None = None
     trees = []

@@ -12,6 +12,7 @@ import io
 import json
 import warnings
 import os
+import sys
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -58,6 +59,12 @@ def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
                     raise TreeFormatError(path, line_no, "<line>", f"invalid JSON: {exc.msg} at column {exc.colno}") from None
                 except RecursionError:
                     raise TreeFormatError(path, line_no, "<line>", "JSON nested too deeply") from None
+                except ValueError as exc:  # an integer over Python's int-string limit (4300 digits)
+                    hit = _long_integer(text)
+                    if hit is None:
+                        raise TreeFormatError(path, line_no, "<line>", f"invalid JSON: {exc}") from None
+                    raise TreeFormatError(path, line_no, hit[0], f"an integer of {hit[1]} digits, too long to "
+                                          f"read (at most {sys.get_int_max_str_digits()})") from None
                 yield line_no, obj
     except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
         if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)) or not _is_gz(path):
@@ -65,6 +72,36 @@ def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
         raise TreeFormatError(
             path, line_no + 1, "<gzip stream>", f"truncated or corrupt gzip data after line {line_no} ({exc})"
         ) from None
+
+
+class _LongInt:
+    def __init__(self, digits: int):
+        self.digits = digits
+
+
+def _long_integer(text: str) -> tuple[str, int] | None:
+    """Field path and length of the first integer in ``text`` over the int-string limit (the line is
+    decoded again only when it failed, so ordinary lines keep the fast C decoder)."""
+    limit = sys.get_int_max_str_digits()
+
+    def parse_int(s: str):
+        digits = len(s.lstrip("-"))
+        return _LongInt(digits) if limit and digits > limit else int(s)
+
+    def find(obj, where: str):
+        if isinstance(obj, _LongInt):
+            return where or "<line>", obj.digits
+        items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+        for key, value in items:
+            hit = find(value, f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}" if where else key)
+            if hit:
+                return hit
+        return None
+
+    try:
+        return find(json.loads(text, parse_int=parse_int), "")
+    except (ValueError, RecursionError):
+        return None
 
 
 def iter_trees(path: str | os.PathLike) -> Iterator[tuple[dict, CheckedTree]]:

@@ -2,41 +2,48 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
-from trim_rl.argtypes import int_at_least
+from trim_rl.argtypes import OneLineParser, int_at_least, int_between, output_file, seed_int
+from trim_rl.cli_errors import run_cli
 from trim_rl.sim import calibrate as C
 from trim_rl.sim.bundled import BUNDLED_PROFILES, BUNDLED_SEED, bundled_path
-from trim_rl.sim.generate import generate_file
+from trim_rl.sim.generate import generate_file, plan
 from trim_rl.sim.params import load_params, save_params
-from trim_rl.sim.report import sweep_report
+from trim_rl.sim.report import check_report, sweep_report
+
+MAX_CALIBRATE_DRAWS = 200  # 500 problems x draws episodes, ~5 KB each per evaluation: 200 draws is ~0.5 GB
 
 
-def _parser(prog: str = "python -m trim_rl.sim") -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog=prog, description="The calibrated trajectory simulator.")
-    sub = ap.add_subparsers(dest="cmd", required=True)
+def _parser(prog: str = "python -m trim_rl.sim") -> OneLineParser:
+    ap = OneLineParser(prog=prog, description="The calibrated trajectory simulator.")
+    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=OneLineParser)
 
     c = sub.add_parser("calibrate", help="fit the step model to the shipped measurements and write the parameter JSON",
                        description="Fit the math500 step model (Nelder-Mead on the objective documented in "
                                    "trim_rl.sim.calibrate) to the real TRIM-Thr sweep, the end points and the step "
                                    "statistics; print real vs simulated figures and PRM-score TV distances.")
     c.add_argument("--params", default=None, help="starting parameter JSON (default: the package's fitted file)")
-    c.add_argument("--out", default=None, help="where to write the fitted JSON (default: the package's file)")
-    c.add_argument("--evals", type=int, default=2500, help="objective evaluations per Nelder-Mead round (default 2500)")
-    c.add_argument("--rounds", type=int, default=3, help="Nelder-Mead restarts, each from the last best (default 3)")
-    c.add_argument("--draws", type=int, default=4, help="simulated solutions per problem per evaluation (default 4)")
+    c.add_argument("--out", type=output_file, default=None,
+                   help="where to write the fitted JSON (default: the package's file)")
+    c.add_argument("--evals", type=int_at_least(1), default=2500,
+                   help="objective evaluations per Nelder-Mead round (default 2500)")
+    c.add_argument("--rounds", type=int_at_least(1), default=3,
+                   help="Nelder-Mead restarts, each from the last best (default 3)")
+    c.add_argument("--draws", type=int_between(1, MAX_CALIBRATE_DRAWS), default=4,
+                   help=f"simulated solutions per problem per evaluation (default 4, at most {MAX_CALIBRATE_DRAWS})")
     c.add_argument("--check", action="store_true", help="only print the current fit; change nothing")
 
     g = sub.add_parser("generate", help="write a tree file from a profile",
                        description="Draw trajectory trees of one split of a profile. Same arguments, same bytes.")
     g.add_argument("--profile", default="math500", help="math500 | aime | olympiadbench | minerva (default math500)")
     g.add_argument("--split", default="test", choices=["train", "val", "test"], help="problem split (default test)")
-    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    g.add_argument("--out", help="output file (.jsonl or .jsonl.gz)")
-    g.add_argument("--limit", type=int_at_least(0), default=None, help="only the first N problems of the split (N >= 0)")
-    g.add_argument("--draws", type=int, default=None, help="trees per problem (default: the profile's)")
+    g.add_argument("--seed", type=seed_int, default=0, help="random seed, 0 to 2**32 - 1 (default 0)")
+    g.add_argument("--out", type=output_file, help="output file (.jsonl or .jsonl.gz)")
+    g.add_argument("--limit", type=int_at_least(1), default=None, help="only the first N problems of the split (N >= 1)")
+    g.add_argument("--draws", type=int_at_least(1), default=None,
+                   help="trees per problem (default: the profile's; a file holds at most 40000 trees)")
     g.add_argument("--params", default=None, help="parameter JSON (default: the package's fitted file)")
     g.add_argument("--bundled", action="store_true", help="regenerate the tree files shipped in the package (seed 0)")
 
@@ -44,17 +51,23 @@ def _parser(prog: str = "python -m trim_rl.sim") -> argparse.ArgumentParser:
                        description="Evaluate TRIM-Thr at the thresholds of the measured sweep on the profile's test "
                                    "trees and print both tables; optionally write them (and a plot) into the README.")
     r.add_argument("--profile", default="math500", help="profile (only math500 has a real sweep; default math500)")
-    r.add_argument("--seed", type=int, default=0, help="seed of the test trees (default 0: the bundled ones)")
+    r.add_argument("--seed", type=seed_int, default=0, help="seed of the test trees (default 0: the bundled ones)")
     r.add_argument("--trees", default=None, help="evaluate this tree file instead of generated trees")
     r.add_argument("--readme", default=None, help="page (Markdown) to update between the sim-report markers, e.g. docs/simulator.md")
-    r.add_argument("--plot", default=None, help="write the curve plot (PNG) here")
+    r.add_argument("--plot", type=output_file, default=None, help="write the curve plot (PNG) here")
     return ap
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.sim") -> int:
     args = _parser(prog).parse_args(argv)
+    return run_cli(prog, lambda: _main(args))
+
+
+def _main(args) -> int:
     if args.cmd == "calibrate":
         params = load_params(args.params)
+        if "math500" not in params.profiles:
+            raise ValueError(f"--params {args.params}: calibration fits the math500 profile, which the file lacks")
         if not args.check:
             for r in range(args.rounds):
                 m, meta = C.fit(params, max_evals=args.evals, draws=args.draws, seed=r, progress=None)
@@ -66,20 +79,24 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.sim") -> 
         return 0
     if args.cmd == "generate":
         params = load_params(args.params)
+        names = {"profile": "--profile", "split": "--split", "seed": "--seed", "limit": "--limit", "draws": "--draws"}
         if args.bundled:
-            for prof in BUNDLED_PROFILES:
-                for split in ("train", "val", "test"):
-                    s = generate_file(prof, split, BUNDLED_SEED, bundled_path(prof, split), params=params, progress=True)
-                    print(json.dumps(s))
+            jobs = [(prof, split, BUNDLED_SEED, bundled_path(prof, split)) for prof in BUNDLED_PROFILES
+                    for split in ("train", "val", "test")]
+            for prof, split, seed, _ in jobs:  # every file checked before the first is written
+                plan(prof, split, seed, params, names=names)
+            for prof, split, seed, out in jobs:
+                print(json.dumps(generate_file(prof, split, seed, out, params=params, progress=True, names=names)))
             return 0
         if not args.out:
-            print("generate: --out is required (or --bundled)", file=sys.stderr)
-            return 2
+            raise ValueError("generate: --out is required (or --bundled)")
+        plan(args.profile, args.split, args.seed, params, args.limit, args.draws, names)
         s = generate_file(args.profile, args.split, args.seed, args.out, params=params, limit=args.limit,
-                          draws=args.draws, progress=True)
+                          draws=args.draws, progress=True, names=names)
         print(json.dumps(s))
         return 0
     if args.cmd == "report":
+        check_report(args.profile, args.trees, args.readme)
         print(sweep_report(args.profile, args.seed, args.trees, args.readme, args.plot))
         return 0
     return 2

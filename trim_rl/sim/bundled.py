@@ -24,6 +24,19 @@ def bundled_path(profile: str, split: str) -> Path:
     return Path(resource_path("trees", f"{profile}_{split}.jsonl.gz"))
 
 
+MAX_SPEC_SEEDS = 100  # each seed is one tree file: generated once (~20 s) and 60-90 MB in memory as flat arrays
+MAX_SEED = 2**32 - 1
+
+
+def _check_profile_split(profile: str, split: str, params, what: str) -> None:
+    from trim_rl.sim.profiles import SPLITS
+
+    if profile not in params.profiles:
+        raise ValueError(f"{what}: unknown profile {profile!r}; choose one of {', '.join(sorted(params.profiles))}")
+    if split not in SPLITS:
+        raise ValueError(f"{what}: unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+
+
 def tree_file(profile: str, split: str, seed: int = BUNDLED_SEED, progress: bool = False) -> Path:
     """Path of the simulated trees of ``profile``/``split`` for ``seed``, generating them if needed."""
     if seed == BUNDLED_SEED and profile in BUNDLED_PROFILES:
@@ -31,6 +44,10 @@ def tree_file(profile: str, split: str, seed: int = BUNDLED_SEED, progress: bool
         if p.exists():
             return p
     params = load_params()
+    # checked before the cache folder is made: a typo must not leave folders or start a generation
+    _check_profile_split(profile, split, params, f"sim:{profile}:{split}")
+    if not 0 <= int(seed) <= MAX_SEED:
+        raise ValueError(f"sim:{profile}:{split}: seed {seed} is not in [0, {MAX_SEED}]")
     out = cache_dir() / "trees" / f"sim{params.version}" / f"{profile}_{split}_seed{seed}.jsonl.gz"
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -39,7 +56,8 @@ def tree_file(profile: str, split: str, seed: int = BUNDLED_SEED, progress: bool
 
 
 def parse_seeds(text: str, spec: str) -> list[int]:
-    """``7``, ``0-3`` or ``0,2,5`` (ranges inclusive) as a list of seeds."""
+    """``7``, ``0-3`` or ``0,2,5`` (ranges inclusive) as a list of seeds, each in [0, 2**32 - 1],
+    none twice, at most ``MAX_SPEC_SEEDS`` of them (checked before any range is expanded)."""
     seeds: list[int] = []
     try:
         for part in text.split(","):
@@ -47,29 +65,76 @@ def parse_seeds(text: str, spec: str) -> list[int]:
                 lo, hi = (int(v) for v in part.split("-", 1))
                 if hi < lo:
                     raise ValueError
+                if hi - lo + 1 + len(seeds) > MAX_SPEC_SEEDS:
+                    raise _TooMany(hi - lo + 1 + len(seeds))
                 seeds.extend(range(lo, hi + 1))
             else:
                 seeds.append(int(part))
+    except _TooMany as exc:
+        raise ValueError(f"tree spec {spec!r}: {exc.n} seeds, at most {MAX_SPEC_SEEDS} (each seed is a tree file "
+                         "generated and held in memory)") from None
     except ValueError:
         raise ValueError(f"tree spec {spec!r}: the seed part must be N, A-B or a comma list of those") from None
+    if len(seeds) > MAX_SPEC_SEEDS:
+        raise ValueError(f"tree spec {spec!r}: {len(seeds)} seeds, at most {MAX_SPEC_SEEDS} (each seed is a tree "
+                         "file generated and held in memory)")
+    bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
+    if bad:
+        raise ValueError(f"tree spec {spec!r}: seed {bad[0]} is not in [0, {MAX_SEED}]")
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:
+        raise ValueError(f"tree spec {spec!r}: seed {twice[0]} is named twice (its trees would count twice)")
     return seeds
 
 
-def resolve_tree_spec(spec: str | list[str], progress: bool = False) -> list[Path]:
-    """A tree file path, ``sim:PROFILE:SPLIT[:SEEDS]`` for simulated trees (SEEDS: ``N``, ``A-B`` or
-    ``N,M,...``; one file per seed), or a list of those."""
-    if isinstance(spec, (list, tuple)):
-        return [p for s in spec for p in resolve_tree_spec(s, progress)]
+class _TooMany(Exception):
+    def __init__(self, n: int):
+        self.n = n
+
+
+def _parse_spec(spec: str) -> tuple[str, str, list[int]] | Path:
+    """A tree spec checked without generating or creating anything: (profile, split, seeds) or a file."""
+    if not isinstance(spec, str):
+        raise ValueError(f"tree spec {spec!r}: expected a file path or sim:PROFILE:SPLIT[:SEEDS]")
     if spec.startswith("sim:"):
         parts = spec.split(":")
         if len(parts) not in (3, 4):
             raise ValueError(f"tree spec {spec!r}: use sim:PROFILE:SPLIT[:SEEDS]")
         seeds = parse_seeds(parts[3], spec) if len(parts) == 4 else [BUNDLED_SEED]
-        return [tree_file(parts[1], parts[2], seed, progress) for seed in seeds]
+        _check_profile_split(parts[1], parts[2], load_params(), f"tree spec {spec!r}")
+        return parts[1], parts[2], seeds
     p = Path(spec)
     if not p.exists():
         raise FileNotFoundError(f"tree file {spec} does not exist (or use sim:PROFILE:SPLIT[:SEEDS])")
-    return [p]
+    return p
+
+
+def check_tree_spec(spec: str | list[str], flag: str | None = None) -> None:
+    """Raise the error :func:`resolve_tree_spec` would, without generating any trees (the message
+    starts with ``flag`` when given)."""
+    try:
+        for s in spec if isinstance(spec, (list, tuple)) else [spec]:
+            _parse_spec(s)
+    except (ValueError, FileNotFoundError) as exc:
+        if flag is None:
+            raise
+        raise type(exc)(f"{flag}: {exc}") from None
+
+
+def resolve_tree_spec(spec: str | list[str], progress: bool = False) -> list[Path]:
+    """A tree file path, ``sim:PROFILE:SPLIT[:SEEDS]`` for simulated trees (SEEDS: ``N``, ``A-B`` or
+    ``N,M,...``; one file per seed), or a list of those.  Every spec of a list is checked before
+    any trees are generated."""
+    specs = list(spec) if isinstance(spec, (list, tuple)) else [spec]
+    parsed = [_parse_spec(s) for s in specs]
+    out: list[Path] = []
+    for p in parsed:
+        if isinstance(p, Path):
+            out.append(p)
+        else:
+            profile, split, seeds = p
+            out.extend(tree_file(profile, split, seed, progress) for seed in seeds)
+    return out
 
 
 def load_trees(spec: str | list[str], progress: bool = False) -> FlatTrees:
@@ -78,6 +143,7 @@ def load_trees(spec: str | list[str], progress: bool = False) -> FlatTrees:
     Simulated trees (``sim:...``) go through the flat cache (:mod:`trim_rl.data.flat_cache`), so
     they are parsed once; tree files named directly are read and validated on every call."""
     specs = list(spec) if isinstance(spec, (list, tuple)) else [spec]
+    check_tree_spec(specs)
     parts = []
     for s in specs:
         for p in resolve_tree_spec(s, progress):

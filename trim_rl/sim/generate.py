@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -139,18 +140,52 @@ def _tree_json(records: list, k: int, header: dict) -> dict:
     return {**header, "max_interventions": k, "nodes": nodes}
 
 
-def generate_trees(profile: str, split: str, seed: int, params: SimParams | None = None,
-                   limit: int | None = None, draws: int | None = None, progress: bool = False) -> tuple[list[dict], dict]:
-    """Trees of ``split`` of ``profile``; returns (trees, summary)."""
-    params = params or load_params()
+MAX_TREES = 40_000  # trees of one file: all are held as dicts (~0.2 MB each) until the file is written
+MAX_SEED = 2**32 - 1
+
+
+def plan(profile: str, split: str, seed: int, params: SimParams, limit: int | None = None,
+         draws: int | None = None, names: dict | None = None) -> tuple[ProfileProblems, int]:
+    """The problems and draws of one generation, checked before anything is drawn or written.
+
+    ``names`` maps ``profile``/``split``/``seed``/``limit``/``draws`` to how the caller's user
+    calls them (``--draws``), so that the error names what to change."""
+    names = {"profile": "profile", "split": "split", "seed": "seed", "limit": "limit", "draws": "draws",
+             **(names or {})}
     if profile not in params.profiles:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(params.profiles)}")
+        raise ValueError(f"{names['profile']}: unknown profile {profile!r}; choose one of "
+                         f"{', '.join(sorted(params.profiles))}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"{names['seed']}: expected an integer in [0, {MAX_SEED}], got {seed!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
+        raise ValueError(f"{names['limit']}: expected a number of problems >= 1, got {limit!r}")
+    if draws is not None and (isinstance(draws, bool) or not isinstance(draws, (int, np.integer)) or draws < 1):
+        raise ValueError(f"{names['draws']}: expected a number of trees per problem >= 1, got {draws!r}")
     prof = params.profiles[profile]
-    m = params.model
+    if split not in prof.draws:
+        raise ValueError(f"{names['split']}: unknown split {split!r}; choose one of {', '.join(prof.draws)}")
     pp: ProfileProblems = profile_problems(prof, split)
     if limit is not None:
         pp = ProfileProblems(pp.problems[:limit], pp.level[:limit], pp.z[:limit], pp.z_len[:limit])
     n_draws = int(draws if draws is not None else prof.draws[split])
+    n = len(pp.problems) * n_draws
+    if not pp.problems:
+        raise ValueError(f"{names['split']}: the {split} split of profile {profile!r} has no problems")
+    if n > MAX_TREES:
+        raise ValueError(f"{names['draws']}: {len(pp.problems)} problems x {n_draws} draws = {n} trees, more than the "
+                         f"{MAX_TREES} one file may hold (each takes ~0.2 MB of memory while generating); "
+                         "generate several seeds instead")
+    return pp, n_draws
+
+
+def generate_trees(profile: str, split: str, seed: int, params: SimParams | None = None,
+                   limit: int | None = None, draws: int | None = None, progress: bool = False,
+                   names: dict | None = None) -> tuple[list[dict], dict]:
+    """Trees of ``split`` of ``profile``; returns (trees, summary).  ``names``: see :func:`plan`."""
+    params = params or load_params()
+    pp, n_draws = plan(profile, split, seed, params, limit, draws, names)
+    prof = params.profiles[profile]
+    m = params.model
     rng = np.random.default_rng(_split_seed(seed, profile, split))
     ep = make_episodes(m, prof, pp, n_draws, rng)
     ref = strong_only(m, prof, ep, rng)
@@ -211,9 +246,12 @@ def generate_trees(profile: str, split: str, seed: int, params: SimParams | None
 
 
 def generate_file(profile: str, split: str, seed: int, out: str | os.PathLike, params: SimParams | None = None,
-                  limit: int | None = None, draws: int | None = None, progress: bool = False) -> dict:
+                  limit: int | None = None, draws: int | None = None, progress: bool = False,
+                  names: dict | None = None) -> dict:
     """Generate and atomically write a tree file; returns the generation summary."""
-    trees, summary = generate_trees(profile, split, seed, params, limit, draws, progress)
+    if Path(out).is_dir():
+        raise IsADirectoryError(f"{out}: is a folder; give the tree file to write (.jsonl or .jsonl.gz)")
+    trees, summary = generate_trees(profile, split, seed, params, limit, draws, progress, names)
     write_trees(out, trees)
     summary["out"] = str(out)
     return summary

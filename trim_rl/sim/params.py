@@ -8,14 +8,22 @@ the simulator carries a tuned constant, so refitting means rewriting this one fi
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from trim_rl.data.schema import MAX_STEPS
 from trim_rl.data.trees import atomic_output
 from trim_rl.resources import resource_path
 
 PARAMS_FILE = "sim_params.json"
+LEVEL_RULES = ("math", "aime_number", "constant")
+PRM_TABLES = ("math_train", "omnimath")  # the tables of trim_rl.sim.prm_scores
+_PROBABILITIES = ("m0_w", "m1_w", "m2_w", "q2_w", "m0_s", "q2_s")
+_POSITIVE = ("L0", "tau", "L_s", "L_err", "T_w", "T_s", "beta_low")
+MAX_DRAWS = 10_000  # trees per problem; the tree count of a whole file is bounded in generate.py
+MAX_NODES = 100_000  # nodes per tree (the shipped profiles use 1500)
 
 
 @dataclass
@@ -105,20 +113,95 @@ class SimParams:
         }
 
 
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_profile(raw, where: str) -> ProfileParams:
+    """A profile entry with every field of the right kind; ``ValueError`` naming ``where`` and the key."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: expected an object, got {type(raw).__name__}")
+    known = {f.name: f for f in fields(ProfileParams)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ValueError(f"{where}: unknown fields {unknown}")
+    if "benchmark" not in raw:
+        raise ValueError(f"{where}.benchmark: missing")
+    for key, v in raw.items():
+        bad = None
+        if key == "benchmark":
+            bad = None if isinstance(v, str) and v else "a non-empty string"
+        elif key == "prm_table":
+            bad = None if v in PRM_TABLES else f"one of {', '.join(PRM_TABLES)}"
+        elif key == "level":
+            bad = None if v in LEVEL_RULES else f"one of {', '.join(LEVEL_RULES)}"
+        elif key in ("test_fraction", "val_fraction"):
+            bad = None if _number(v) and 0 <= v <= 1 else "a number in [0, 1]"
+        elif key in ("length", "tokens"):
+            bad = None if _number(v) and v > 0 else "a finite number > 0"
+        elif key in ("level_base", "level_slope"):
+            bad = None if _number(v) else "a finite number"
+        elif key == "max_interventions":
+            bad = None if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_STEPS else \
+                f"an integer in [0, {MAX_STEPS}]"
+        elif key == "max_nodes":
+            bad = None if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_NODES else \
+                f"an integer in [1, {MAX_NODES}]"
+        elif key == "draws":
+            ok = isinstance(v, dict) and set(v) == {"train", "val", "test"} and all(
+                isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= MAX_DRAWS for d in v.values())
+            bad = None if ok else f"an object with train, val and test, each an integer in [1, {MAX_DRAWS}]"
+        if bad:
+            shown = repr(v) if len(repr(v)) <= 60 else repr(v)[:60] + "..."
+            raise ValueError(f"{where}.{key}: expected {bad}, got {shown}")
+    return ProfileParams(**raw)
+
+
 def load_params(path: str | os.PathLike | None = None) -> SimParams:
-    """Load simulator parameters (default: the fitted file shipped with the package)."""
+    """Load simulator parameters (default: the fitted file shipped with the package); a malformed
+    file is a ``ValueError`` naming it and the key."""
     path = Path(path) if path is not None else resource_path(PARAMS_FILE)
-    with open(path, encoding="utf-8") as fh:
-        raw = json.load(fh)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a folder, expected a parameter JSON file")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            raw = json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text") from None
+    except (ValueError, RecursionError) as exc:  # an integer over Python's int-string limit, deep nesting
+        raise ValueError(f"{path}: not readable JSON ({str(exc).split(';')[0]})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(raw).__name__}")
+    for key, kind in (("version", (str, int)), ("model", dict), ("profiles", dict)):
+        if key not in raw:
+            raise ValueError(f"{path}: key {key!r} is missing")
+        if not isinstance(raw[key], kind) or isinstance(raw[key], bool):
+            raise ValueError(f"{path}: key {key!r} has the wrong type ({type(raw[key]).__name__})")
     known = set(ModelParams.names())
     unknown = set(raw["model"]) - known
     if unknown:
         raise ValueError(f"{path}: model: unknown parameters {sorted(unknown)}")
+    for key, v in raw["model"].items():
+        if not _number(v):
+            raise ValueError(f"{path}: model.{key}: expected a finite number, got {v!r}")
+        if key in _PROBABILITIES and not 0 <= v <= 1:
+            raise ValueError(f"{path}: model.{key}: expected a probability in [0, 1], got {v!r}")
+        if key in _POSITIVE and not v > 0:
+            raise ValueError(f"{path}: model.{key}: expected a number > 0, got {v!r}")
+        if key.startswith("sig_") and v < 0:
+            raise ValueError(f"{path}: model.{key}: expected a standard deviation >= 0, got {v!r}")
+    if not raw["profiles"]:
+        raise ValueError(f"{path}: profiles: no profile")
+    fit = raw.get("fit", {})
+    if not isinstance(fit, dict):
+        raise ValueError(f"{path}: key 'fit' has the wrong type ({type(fit).__name__})")
     return SimParams(
         version=str(raw["version"]),
         model=ModelParams(**raw["model"]),
-        profiles={k: ProfileParams(**v) for k, v in raw["profiles"].items()},
-        fit=raw.get("fit", {}),
+        profiles={k: _check_profile(v, f"{path}: profiles.{k}") for k, v in raw["profiles"].items()},
+        fit=fit,
     )
 
 

@@ -93,10 +93,28 @@ def update_readme(readme: str | Path, text: str) -> None:
         fh.write(new)
 
 
+def check_report(profile: str = "math500", trees: str | None = None, readme: str | None = None) -> None:
+    """Every input of :func:`sweep_report` checked before the trees are evaluated or a plot is written."""
+    if profile != "math500":
+        raise ValueError(f"--profile {profile}: only the math500 profile has a measured sweep to compare with")
+    if trees is not None and not Path(trees).is_file():
+        raise FileNotFoundError(f"--trees {trees}: " + ("is a folder, not a tree file" if Path(trees).is_dir()
+                                                          else "no such file"))
+    if readme is not None:
+        if not Path(readme).is_file():
+            raise FileNotFoundError(f"--readme {readme}: " + ("is a folder, not a page" if Path(readme).is_dir()
+                                                              else "no such file"))
+        try:
+            body = Path(readme).read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"--readme {readme}: not UTF-8 text") from None
+        if START not in body or END not in body:
+            raise ValueError(f"--readme {readme}: missing the markers {START} ... {END}")
+
+
 def sweep_report(profile: str = "math500", seed: int = 0, trees: str | None = None, readme: str | None = None,
                  plot_path: str | None = None) -> str:
-    if profile != "math500":
-        raise ValueError("only the math500 profile has a measured sweep to compare with")
+    check_report(profile, trees, readme)
     if trees is None:
         trees = str(tree_file(profile, "test", seed))
     sim = sweep_rows(load_flat(trees))
