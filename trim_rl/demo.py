@@ -8,23 +8,27 @@ import argparse
 import sys
 from pathlib import Path
 
+from trim_rl.argtypes import OneLineParser, int_between, positive_float, seed_int
 from trim_rl.cli_errors import run_cli
+from trim_rl.eval.metrics import MAX_BOOTSTRAP
+from trim_rl.eval.report import check_output_folder
 from trim_rl.evaluate import main as evaluate_main
 
 DEMO_BUDGETS = (5.0, 12.0, 20.0, 26.0)
 
 
 def build_parser(prog: str = "python -m trim_rl.demo") -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog=prog, description=__doc__)
+    ap = OneLineParser(prog=prog, description=__doc__)
     ap.add_argument("--out", default="reports/demo", help="output folder (default reports/demo)")
     ap.add_argument("--agent", default="trim_agg", help="agent YAML (or packaged name) to train (default trim_agg)")
     ap.add_argument("--env", default="math500", help="env YAML (or packaged name): trees and budgets (default math500)")
-    ap.add_argument("--budgets", nargs="+", type=float, default=list(DEMO_BUDGETS),
+    ap.add_argument("--budgets", nargs="+", type=positive_float, default=list(DEMO_BUDGETS),
                     help=f"budgets to train, %% of always-strong's strong tokens (default {' '.join(map(str, DEMO_BUDGETS))})")
     ap.add_argument("--hyperparams", nargs="*", default=[], metavar="KEY:VALUE",
                     help="override agent YAML entries (as train.py --hyperparams), e.g. for a quick run")
-    ap.add_argument("--seed", type=int, default=0, help="training and evaluation seed (default 0)")
-    ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the evaluation (default 1000)")
+    ap.add_argument("--seed", type=seed_int, default=0, help="training and evaluation seed, 0 to 2**32 - 1 (default 0)")
+    ap.add_argument("--bootstrap", type=int_between(1, MAX_BOOTSTRAP), default=1000,
+                    help=f"bootstrap resamples of the evaluation (default 1000, at most {MAX_BOOTSTRAP})")
     ap.add_argument("--no-train", action="store_true", help="only evaluate (built-in policies and shipped checkpoints)")
     return ap
 
@@ -35,6 +39,12 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.demo") ->
 
 
 def _main(args) -> int:
+    # before the first training: a run of several minutes must not end on a flag it could have refused
+    twice = sorted({b for b in args.budgets if args.budgets.count(b) > 1})
+    if twice and not args.no_train:
+        raise ValueError(f"--budgets: {twice[0]:g} is named twice")
+    check_output_folder(args.out, "--out")
+
     # trim_rl.api imports torch
     from trim_rl import api
 

@@ -7,22 +7,24 @@ import sys
 from pathlib import Path
 
 from trim_rl._callable import callable_as_api
+from trim_rl.argtypes import OneLineParser, fraction, int_between, nonneg_float, seed_int
 from trim_rl.agents.query import QUERY_ROUTERS
 from trim_rl.cli_errors import run_cli
 from trim_rl.configs import ConfigError
 from trim_rl.eval.evaluation import DEFAULT_POLICIES, evaluate_policies, make_query_context
+from trim_rl.eval.metrics import MAX_BOOTSTRAP
 from trim_rl.eval.paper import paper_report
 from trim_rl.eval.perturb import describe, perturb_prm
-from trim_rl.eval.report import write_all
+from trim_rl.eval.report import check_output_folder, write_all
 from trim_rl.eval.robustness import robustness_report
 from trim_rl.eval.sweep import LABELS, find_checkpoints
-from trim_rl.sim.bundled import load_trees, resolve_tree_spec
+from trim_rl.sim.bundled import check_tree_spec, load_trees, resolve_tree_spec
 
 callable_as_api(__name__)  # trim_rl.evaluate(...) is the API function, whichever this attribute holds
 
 
 def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = OneLineParser(
         prog=prog,
         description="Evaluate routing policies on held-out trajectory trees: sweep each policy's setting "
                     "(thresholds 0..1 by 0.05, probabilities, budgets) into operating points and write "
@@ -45,14 +47,16 @@ def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
                     help="exported checkpoint folders (or folders holding them); checkpoints of one family "
                          "(policy.json 'family', e.g. TRIM-Agg) form one frontier, one point per checkpoint (its budget or price)")
     ap.add_argument("--out", default=None, help="output folder (default reports/<trees name>)")
-    ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals (default 1000)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the bootstrap, the random router and routing errors")
-    ap.add_argument("--routing-errors", type=float, default=0.0,
+    ap.add_argument("--bootstrap", type=int_between(1, MAX_BOOTSTRAP), default=1000,
+                    help=f"bootstrap resamples for the 95%% intervals (default 1000, at most {MAX_BOOTSTRAP})")
+    ap.add_argument("--seed", type=seed_int, default=0,
+                    help="seed of the bootstrap, the random router and routing errors (0 to 2**32 - 1)")
+    ap.add_argument("--routing-errors", type=fraction, default=0.0,
                     help="flip this fraction of each step policy's decisions (ablation; default 0)")
-    ap.add_argument("--prm-noise", type=float, default=0.0, metavar="SIGMA",
+    ap.add_argument("--prm-noise", type=nonneg_float, default=0.0, metavar="SIGMA",
                     help="perturb every PRM score of the trees: Gaussian noise of SD SIGMA on its logit "
                          "(seeded by --seed; default 0)")
-    ap.add_argument("--prm-flip", type=float, default=0.0, metavar="P",
+    ap.add_argument("--prm-flip", type=fraction, default=0.0, metavar="P",
                     help="replace a fraction P of the PRM scores by 1 - score (after --prm-noise; seeded; default 0)")
     ap.add_argument("--robustness", action="store_true",
                     help="instead of one evaluation: CPT(80%%) of TRIM-Thr, TRIM-POMDP (from --checkpoints, or "
@@ -75,14 +79,18 @@ def _check_args(args) -> list[str]:
         raise ConfigError(f"--policies: unknown {', '.join(unknown)}; available: {', '.join([*LABELS, *QUERY_ROUTERS])}")
     if not names and not args.checkpoints and not args.robustness and args.report != "paper":
         raise ConfigError(f"--policies {args.policies!r}: names no policy (and no --checkpoints given)")
-    if not 0.0 <= args.routing_errors <= 1.0:
-        raise ConfigError(f"--routing-errors: expected a fraction in [0, 1], got {args.routing_errors}")
-    if not args.prm_noise >= 0 or not 0.0 <= args.prm_flip <= 1.0:
-        raise ConfigError("--prm-noise must be >= 0 and --prm-flip in [0, 1]")
-    if args.bootstrap < 1:
-        raise ConfigError(f"--bootstrap: expected at least 1 resample, got {args.bootstrap}")
-    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
-        raise ConfigError(f"--out {args.out}: exists and is not a folder")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(f"--policies: {twice[0]} is named twice")
+    if args.out:
+        check_output_folder(args.out, "--out")
+    for flag, spec in (("--trees", args.trees), ("--train-trees", args.train_trees), ("--val-trees", args.val_trees)):
+        if spec is not None:
+            check_tree_spec(spec, flag)
+    learned = [n for n in names if n in ("sw", "mf", "clf")]
+    if learned and not args.trees.startswith("sim:") and (args.train_trees is None or args.val_trees is None):
+        raise ConfigError(f"--policies {learned[0]}: a learned query router needs --train-trees and --val-trees when "
+                          "--trees is a file")
     return names
 
 

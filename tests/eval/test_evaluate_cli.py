@@ -201,8 +201,8 @@ def _evaluated_set(out: Path) -> dict:
 
 @pytest.mark.parametrize("args, message", [
     (["--policies", ","], "--policies ',': names no policy"),
-    (["--policies", "thr", "--bootstrap", "0"], "--bootstrap: expected at least 1 resample"),
-    (["--policies", "thr", "--prm-noise", "nan"], "--prm-noise must be >= 0"),
+    (["--policies", "thr", "--bootstrap", "0"], "argument --bootstrap: expected an integer in [1, 100000]"),
+    (["--policies", "thr", "--prm-noise", "nan"], "argument --prm-noise: expected a finite number >= 0"),
     (["--policies", "thr", "--checkpoints", "nowhere"], "checkpoint folder nowhere does not exist"),
 ])
 def test_bad_arguments_leave_the_last_report_alone(evaluated, trees_file, args, message):

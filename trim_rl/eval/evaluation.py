@@ -9,7 +9,7 @@ import numpy as np
 
 from trim_rl.agents.query import QUERY_ROUTERS
 from trim_rl.data.flat import FlatTrees
-from trim_rl.eval.metrics import policy_metrics
+from trim_rl.eval.metrics import MAX_BOOTSTRAP, policy_metrics
 from trim_rl.eval.query_sweep import LABELS as QUERY_LABELS
 from trim_rl.eval.query_sweep import QueryContext, sweep_query
 from trim_rl.eval.report import DIBC_NOTE
@@ -25,6 +25,7 @@ def evaluate_policies(trees: FlatTrees, names: list[str], n_boot: int = 1000, se
                       checkpoints: list | None = None, query_ctx=None) -> dict:
     """Operating points and metrics of every policy in ``names`` (built-in) and of every family of
     exported ``checkpoints`` on ``trees``."""
+    check_settings(n_boot, seed, routing_errors)
     families = checkpoint_families(checkpoints or [])
     weak = weak_only_records(trees)
     result = {"trees": trees_label, "n_problems": trees.n_trees, "n_boot": n_boot, "seed": seed,
@@ -70,6 +71,20 @@ def evaluate_policies(trees: FlatTrees, names: list[str], n_boot: int = 1000, se
     if bar is not None:
         bar.close()
     return result
+
+
+def check_settings(n_boot: int, seed: int, routing_errors: float) -> None:
+    """The evaluation's numbers checked before any policy runs (names as the API spells them)."""
+    def is_int(v):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    if not is_int(n_boot) or not 1 <= n_boot <= MAX_BOOTSTRAP:
+        raise ValueError(f"n_boot: expected a number of bootstrap resamples in [1, {MAX_BOOTSTRAP}], got {n_boot!r}")
+    if not is_int(seed) or not 0 <= seed <= 2**32 - 1:
+        raise ValueError(f"seed: expected an integer in [0, {2**32 - 1}], got {seed!r}")
+    if isinstance(routing_errors, bool) or not isinstance(routing_errors, (int, float, np.floating)) \
+            or not 0.0 <= routing_errors <= 1.0:
+        raise ValueError(f"routing_errors: expected a fraction in [0, 1], got {routing_errors!r}")
 
 
 def make_query_context(test_spec: str, train_spec: str | None, val_spec: str | None, seed: int = 0,

@@ -14,7 +14,6 @@ on held-out trees estimates what the ``agg`` features allow for a given amount o
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from trim_rl.argtypes import OneLineParser, int_between, output_file, positive_float, seed_int
 from trim_rl.cli_errors import run_cli
 from trim_rl.data.flat import FlatTrees
 from trim_rl.data.tree_dp import levels_bottom_up, policy_outcomes, reach_probability
@@ -30,7 +30,7 @@ from trim_rl.data.trees import atomic_output
 from trim_rl.envs.observations import AggObservation
 from trim_rl.eval.metrics import cpt, upper_frontier
 from trim_rl.eval.sweep import THRESHOLDS
-from trim_rl.sim.bundled import load_trees
+from trim_rl.sim.bundled import check_tree_spec, load_trees
 
 DEFAULT_LAMS = (1.4e-3, 1.6e-3, 1.8e-3, 2.0e-3, 2.2e-3)
 
@@ -121,7 +121,7 @@ def headroom(train: FlatTrees, test: FlatTrees, lams, iters: int = 6, seed: int 
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.eval.headroom") -> int:
-    ap = argparse.ArgumentParser(
+    ap = OneLineParser(
         prog=prog,
         description="Estimate how far a policy on the agg features can go on these trees: approximate policy "
                     "iteration with exact tree evaluation (gradient-boosted advantage on the agg observation), "
@@ -131,17 +131,19 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.eval.head
                     help="training trees: a file or sim:PROFILE:SPLIT[:SEEDS], e.g. sim:math500:train:0-11 for 12 "
                          "draws (default: the bundled train trees)")
     ap.add_argument("--trees", default="sim:math500:test", help="held-out trees to measure on (default: bundled test)")
-    ap.add_argument("--lams", type=float, nargs="+", default=list(DEFAULT_LAMS),
+    ap.add_argument("--lams", type=positive_float, nargs="+", default=list(DEFAULT_LAMS),
                     help="prices of one strong token, one policy each (default: %(default)s)")
-    ap.add_argument("--iters", type=int, default=6, help="policy-iteration rounds per lambda (default: 6)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the regression (default: 0)")
-    ap.add_argument("--out", help="also write the figures as JSON to this file")
+    ap.add_argument("--iters", type=int_between(1, 1000), default=6, help="policy-iteration rounds per lambda (default: 6)")
+    ap.add_argument("--seed", type=seed_int, default=0, help="seed of the regression, 0 to 2**32 - 1 (default: 0)")
+    ap.add_argument("--out", type=output_file, help="also write the figures as JSON to this file")
     args = ap.parse_args(argv)
     return run_cli(prog, lambda: _main(args))
 
 
 def _main(args) -> int:
     t0 = time.time()
+    check_tree_spec(args.train, "--train")  # both before either is generated or read
+    check_tree_spec(args.trees, "--trees")
     train = load_trees(args.train, progress=True)
     test = load_trees(args.trees, progress=True)
     res = headroom(train, test, args.lams, iters=args.iters, seed=args.seed)

@@ -17,6 +17,18 @@ DIBC_NOTE = ("dIBC is the mean over the frontier's operating points with cost > 
              "IBC_random = (acc_strong - acc_weak) / 100.")
 
 
+def check_output_folder(out: str | os.PathLike, flag: str = "--out") -> None:
+    """Refuse an output folder that is a file or lies under one, before any work is done for it."""
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise NotADirectoryError(f"{flag} {out}: exists and is not a folder")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(f"{flag} {out}: {parent} is a file, not a folder")
+            break
+
+
 def _fmt(v, digits=1, pct=False) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "inf" if v == float("inf") else "n/a"

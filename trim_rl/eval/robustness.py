@@ -11,20 +11,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from trim_rl.argtypes import OneLineParser, fraction, int_between, nonneg_float, positive_float, seed_int
 from trim_rl.cli_errors import run_cli
 from trim_rl.configs import ConfigError
 from trim_rl.eval.evaluation import evaluate_policies
-from trim_rl.eval.metrics import json_safe
+from trim_rl.eval.metrics import MAX_BOOTSTRAP, json_safe
 from trim_rl.eval.perturb import describe, perturb_prm
+from trim_rl.eval.report import check_output_folder
 from trim_rl.eval.sweep import find_checkpoints
 from trim_rl.fsutil import folder_beside
-from trim_rl.sim.bundled import load_trees
+from trim_rl.sim.bundled import check_tree_spec, load_trees
 
 DEFAULT_NOISE = (0.0, 0.5, 1.0, 2.0)
 DEFAULT_FLIP = (0.05, 0.1, 0.2)
@@ -98,8 +101,15 @@ def robustness_report(trees_spec: str, checkpoint_dirs: list[str], train_spec: s
     """Measure and write ``robustness.json`` + ``robustness.md`` into ``out`` (both or neither);
     returns the Markdown file."""
     out = Path(out or "reports/robustness")
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"{out}: exists and is not a folder")
+    check_output_folder(str(out), "--out")
+    conditions = [(float(s), 0.0) for s in noise] + [(0.0, float(p)) for p in flip if p > 0]
+    if not conditions:
+        raise ConfigError("--noise / --flip: no condition to measure (give a noise level or a flip fraction > 0)")
+    bad = [v for v in [*noise, *flip] if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0)] \
+        + [v for v in flip if v > 1]
+    if bad:
+        raise ConfigError(f"--noise / --flip: {bad[0]} is not a finite noise level >= 0 or a flip fraction in [0, 1]")
+    check_tree_spec(trees_spec, "--trees")
     checkpoints = find_checkpoints(checkpoint_dirs) if checkpoint_dirs else []
     if not any(getattr(c, "family", "") == "TRIM-POMDP" for c in checkpoints):
         train = train_spec
@@ -108,9 +118,11 @@ def robustness_report(trees_spec: str, checkpoint_dirs: list[str], train_spec: s
             if not (trees_spec.startswith("sim:") and len(parts) >= 3):
                 raise ConfigError("--train: give the training trees for TRIM-POMDP, or a TRIM-POMDP checkpoint")
             train = ":".join([parts[0], parts[1], "train", *parts[3:]])
+        if not list(lams):
+            raise ConfigError("--lams: no price given for the TRIM-POMDP solved here (or give a TRIM-POMDP checkpoint)")
+        check_tree_spec(train, "--train")
         checkpoints += solved_pomdp(train, list(lams), progress)
     trees = load_trees(trees_spec, progress)
-    conditions = [(float(s), 0.0) for s in noise] + [(0.0, float(p)) for p in flip if p > 0]
     result = robustness(trees, checkpoints, conditions, seed, n_boot, progress=progress)
     result["trees"] = trees_spec
     with folder_beside(out) as tmp:
@@ -123,24 +135,25 @@ def robustness_report(trees_spec: str, checkpoint_dirs: list[str], train_spec: s
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.eval.robustness") -> int:
-    ap = argparse.ArgumentParser(prog=prog, description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trees", default="sim:math500:test", help="test trees (default sim:math500:test)")
     ap.add_argument("--train", default=None,
                     help="training trees for the TRIM-POMDP fitted here (default: sim:PROFILE:train for sim specs)")
     ap.add_argument("--checkpoints", nargs="*", default=[], metavar="DIR",
                     help="checkpoint folders (TRIM-POMDP, TRIM-Agg, ...); each family gets a column")
-    ap.add_argument("--lams", nargs="*", type=float, default=list(DEFAULT_LAMS),
+    ap.add_argument("--lams", nargs="*", type=positive_float, default=list(DEFAULT_LAMS),
                     help="lambdas of the TRIM-POMDP solved here when no TRIM-POMDP checkpoint is given")
-    ap.add_argument("--noise", nargs="*", type=float, default=list(DEFAULT_NOISE),
+    ap.add_argument("--noise", nargs="*", type=nonneg_float, default=list(DEFAULT_NOISE),
                     help=f"PRM logit-noise SDs, each with no flips (default {' '.join(map(str, DEFAULT_NOISE))})")
-    ap.add_argument("--flip", nargs="*", type=float, default=list(DEFAULT_FLIP),
+    ap.add_argument("--flip", nargs="*", type=fraction, default=list(DEFAULT_FLIP),
                     help=f"PRM flip fractions, each with no noise (default {' '.join(map(str, DEFAULT_FLIP))})")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the perturbations and the bootstrap")
-    ap.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples (default 200)")
+    ap.add_argument("--seed", type=seed_int, default=0, help="seed of the perturbations and the bootstrap")
+    ap.add_argument("--bootstrap", type=int_between(1, MAX_BOOTSTRAP), default=200,
+                    help=f"bootstrap resamples (default 200, at most {MAX_BOOTSTRAP})")
     ap.add_argument("--out", default="reports/robustness", help="output folder (default reports/robustness)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
+
     def body() -> int:
         md = robustness_report(args.trees, args.checkpoints, args.train, args.lams, args.noise, args.flip, args.seed,
                                args.bootstrap, args.out, not args.quiet)

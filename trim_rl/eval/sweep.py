@@ -94,6 +94,8 @@ def find_checkpoints(paths: list[str]) -> list:
             if not subs:
                 raise FileNotFoundError(f"{p}: no checkpoint (policy.json) here or one or two levels below")
             found.extend(subs)
+        elif p.exists():
+            raise NotADirectoryError(f"checkpoint folder {p} is a file; give the folder holding policy.json")
         else:
             raise FileNotFoundError(f"checkpoint folder {p} does not exist")
     unique = list(dict.fromkeys(f.resolve() for f in found))

@@ -94,7 +94,7 @@ class _TooMany(Exception):
 
 def _parse_spec(spec: str) -> tuple[str, str, list[int]] | Path:
     """A tree spec checked without generating or creating anything: (profile, split, seeds) or a file."""
-    if not isinstance(spec, str):
+    if not isinstance(spec, str) or not spec:
         raise ValueError(f"tree spec {spec!r}: expected a file path or sim:PROFILE:SPLIT[:SEEDS]")
     if spec.startswith("sim:"):
         parts = spec.split(":")
@@ -106,6 +106,8 @@ def _parse_spec(spec: str) -> tuple[str, str, list[int]] | Path:
     p = Path(spec)
     if not p.exists():
         raise FileNotFoundError(f"tree file {spec} does not exist (or use sim:PROFILE:SPLIT[:SEEDS])")
+    if p.is_dir():
+        raise ValueError(f"tree file {spec} is a folder; give a .jsonl or .jsonl.gz file")
     return p
 
 
