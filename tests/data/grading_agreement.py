@@ -1,11 +1,15 @@
 r"""Labelled (prediction, reference) pairs built from the shipped benchmarks, a grader's agreement
 with them, and what grading costs per call.
 
-Not a test: it measures. Each reference yields rewritings that must be accepted (a solution
-sentence around ``\boxed{}``, thousands separators and thin spaces, money and unit words, degree
-signs, e-notation, fractions as decimals, base subscripts, answer lists reordered) and perturbations
-that must be rejected (another number, a changed digit or mantissa, another base, part of a list,
-another problem's answer). The labels come from how each pair is made, not from any grader.
+It measures; tests/data/test_grading_agreement.py runs it as a test. Each reference yields
+rewritings that must be accepted (a solution sentence around ``\boxed{}``, an answer stated without
+a box, "The answer is X." or GSM8K's ``#### X``, a bare ``$X$``, thousands separators and thin
+spaces, money and unit words, degree signs, e-notation, fractions as decimals under the decimal
+policy of docs/grading.md, base subscripts, complex numbers and answer lists reordered, ``\frac12``
+and ``\sqrt2`` without braces, OlympiadBench's ``a$,$b``) and perturbations that must be rejected
+(another number, a changed digit or mantissa, another base, part of a list, a conjugate, a decimal
+too short or off in its last digit, another problem's answer). The labels come from how each pair
+is made, not from any grader. A false positive is a rejected pair that the grader accepts.
 
     .venv/bin/python tests/data/grading_agreement.py                 # this checkout's grader
     .venv/bin/python tests/data/grading_agreement.py --grader FILE --problems FILE2
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import decimal
 import importlib.util
 import random
 import re
@@ -30,6 +35,9 @@ _ENOT = re.compile(r"(-?[\d.]+)e(-?\d+)")
 _FRAC = re.compile(r"(-?)\\[dt]?frac\{(\d+)\}\{(\d+)\}")
 _BASE = re.compile(r"(\w+)_\{?(\d+)\}?")
 _DEG = re.compile(r"([^,]+?)\^\{?\\circ\}?")
+_COMPLEX = re.compile(r"(-?\d+)\s*([+-])\s*(\d*)i")
+_ONE_DIGIT_ARG = re.compile(r"\\(d?frac\{\d\}\{\d\}|sqrt\{\d\})")
+MIN_DIGITS = 5  # the decimal policy (docs/grading.md): significant digits a decimal of a fraction needs
 
 
 def _thousands(n: str, sep: str) -> str:
@@ -62,6 +70,23 @@ def _top_level_pieces(ref: str) -> list[str]:
     return [*out, cur.strip()]
 
 
+def _unbraced(ref: str) -> str:
+    r"""``\frac{1}{2}`` as ``\frac12``, ``\sqrt{2}`` as ``\sqrt2`` (one-digit arguments only)."""
+    return _ONE_DIGIT_ARG.sub(lambda m: "\\" + re.sub(r"[{}]", "", m[1]), ref)
+
+
+def _significant(v: Fraction, digits: int, cut: bool = False) -> str:
+    """``v`` as a plain decimal with ``digits`` significant digits, rounded (or cut off)."""
+    d = decimal.Decimal(v.numerator) / decimal.Decimal(v.denominator)
+    q = decimal.Decimal(1).scaleb(d.adjusted() - digits + 1)
+    return format(d.quantize(q, rounding=decimal.ROUND_DOWN if cut else decimal.ROUND_HALF_EVEN), "f")
+
+
+def _stated(ref: str) -> str:
+    # a formula is written as one in a sentence; a plain number, word or `6 - 5i` as it is
+    return f"${ref}$" if re.search(r"[\\{}^_]", ref) else ref
+
+
 def _bare(answer: str) -> str:
     # `x=5`, `05` and `5` name the same answer: another problem's answer must differ from it
     s = re.sub(r"^[a-z]\s*=\s*|\s+", "", answer)
@@ -70,8 +95,11 @@ def _bare(answer: str) -> str:
 
 def pairs_for(dataset: str, ref: str, other: str, multi: bool, rng: random.Random) -> list[tuple[str, str, bool, str]]:
     """(prediction, reference, label, family) pairs for one reference."""
-    pos: list[tuple[str, str]] = [(f"So the final answer is $\\boxed{{{ref}}}$.", "sentence")]
-    neg: list[tuple[str, str]] = []
+    pos: list[tuple[str, str]] = [(f"So the final answer is $\\boxed{{{ref}}}$.", "sentence"),
+                                  (f"The answer is {_stated(ref)}.", "answer-is"),
+                                  (f"Final Answer: The final answer is ${ref}$. I hope it is correct.", "final-answer-line"),
+                                  (f"${ref}$", "dollars-bare")]
+    neg: list[tuple[str, str]] = [(f"The answer is {_stated(other)}.", "answer-is-other")]
     if _INT.fullmatch(ref):
         n = int(ref)
         pos.append((f"\\boxed{{{n}.0}}", "decimal-point"))
@@ -82,7 +110,11 @@ def pairs_for(dataset: str, ref: str, other: str, multi: bool, rng: random.Rando
         if dataset == "gsm8k":
             pos += [(f"\\boxed{{\\${ref}}}", "money"), (f"\\boxed{{{ref} dollars}}", "unit-word")]
         pos.append((f"\\boxed{{{ref}\\text{{ cm}}}}", "unit-text"))
-        neg.append((f"\\boxed{{{n + rng.choice([-1, 1])}}}", "int-off-by-one"))
+        # GSM8K's format: the reasoning names other numbers, the last line gives the answer
+        steps = f"First, {n + 7} - 7 = {n}, which we check against {other}.\n"
+        pos.append((f"{steps}#### {_thousands(ref, ',') if rng.random() < 0.5 else ref}", "hashes"))
+        neg += [(f"{steps}#### {n + rng.choice([-2, -1, 1, 2])}", "hashes-off"),
+                (f"\\boxed{{{n + rng.choice([-1, 1])}}}", "int-off-by-one")]
         if n:
             neg += [(f"\\boxed{{{-n}}}", "int-sign"), (f"\\boxed{{{n * 10}}}", "int-times-ten")]
         if abs(n) >= 1000:
@@ -105,9 +137,15 @@ def pairs_for(dataset: str, ref: str, other: str, multi: bool, rng: random.Rando
         sign, a, b = m[1], int(m[2]), int(m[3])
         v = Fraction(int(sign + "1") * a, b)
         pos += [(f"\\boxed{{{sign}{a}/{b}}}", "slash-fraction"), (f"\\boxed{{{sign}\\dfrac{{{a}}}{{{b}}}}}", "dfrac"),
-                (f"\\boxed{{{float(v):.6f}}}", "six-decimals")]
+                (f"\\boxed{{{_significant(v, 6)}}}", "six-digits"),
+                (f"The answer is {_significant(v, MIN_DIGITS, cut=True)}.", "digits-cut-off")]
         neg.append((f"\\boxed{{{sign}\\frac{{{a + 1}}}{{{b}}}}}", "frac-numerator"))
-        if (v * 100).denominator != 1:  # 1.50 is 3/2 exactly
+        if Fraction(_significant(v, 12)) != v:  # not a short decimal: 3/2 is 1.5 exactly
+            six = Fraction(_significant(v, 6))
+            last = Fraction(1, 10 ** -decimal.Decimal(_significant(v, 6)).as_tuple().exponent)
+            neg += [(f"\\boxed{{{_significant(v, 3)}}}", "three-digits"),
+                    (f"\\boxed{{{_significant(six + (last if v > 0 else -last), 6)}}}", "six-digits-off")]
+        if (v * 100).denominator != 1 and abs(v) < 100:  # 1.50 is 3/2 exactly; 176.29 has 5 digits
             neg.append((f"\\boxed{{{float(v):.2f}}}", "two-decimals"))
     elif m := _BASE.fullmatch(ref):
         digits, base = m[1], int(m[2])
@@ -119,17 +157,31 @@ def pairs_for(dataset: str, ref: str, other: str, multi: bool, rng: random.Rando
                 (f"\\boxed{{{m[1]} \\text{{ degrees}}}}", "degree-word")]
         if (d := _other_digit(m[1], rng)) is not None:
             neg.append((f"\\boxed{{{d}\u00b0}}", "degree-digit"))
+    elif m := _COMPLEX.fullmatch(ref):
+        re_, op, im = m[1], m[2], m[3]
+        pos += [(f"\\boxed{{{'-' if op == '-' else ''}{im}i {'-' if re_.startswith('-') else '+'} {re_.lstrip('-')}}}",
+                 "complex-reordered")]
+        neg.append((f"\\boxed{{{'' if op == '-' else '-'}{im}i {'-' if re_.startswith('-') else '+'} {re_.lstrip('-')}}}",
+                    "complex-conjugate"))
     else:
         if (d := _other_digit(ref, rng)) is not None:
             neg.append((f"\\boxed{{{d}}}", "expr-digit"))
         if "\\frac" in ref:
             pos.append((f"\\boxed{{{ref.replace(chr(92) + 'frac', chr(92) + 'dfrac')}}}", "expr-dfrac"))
+    if (u := _unbraced(ref)) != ref:
+        pos.append((f"\\boxed{{{u}}}", "unbraced"))
+        if (d := _other_digit(u, rng)) is not None and _bare(d) != _bare(u):
+            neg.append((f"\\boxed{{{d}}}", "unbraced-digit"))
     if ref.startswith("\\$"):
         pos += [(f"\\boxed{{{ref[2:]}}}", "money-dropped"), (f"The cost is ${ref[2:]}, so \\boxed{{{ref}}}", "money-sentence")]
     pieces = _top_level_pieces(ref)
-    if multi and len(pieces) > 1:
+    if multi and len(set(pieces)) > 1:  # `-2,-2` has one value: `-2` is all of it
         pos.append((f"\\boxed{{{', '.join(reversed(pieces))}}}", "list-reordered"))
         neg += [(f"\\boxed{{{pieces[0]}}}", "list-first-only"), (f"\\boxed{{{pieces[-1]}}}", "list-last-only")]
+        # as OlympiadBench writes several answers, bare, without the braces a model may leave out
+        pos.append(("$,$".join(_unbraced(p) for p in reversed(pieces)), "list-dollars"))
+        if (d := _other_digit(_unbraced(pieces[0]), rng)) is not None:
+            neg.append(("$,$".join([d, *map(_unbraced, pieces[1:])]), "list-dollars-digit"))
     neg.append((f"\\boxed{{{other}}}", "other-answer"))
     out = [(p, ref, True, f) for p, f in pos] + [(p, ref, False, f) for p, f in neg if p]
     return out
@@ -225,6 +277,28 @@ def timing() -> None:
     print(f"unrefused slow comparison, 10 s deadline: {got} after {time.perf_counter() - t:.2f} s")
 
 
+def measure(pairs, grade, refs: dict[str, str] | None = None) -> dict:
+    """Agreement of ``grade(prediction, reference)`` with the labels: counts overall, per dataset and
+    per family (``+ name`` accepted rewritings, ``- name`` rejected perturbations), the false
+    positives (rejected pairs it accepts) and the disagreeing pairs."""
+    by_family: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
+    by_data: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
+    wrong = []
+    t0 = time.perf_counter()
+    for pred, ref, label, family, dataset, pid in pairs:
+        ref = ref if refs is None else refs[pid]
+        ok = bool(grade(pred, ref)) == label
+        for d, k in ((by_family, f"{'+' if label else '-'} {family}"), (by_data, dataset)):
+            d[k][0] += ok
+            d[k][1] += 1
+        if not ok:
+            wrong.append((pred, ref, label, family))
+    negatives = sum(not p[2] for p in pairs)
+    return {"n": len(pairs), "agree": len(pairs) - len(wrong), "negatives": negatives,
+            "false_positives": sum(not w[2] for w in wrong), "by_family": by_family, "by_data": by_data,
+            "wrong": wrong, "wall_s": time.perf_counter() - t0}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grader", help="a Python file defining grade(prediction, reference)")
@@ -241,25 +315,19 @@ def main() -> None:
         from trim_rl.data.grading import grade
     else:
         grade = _module(args.grader).grade
-    by_family: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
-    by_data: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
+    got = measure(pairs, grade, refs)
     shown: collections.Counter = collections.Counter()
-    t0 = time.perf_counter()
-    for pred, _ref, label, family, dataset, pid in pairs:
-        ok = bool(grade(pred, refs[pid])) == label
-        for d, k in ((by_family, f"{'+' if label else '-'} {family}"), (by_data, dataset)):
-            d[k][0] += ok
-            d[k][1] += 1
-        if not ok and shown[family] < args.show:
+    for pred, ref, label, family in got["wrong"]:
+        if shown[family] < args.show:
             shown[family] += 1
-            print(f"  DISAGREE {family}: {pred!r} vs {refs[pid]!r} (label {label})")
-    wall = time.perf_counter() - t0
-    agree = sum(v[0] for v in by_data.values())
-    print(f"{agree}/{len(pairs)} agree ({100 * agree / len(pairs):.2f}%), {1e3 * wall / len(pairs):.2f} ms/pair")
-    for title, d in (("by dataset", by_data), ("by family", by_family)):
+            print(f"  DISAGREE {family}: {pred!r} vs {ref!r} (label {label})")
+    n, agree, fp, neg = got["n"], got["agree"], got["false_positives"], got["negatives"]
+    print(f"{agree}/{n} agree ({100 * agree / n:.2f}%), {1e3 * got['wall_s'] / n:.2f} ms/pair")
+    print(f"false positives: {fp}/{neg} rejected pairs accepted ({100 * fp / neg:.2f}%; {100 * fp / n:.2f}% of all pairs)")
+    for title, d in (("by dataset", got["by_data"]), ("by family", got["by_family"])):
         print(title)
-        for k, (a, n) in sorted(d.items()):
-            print(f"  {k:28} {a:5}/{n:<5} {100 * a / n:6.1f}%")
+        for k, (a, m) in sorted(d.items()):
+            print(f"  {k:28} {a:5}/{m:<5} {100 * a / m:6.1f}%")
 
 
 if __name__ == "__main__":

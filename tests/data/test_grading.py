@@ -249,3 +249,108 @@ def test_parse_number_classes():
 def test_base_numeral_needs_valid_digits():
     assert base_numeral("52_8") == ("52", 8)
     assert base_numeral("19_8") is None and base_numeral("x_2") is None and base_numeral("A4_{11}") == ("A4", 11)
+
+
+# -- answers without a box, reordered complex numbers, `$,$` lists, decimals of fractions ----------
+
+@pytest.mark.parametrize("prediction,reference,expected", [
+    ("The answer is 736.", "736", True),
+    ("The answer is 735.", "736", False),
+    ("The answer is 3.5.", "\\frac{7}{2}", True),
+    ("So the final answer is 3/4.", "\\frac34", True),
+    ("Final Answer: The final answer is $\\frac{3}{4}$. I hope it is correct.", "\\frac{3}{4}", True),
+    ("Final Answer: The final answer is $\\frac{3}{5}$. I hope it is correct.", "\\frac{3}{4}", False),
+    ("We add the parts.\nThus 16 - 3 = 13.\nTherefore, the answer is $1\\,440$.", "1440", True),
+    ("First the answer is 5, but that is wrong.\nRedoing it, the answer is 6.", "6", True),  # the last one
+    ("First the answer is 5, but that is wrong.\nRedoing it, the answer is 6.", "5", False),
+    ("**Answer:** 42", "42", True),
+    ("The answer is 5, and then \\boxed{6}", "6", True),  # a box still wins
+    ("She sells 16 - 3 - 4 = 9 eggs, so she makes 9 * 2 = 18 dollars. #### 18", "18", True),
+    ("She sells 16 - 3 - 4 = 9 eggs, so she makes 9 * 2 = 18 dollars. #### 19", "18", False),
+    ("#### 4", "4", True),
+    ("#### 5", "4", False),
+    ("Each costs $2, so in all 2 * 617 = $1,234.\n#### 1,234", "1234", True),
+    ("The total is 9 * 2 = 18.\n#### 18\nI hope this helps, 17 is not it.", "18", True),
+    ("The answer is $\\$18.90$.", "\\$18.90", True),
+    ("The answers are $3$, $4$ and $5$.", "5, 4, 3", True),  # every formula of the list
+    ("The answers are $3$ and $4$.", "5, 4, 3", False),  # the `\$` of money does not end the formula
+    # a Markdown heading is no GSM8K answer line: math-verify reads the solution
+    ("#### Step 1: count\nShe has 9 eggs, so she makes $9 \\cdot 2 = 18$ dollars.", "18", True),
+    ("#### Step 1\nShe makes 9 * 2 = 18 dollars.\n#### 18", "18", True),
+])
+def test_answers_without_a_box(prediction, reference, expected):
+    assert judge(prediction, reference) is (Verdict.CORRECT if expected else Verdict.INCORRECT)
+
+
+@pytest.mark.parametrize("prediction,reference", _both_ways([
+    ("2i + 1", "1 + 2i"),
+    ("-3i+4", "4-3i"),
+    ("-5i + 6", "6 - 5i"),
+    ("274i+1", "1+274i"),
+    ("7i - 2", "-2 + 7i"),
+    ("i + \\frac{1}{2}", "\\frac12 + i"),
+    ("2\\sqrt{3} i - 2", "-2+2 \\sqrt{3} i"),
+]))
+def test_complex_numbers_in_another_order(prediction, reference):
+    assert grade(f"\\boxed{{{prediction}}}", reference) is True
+    assert grade(prediction, reference) is True
+
+
+@pytest.mark.parametrize("prediction,reference", _both_ways([
+    ("5i + 6", "6 - 5i"),
+    ("2i + 1", "1 - 2i"),
+    ("i + 2", "1 + 2i"),
+    ("2 + i", "1 + 2i"),
+    ("2i", "1 + 2i"),
+    ("-2\\sqrt{3} i - 2", "-2+2 \\sqrt{3} i"),
+]))
+def test_complex_numbers_that_differ(prediction, reference):
+    assert grade(f"\\boxed{{{prediction}}}", reference) is False
+
+
+@pytest.mark.parametrize("prediction,expected", [
+    ("\\sqrt2$,$\\frac12", True),
+    ("\\boxed{\\sqrt2$,$\\frac12}", True),
+    ("$\\sqrt2$, $\\frac12$", True),
+    ("$\\sqrt2$, $\\frac12$, $3$", False),
+    ("\\frac12$,$\\sqrt 2", True),  # a list's order doesn't matter
+    ("\\sqrt3$,$\\frac12", False),
+    ("\\sqrt2$,$\\frac13", False),
+    ("\\sqrt2", False),
+])
+def test_dollar_separated_list_without_braces(prediction, expected):
+    assert grade(prediction, "\\sqrt{2}, \\frac{1}{2}") is expected
+
+
+def test_clean_braces_single_token_arguments():
+    assert clean("\\sqrt2, \\frac12") == "\\sqrt{2}, \\frac{1}{2}"
+    assert clean("\\dfrac\\pi2 + \\frac{\\sqrt3}4") == "\\dfrac{\\pi}{2} + \\frac{\\sqrt{3}}{4}"
+    assert clean("\\sqrt[3]2") == "\\sqrt[3]{2}"
+    assert clean("\\frac{1}{2}") == "\\frac{1}{2}" and clean("\\sqrt{x+1}") == "\\sqrt{x+1}"
+
+
+# The decimal policy (docs/grading.md): a decimal equals an exact reference when it is that value
+# rounded or cut off to the decimals written, and has at least 5 significant digits.
+@pytest.mark.parametrize("prediction,reference,expected", [
+    ("0.053571", "\\frac{3}{56}", True),  # 3/56 = 0.0535714285...: rounded to 6 places
+    ("0.0535714", "3/56", True),
+    ("0.05357", "\\frac{3}{56}", False),  # 4 significant digits
+    ("0.0536", "\\frac{3}{56}", False),
+    ("0.053572", "\\frac{3}{56}", False),  # neither rounded nor cut off
+    ("0.33333", "\\frac{1}{3}", True),
+    ("0.333334", "\\frac{1}{3}", False),
+    ("0.66667", "\\frac{2}{3}", True),  # rounded
+    ("0.66666", "\\frac{2}{3}", True),  # cut off
+    ("0.66668", "\\frac{2}{3}", False),
+    ("6.66667 \\times 10^{4}", "\\frac{200000}{3}", True),
+    ("6.6667 \\times 10^{4}", "\\frac{200000}{3}", True),
+    ("6.6668 \\times 10^{4}", "\\frac{200000}{3}", False),
+    ("176.29", "\\frac{1234}{7}", True),  # 176.2857...: 5 significant digits
+    ("176.3", "\\frac{1234}{7}", False),
+    ("0.000536", "\\frac{3}{5600}", False),  # 3 significant digits, however small the difference
+    ("0.00053571", "\\frac{3}{5600}", True),
+    ("735.99999", "736", False),
+    ("33.333\\%", "\\frac{1}{3}", True),
+])
+def test_decimal_of_an_exact_reference(prediction, reference, expected):
+    assert grade(f"\\boxed{{{prediction}}}", reference) is expected

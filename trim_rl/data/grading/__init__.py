@@ -15,9 +15,9 @@ import logging
 import re
 
 from trim_rl.data.grading.guard import MAX_CHARS, refuse
-from trim_rl.data.grading.numbers import base_numeral, numbers_equal, parse_number
+from trim_rl.data.grading.numbers import base_numeral, complex_equal, numbers_equal, parse_complex, parse_number
 from trim_rl.data.grading.pool import pool as _grading_pool  # not `pool`: that name is the submodule
-from trim_rl.data.grading.text import canonical, clean, strip_units
+from trim_rl.data.grading.text import DOLLARS_LIST, canonical, clean, stated_answer, strip_units
 from trim_rl.data.problems import last_boxed
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -51,14 +51,18 @@ def extract_answer(solution: str) -> str | None:
 
 
 def _prediction(prediction: str) -> tuple[str, str]:
-    r"""(cleaned answer, "answer") for a boxed or bare answer; (solution tail, "text") for a
-    solution without ``\boxed``, whose answer math-verify has to find."""
+    r"""(cleaned answer, "answer") for a boxed, stated ("the answer is ...", ``#### ...``) or bare
+    answer; (solution tail, "text") for any other solution, whose answer math-verify has to find."""
     boxed = last_boxed(prediction)
     if boxed is not None:
         return clean(boxed), "answer"
+    stated = stated_answer(prediction)  # "The answer is 736.", "#### 18"
+    if stated is not None:
+        return clean(stated), "answer"
     p = prediction.strip()
     t = p.replace("\\$", "")
-    bare = "$" not in t or (t.startswith("$") and t.endswith("$") and t.count("$") in (2, 4)) or _MONEY.fullmatch(t)
+    u = DOLLARS_LIST.sub(",", t)  # `a$,$b` is one list of formulas, not prose between them
+    bare = "$" not in u or (u.startswith("$") and u.endswith("$") and u.count("$") in (2, 4)) or _MONEY.fullmatch(t)
     if bare and "\n" not in p and len(p) <= MAX_CHARS:
         return clean(p), "answer"
     tail = t[-MAX_CHARS:]
@@ -68,7 +72,8 @@ def _prediction(prediction: str) -> tuple[str, str]:
 
 
 def _quick(pred: str, ref: str) -> Verdict | None:
-    """The verdict when it needs no symbolic work (same text, plain numbers, base-b numerals)."""
+    """The verdict when it needs no symbolic work (same text, plain numbers, base-b numerals,
+    complex numbers a + bi)."""
     if canonical(pred) == canonical(ref):
         return Verdict.CORRECT
     rb, pb = base_numeral(ref), base_numeral(pred)
@@ -83,6 +88,11 @@ def _quick(pred: str, ref: str) -> Verdict | None:
     p = parse_number(pred, loose_units=True) if r is not None else None
     if r is not None and p is not None:
         return Verdict.CORRECT if numbers_equal(p, r) else Verdict.INCORRECT
+    # math-verify reads `i` as a plain symbol, real in `1+2i` but not in `2i+1`: compare a + bi here
+    rc = parse_complex(ref) if r is None else None
+    pc = parse_complex(pred) if rc is not None else None
+    if rc is not None and pc is not None:
+        return Verdict.CORRECT if complex_equal(pc, rc) else Verdict.INCORRECT
     return None
 
 

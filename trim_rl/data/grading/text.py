@@ -17,8 +17,14 @@ _THOUSANDS = re.compile(rf"(?<=\d){_SEP}(?=\d{{3}}(?!\d))")
 _SPACES = re.compile(r"(?<!\\)\\[,;:! ]|\\q?quad\b|\\thinspace\b|~")  # not a `\\` row break
 # 3.83e35, 1E-7, 2.5e+3, written compactly: not `2e` (2 times e) nor `3e - 1`, nor part of a word
 _E_NOTATION = re.compile(r"(?<![\w.\\])(\d+(?:\.\d*)?|\.\d+)[eE]([+-]?\d+)(?![\w.])")
-_DOLLARS_LIST = re.compile(r"\$\s*([,;])\s*\$")  # OlympiadBench's `a$,$b`
+DOLLARS_LIST = re.compile(r"\$\s*([,;])\s*\$")  # OlympiadBench's `a$,$b`
 _TRAILING = re.compile(r"[\s.,;:]+$")
+# `\frac12`, `\dfrac\pi2`, `\sqrt2`, `\sqrt[3]2`: a one-token argument that math-verify reads but a text
+# comparison (and the quick number path) would not match with the braced form
+_ONE_TOKEN_CMD = re.compile(r"\\(?:[dtc]?frac|sqrt)(?![a-zA-Z])")
+_ARG_TOKEN = re.compile(r"\s*(\\[a-zA-Z]+|[0-9a-zA-Z])")
+_ROOT_INDEX = re.compile(r"\s*\[[^\[\]{}]*\]")
+_BRACE_SCAN_MAX = 2000  # longer answers are compared as text only (guard.MAX_CHARS): not worth a scan
 
 
 def _unwrap_dollars(s: str) -> str:
@@ -29,19 +35,105 @@ def _unwrap_dollars(s: str) -> str:
     return s
 
 
+def _group_end(s: str, i: int) -> int:
+    """The index after the ``}`` closing the ``{`` at ``s[i]``, or -1."""
+    depth = 0
+    for j in range(i, len(s)):
+        depth += (s[j] == "{") - (s[j] == "}")
+        if depth == 0:
+            return j + 1
+    return -1
+
+
+def brace_arguments(s: str) -> str:
+    r"""``\frac12`` as ``\frac{1}{2}``, ``\sqrt2`` as ``\sqrt{2}``, ``\dfrac\pi2`` as ``\dfrac{\pi}{2}``:
+    every one-token argument of ``\frac`` and ``\sqrt`` gets its braces."""
+    if len(s) > _BRACE_SCAN_MAX or "\\" not in s:
+        return s
+    inserts: list[tuple[int, str]] = []
+    for m in _ONE_TOKEN_CMD.finditer(s):
+        i = m.end()
+        if m[0] == "\\sqrt" and (r := _ROOT_INDEX.match(s, i)):
+            i = r.end()
+        mine: list[tuple[int, str]] = []
+        for _ in range(2 if m[0].endswith("frac") else 1):
+            j = i + len(s[i:]) - len(s[i:].lstrip())
+            if s[j:j + 1] == "{":
+                i = _group_end(s, j)
+            elif (t := _ARG_TOKEN.match(s, i)) and not _ONE_TOKEN_CMD.fullmatch(t[1]):
+                mine += [(t.start(1), "{"), (t.end(1), "}")]
+                i = t.end()
+            else:
+                i = -1
+            if i < 0:
+                break
+        else:  # every argument found: a command cut short stays as it is
+            inserts += mine
+    # right to left; where a `}` and a `{` fall on one index (`\frac12`), the `}` must end up first
+    for pos, text in sorted(inserts, key=lambda x: (x[0], x[1] == "{"), reverse=True):
+        s = s[:pos] + text + s[pos:]
+    return s
+
+
 def clean(answer: str) -> str:
     r"""A final answer (a ``\boxed{}`` content or a bare answer) with notation normalised.
 
     ``\$`` and money ``$`` go; thin-space and ``,\!`` thousands separators join their digits
     (``1\,000`` is 1000, not 1*0); other LaTeX spacing becomes a space; e-notation becomes
-    ``\times 10^{k}``; ``°`` becomes ``^{\circ}``; a trailing full stop goes.
+    ``\times 10^{k}``; ``°`` becomes ``^{\circ}``; ``\frac12`` and ``\sqrt2`` get their braces; a
+    trailing full stop goes.
     """
     s = answer.translate(_UNICODE).replace("\\$", "").strip()
-    s = _DOLLARS_LIST.sub(r"\1 ", _unwrap_dollars(s)).replace("$", "")
+    s = DOLLARS_LIST.sub(r"\1 ", _unwrap_dollars(s)).replace("$", "")
     s = _THOUSANDS.sub("", s)
     s = _SPACES.sub(" ", s)
     s = _E_NOTATION.sub(lambda m: f"{m[1]}\\times 10^{{{int(m[2])}}}", s)
-    return _TRAILING.sub("", s).strip()
+    return brace_arguments(_TRAILING.sub("", s).strip())
+
+
+# -- an answer stated in words ---------------------------------------------------------------------
+
+_HASHES = re.compile(r"####[ \t]*([^\n]*)")  # GSM8K's final line, `#### 18`
+# ... and not a Markdown heading: `#### Step 2`, `#### 1. Setup`, `#### **Solution**`
+_HEADING = re.compile(r"[*_ \t]*(?:[a-zA-Z]|\d+[.)][ \t]+[a-zA-Z])")
+# "The answer is", "the final answer is:", "Answer:", "**Answer:**", "the answers are"
+_STATED = re.compile(r"(?i)\b(?:answer[ \t]*(?:\*\*)?[ \t]*(?:is\b|:|=)|answers[ \t]+are\b)\s*:?\s*(?:\*\*\s*)?")
+_FORMULA = {"$$": re.compile(r"(?<!\\)\$\$"), "$": re.compile(r"(?<!\\)\$"), "\\(": re.compile(r"\\\)"), "\\[": re.compile(r"\\\]")}
+_NEXT_FORMULA = re.compile(r"\s*(?:,\s*(?:and\s+|or\s+)?|and\s+|or\s+)\$((?:[^$\\]|\\.)+)\$")
+_SENTENCE_END = re.compile(r"\.(?=\s|$)|\n")  # not the point of 3.5
+_STATED_MAX = 300  # a longer "answer" is prose: leave the solution to math-verify
+
+
+def stated_answer(solution: str) -> str | None:
+    r"""The final answer a solution gives without ``\boxed``, or None: after its last ``####``
+    (GSM8K; not a Markdown heading) or its last "the answer is" / "Answer:", whichever comes
+    later. Read up to the end of that sentence, or as the formula (``$...$``, ``\(...\)``) that
+    follows the phrase."""
+    hashes = None
+    for m in _HASHES.finditer(solution):
+        if not _HEADING.match(m[1]):
+            hashes = m
+    stated = None
+    for m in _STATED.finditer(solution):
+        stated = m
+    if hashes is not None and (stated is None or hashes.start() > stated.start()):
+        got = hashes[1]
+    elif stated is not None:
+        rest = solution[stated.end():]
+        opener = next((o for o in _FORMULA if rest.startswith(o)), None)
+        close = _FORMULA[opener].search(rest, len(opener)) if opener else None
+        if close is not None:  # else a `$` of money (`$18.90.`): read the sentence
+            got = rest[len(opener):close.start()]
+            # "the answers are $3$, $4$ and $5$": every formula of the list
+            while opener == "$" and (more := _NEXT_FORMULA.match(rest, close.end())):
+                got, close = f"{got}, {more[1]}", more
+        else:
+            end = _SENTENCE_END.search(rest)
+            got = rest[:end.start()] if end else rest
+    else:
+        return None
+    got = got.strip().strip("*").strip()
+    return got if got and len(got) <= _STATED_MAX else None
 
 
 def canonical(s: str) -> str:
