@@ -273,3 +273,32 @@ def test_evaluate_names_a_checkpoint_whose_price_is_nan(tmp_path):
     assert main(["--trees", "sim:math500:test", "--policies", "thr", "--checkpoints", str(ck),
                  "--out", str(tmp_path / "rep"), "--quiet", "--bootstrap", "5"]) == 2
     assert not (tmp_path / "rep").exists()
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("family", ["TRIM-Agg"], r"field 'family' must be a non-empty string"),
+    ("budget", {"requested": float("nan")}, r"field 'budget\.requested' must be a finite number > 0"),
+    ("budget", {"requested": "twenty"}, r"field 'budget\.requested' must be a finite number > 0"),
+    ("observation", {"name": "agg", "budget_conditioned": "yes"}, r"field 'observation\.budget_conditioned'"),
+    ("observation", {"name": "agg", "budget_conditioned": True}, r"field 'lam_range' must be two finite prices"),
+    ("network", {"obs_dim": 6, "net_arch": [10**9, 64]}, r"needs at least 70000000128 weights, the file holds"),
+    ("network", {"obs_dim": 6, "net_arch": [64, -1]}, r"field 'network\.net_arch' must be a list of layer sizes"),
+    ("network", {"obs_dim": "6", "net_arch": [64, 64]}, r"field 'network\.obs_dim' must be an integer"),
+])
+def test_a_malformed_field_is_named_before_the_network_is_built(tmp_path, monkeypatch, key, value, message):
+    """A layer of a billion units is refused from the description, never allocated (the kernel killed
+    the process before)."""
+    from trim_rl.agents import exported
+    from trim_rl.agents.registry import load_checkpoint
+
+    def never(*a, **k):
+        raise AssertionError("the network was built")
+
+    monkeypatch.setattr(exported, "PolicyNet", never)
+    ck = _copy_shipped(tmp_path)
+    meta = json.loads((ck / "policy.json").read_text())
+    meta[key] = value
+    (ck / "policy.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=message) as info:
+        load_checkpoint(ck)
+    assert "policy.json" in str(info.value)

@@ -56,6 +56,61 @@ def _price(lam, meta_path: Path) -> float | None:
     return lam
 
 
+def _is_int(v, lo: int = 1) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+def _check_fields(meta: dict, meta_path: Path) -> None:
+    """The fields the evaluation reads, each of the kind it expects (named with the file on failure)."""
+    def bad(key: str, expected: str, got) -> ValueError:
+        shown = repr(got) if len(repr(got)) <= 40 else repr(got)[:40] + "..."
+        return ValueError(f"{meta_path}: field {key!r} must be {expected}, got {shown}")
+
+    family = meta.get("family", "policy")
+    if not isinstance(family, str) or not family:
+        raise bad("family", "a non-empty string", family)
+    bc = meta["observation"].get("budget_conditioned", False)
+    if not isinstance(bc, bool):
+        raise bad("observation.budget_conditioned", "true or false", bc)
+    budget = meta.get("budget")
+    if budget is not None:
+        req = budget.get("requested") if isinstance(budget, dict) else budget
+        if not isinstance(budget, dict) or (req is not None and not _finite_positive(req)):
+            raise bad("budget.requested", "a finite number > 0 (or null)", req)
+    if bc and meta.get("budget_table") is None:  # an older budget-conditioned checkpoint: evaluated per lambda
+        lams = meta.get("eval_lams")
+        if lams is not None and (not isinstance(lams, list) or not lams or not all(map(_finite_positive, lams))):
+            raise bad("eval_lams", "a list of finite prices > 0", lams)
+        rng = meta.get("lam_range")
+        if lams is None and (not isinstance(rng, list) or len(rng) != 2 or not all(map(_finite_positive, rng))):
+            raise bad("lam_range", "two finite prices > 0 (or eval_lams)", rng)
+
+
+def _finite_positive(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v)) and v > 0
+
+
+def _least_weights(net: dict, obs: str, meta_path: Path) -> int:
+    """A lower bound on the weights of the network ``net`` describes (its linear layers), from the
+    description alone; malformed sizes are refused by name."""
+    arch = net.get("net_arch")
+    if not isinstance(arch, list) or not all(_is_int(v) for v in arch):
+        raise ValueError(f"{meta_path}: field 'network.net_arch' must be a list of layer sizes >= 1, got {arch!r}"[:300])
+    if obs == "seq":
+        enc = net.get("encoder") or {}
+        if not isinstance(enc, dict) or not all(_is_int(v) for v in enc.values()):
+            raise ValueError(f"{meta_path}: field 'network.encoder' must map names to sizes >= 1, got {enc!r}"[:300])
+        d, ff, layers = enc.get("d_model", 32), enc.get("dim_ff", 64), enc.get("n_layers", 2)
+        feat, extra = d, layers * (4 * d * d + 2 * d * ff)
+    else:
+        feat = net.get("obs_dim")
+        if not _is_int(feat):
+            raise ValueError(f"{meta_path}: field 'network.obs_dim' must be an integer >= 1, got {feat!r}"[:300])
+        extra = 0
+    sizes = [feat, *arch, 2]
+    return extra + sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
 class ExportedPolicy:
     """A trained policy loaded from a checkpoint folder, on the SB3-style ``predict`` protocol."""
 
@@ -82,13 +137,20 @@ class ExportedPolicy:
             raise ValueError(f"{weights}: sha256 {digest} does not match policy.json ({self.meta['sha256']})")
         net = self.meta["network"]
         self.obs = self.meta["observation"]["name"]
-        self.budget_conditioned = bool(self.meta["observation"].get("budget_conditioned", False))
+        self.budget_conditioned = self.meta["observation"].get("budget_conditioned", False)
         self.lam = lam
         self.family = self.meta.get("family", "policy")
+        _check_fields(self.meta, meta_path)
         tensors = load_file(str(weights))
         bad = [k for k, v in tensors.items() if not torch.isfinite(v).all()]
         if bad:
             raise ValueError(f"{weights}: tensor {bad[0]!r} holds NaN or infinite values")
+        # before the network is built: a policy.json asking for layers of a billion units would be
+        # allocated in full (and killed by the kernel) before load_state_dict could refuse it
+        need, held = _least_weights(net, self.obs, meta_path), sum(int(v.numel()) for v in tensors.values())
+        if need > held:
+            raise ValueError(f"{weights}: does not fit the network described in {meta_path} (field 'network'): "
+                             f"it needs at least {need} weights, the file holds {held}")
         try:
             self.net = PolicyNet(self.obs, int(net["obs_dim"]), list(net["net_arch"]), net.get("activation", "tanh"),
                                  net.get("encoder"))
