@@ -89,7 +89,7 @@ class ThreadServer:
         from trim_rl.live.serve.main import prepare
 
         self.args = build_parser().parse_args(argv)
-        self.app, self.sock, _, _ = prepare(self.args)
+        self.app, self.sock, self.served, _ = prepare(self.args)
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="on"))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
@@ -107,10 +107,10 @@ class ThreadServer:
         self.thread.join(30)
         self.sock.close()
 
-    def client(self, **kw):
+    def client(self, api_key: str = "none", **kw):
         import openai
 
-        return openai.OpenAI(base_url=self.url + "/v1", api_key="none", max_retries=0, **kw)
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=api_key, max_retries=0, **kw)
 
 
 class ServeProcess:

@@ -206,7 +206,9 @@ def test_a_failing_strong_backend_fails_only_the_requests_that_needed_it_and_rec
             for name, got in out.items():
                 if name.startswith("regen"):
                     assert isinstance(got, openai.APIStatusError) and got.status_code == status, got
-                    assert got.body["code"] == code and f"strong backend failed: {strong.url}" in got.body["message"]
+                    # the role, never the backend's address
+                    assert got.body["code"] == code and "the strong backend failed" in got.body["message"]
+                    assert "127.0.0.1" not in got.body["message"] and strong.url.rsplit(":", 1)[1] not in got.body["message"]
                 else:
                     assert got.strong_tokens == 0 and got.steps == 3
             strong.handler.mode = "ok"  # the backend is back: the next request regenerates again
@@ -225,7 +227,7 @@ def test_a_backend_that_times_out_is_504_naming_it(serve):
         with pytest.raises(openai.APIStatusError) as e:
             ask(srv.client(), "thr:0.5")
         assert e.value.status_code == 504 and e.value.body["code"] == "backend_timeout"
-        assert f"scorer backend timed out: {prm.url}" in e.value.body["message"]
+        assert e.value.body["message"] == "the scorer backend timed out"
         prm.handler.mode = "ok"
         assert ask(srv.client(), "thr:0.5").usage.steps == 3
 

@@ -78,7 +78,8 @@ def test_64_clients_256_requests_with_the_strong_backend_killed_and_restarted(se
     assert failed, "the kill was not felt"
     for i, exc in failed.items():
         assert i % 2 == 0, f"request {i} did not need the strong backend and failed: {exc}"
-        assert exc.status_code in (502, 504) and strong.url in exc.body["message"]
+        assert exc.status_code in (502, 504) and "the strong backend" in exc.body["message"]
+        assert str(port) not in exc.body["message"]  # its role, never its address
     assert all(i in ok for i in range(1, REQUESTS, 2))  # the rest succeed
     assert all(answers[i][0].usage.steps == 3 for i in ok)
     # the server counted each request once, and holds none

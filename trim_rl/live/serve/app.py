@@ -5,17 +5,26 @@ Every request becomes one :class:`~trim_rl.live.serve.job.Job` per prompt, decod
 response, with one error in OpenAI's format, or not at all when the client has left (counted as 499).
 A stream starts when its first step is accepted, so that a request failing before it gets a plain
 HTTP error; a failure after that ends the stream with an ``error`` event and ``[DONE]``.
+
+A request is checked whole before it joins a round: its fields (strictly typed), its texts (they must
+encode as UTF-8) and its first prompt, rendered with each engine's chat template.  What fails then is
+that request's 400 (or 500 where the server's template fails on it), never its neighbours'.  With
+``api_key`` set, every endpoint but ``/health`` wants ``Authorization: Bearer <key>`` (401 otherwise);
+bodies beyond ``max_body_bytes`` are refused with 413 before they are read.
 """
 
 # no ``from __future__ import annotations``: FastAPI reads the handlers' annotations, which name models
 # imported inside create_app
 import asyncio
+import hmac
+import logging
 import random
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from trim_rl.data.schema import MAX_STEPS
+from trim_rl.live.prompts import step_prompt
 from trim_rl.live.serve.errors import ServeError, bad_request
 from trim_rl.live.serve.job import Job, Limits
 from trim_rl.live.serve.metrics import Metrics
@@ -24,6 +33,8 @@ from trim_rl.live.serve.scheduler import Backends, Scheduler, SchedulerSettings
 
 CLIENT_LEFT = 499  # nginx's status for a request whose client closed the connection first
 ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions"}
+OPEN_PATHS = ("/health",)  # answered without the API key (load balancers and orchestrators probe it)
+log = logging.getLogger("trim_rl.serve")
 
 
 @dataclass
@@ -33,6 +44,59 @@ class ServeSettings:
     request_timeout: float = 600.0  # seconds from arrival to the last step
     max_steps: int = MAX_STEPS
     max_interventions: int | None = None
+    api_key: str | None = None  # clients must send it as a bearer token (None: no authentication)
+    max_body_bytes: int = 8 * 2 ** 20
+
+
+def unauthorized() -> ServeError:
+    return ServeError(401, "invalid or missing API key: send 'Authorization: Bearer <key>'", None,
+                      "invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+
+
+def too_large(limit: int) -> ServeError:
+    return ServeError(413, f"the request body is larger than the server's limit of {limit} bytes (--max-body-mb)",
+                      None, "body_too_large")
+
+
+class Guard:
+    """ASGI middleware in front of every route: the API key, then the body limit (the declared length
+    at once; a body sent in chunks as it grows, so that no more than the limit is ever read)."""
+
+    def __init__(self, app, api_key: str | None, max_body_bytes: int, refused):
+        self.app, self.key, self.limit, self.refused = app, api_key, max_body_bytes, refused
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or ())
+        if self.key is not None and scope["path"] not in OPEN_PATHS and not self._authorized(headers):
+            return await self.refused(scope, unauthorized())(scope, receive, send)
+        try:
+            declared = int(headers.get(b"content-length", b"0"))
+        except ValueError:
+            declared = 0
+        if declared > self.limit:
+            return await self.refused(scope, too_large(self.limit))(scope, receive, send)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            if message.get("type") == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    from starlette.exceptions import HTTPException
+
+                    # FastAPI re-raises an HTTPException met while reading the body: it becomes our 413
+                    raise HTTPException(413, too_large(self.limit).message)
+            return message
+
+        return await self.app(scope, limited, send)
+
+    def _authorized(self, headers: dict) -> bool:
+        scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode("utf-8"),
+                                                                  self.key.encode("utf-8"))
 
 
 # the endpoints are closures over one app's state: the complexity counted here is theirs, together
@@ -51,7 +115,7 @@ def create_app(served: dict[str, ServedPolicy], default: str, backends: Backends
     metrics = metrics or Metrics()
     scheduler = Scheduler(backends, SchedulerSettings(s.max_active, s.max_queue), metrics)
     started = int(time.time())
-    for role in backends.names():
+    for role in backends.roles():
         metrics.backend_errors[role] += 0  # every role's series exists from the start
     metrics.gauges["trim_requests_active"] = lambda: [({}, scheduler.running)]
     metrics.gauges["trim_requests_queued"] = lambda: [({}, scheduler.queued)]
@@ -66,7 +130,8 @@ def create_app(served: dict[str, ServedPolicy], default: str, backends: Backends
         yield
         await scheduler.stop()
 
-    app = FastAPI(title="trim_rl step-routing server", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(title="trim_rl step-routing server", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
     app.state.scheduler, app.state.metrics = scheduler, metrics
 
     def error_response(err: ServeError):
@@ -74,10 +139,13 @@ def create_app(served: dict[str, ServedPolicy], default: str, backends: Backends
 
     def refused(request, err: ServeError):
         """An error before the request reached the scheduler (counted without a policy)."""
-        endpoint = ENDPOINTS.get(request.url.path)
+        path = request["path"] if isinstance(request, dict) else request.url.path
+        endpoint = ENDPOINTS.get(path)
         if endpoint is not None:
             metrics.request(endpoint, "", err.status)
         return error_response(err)
+
+    app.add_middleware(Guard, api_key=s.api_key, max_body_bytes=s.max_body_bytes, refused=refused)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request, exc: RequestValidationError):
@@ -91,6 +159,8 @@ def create_app(served: dict[str, ServedPolicy], default: str, backends: Backends
 
     @app.exception_handler(HTTPException)
     async def _http(request, exc: HTTPException):
+        if exc.status_code == 413:
+            return refused(request, too_large(s.max_body_bytes))
         return error_response(ServeError(exc.status_code, str(exc.detail), None, "not_found" if exc.status_code == 404
                                          else None))
 
@@ -108,18 +178,53 @@ def create_app(served: dict[str, ServedPolicy], default: str, backends: Backends
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatCompletionRequest, request: Request):
-        users = [m for m in body.messages if m.role == "user"]
+        users = [i for i, m in enumerate(body.messages) if m.role == "user"]
         if not users:
             raise bad_request("messages", "no user message (the last user message is the problem)")
-        system = next((m.text() for m in body.messages if m.role in ("system", "developer")), None)
-        return await answer(request, "chat", body, [users[-1].text()], system or None)
+        system = next((i for i, m in enumerate(body.messages) if m.role in ("system", "developer")), None)
+        problem = checked_text(f"messages[{users[-1]}].content", body.messages[users[-1]].text())
+        system_text = None if system is None else checked_text(f"messages[{system}].content",
+                                                                body.messages[system].text())
+        return await answer(request, "chat", body, [problem], system_text or None)
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
-        prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
+        if isinstance(body.prompt, str):
+            prompts = [checked_text("prompt", body.prompt)]
+        else:
+            prompts = [checked_text(f"prompt[{i}]", p) for i, p in enumerate(body.prompt)]
         if body.stream and len(prompts) > 1:
             raise bad_request("prompt", "a stream takes one prompt")
+        if len(prompts) > scheduler.s.capacity:
+            raise bad_request("prompt", f"{len(prompts)} prompts can never be admitted: the server decodes or "
+                                        f"queues at most {scheduler.s.capacity} at once (--max-active + --max-queue)")
         return await answer(request, "completions", body, prompts, None)
+
+    def checked_text(param: str, text: str) -> str:
+        """A text as the backends will get it: it must encode as UTF-8 (JSON lets a client escape a lone
+        UTF-16 surrogate, which no backend call could then send)."""
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise bad_request(param, f"not valid Unicode text (character {exc.start} cannot be encoded "
+                                     "as UTF-8)") from None
+        return text
+
+    def check_prompts(jobs: list[Job]) -> None:
+        """Render each job's first prompt with every engine's chat template, as its first round will: a
+        template that fails on this request fails this request alone (500, the detail in the log)."""
+        for job in jobs:
+            for role, engine in backends.engines().items():
+                template = getattr(engine, "template", None)
+                if template is None:
+                    continue
+                try:
+                    step_prompt(template, job.problem, [], job.system or engine.system).encode("utf-8")
+                except Exception as exc:  # a template error or an unencodable render, whatever the template did
+                    log.warning("the %s engine's chat template fails on request %s: %s: %s", role, job.id,
+                                type(exc).__name__, exc)
+                    raise ServeError(500, f"the server's chat template for the {role} model fails on this request",
+                                     None, "template_error") from None
 
     # -- one request -----------------------------------------------------------------------------
     async def answer(request, endpoint: str, body, problems: list[str], system: str | None):
@@ -134,11 +239,9 @@ def create_app(served: dict[str, ServedPolicy], default: str, backends: Backends
         seed = body.seed if body.seed is not None else random.getrandbits(31)
         jobs = [Job(p, policy, lim, price, priced, system, seed + i, body.stream) for i, p in enumerate(problems)]
         try:
-            for j in jobs:
-                scheduler.submit(j)
+            check_prompts(jobs)
+            scheduler.submit(jobs)
         except ServeError as err:
-            for j in jobs:
-                scheduler.withdraw(j)
             metrics.request(endpoint, policy.name, err.status)
             return error_response(err)
         deadline = jobs[0].created + s.request_timeout

@@ -3,13 +3,16 @@
 Flags of the engines, scorer, sampling and requests are those of ``decode``; user errors are one line
 with exit code 2 (a bad flag, a policy that does not load, a port in use), a backend that does not
 answer at start-up exits with code 3 naming it; SIGTERM or Ctrl-C drain the requests in flight, then
-the server exits with code 0.
+the server exits with code 0.  The server's own log takes the credentials out of every URL it prints.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import ipaddress
+import logging
+import os
 import socket
 import sys
 from collections.abc import Callable
@@ -19,10 +22,27 @@ from trim_rl.data.schema import MAX_STEPS
 from trim_rl.live.backends import build_engines, build_scorer
 from trim_rl.live.serve.app import ServeSettings, create_app
 from trim_rl.live.serve.control import PriceController
+from trim_rl.live.serve.errors import redact
 from trim_rl.live.serve.policies import NO_REGEN_PRICE, lam_for_budget, lam_range, load_served
 from trim_rl.live.serve.scheduler import Backends
 
 NONNEG, POSITIVE = int_at_least(0), int_at_least(1)
+API_KEY_ENV = "TRIM_RL_SERVER_API_KEY"
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0 (any free port) to 65535."""
+    v = NONNEG(text)
+    if v > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text!r}")
+    return v
+
+
+def _body_mb(text: str) -> float:
+    v = _positive_float(text)
+    if v > 1024:
+        raise argparse.ArgumentTypeError(f"expected at most 1024 MB, got {text!r}")
+    return v
 
 
 def _positive_float(text: str) -> float:
@@ -73,12 +93,22 @@ def add_parser(sub, common: Callable[[argparse.ArgumentParser], None]) -> None:
                    help=f"most steps per solution, and the most a request may ask for (default {MAX_STEPS})")
     s = p.add_argument_group("server")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    s.add_argument("--port", type=int_at_least(0), default=8000, help="port (default 8000; 0: any free port)")
+    s.add_argument("--port", type=port_number, default=8000, help="port (default 8000; 0: any free port)")
     s.add_argument("--max-active", type=POSITIVE, default=256,
                    help="requests decoded at once, one step each per round (default 256)")
     s.add_argument("--max-queue", type=NONNEG, default=1024,
-                   help="requests waiting for a slot; beyond them a request gets HTTP 429 with Retry-After "
-                        "(default 1024)")
+                   help="requests waiting for a slot (0: none wait; up to --max-active are served); a request whose "
+                        "prompts do not fit in --max-active + --max-queue with those already there gets HTTP 429 with "
+                        "Retry-After, one that could never fit gets 400 (default 1024)")
+    s.add_argument("--max-body-mb", type=_body_mb, default=8.0,
+                   help="largest request body in MB; a larger one gets HTTP 413 before it is read (default 8)")
+    a = s.add_mutually_exclusive_group()
+    a.add_argument("--server-api-key", metavar="KEY",
+                   help="clients must send 'Authorization: Bearer KEY' to every endpoint but /health (HTTP 401 "
+                        f"otherwise); a command-line key shows in ps: prefer --server-api-key-file or ${API_KEY_ENV} "
+                        "(--api-key is the key sent to the backends)")
+    a.add_argument("--server-api-key-file", metavar="FILE",
+                   help="read the clients' API key from the first line of FILE")
     s.add_argument("--request-timeout", type=_positive_float, default=600.0,
                    help="seconds a request may take from arrival to its last step before HTTP 504 (default 600); "
                         "also how long SIGTERM waits for requests in flight")
@@ -133,12 +163,43 @@ def controllers(served, args) -> None:
                                        args.price_rate)
 
 
+def client_api_key(args) -> str | None:
+    """The key clients must present: --server-api-key, the first line of --server-api-key-file, or
+    $TRIM_RL_SERVER_API_KEY (None: no authentication)."""
+    if args.server_api_key_file:
+        try:
+            with open(args.server_api_key_file, encoding="utf-8") as f:
+                key = f.readline().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"--server-api-key-file {args.server_api_key_file}: cannot read it ({exc})") from None
+        where = f"--server-api-key-file {args.server_api_key_file}"
+    elif args.server_api_key is not None:
+        key, where = args.server_api_key.strip(), "--server-api-key"
+    elif os.environ.get(API_KEY_ENV) is not None:
+        key, where = os.environ[API_KEY_ENV].strip(), f"${API_KEY_ENV}"
+    else:
+        return None
+    if not key or not key.isprintable() or not key.isascii() or " " in key:
+        raise ValueError(f"{where}: expected a key of printable ASCII characters without spaces")
+    return key
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def prepare(args):
     """The app, its listening socket and its served policies, from the parsed flags (user errors:
     ValueError; a backend that does not answer: EngineError)."""
     import torch
 
     torch.set_num_threads(1)  # one decision at a time: one thread is fastest and leaves the cores to the engines
+    api_key = client_api_key(args)
     served, default = load_served(args.policy, args.default_policy, args.lam, args.budget)
     if args.target_strong_share is not None:
         controllers(served, args)
@@ -151,7 +212,10 @@ def prepare(args):
         sock.close()
         raise
     settings = ServeSettings(args.max_active, args.max_queue, args.request_timeout, args.max_steps,
-                             args.max_interventions)
+                             args.max_interventions, api_key, int(args.max_body_mb * 2 ** 20))
+    if api_key is None and not is_loopback(args.host):
+        print(f"warning: listening on {args.host} without a client API key: anyone who reaches the port can spend "
+              f"the strong model (set ${API_KEY_ENV} or --server-api-key-file)", file=sys.stderr, flush=True)
     return create_app(served, default, Backends(weak, strong, scorer), settings), sock, served, default
 
 
@@ -160,13 +224,11 @@ def serve(args) -> int:
     if missing:
         print(f"error: the server needs {' and '.join(missing)}: pip install 'trim_rl[serve]'", file=sys.stderr)
         return 2
-    import logging
-
     import uvicorn
 
     log = logging.getLogger("trim_rl.serve")  # the scheduler's warnings (backend faults) and debug lines (rounds)
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+    handler.setFormatter(RedactingFormatter("%(levelname)s:     %(message)s"))
     log.addHandler(handler)
     log.setLevel(args.log_level.upper())
     app, sock, served, default = prepare(args)
@@ -185,3 +247,10 @@ def serve(args) -> int:
         return 0
     finally:
         sock.close()
+
+
+class RedactingFormatter(logging.Formatter):
+    """Log lines (tracebacks included) with the credentials of every URL and key taken out."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))

@@ -1,8 +1,9 @@
 """The OpenAI API as this server speaks it: request models, and response, chunk and error bodies.
 
-Requests keep OpenAI's fields (unknown ones are accepted and ignored, as clients send many); the
-``trim`` extension (``extra_body={"trim": {...}}`` from the OpenAI client) is checked strictly, so a
-misspelt field is a 400 naming it.  Sampling fields (``temperature``, ``top_p``, ...) are ignored: the
+Requests keep OpenAI's fields (unknown ones are accepted and ignored, as clients send many); every
+known field is strictly typed (``"stream": "yes"`` or ``"max_tokens": "5"`` is a 400 naming it, not a
+guess), and the ``trim`` extension (``extra_body={"trim": {...}}`` from the OpenAI client) also
+refuses unknown fields, so a misspelt one is a 400 naming it.  Sampling fields (``temperature``, ``top_p``, ...) are ignored: the
 server samples as its flags say (``--weak-temperature`` ...); ``seed`` fixes a request's sampling.
 """
 
@@ -32,18 +33,18 @@ class TrimOptions(BaseModel):
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     include_usage: bool = False
 
 
 class TextPart(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     type: Literal["text"]
     text: str
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     role: str
     content: str | list[TextPart] | None = None
 
@@ -54,14 +55,14 @@ class ChatMessage(BaseModel):
 
 
 class _Common(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     model: str
     stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(None, ge=1)
     n: int = Field(1, ge=1, le=1, description="one choice per prompt")
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-2 ** 63, le=2 ** 63 - 1)
     trim: TrimOptions | None = None
     user: str | None = None
 

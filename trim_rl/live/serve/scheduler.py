@@ -14,9 +14,14 @@ over replicas, context fitting): their calls are synchronous, running their HTTP
 shared async clients (one per backend, on its own loop thread), so the scheduler awaits each batched
 call from a worker thread and the server's event loop never blocks.
 
-Faults: a call that fails fails only the requests in it, with 502 / 504 naming the backend; a batch
-that fails for another reason than a timeout is asked again one request at a time, so that one bad
-answer (a replica answering garbage) fails only the requests it was for.  Other requests go on.
+Admission: a request is admitted whole (all its prompts) while the requests decoded or waiting, its
+own included, number at most ``max_active + max_queue``; else 429 with Retry-After.  A request with
+more prompts than that could never be admitted: the app answers it 400.
+
+Faults: a call that fails fails only the requests in it, with 502 / 504 naming the backend's role; a
+batch that fails for another reason than a timeout (or that raises while being built or read) is asked
+again one request at a time, so that one bad request or one bad answer fails only its own request.
+A router that raises on one request fails that request alone.  Other requests go on.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from collections.abc import Callable, Sequence
 
 from trim_rl.live.http import EngineError, EngineTimeout
 from trim_rl.live.prm import UNSCORED
-from trim_rl.live.serve.errors import ServeError, backend_error
+from trim_rl.live.serve.errors import ServeError, backend_error, internal_error, redact
 from trim_rl.live.serve.job import Job
 
 log = logging.getLogger("trim_rl.serve")
@@ -46,21 +51,24 @@ class Backends:
     strong: Any = None
     scorer: Any = None
 
-    def names(self) -> dict[str, str]:
-        """Role -> server URL(s), for messages and metrics."""
-        out = {}
-        for role in ("weak", "strong", "scorer"):
-            b = getattr(self, role)
-            client = getattr(b, "client", None)
-            if b is not None:
-                out[role] = client.name if client is not None else getattr(b, "name", role)
-        return out
+    def roles(self) -> list[str]:
+        """The roles that have a backend (the only backend names a client or a metric label sees)."""
+        return [role for role in ("weak", "strong", "scorer") if getattr(self, role) is not None]
+
+    def engines(self) -> dict[str, Any]:
+        """Role -> engine, for the engines a request's first prompt is rendered with."""
+        return {role: getattr(self, role) for role in ("weak", "strong") if getattr(self, role) is not None}
 
 
 @dataclass
 class SchedulerSettings:
     max_active: int = 256  # requests decoded at once (one step each per round)
-    max_queue: int = 1024  # requests waiting for a slot; beyond it: 429
+    max_queue: int = 1024  # requests waiting for a slot; beyond it: 429 (0: no waiting, up to max_active served)
+
+    @property
+    def capacity(self) -> int:
+        """Requests decoded or waiting at most."""
+        return self.max_active + self.max_queue
 
 
 class QueueFull(ServeError):
@@ -86,15 +94,17 @@ class Scheduler:
         self.latency_s: deque[float] = deque(maxlen=256)  # of finished requests, for Retry-After
 
     # -- requests --------------------------------------------------------------------------------
-    def submit(self, job: Job) -> None:
-        """Queue a request (it joins at the next round); QueueFull beyond ``max_queue`` waiting."""
-        if len(self.waiting) >= self.s.max_queue:
+    def submit(self, jobs: Sequence[Job]) -> None:
+        """Admit a request's jobs together (they join at the next round), or raise QueueFull and admit none:
+        at most ``max_active + max_queue`` jobs are decoded or waiting, whatever the round is doing."""
+        if self.load + len(jobs) > self.s.capacity:
             raise QueueFull(self.retry_after())
         loop = asyncio.get_running_loop()
-        job.future = loop.create_future()
-        if job.stream:
-            job.events = asyncio.Queue()
-        self.waiting.append(job)
+        for job in jobs:
+            job.future = loop.create_future()
+            if job.stream:
+                job.events = asyncio.Queue()
+            self.waiting.append(job)
         self._wake.set()
 
     def withdraw(self, job: Job) -> None:
@@ -112,6 +122,11 @@ class Scheduler:
             return 1
         med = sorted(self.latency_s)[len(self.latency_s) // 2]
         return max(1, round(med * (1 + len(self.waiting) / max(1, self.s.max_active))))
+
+    @property
+    def load(self) -> int:
+        """Jobs that hold a slot or a place in the queue (a finished job frees its slot at once)."""
+        return sum(1 for j in self.active if not j.done) + sum(1 for j in self.waiting if not j.done)
 
     @property
     def queued(self) -> int:
@@ -159,10 +174,10 @@ class Scheduler:
                 await self.round(jobs)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # a bug must not stop the server: fail this round's requests, loudly
+            except Exception:  # a bug must not stop the server: fail this round's requests, loudly
                 log.exception("round failed")
                 for j in jobs:
-                    j.fail(ServeError(500, f"internal error: {type(exc).__name__}: {exc}", None, "internal_error"))
+                    j.fail(internal_error())
             self.rounds += 1
             log.debug("round %d: %d requests, %.3f s (%.3f s in backend calls)", self.rounds, len(jobs),
                       time.perf_counter() - t0, self._wait_s)
@@ -235,8 +250,13 @@ class Scheduler:
                 j.settle(mine[0].value)
             sc = mine[-1].value
             block = j.regenerate_block(self.b.strong is not None)
-            action, j.state = j.policy.router.decide(j.history, UNSCORED if sc is None else sc, d.tokens,
-                                                     block is None, j.state, j.lam)
+            try:
+                action, j.state = j.policy.router.decide(j.history, UNSCORED if sc is None else sc, d.tokens,
+                                                         block is None, j.state, j.lam)
+            except Exception:  # this request's observation broke the policy: it fails alone
+                log.exception("router %s failed on request %s", j.policy.name, j.id)
+                j.fail(internal_error())
+                continue
             if action == 1:
                 regen.append((j, d, sc))
             else:
@@ -269,24 +289,33 @@ class Scheduler:
             return []
         loop = asyncio.get_running_loop()
         try:
-            return list(await loop.run_in_executor(self._pool, fn, list(items)))
+            out = list(await loop.run_in_executor(self._pool, fn, list(items)))
+            if len(out) == len(items):
+                return out
+            raise EngineError(role, f"{len(out)} results for {len(items)} inputs")
         except EngineError as exc:
             self._backend_failed(role, exc)
             if len(items) == 1 or isinstance(exc, EngineTimeout):
                 return [backend_error(role, exc)] * len(items)
-        # a refusal or a bad answer: ask for each item alone, so that only its own requests fail
+        except Exception:  # the batch could not be built or read (one request's text, one odd answer)
+            log.exception("%s call of %d items failed; asking for each alone", role, len(items))
+            if len(items) == 1:
+                return [internal_error()]
+        # a refusal, a bad answer or a bad item: ask for each item alone, so that only its own requests fail
         alone = await asyncio.gather(*(loop.run_in_executor(self._pool, fn, [it]) for it in items),
                                      return_exceptions=True)
         out = []
         for r in alone:
             if isinstance(r, EngineError):
-                if self.metrics is not None:
-                    self.metrics.backend_error(role)
+                self._backend_failed(role, r)
                 out.append(backend_error(role, r))
+            elif isinstance(r, Exception):
+                log.error("%s call failed for one request: %s", role, redact(f"{type(r).__name__}: {r}"))
+                out.append(internal_error())
             elif isinstance(r, BaseException):
                 raise r
             else:
-                out.append(r[0])
+                out.append(r[0] if len(r) == 1 else internal_error())
         return out
 
     async def _waiting(self, aw, what: str = ""):
@@ -306,6 +335,6 @@ class Scheduler:
             r.seconds.clear()
 
     def _backend_failed(self, role: str, exc: EngineError) -> None:
-        log.warning("%s backend: %s", role, exc)
+        log.warning("%s backend: %s", role, redact(str(exc)))
         if self.metrics is not None:
             self.metrics.backend_error(role)
