@@ -53,8 +53,13 @@ def _main(args) -> int:
     if not args.no_train:
         print(f"training {args.agent} for budgets {', '.join(f'{b:g}%' for b in args.budgets)} "
               f"(one process per budget; the first run also generates and caches the training trees)", flush=True)
-        runs = api.train(args.agent, args.env, budget_grid=list(args.budgets), seed=args.seed, runs=out / "runs",
-                         hyperparams=args.hyperparams, progress=True)
+        try:
+            runs = api.train(args.agent, args.env, budget_grid=list(args.budgets), seed=args.seed, runs=out / "runs",
+                             hyperparams=args.hyperparams, progress=True)
+        except ValueError as exc:  # the training names the grid as train.py spells it
+            if not str(exc).startswith("--budget-grid"):
+                raise
+            raise type(exc)("--budgets" + str(exc)[len("--budget-grid"):]) from None
         for run in runs:
             checkpoints.append(str(run.export(out / "checkpoints" / run.path.name.split("__")[1])))
     shipped = api.project_folder("checkpoints")

@@ -214,3 +214,15 @@ def test_demo_refuses_an_output_that_is_a_file_before_training(tmp_path, capsys,
     (tmp_path / "f").write_text("mine")
     _refused(*_run(capsys, demo.main, "--out", tmp_path / "f"), "--out")
     assert (tmp_path / "f").read_text() == "mine"
+
+
+def test_demo_names_its_own_flag_for_a_budget_the_training_refuses(tmp_path, capsys, monkeypatch):
+    from trim_rl.train.budget import BudgetError
+
+    def refuse(*a, **k):
+        raise BudgetError("--budget-grid: 500.0 is outside the feasible range")
+
+    monkeypatch.setattr("trim_rl.api.train", refuse)
+    _refused(*_run(capsys, demo.main, "--out", tmp_path / "demo", "--budgets", "500"),
+             "--budgets: 500.0 is outside the feasible range")
+    assert not (tmp_path / "demo").exists()

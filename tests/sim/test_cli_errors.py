@@ -227,3 +227,11 @@ def test_every_spec_of_a_list_is_checked_before_the_first_is_generated(cache, no
 def test_seed_lists_that_stay_valid():
     assert parse_seeds(f"0-{MAX_SPEC_SEEDS - 1}", "s") == list(range(MAX_SPEC_SEEDS))
     assert parse_seeds("4294967295", "s") == [2**32 - 1]
+
+
+def test_a_cache_folder_that_is_a_file_is_named_with_its_variable(tmp_path, monkeypatch, no_drawing):
+    (tmp_path / "f").write_text("mine")
+    monkeypatch.setenv("TRIM_RL_CACHE", str(tmp_path / "f"))
+    with pytest.raises(ValueError, match=r"cache folder .*f \(\$TRIM_RL_CACHE"):
+        resolve_tree_spec("sim:math500:test:3")
+    assert (tmp_path / "f").read_text() == "mine"

@@ -50,7 +50,11 @@ def tree_file(profile: str, split: str, seed: int = BUNDLED_SEED, progress: bool
         raise ValueError(f"sim:{profile}:{split}: seed {seed} is not in [0, {MAX_SEED}]")
     out = cache_dir() / "trees" / f"sim{params.version}" / f"{profile}_{split}_seed{seed}.jsonl.gz"
     if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError, PermissionError) as exc:
+            raise ValueError(f"cache folder {cache_dir()} ($TRIM_RL_CACHE, default ~/.cache/trim_rl): cannot create "
+                             f"{out.parent} for the generated trees ({exc.strerror})") from None
         generate_file(profile, split, seed, out, params=params, progress=progress)
     return out
 
