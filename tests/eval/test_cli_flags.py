@@ -226,3 +226,17 @@ def test_demo_names_its_own_flag_for_a_budget_the_training_refuses(tmp_path, cap
     _refused(*_run(capsys, demo.main, "--out", tmp_path / "demo", "--budgets", "500"),
              "--budgets: 500.0 is outside the feasible range")
     assert not (tmp_path / "demo").exists()
+
+
+def test_a_huge_prm_noise_runs_without_warnings(tmp_path, capsys, trees):
+    """A finite sigma is accepted however large; the logit saturates to scores of 0 and 1, quietly."""
+    import warnings
+
+    import numpy as np
+
+    from trim_rl.eval.perturb import perturb_scores
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = perturb_scores(np.array([0.2, 0.5, 0.9] * 50), 1e300, 0.0, np.random.default_rng(0))
+    assert set(np.unique(s)) <= {0.0, 1.0} and 0.0 in s and 1.0 in s

@@ -26,7 +26,8 @@ def perturb_scores(scores: np.ndarray, noise: float, flip: float, rng: np.random
     u = rng.random(s.shape)
     if noise > 0:
         c = np.clip(s, EPS, 1 - EPS)
-        s = 1.0 / (1.0 + np.exp(-(np.log(c / (1 - c)) + noise * z)))
+        with np.errstate(over="ignore"):  # a huge sigma: exp overflows to inf, the score to exactly 0 (correct)
+            s = 1.0 / (1.0 + np.exp(-(np.log(c / (1 - c)) + noise * z)))
     if flip > 0:
         s = np.where(u < flip, 1.0 - s, s)
     return s
