@@ -32,6 +32,7 @@ class ServeError(Exception):
         self.status, self.message, self.param, self.code = status, message, param, code
         self.type = err_type or ("invalid_request_error" if status < 500 else "server_error")
         self.headers = headers or {}
+        self.counted = False  # in the request metrics already (by the serving object)
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}

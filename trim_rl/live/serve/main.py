@@ -20,11 +20,12 @@ from collections.abc import Callable
 from trim_rl.argtypes import int_at_least, nonneg_float
 from trim_rl.data.schema import MAX_STEPS
 from trim_rl.live.backends import build_engines, build_scorer
-from trim_rl.live.serve.app import ServeSettings, create_app
+from trim_rl.live.serve.app import create_app
 from trim_rl.live.serve.control import PriceController
 from trim_rl.live.serve.errors import redact
 from trim_rl.live.serve.policies import NO_REGEN_PRICE, lam_for_budget, lam_range, load_served
 from trim_rl.live.serve.scheduler import Backends
+from trim_rl.live.serve.settings import ServeSettings
 
 NONNEG, POSITIVE = int_at_least(0), int_at_least(1)
 API_KEY_ENV = "TRIM_RL_SERVER_API_KEY"
@@ -211,8 +212,7 @@ def prepare(args):
     except BaseException:
         sock.close()
         raise
-    settings = ServeSettings(args.max_active, args.max_queue, args.request_timeout, args.max_steps,
-                             args.max_interventions, api_key, int(args.max_body_mb * 2 ** 20))
+    settings = ServeSettings.from_cli_args(args, api_key)
     if api_key is None and not is_loopback(args.host):
         print(f"warning: listening on {args.host} without a client API key: anyone who reaches the port can spend "
               f"the strong model (set ${API_KEY_ENV} or --server-api-key-file)", file=sys.stderr, flush=True)

@@ -1,14 +1,15 @@
-"""``GET /metrics``: the server's counters in Prometheus' text exposition format (version 0.0.4).
+"""``GET /metrics``: the server's metrics through ``prometheus-client``, in a registry of the app's own.
 
 Counters and histograms accumulate since start; the two summaries (router and scheduler time per
-step) give quantiles over a sliding window of recent rounds; gauges are read when scraped.  What each
-metric means is in :data:`HELP` (and docs/serving.md).
+step) give quantiles over a sliding window of recent rounds (``prometheus-client``'s own summaries
+have no quantiles, so a collector of ours writes them); gauges are read when scraped.  What each
+metric means is in :data:`HELP` (and docs/serving.md).  Backends are labelled by role only.
 """
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Callable, Iterable
 
 HELP = {
@@ -35,43 +36,11 @@ HELP = {
 }
 REQUEST_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60, 120, 300, 600)
 COUNT_BUCKETS = (0, 1, 2, 3, 5, 8, 13, 21, 30)
+QUANTILES = (0.5, 0.95)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def _labels(d: dict) -> str:
-    if not d:
-        return ""
-    esc = {k: str(v).replace("\\", "\\\\").replace("\"", "\\\"").replace("\n", "\\n") for k, v in d.items()}
-    return "{" + ",".join(f'{k}="{v}"' for k, v in esc.items()) + "}"
-
-
-def _num(v: float) -> str:
-    if isinstance(v, float) and math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    if isinstance(v, float) and math.isnan(v):
-        return "NaN"
-    return repr(v) if isinstance(v, float) else str(v)
-
-
-class Histogram:
-    def __init__(self, buckets: Iterable[float]):
-        self.buckets = tuple(buckets)
-        self.counts = [0] * len(self.buckets)
-        self.sum, self.count = 0.0, 0
-
-    def observe(self, v: float) -> None:
-        for i, b in enumerate(self.buckets):
-            if v <= b:
-                self.counts[i] += 1
-        self.sum += v
-        self.count += 1
-
-    def lines(self, name: str) -> list[str]:
-        out = [f"{name}_bucket{_labels({'le': _num(float(b))})} {c}" for b, c in zip(self.buckets, self.counts)]
-        return out + [f'{name}_bucket{{le="+Inf"}} {self.count}', f"{name}_sum {_num(self.sum)}",
-                      f"{name}_count {self.count}"]
-
-
-class Summary:
+class WindowSummary:
     """Quantiles over the last ``window`` values; sum and count over all."""
 
     def __init__(self, window: int):
@@ -89,38 +58,54 @@ class Summary:
         xs = sorted(self.recent)
         return xs[min(len(xs) - 1, int(q * len(xs)))]
 
-    def lines(self, name: str) -> list[str]:
-        qs = [f"{name}{_labels({'quantile': q})} {_num(self.quantile(q))}" for q in (0.5, 0.95)]
-        return qs + [f"{name}_sum {_num(self.sum)}", f"{name}_count {self.count}"]
+
+def _name(metric: str) -> str:
+    """prometheus-client adds ``_total`` to a counter's name itself."""
+    return metric.removesuffix("_total") if HELP[metric][0] == "counter" else metric
 
 
 class Metrics:
-    """The server's metrics; ``gauges`` are read at each scrape (active, queued, prices)."""
+    """The server's metrics in a registry of their own (two apps in one process never share a series);
+    ``gauges`` maps a gauge's name to a function of its labelled values, read at each scrape."""
 
     def __init__(self):
-        self.requests: dict[tuple, int] = defaultdict(int)
-        self.tokens = {"weak": 0, "strong": 0, "discarded": 0}
-        self.backend_errors: dict[str, int] = defaultdict(int)
-        self.interventions = Histogram(COUNT_BUCKETS)
-        self.steps = Histogram(COUNT_BUCKETS)
-        self.latency = Histogram(REQUEST_BUCKETS)
-        self.router = Summary(4096)
-        self.per_step = Summary(1024)
-        self.rounds = 0
-        self.steps_total = 0
+        from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+
+        disable_created_metrics()  # no ``*_created`` series: the exposition keeps the metrics of docs/serving.md
+        self.registry = CollectorRegistry(auto_describe=True)
+
+        def counter(name: str, labels: tuple[str, ...] = ()):
+            return Counter(_name(name), HELP[name][1], labels, registry=self.registry)
+
+        def histogram(name: str, buckets):
+            return Histogram(name, HELP[name][1], buckets=buckets, registry=self.registry)
+
+        self.requests = counter("trim_requests_total", ("endpoint", "policy", "status"))
+        self.tokens = counter("trim_tokens_total", ("kind",))
+        self.backend_errors = counter("trim_backend_errors_total", ("backend",))
+        self.rounds = counter("trim_rounds_total")
+        self.steps_total = counter("trim_steps_total")
+        self.interventions = histogram("trim_interventions_per_request", COUNT_BUCKETS)
+        self.steps = histogram("trim_steps_per_request", COUNT_BUCKETS)
+        self.latency = histogram("trim_request_seconds", REQUEST_BUCKETS)
+        self.router = WindowSummary(4096)
+        self.per_step = WindowSummary(1024)
         self.share_window: deque[tuple[int, int]] = deque(maxlen=256)
         self.gauges: dict[str, Callable[[], list[tuple[dict, float]]]] = {}
+        for kind in ("weak", "strong", "discarded"):
+            self.tokens.labels(kind)  # every series exists from the start
+        self.registry.register(_Scraped(self))
 
     # -- what the server reports -----------------------------------------------------------------
     def request(self, endpoint: str, policy: str, status: int) -> None:
-        self.requests[(endpoint, policy, str(status))] += 1
+        self.requests.labels(endpoint, policy, str(status)).inc()
 
     def job_done(self, job) -> None:
         if job.error is not None:
             return
-        self.tokens["weak"] += job.weak_tokens
-        self.tokens["strong"] += job.strong_tokens
-        self.tokens["discarded"] += job.discarded_tokens
+        self.tokens.labels("weak").inc(job.weak_tokens)
+        self.tokens.labels("strong").inc(job.strong_tokens)
+        self.tokens.labels("discarded").inc(job.discarded_tokens)
         self.interventions.observe(job.interventions)
         self.steps.observe(len(job.steps))
         self.share_window.append((job.strong_tokens, job.solution_tokens))
@@ -129,8 +114,8 @@ class Metrics:
         self.latency.observe(seconds)
 
     def round_done(self, overhead_s: float, steps: int) -> None:
-        self.rounds += 1
-        self.steps_total += steps
+        self.rounds.inc()
+        self.steps_total.inc(steps)
         if steps:
             self.per_step.observe(max(0.0, overhead_s) / steps)
 
@@ -138,8 +123,12 @@ class Metrics:
         for s in seconds:
             self.router.observe(s)
 
+    def backend_role(self, role: str) -> None:
+        """Make ``role``'s error series exist (at 0) before its first error."""
+        self.backend_errors.labels(role)
+
     def backend_error(self, role: str) -> None:
-        self.backend_errors[role] += 1
+        self.backend_errors.labels(role).inc()
 
     # -- the text --------------------------------------------------------------------------------
     def share(self) -> float:
@@ -147,34 +136,39 @@ class Metrics:
         return sum(s for s, _ in self.share_window) / total if total else math.nan
 
     def render(self) -> str:
-        out: list[str] = []
+        from prometheus_client import generate_latest
 
-        def head(name: str) -> None:
-            kind, text = HELP[name]
-            out.extend([f"# HELP {name} {text}", f"# TYPE {name} {kind}"])
+        return generate_latest(self.registry).decode("utf-8")
 
-        head("trim_requests_total")
-        for (endpoint, policy, status), n in sorted(self.requests.items()):
-            out.append(f"trim_requests_total{_labels({'endpoint': endpoint, 'policy': policy, 'status': status})} {n}")
+
+class _Scraped:
+    """The values read at each scrape: the gauges and the windowed summaries."""
+
+    def __init__(self, metrics: Metrics):
+        self.m = metrics
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily, Metric
+
+        m = self.m
         for name in ("trim_requests_active", "trim_requests_queued", "trim_price", "trim_target_strong_share"):
-            rows = self.gauges[name]() if name in self.gauges else []
+            rows = m.gauges[name]() if name in m.gauges else []
             if rows or name in ("trim_requests_active", "trim_requests_queued"):
-                head(name)
-                out.extend(f"{name}{_labels(lab)} {_num(v)}" for lab, v in rows)
-        head("trim_tokens_total")
-        out.extend(f"trim_tokens_total{_labels({'kind': k})} {v}" for k, v in self.tokens.items())
-        head("trim_strong_token_share")
-        out.append(f"trim_strong_token_share {_num(self.share())}")
-        for name, h in (("trim_interventions_per_request", self.interventions), ("trim_steps_per_request", self.steps),
-                        ("trim_request_seconds", self.latency), ("trim_router_seconds", self.router),
-                        ("trim_scheduler_seconds_per_step", self.per_step)):
-            head(name)
-            out.extend(h.lines(name))
-        head("trim_rounds_total")
-        out.append(f"trim_rounds_total {self.rounds}")
-        head("trim_steps_total")
-        out.append(f"trim_steps_total {self.steps_total}")
-        head("trim_backend_errors_total")
-        out.extend(f"trim_backend_errors_total{_labels({'backend': r})} {n}"
-                   for r, n in sorted(self.backend_errors.items()))
-        return "\n".join(out) + "\n"
+                labels = sorted({k for lab, _ in rows for k in lab})
+                fam = GaugeMetricFamily(name, HELP[name][1], labels=labels)
+                for lab, v in rows:
+                    fam.add_metric([str(lab[k]) for k in labels], v)
+                yield fam
+        share = GaugeMetricFamily("trim_strong_token_share", HELP["trim_strong_token_share"][1])
+        share.add_metric([], m.share())
+        yield share
+        for name, summary in (("trim_router_seconds", m.router), ("trim_scheduler_seconds_per_step", m.per_step)):
+            fam = Metric(name, HELP[name][1], "summary")
+            for q in QUANTILES:
+                fam.add_sample(name, {"quantile": str(q)}, summary.quantile(q))
+            fam.add_sample(name + "_sum", {}, summary.sum)
+            fam.add_sample(name + "_count", {}, summary.count)
+            yield fam
+
+    def describe(self):
+        return []  # gauges appear as they are scraped (trim_price only with a controller)

@@ -10,7 +10,7 @@ server samples as its flags say (``--weak-temperature`` ...); ``seed`` fixes a r
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -83,21 +83,101 @@ class CompletionRequest(_Common):
 
 
 # ---------------------------------------------------------------------------------------------
-# bodies
+# response bodies
 # ---------------------------------------------------------------------------------------------
-def chat_response(rid: str, model: str, jobs, steps: bool) -> dict:
+class Usage(BaseModel):
+    """OpenAI's usage, plus how the solution's tokens split between the models."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    weak_tokens: int
+    strong_tokens: int
+    discarded_tokens: int
+    prm_calls: int
+    interventions: int
+    steps: int
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: AssistantMessage
+    logprobs: None = None
+    finish_reason: str | None
+    trim: dict[str, Any] = Field(description="policy, lam, finish and, with return_steps, the step trace")
+
+
+class ChatCompletionResponse(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: None = None
+    finish_reason: str | None
+    trim: dict[str, Any]
+
+
+class CompletionResponse(BaseModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "trim_rl"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorInfo(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorInfo
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    active: int
+    queued: int
+
+
+def chat_response(rid: str, model: str, jobs, steps: bool) -> ChatCompletionResponse:
     (job,) = jobs
-    return {"id": rid, "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": job.content},
-                         "logprobs": None, "finish_reason": job.finish, "trim": job.trace(steps)}],
-            "usage": job.usage()}
+    return ChatCompletionResponse(id=rid, model=model, usage=Usage(**job.usage()), choices=[
+        ChatChoice(index=0, message=AssistantMessage(content=job.content), finish_reason=job.finish,
+                   trim=job.trace(steps))])
 
 
-def completion_response(rid: str, model: str, jobs, steps: bool) -> dict:
-    return {"id": rid, "object": "text_completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": i, "text": j.content, "logprobs": None, "finish_reason": j.finish,
-                         "trim": j.trace(steps)} for i, j in enumerate(jobs)],
-            "usage": sum_usage([j.usage() for j in jobs])}
+def completion_response(rid: str, model: str, jobs, steps: bool) -> CompletionResponse:
+    return CompletionResponse(id=rid, model=model, usage=Usage(**sum_usage([j.usage() for j in jobs])), choices=[
+        CompletionChoice(index=i, text=j.content, finish_reason=j.finish, trim=j.trace(steps))
+        for i, j in enumerate(jobs)])
 
 
 def sum_usage(usages: list[dict]) -> dict:
@@ -155,6 +235,5 @@ class ChunkWriter:
         return "data: [DONE]\n\n"
 
 
-def models_list(names: list[str], created: int) -> dict:
-    return {"object": "list", "data": [{"id": n, "object": "model", "created": created, "owned_by": "trim_rl"}
-                                       for n in names]}
+def models_list(names: list[str], created: int) -> ModelList:
+    return ModelList(data=[ModelCard(id=n, created=created) for n in names])

@@ -39,6 +39,7 @@ from trim_rl.live.http import EngineError, EngineTimeout
 from trim_rl.live.prm import UNSCORED
 from trim_rl.live.serve.errors import ServeError, backend_error, internal_error, redact
 from trim_rl.live.serve.job import Job
+from trim_rl.live.serve.settings import SchedulerSettings
 
 log = logging.getLogger("trim_rl.serve")
 
@@ -58,17 +59,6 @@ class Backends:
     def engines(self) -> dict[str, Any]:
         """Role -> engine, for the engines a request's first prompt is rendered with."""
         return {role: getattr(self, role) for role in ("weak", "strong") if getattr(self, role) is not None}
-
-
-@dataclass
-class SchedulerSettings:
-    max_active: int = 256  # requests decoded at once (one step each per round)
-    max_queue: int = 1024  # requests waiting for a slot; beyond it: 429 (0: no waiting, up to max_active served)
-
-    @property
-    def capacity(self) -> int:
-        """Requests decoded or waiting at most."""
-        return self.max_active + self.max_queue
 
 
 class QueueFull(ServeError):
