@@ -43,7 +43,8 @@ def _parser(prog: str = "python -m trim_rl.sim") -> OneLineParser:
     g.add_argument("--out", type=output_file, help="output file (.jsonl or .jsonl.gz)")
     g.add_argument("--limit", type=int_at_least(1), default=None, help="only the first N problems of the split (N >= 1)")
     g.add_argument("--draws", type=int_at_least(1), default=None,
-                   help="trees per problem (default: the profile's; a file holds at most 40000 trees)")
+                   help="trees per problem (default: the profile's; one file may take at most about 12 GB "
+                        "of memory to generate, ~11000 trees)")
     g.add_argument("--params", default=None, help="parameter JSON (default: the package's fitted file)")
     g.add_argument("--bundled", action="store_true", help="regenerate the tree files shipped in the package (seed 0)")
 

@@ -140,7 +140,11 @@ def _tree_json(records: list, k: int, header: dict) -> dict:
     return {**header, "max_interventions": k, "nodes": nodes}
 
 
-MAX_TREES = 40_000  # trees of one file: all are held as dicts (~0.2 MB each) until the file is written
+# Every tree of a file is held (as node records, then dicts) until the file is written: about 0.75 KB
+# a node, and trees of the harder profiles average half their node cap (AIME: ~1,500 of 3,000 nodes,
+# ~1.1 MB).  A generation estimated above MAX_GENERATE_GB is refused before anything is drawn.
+BYTES_PER_NODE = 750
+MAX_GENERATE_GB = 12
 MAX_SEED = 2**32 - 1
 
 
@@ -171,10 +175,11 @@ def plan(profile: str, split: str, seed: int, params: SimParams, limit: int | No
     n = len(pp.problems) * n_draws
     if not pp.problems:
         raise ValueError(f"{names['split']}: the {split} split of profile {profile!r} has no problems")
-    if n > MAX_TREES:
-        raise ValueError(f"{names['draws']}: {len(pp.problems)} problems x {n_draws} draws = {n} trees, more than the "
-                         f"{MAX_TREES} one file may hold (each takes ~0.2 MB of memory while generating); "
-                         "generate several seeds instead")
+    gb = n * prof.max_nodes / 2 * BYTES_PER_NODE / 1e9
+    if gb > MAX_GENERATE_GB:
+        raise ValueError(f"{names['draws']}: {len(pp.problems)} problems x {n_draws} draws = {n} trees of up to "
+                         f"{prof.max_nodes} nodes, about {gb:.0f} GB of memory while generating (at most "
+                         f"{MAX_GENERATE_GB} GB for one file); generate several seeds instead")
     return pp, n_draws
 
 
