@@ -235,3 +235,10 @@ def test_a_cache_folder_that_is_a_file_is_named_with_its_variable(tmp_path, monk
     with pytest.raises(ValueError, match=r"cache folder .*f \(\$TRIM_RL_CACHE"):
         resolve_tree_spec("sim:math500:test:3")
     assert (tmp_path / "f").read_text() == "mine"
+
+
+def test_a_spec_whose_trees_would_not_fit_in_memory_is_refused(cache, no_drawing):
+    """Fewer than 100 seeds can still be too many trees: the refusal is a memory estimate."""
+    with pytest.raises(ValueError, match=r"'sim:math500:test:0-60': 61 seeds x 1600 trees, about .* GB in memory"):
+        resolve_tree_spec("sim:math500:test:0-60")
+    assert not cache.exists()

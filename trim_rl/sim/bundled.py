@@ -3,6 +3,7 @@ once into a cache folder (other profiles), always with the same bytes for the sa
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from trim_rl.data.flat import FlatTrees, concat, load_flat
@@ -24,8 +25,12 @@ def bundled_path(profile: str, split: str) -> Path:
     return Path(resource_path("trees", f"{profile}_{split}.jsonl.gz"))
 
 
-MAX_SPEC_SEEDS = 100  # each seed is one tree file: generated once (~20 s) and 60-90 MB in memory as flat arrays
+MAX_SPEC_SEEDS = 100  # each seed is one tree file, generated once (math500 test: ~20 s)
 MAX_SEED = 2**32 - 1
+# A spec's trees are held as flat arrays (~120 bytes a node) and joined into one copy: estimated at
+# half the profile's node cap a tree (math500 test trees average ~520 of 3,000 nodes, AIME ~1,500).
+FLAT_BYTES_PER_NODE = 120
+MAX_SPEC_GB = 12
 
 
 def _check_profile_split(profile: str, split: str, params, what: str) -> None:
@@ -105,7 +110,14 @@ def _parse_spec(spec: str) -> tuple[str, str, list[int]] | Path:
         if len(parts) not in (3, 4):
             raise ValueError(f"tree spec {spec!r}: use sim:PROFILE:SPLIT[:SEEDS]")
         seeds = parse_seeds(parts[3], spec) if len(parts) == 4 else [BUNDLED_SEED]
-        _check_profile_split(parts[1], parts[2], load_params(), f"tree spec {spec!r}")
+        params = load_params()
+        _check_profile_split(parts[1], parts[2], params, f"tree spec {spec!r}")
+        per_seed = _trees_per_seed(parts[1], parts[2])
+        max_nodes = params.profiles[parts[1]].max_nodes
+        gb = len(seeds) * per_seed * max_nodes / 2 * FLAT_BYTES_PER_NODE * 2 / 1e9
+        if gb > MAX_SPEC_GB:
+            raise ValueError(f"tree spec {spec!r}: {len(seeds)} seeds x {per_seed} trees, about {gb:.1f} GB in memory "
+                             f"(at most {MAX_SPEC_GB} GB); use fewer seeds")
         return parts[1], parts[2], seeds
     p = Path(spec)
     if not p.exists():
@@ -113,6 +125,14 @@ def _parse_spec(spec: str) -> tuple[str, str, list[int]] | Path:
     if p.is_dir():
         raise ValueError(f"tree file {spec} is a folder; give a .jsonl or .jsonl.gz file")
     return p
+
+
+@functools.cache
+def _trees_per_seed(profile: str, split: str) -> int:
+    from trim_rl.sim.profiles import profile_problems
+
+    prof = load_params().profiles[profile]
+    return len(profile_problems(prof, split).problems) * int(prof.draws[split])
 
 
 def check_tree_spec(spec: str | list[str], flag: str | None = None) -> None:

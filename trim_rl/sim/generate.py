@@ -178,7 +178,7 @@ def plan(profile: str, split: str, seed: int, params: SimParams, limit: int | No
     gb = n * prof.max_nodes / 2 * BYTES_PER_NODE / 1e9
     if gb > MAX_GENERATE_GB:
         raise ValueError(f"{names['draws']}: {len(pp.problems)} problems x {n_draws} draws = {n} trees of up to "
-                         f"{prof.max_nodes} nodes, about {gb:.0f} GB of memory while generating (at most "
+                         f"{prof.max_nodes} nodes, about {gb:.1f} GB of memory while generating (at most "
                          f"{MAX_GENERATE_GB} GB for one file); generate several seeds instead")
     return pp, n_draws
 
