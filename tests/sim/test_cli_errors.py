@@ -242,3 +242,11 @@ def test_a_spec_whose_trees_would_not_fit_in_memory_is_refused(cache, no_drawing
     with pytest.raises(ValueError, match=r"'sim:math500:test:0-60': 61 seeds x 1600 trees, about .* GB in memory"):
         resolve_tree_spec("sim:math500:test:0-60")
     assert not cache.exists()
+
+
+def test_calibrate_checks_that_its_output_is_writable_before_fitting(tmp_path, capsys, monkeypatch, no_drawing):
+    import trim_rl.sim.__main__ as sim_main
+
+    monkeypatch.setattr(sim_main.os, "access", lambda path, mode: False)  # tests run as root: no read-only folder
+    _refused(*_run(capsys, "calibrate", "--out", tmp_path / "p.json"), "--out", "not writable")
+    _refused(*_run(capsys, "calibrate"), "package's parameter file", "give --out")

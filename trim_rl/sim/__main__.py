@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
 
 from trim_rl.argtypes import OneLineParser, int_at_least, int_between, output_file, seed_int
 from trim_rl.cli_errors import run_cli
 from trim_rl.sim import calibrate as C
 from trim_rl.sim.bundled import BUNDLED_PROFILES, BUNDLED_SEED, bundled_path
 from trim_rl.sim.generate import generate_file, plan
-from trim_rl.sim.params import load_params, save_params
+from trim_rl.resources import resource_path
+from trim_rl.sim.params import PARAMS_FILE, load_params, save_params
 from trim_rl.sim.report import check_report, sweep_report
 
 MAX_CALIBRATE_DRAWS = 200  # 500 problems x draws episodes, ~5 KB each per evaluation: 200 draws is ~0.5 GB
@@ -59,6 +62,16 @@ def _parser(prog: str = "python -m trim_rl.sim") -> OneLineParser:
     return ap
 
 
+def _check_writable(out: str | None) -> None:
+    """A fit takes hours: where it goes must be writable before it starts (the default is the
+    package's own file, read-only in many installations)."""
+    target = Path(out) if out else resource_path(PARAMS_FILE)
+    folder = next((p for p in [target.parent, *target.parent.parents] if p.exists()), Path("."))
+    if not os.access(target if target.exists() else folder, os.W_OK):
+        where = f"--out {out}" if out else f"the package's parameter file {target}"
+        raise PermissionError(f"{where}: not writable" + ("" if out else "; give --out FILE"))
+
+
 def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.sim") -> int:
     args = _parser(prog).parse_args(argv)
     return run_cli(prog, lambda: _main(args))
@@ -70,6 +83,7 @@ def _main(args) -> int:
         if "math500" not in params.profiles:
             raise ValueError(f"--params {args.params}: calibration fits the math500 profile, which the file lacks")
         if not args.check:
+            _check_writable(args.out)
             for r in range(args.rounds):
                 m, meta = C.fit(params, max_evals=args.evals, draws=args.draws, seed=r, progress=None)
                 params.model, params.fit = m, {**meta, "rounds": r + 1}
