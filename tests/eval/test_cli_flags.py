@@ -240,3 +240,13 @@ def test_a_huge_prm_noise_runs_without_warnings(tmp_path, capsys, trees):
         warnings.simplefilter("error")
         s = perturb_scores(np.array([0.2, 0.5, 0.9] * 50), 1e300, 0.0, np.random.default_rng(0))
     assert set(np.unique(s)) <= {0.0, 1.0} and 0.0 in s and 1.0 in s
+
+
+def test_an_output_folder_that_is_not_writable_is_refused_before_any_work(tmp_path, capsys, monkeypatch, no_work,
+                                                                         trees):
+    import os
+
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # tests run as root: no read-only folder
+    for main, args in ((evaluate_cli.main, ["--trees", trees]), (robustness.main, []), (demo.main, [])):
+        _refused(*_run(capsys, main, *args, "--out", tmp_path / "rep"), "--out", "not writable")
+    assert not (tmp_path / "rep").exists()

@@ -26,6 +26,9 @@ def check_output_folder(out: str | os.PathLike, flag: str = "--out") -> None:
         if parent.exists():
             if not parent.is_dir():
                 raise NotADirectoryError(f"{flag} {out}: {parent} is a file, not a folder")
+            # the files are built in a temporary folder beside out: its parent must take them
+            if not os.access(p if p.exists() else parent, os.W_OK) or not os.access(parent, os.W_OK):
+                raise PermissionError(f"{flag} {out}: not writable")
             break
 
 
