@@ -102,9 +102,14 @@ def output_file(text: str) -> str:
     p = Path(text)
     if p.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a file name")
+    import os
+
     for parent in p.parents:
         if parent.exists():
             if not parent.is_dir():
                 raise argparse.ArgumentTypeError(f"{text!r}: {str(parent)!r} is a file, not a folder")
+            # written as a temporary file beside it, then renamed: the folder must take new files
+            if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+                raise argparse.ArgumentTypeError(f"{text!r}: not writable")
             break
     return text

@@ -250,3 +250,10 @@ def test_an_output_folder_that_is_not_writable_is_refused_before_any_work(tmp_pa
     for main, args in ((evaluate_cli.main, ["--trees", trees]), (robustness.main, []), (demo.main, [])):
         _refused(*_run(capsys, main, *args, "--out", tmp_path / "rep"), "--out", "not writable")
     assert not (tmp_path / "rep").exists()
+
+
+def test_an_output_file_that_is_not_writable_is_refused_before_any_work(tmp_path, capsys, monkeypatch, no_work):
+    import os
+
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    _refused(*_run(capsys, headroom.main, "--out", tmp_path / "h.json"), "--out", "not writable")
