@@ -102,6 +102,8 @@ def output_file(text: str) -> str:
     p = Path(text)
     if p.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a file name")
+    if p.exists() and not p.is_file():  # a device or a pipe would be replaced by a regular file
+        raise argparse.ArgumentTypeError(f"{text!r} is not a regular file")
     import os
 
     for parent in p.parents:

@@ -250,3 +250,8 @@ def test_calibrate_checks_that_its_output_is_writable_before_fitting(tmp_path, c
     monkeypatch.setattr(sim_main.os, "access", lambda path, mode: False)  # tests run as root: no read-only folder
     _refused(*_run(capsys, "calibrate", "--out", tmp_path / "p.json"), "--out", "not writable")
     _refused(*_run(capsys, "calibrate"), "package's parameter file", "give --out")
+
+
+def test_an_output_that_is_a_device_is_refused(capsys, no_drawing):
+    """Written as a temporary file renamed onto it, /dev/null would become a regular file."""
+    _refused(*_run(capsys, "generate", "--out", "/dev/null"), "--out", "not a regular file")
