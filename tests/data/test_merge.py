@@ -113,3 +113,10 @@ def test_a_shard_named_twice_or_an_output_under_a_file_is_refused_up_front(tmp_p
     with pytest.raises(ValueError, match=r"lies under .*a\.jsonl, which is a file"):
         merge_shards(a / "m.jsonl", [a])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl"]
+
+
+def test_an_output_that_is_a_device_is_refused_even_with_force(tmp_path, make_tree, write_jsonl):
+    a = shard(tmp_path, "a.jsonl", [_tree(make_tree, "p/0")], write_jsonl)
+    with pytest.raises(ValueError, match="/dev/null is not a regular file"):
+        merge_shards("/dev/null", [a], force=True)
+    assert Path("/dev/null").is_char_device()

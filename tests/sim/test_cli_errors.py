@@ -168,7 +168,7 @@ def test_report_checks_every_input_before_evaluating(tmp_path, capsys, no_drawin
     cases = [
         (["--profile", "aime"], ["--profile", "aime"]),
         (["--trees", tmp_path / "nope.jsonl"], ["--trees", "nope.jsonl"]),
-        (["--trees", tmp_path], ["--trees"]),
+        (["--trees", tmp_path], ["--trees", "not a regular file"]),
         (["--trees", tiny_trees, "--readme", tmp_path / "nope.md", "--plot", plot], ["--readme", "nope.md"]),
         (["--trees", tiny_trees, "--readme", page, "--plot", plot], ["--readme", "markers"]),
         (["--trees", tiny_trees, "--plot", tmp_path], ["--plot"]),

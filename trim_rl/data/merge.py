@@ -37,6 +37,8 @@ def merge_shards(out: str | os.PathLike, shards: Sequence[str | os.PathLike], fo
         raise ValueError(f"merge: the output {out} is also a shard; write to another file")
     if out.is_dir():
         raise ValueError(f"merge: the output {out} is a folder; give a file name (.jsonl or .jsonl.gz)")
+    if out.exists() and not out.is_file():  # the atomic rename would replace a device or a pipe
+        raise ValueError(f"merge: the output {out} is not a regular file")
     if out.exists() and not force:
         raise ValueError(f"merge: {out} exists; pass --force to replace it")
     blocked = next((p for p in out.parents if p.exists()), None)

@@ -98,12 +98,12 @@ def check_report(profile: str = "math500", trees: str | None = None, readme: str
     if profile != "math500":
         raise ValueError(f"--profile {profile}: only the math500 profile has a measured sweep to compare with")
     if trees is not None and not Path(trees).is_file():
-        raise FileNotFoundError(f"--trees {trees}: " + ("is a folder, not a tree file" if Path(trees).is_dir()
-                                                          else "no such file"))
+        raise FileNotFoundError(f"--trees {trees}: " + ("no such file" if not Path(trees).exists()
+                                                          else "not a regular file"))
     if readme is not None:
         if not Path(readme).is_file():
-            raise FileNotFoundError(f"--readme {readme}: " + ("is a folder, not a page" if Path(readme).is_dir()
-                                                              else "no such file"))
+            raise FileNotFoundError(f"--readme {readme}: " + ("no such file" if not Path(readme).exists()
+                                                              else "not a regular file"))
         try:
             body = Path(readme).read_text(encoding="utf-8")
         except UnicodeDecodeError:
