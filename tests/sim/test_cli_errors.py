@@ -105,6 +105,7 @@ def _set(path, value):
     (_set(["profiles", "math500", "prm_table"], "other"), ["profiles.math500.prm_table"]),
     (_set(["profiles", "math500", "test_fraction"], 2), ["profiles.math500.test_fraction"]),
     (_set(["profiles", "math500"], "x"), ["profiles.math500"]),
+    (_set(["profiles", "math500", "benchmark"], "nosuch"), ["profiles.math500.benchmark", "nosuch"]),
 ])
 def test_a_bad_parameter_file_is_named_with_its_key(tmp_path, capsys, no_drawing, change, words):
     params = _params(tmp_path, change)

@@ -130,7 +130,10 @@ def _check_profile(raw, where: str) -> ProfileParams:
     for key, v in raw.items():
         bad = None
         if key == "benchmark":
-            bad = None if isinstance(v, str) and v else "a non-empty string"
+            from trim_rl.data.problems import BENCHMARKS
+
+            ok = isinstance(v, str) and (v in BENCHMARKS or Path(v).is_file())
+            bad = None if ok else f"one of {', '.join(BENCHMARKS)} or an existing .jsonl file"
         elif key == "prm_table":
             bad = None if v in PRM_TABLES else f"one of {', '.join(PRM_TABLES)}"
         elif key == "level":
