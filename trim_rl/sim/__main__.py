@@ -15,6 +15,7 @@ from trim_rl.sim.generate import generate_file, plan
 from trim_rl.resources import resource_path
 from trim_rl.sim.params import PARAMS_FILE, load_params, save_params
 from trim_rl.sim.report import check_report, sweep_report
+from trim_rl.sim import server as sim_server
 
 MAX_CALIBRATE_DRAWS = 200  # 500 problems x draws episodes, ~5 KB each per evaluation: 200 draws is ~0.5 GB
 
@@ -59,6 +60,7 @@ def _parser(prog: str = "python -m trim_rl.sim") -> OneLineParser:
     r.add_argument("--trees", default=None, help="evaluate this tree file instead of generated trees")
     r.add_argument("--readme", default=None, help="page (Markdown) to update between the sim-report markers, e.g. docs/simulator.md")
     r.add_argument("--plot", type=output_file, default=None, help="write the curve plot (PNG) here")
+    sim_server.add_parser(sub)
     return ap
 
 
@@ -110,6 +112,8 @@ def _main(args) -> int:
                           draws=args.draws, progress=True, names=names)
         print(json.dumps(s))
         return 0
+    if args.cmd == "serve":
+        return sim_server.main(args)
     if args.cmd == "report":
         check_report(args.profile, args.trees, args.readme)
         print(sweep_report(args.profile, args.seed, args.trees, args.readme, args.plot))
