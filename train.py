@@ -2,7 +2,10 @@
 
 import sys
 
-from trim_rl.train.cli import main
-
 if __name__ == "__main__":
+    try:
+        from trim_rl.train.cli import main
+    except KeyboardInterrupt:  # Ctrl-C while the libraries load: nothing has started yet
+        print("train.py: interrupted", file=sys.stderr)
+        sys.exit(130)
     sys.exit(main())

@@ -31,10 +31,12 @@ from trim_rl.export import export_run
 from trim_rl.resources import config_file, project_folder
 from trim_rl.sim.bundled import load_trees
 from trim_rl.train.budget import check_budget
+from trim_rl.train.checks import check_seed, check_workers
 from trim_rl.train.config import load_agent, load_env
 from trim_rl.train.pomdp import train_pomdp
 from trim_rl.train.run import Target, check_inputs, train_grid, train_one
 from trim_rl.train.targets import resolve_targets
+from trim_rl.train.warm_start import apply_init_from
 
 __all__ = ["load_trees", "make_env", "load_policy", "load_checkpoint", "train", "evaluate", "export", "Run",
            "Evaluation", "project_folder"]
@@ -92,11 +94,14 @@ def train(agent: str | Path = "trim_agg", env: str | Path = "math500", *, budget
     """Train like ``train.py``: an agent YAML and an env YAML (paths or packaged names), one target
     (``budget`` % of always-strong's strong tokens, or a price ``lam``) or a grid of them.  With no
     target, the env YAML's ``budget``.  Returns the :class:`Run`, or a list for a grid (a failed
-    budget raises ``RuntimeError`` naming it after the others finished)."""
+    budget raises ``RuntimeError`` naming it after the others finished).  Everything is checked (a
+    ``ValueError`` naming the argument, file or key) before any run folder is made."""
+    check_seed(seed, "seed")
+    check_workers(workers, "workers")
     a = load_agent(config_file("agents", agent), list(hyperparams))
     e = load_env(config_file("envs", env))
     if init_from is not None:
-        a.init_from, a.recipe = str(Path(init_from).resolve()), ["ppo"]
+        apply_init_from(a, init_from, "init_from")
     targets, grid, flag = resolve_targets(a, e, budget, budget_grid, lam, lam_grid)
     if a.algo == "pomdp":
         out = [Run(d) for d in train_pomdp(a, e, targets, seed, runs, progress=progress)]

@@ -216,3 +216,29 @@ def test_yaml_numbers_are_read_as_yaml_1_2(tmp_path):
     p.write_text("hyperparams: {learning_rate: 3e-4, ent_coef: 1e-2}\nlam_range: [5e-4, 6e-3]\n")
     a = load_agent(p)
     assert a.hyperparams["learning_rate"] == 3e-4 and a.lam_range == [5e-4, 6e-3]
+
+
+def test_a_run_that_died_before_its_export_is_completed_by_resume(tiny_env, tiny_args, tmp_path, monkeypatch):
+    import trim_rl.train.recipe as recipe
+    from trim_rl.train.config import load_agent, load_env
+    from trim_rl.train.run import Target, train_one
+
+    def killed(*a, **k):  # the process dies once PPO has finished, before the policy is written
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(recipe, "_finish", killed)
+    with pytest.raises(RuntimeError, match="killed"):
+        train_one(load_agent(ROOT / "agents" / "trim_agg.yaml", tiny_args), load_env(tiny_env), Target(budget=10.0),
+                  0, tmp_path)
+    (d,) = run_dirs(tmp_path)
+    assert (d / "state.json").exists() and not (d / "policy").exists() and not (d / ".lock").exists()
+    r = run("--resume", str(d), "--no-progress")
+    assert r.returncode == 0 and r.stdout.strip() == f"run: {d}", r.stderr[-3000:]
+    assert (d / "policy" / "policy.json").exists() and (d / "result.json").exists()
+    assert yaml.safe_load((d / "config.yml").read_text())["result"]["requested_budget"] == 10.0
+    # resuming the finished run changes nothing and says so in one line
+    before = {p: p.read_bytes() for p in d.rglob("*") if p.is_file()}
+    r = run("--resume", str(d), "--no-progress")
+    assert r.returncode == 0 and "already finished" in r.stdout and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert len((r.stdout + r.stderr).strip().splitlines()) == 1, r.stdout + r.stderr
+    assert {p: p.read_bytes() for p in d.rglob("*") if p.is_file()} == before

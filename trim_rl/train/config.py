@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from trim_rl.configs import ConfigError, check, from_mapping, load_yaml_file, parse_yaml, to_mapping
+from trim_rl.train.checks import check_memory
 from trim_rl.train.policy_iteration import PolicyIterationConfig
 
 STAGES = ("policy_iteration", "distill", "ppo")
@@ -23,6 +24,11 @@ STAGES = ("policy_iteration", "distill", "ppo")
 _pos = check(lambda v: v > 0, "a number > 0")
 _pos_int = check(lambda v: v >= 1, "an integer >= 1")
 _unit = check(lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
+# a price is correct answers per strong token: at 1 no regeneration pays for itself, so a higher
+# one trains the same never-regenerate policy (and a huge one overflows PPO's returns)
+_price = check(lambda v: 0 < v <= 1, "a price > 0 and at most 1")
+_prices = check(lambda v: len(v) >= 1 and all(0 < x <= 1 for x in v) and len(set(v)) == len(v),
+                "a list of distinct prices > 0 and at most 1")
 
 # MaskablePPO keyword arguments an agent YAML may set under ``hyperparams``, with their checks
 PPO_KEYS: dict[str, tuple[type, Any]] = {
@@ -115,7 +121,7 @@ class AgentConfig:
     policy_iteration: dict = field(default_factory=dict)
     distill: DistillConfig = field(default_factory=DistillConfig)
     lam_range: list[float] | None = field(default=None, metadata=check(
-        lambda v: len(v) == 2 and 0 < v[0] < v[1], "[low, high] with 0 < low < high"))
+        lambda v: len(v) == 2 and 0 < v[0] < v[1] <= 1, "[low, high] with 0 < low < high <= 1"))
     total_timesteps: int = field(default=200_000, metadata=_pos_int)
     n_envs: int = field(default=64, metadata=_pos_int)
     eval_freq: int = field(default=20_000, metadata=_pos_int)
@@ -129,8 +135,7 @@ class AgentConfig:
     # TRIM-POMDP (algo: pomdp)
     fit: PomdpFit = field(default_factory=PomdpFit)
     solver: PomdpSolver = field(default_factory=PomdpSolver)
-    lam_grid: list[float] | None = field(default=None, metadata=check(
-        lambda v: len(v) >= 1 and all(x > 0 for x in v), "a list of prices > 0"))
+    lam_grid: list[float] | None = field(default=None, metadata=_prices)
     validate: bool = True
 
     @property
@@ -198,10 +203,22 @@ def _check_agent(agent: AgentConfig, data: dict, where: str) -> AgentConfig:
     if "batch_size" in hp and "n_steps" in hp and hp["batch_size"] > hp["n_steps"] * agent.n_envs:
         raise ConfigError(f"{where}: hyperparams.batch_size: {hp['batch_size']} is more than one rollout "
                           f"(n_steps x n_envs = {hp['n_steps'] * agent.n_envs})")
+    buf = hp.get("n_steps", 2048) * agent.n_envs
+    batch = min(hp.get("batch_size", 64), buf)
+    if hp.get("normalize_advantage", True) and (batch == 1 or buf % batch == 1):
+        # the advantages of a one-row minibatch normalise to NaN, and PPO stops on NaN logits mid-run
+        raise ConfigError(f"{where}: hyperparams.batch_size: a rollout of {buf} steps (n_steps x n_envs) in "
+                          f"minibatches of {batch} leaves one of a single step, whose advantages cannot be "
+                          f"normalised; choose sizes that avoid it")
+    check_memory(agent, where)
     return agent
 
 
 TreeSpec = str | list[str]
+_trees = check(lambda v: bool(v) and all(isinstance(x, str) and x.strip() for x in ([v] if isinstance(v, str) else v)),
+               "a tree spec (a tree file or sim:PROFILE:SPLIT[:SEEDS]) or a non-empty list of them")
+# the trees a training reads: an env YAML must name them (a default would train on other trees unnoticed)
+REQUIRED_TREES = {"train": "the trees to train on", "val": "the held-out trees that score and calibrate a policy"}
 
 
 @dataclass
@@ -210,16 +227,16 @@ class EnvConfig:
     on (``calib``, default ``val``), the default budgets and, for experts, prices."""
 
     name: str = ""
-    train: TreeSpec = "sim:math500:train"
-    val: TreeSpec = "sim:math500:val"
-    test: TreeSpec = "sim:math500:test"
-    calib: TreeSpec | None = None
+    train: TreeSpec = field(default="sim:math500:train", metadata=_trees)
+    val: TreeSpec = field(default="sim:math500:val", metadata=_trees)
+    test: TreeSpec = field(default="sim:math500:test", metadata=_trees)
+    calib: TreeSpec | None = field(default=None, metadata=_trees)
     budget: float | None = field(default=None, metadata=check(lambda v: v > 0, "a budget > 0 (% of always-strong)"))
     budget_grid: list[float] | None = field(default=None, metadata=check(
-        lambda v: len(v) >= 1 and all(b > 0 for b in v), "a list of budgets > 0 (% of always-strong)"))
-    lam: float | None = field(default=None, metadata=check(lambda v: v > 0, "a price > 0"))
-    lam_grid: list[float] | None = field(default=None, metadata=check(
-        lambda v: len(v) >= 1 and all(x > 0 for x in v), "a list of prices > 0"))
+        lambda v: len(v) >= 1 and all(b > 0 for b in v) and len(set(v)) == len(v),
+        "a list of distinct budgets > 0 (% of always-strong)"))
+    lam: float | None = field(default=None, metadata=_price)
+    lam_grid: list[float] | None = field(default=None, metadata=_prices)
 
     @property
     def calib_spec(self) -> TreeSpec:
@@ -244,8 +261,13 @@ def agent_from_dict(data: dict, where: str = "agent config") -> AgentConfig:
 
 
 def load_env(path: str | Path) -> EnvConfig:
-    """An env YAML, checked; ``name`` defaults to the file stem."""
-    env = from_mapping(EnvConfig, load_yaml_file(path), str(path))
+    """An env YAML, checked (it must name its ``train`` and ``val`` trees); ``name`` defaults to the file stem."""
+    data = load_yaml_file(path)
+    for key, what in REQUIRED_TREES.items():
+        if data.get(key) is None:
+            raise ConfigError(f"{path}: {key}: missing; an env YAML names {what} (a tree file or "
+                              f"sim:PROFILE:SPLIT[:SEEDS], or a list of them)")
+    env = from_mapping(EnvConfig, data, str(path))
     if not env.name:
         env.name = Path(path).stem
     if ".." in Path(env.name).parts or "/" in env.name:

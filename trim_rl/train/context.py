@@ -15,11 +15,12 @@ from trim_rl.data.flat import FlatTrees
 
 
 class Interrupted(Exception):
-    """Training stopped by SIGINT / SIGTERM; the run's state was saved (see ``run_dir``)."""
+    """Training stopped by SIGINT / SIGTERM; the run's state was saved (see ``run_dir``), or, when
+    ``removed``, it had saved nothing yet and its folder was removed."""
 
-    def __init__(self, run_dir: Path, resumable: bool):
+    def __init__(self, run_dir: Path, resumable: bool, removed: bool = False):
         super().__init__(str(run_dir))
-        self.run_dir, self.resumable = Path(run_dir), resumable
+        self.run_dir, self.resumable, self.removed = Path(run_dir), resumable, removed
 
 
 @dataclass

@@ -222,7 +222,8 @@ def _ppo(run_dir, agent, target, seed, inputs, net, lam, state, logger, progress
     t0 = time.time()
     if remaining:
         model.learn(total_timesteps=remaining, callback=callbacks, reset_num_timesteps=done == 0, progress_bar=False)
-    validation.save_state()
+        validation.save_state()
+    # else: a resumed run that had finished PPO (it stopped before its export): its saved state is final
     if stop.is_set():
         return None, validation.lam, {}
     seconds = time.time() - t0

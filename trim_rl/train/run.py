@@ -6,12 +6,15 @@ and ``progress.csv`` of every stage), ``stages/<stage>/`` (each stage's policy a
 ``model.zip`` + ``state.json`` (PPO's state, saved at every validation pass and on SIGINT/SIGTERM,
 for ``--resume``), ``best_model.zip`` + ``best.json``, ``policy/`` (the finished, calibrated
 checkpoint that ``python -m trim_rl.export`` installs) and ``result.json`` (requested budget, price,
-spend measured).  Everything the run needs is checked before the folder is made.
+spend measured).  Everything the run needs is checked before the folder is made, and a run that
+stops before it has saved anything to resume or keep removes its folder.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -22,10 +25,13 @@ import numpy as np
 import yaml
 
 from trim_rl import __version__
+from trim_rl.agents.checkpoint import is_checkpoint
 from trim_rl.configs import ConfigError, parse_yaml
 from trim_rl.fsutil import write_text
 from trim_rl.sim.bundled import load_trees
+from trim_rl.cli_errors import Terminated
 from trim_rl.train.budget import check_budget
+from trim_rl.train.checks import check_seed, check_workers
 from trim_rl.train.config import AgentConfig, EnvConfig, agent_from_dict, apply_overrides, config_dict, env_from_dict
 from trim_rl.train.context import Inputs, Interrupted, Target, make_logger, stop_on_signals  # noqa: F401 (re-exported)
 from trim_rl.train.recipe import run_recipe
@@ -133,17 +139,33 @@ def _versions() -> dict:
 def train_one(agent: AgentConfig, env: EnvConfig, target: Target, seed: int = 0, runs_root: str | Path = "runs",
               command: str | None = None, progress: bool = False, verbose: int = 0,
               inputs: Inputs | None = None) -> Path:
-    """Train one policy for ``target``; returns its run folder (see the module docstring)."""
+    """Train one policy for ``target``; returns its run folder (see the module docstring).  A run
+    that stops (interrupted, or an error) before it has saved anything ``--resume`` or a user can
+    use leaves no folder behind."""
+    check_seed(seed, "seed")
     inputs = inputs or check_inputs(agent, env, target, progress)
     run_dir = new_run_dir(Path(runs_root), agent, env, target, seed)
-    cfg = {"agent": config_dict(agent), "env": config_dict(env), "target": target.to_dict(), "seed": int(seed),
-           "git": git_hash(), "versions": _versions()}
-    write_text(run_dir / "config.yml", yaml.safe_dump(cfg, sort_keys=False))
-    write_text(run_dir / "git_hash.txt", cfg["git"] + "\n")
-    write_text(run_dir / "command.txt", (command or " ".join([sys.executable, *sys.argv])) + "\n")
-    with RunLock(run_dir):
-        run_recipe(run_dir, agent, env, target, seed, inputs, progress=progress, verbose=verbose)
+    try:
+        cfg = {"agent": config_dict(agent), "env": config_dict(env), "target": target.to_dict(), "seed": int(seed),
+               "git": git_hash(), "versions": _versions()}
+        write_text(run_dir / "config.yml", yaml.safe_dump(cfg, sort_keys=False))
+        write_text(run_dir / "git_hash.txt", cfg["git"] + "\n")
+        write_text(run_dir / "command.txt", (command or " ".join([sys.executable, *sys.argv])) + "\n")
+        with RunLock(run_dir):
+            run_recipe(run_dir, agent, env, target, seed, inputs, progress=progress, verbose=verbose)
+    except BaseException as exc:
+        if not _holds_results(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)
+            if isinstance(exc, (Interrupted, KeyboardInterrupt, Terminated)):
+                raise Interrupted(run_dir, resumable=False, removed=True) from None
+        raise
     return run_dir
+
+
+def _holds_results(run_dir: Path) -> bool:
+    """Has the run saved anything worth keeping: PPO's state (to resume), a stage's policy, the policy?"""
+    return (run_dir / "state.json").exists() or (run_dir / "policy").exists() or any(
+        (d / "policy.json").exists() for d in (run_dir / "stages").glob("*"))
 
 
 def read_run_config(run_dir: Path) -> tuple[AgentConfig, EnvConfig, Target, int]:
@@ -163,18 +185,43 @@ def read_run_config(run_dir: Path) -> tuple[AgentConfig, EnvConfig, Target, int]
     return agent, env, target, seed
 
 
+class AlreadyFinished(Exception):
+    """``resume`` of a run that has nothing left to do: its policy is written and PPO has run its
+    ``total_timesteps`` (raise them with ``--hyperparams total_timesteps:N`` to train on)."""
+
+    def __init__(self, run_dir: Path, timesteps: int | None):
+        super().__init__(f"{run_dir}: already finished")
+        self.run_dir, self.timesteps = Path(run_dir), timesteps
+
+
+def _saved_timesteps(run_dir: Path) -> int | None:
+    try:
+        return int(json.loads((run_dir / "state.json").read_text(encoding="utf-8"))["timesteps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def resume(run_dir: str | Path, overrides: list[str] | None = None, command: str | None = None,
            progress: bool = False, verbose: int = 0) -> Path:
-    """Continue an interrupted (or extend a finished) run from its saved PPO state."""
+    """Continue an interrupted run from its saved PPO state (or only write its policy, when it
+    stopped between PPO's end and the export), or extend a finished one whose ``total_timesteps``
+    ``overrides`` raise.  A finished run with nothing left to do raises :class:`AlreadyFinished`."""
     run_dir = Path(run_dir)
     agent, env, target, seed = read_run_config(run_dir)
+    finished = is_checkpoint(run_dir / "policy") and (run_dir / "result.json").is_file()
     if agent.algo == "pomdp":
+        if (run_dir / "result.json").is_file():
+            raise AlreadyFinished(run_dir, None)
         raise ConfigError("a TRIM-POMDP run has nothing to resume (solving is deterministic; train again)")
-    if not (run_dir / "model.zip").is_file() or not (run_dir / "state.json").is_file():
-        raise FileNotFoundError(f"{run_dir}: no saved training state (model.zip + state.json): it stopped before "
-                                f"PPO's first checkpoint; start a new run")
     if overrides:
         agent = agent_from_dict(apply_overrides(config_dict(agent), overrides), "--hyperparams")
+    done = _saved_timesteps(run_dir)
+    if finished and ("ppo" not in agent.recipe or done is None or done >= agent.total_timesteps):
+        raise AlreadyFinished(run_dir, done if "ppo" in agent.recipe else None)
+    if not (run_dir / "model.zip").is_file() or not (run_dir / "state.json").is_file():
+        raise FileNotFoundError(f"{run_dir}: no saved training state (model.zip + state.json): it stopped before "
+                                f"PPO's first checkpoint, so nothing in it can be resumed; start a new run (its "
+                                f"command is in {run_dir / 'command.txt'})")
     _check_zip(run_dir / "model.zip")
     inputs = check_inputs(agent, env, target, progress)
 
@@ -211,7 +258,7 @@ def _worker(args):
     try:
         return str(train_one(agent, env, target, seed, runs_root, command=command)), None
     except Interrupted as exc:
-        return str(exc.run_dir), "interrupted"
+        return (None if exc.removed else str(exc.run_dir)), "interrupted"
     except Exception as exc:  # one failing budget must not stop the others
         return None, f"{type(exc).__name__}: {exc}"
 
@@ -231,7 +278,7 @@ def train_grid(agent: AgentConfig, env: EnvConfig, targets: list[Target], seed: 
 
     from tqdm import tqdm
 
-    workers = workers or min(len(targets), os.cpu_count() or 1)
+    workers = min(check_workers(workers, "workers") or os.cpu_count() or 1, len(targets))
     jobs = [(agent, env, t, seed, str(runs_root), command) for t in targets]
     if workers <= 1:
         results = [_worker(j) for j in tqdm(jobs, desc="budgets", unit="policy", disable=not progress)]

@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 
 from trim_rl.configs import ConfigError
+from trim_rl.train.checks import check_distinct
 from trim_rl.train.config import AgentConfig, EnvConfig
 from trim_rl.train.context import Target
 
@@ -23,6 +24,7 @@ def resolve_targets(agent: AgentConfig, env: EnvConfig, budget: float | None = N
         grid = list(budget_grid) or list(env.budget_grid or [])
         if not grid:
             raise ConfigError(f"--budget-grid without values needs budget_grid in the env YAML ({env.name})")
+        check_distinct(grid, "--budget-grid")
         return [Target(budget=float(b)) for b in grid], True, "--budget-grid"
     if lam_grid is not None:
         grid = list(lam_grid) or list((agent.lam_grid if agent.algo == "pomdp" else None) or env.lam_grid or [])
@@ -30,6 +32,7 @@ def resolve_targets(agent: AgentConfig, env: EnvConfig, budget: float | None = N
             raise ConfigError("--lam-grid without values needs lam_grid in the env (or POMDP agent) YAML")
         for v in grid:
             _check_price(v, "--lam-grid")
+        check_distinct(grid, "--lam-grid")
         return [Target(lam=float(v)) for v in grid], True, "--lam-grid"
     if lam is not None:
         _check_price(lam, "--lam")
@@ -44,5 +47,10 @@ def resolve_targets(agent: AgentConfig, env: EnvConfig, budget: float | None = N
 
 
 def _check_price(v: float, flag: str) -> None:
-    if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+    # correct answers per strong token: at 1 no regeneration pays for itself, so a higher price trains
+    # the same never-regenerate policy (and a huge one overflows PPO's returns)
+    if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0):
         raise ConfigError(f"{flag}: expected a price > 0, got {v}")
+    if v > 1:
+        raise ConfigError(f"{flag}: expected a price of at most 1 (at 1 a strong token costs a correct answer and "
+                          f"nothing is regenerated), got {v:g}")
