@@ -106,7 +106,7 @@ def test_negative_limit_or_offset_is_refused(capsys, servers, problems, tmp_path
 def test_sim_generate_refuses_a_negative_limit(tmp_path):
     r = subprocess.run([sys.executable, "-m", "trim_rl.sim", "generate", "--limit", "-3", "--out", tmp_path / "t.jsonl"],
                        cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "--limit" in r.stderr and "expected an integer >= 0" in r.stderr
+    assert r.returncode == 2 and "--limit" in r.stderr and "expected an integer >= 1" in r.stderr
     assert not (tmp_path / "t.jsonl").exists()
 
 

@@ -70,8 +70,8 @@ def test_a_round_makes_one_call_per_backend_and_regenerates_what_the_router_reje
     assert strong.calls == [2]  # the two rejected drafts of round 2, in one call
     assert scheduler.rounds == 3
     low, plain = jobs[0], jobs[1]
-    assert [s["by"] for s in low.steps] == ["weak", "strong", "weak"] and low.interventions == 1
-    assert [s["by"] for s in plain.steps] == ["weak", "weak", "weak"] and plain.interventions == 0
+    assert [s.by for s in low.steps] == ["weak", "strong", "weak"] and low.interventions == 1
+    assert [s.by for s in plain.steps] == ["weak", "weak", "weak"] and plain.interventions == 0
     # a weak draft replaced by a strong step still counts among the weak tokens, as discarded
     assert (low.weak_tokens, low.strong_tokens, low.discarded_tokens) == (30, 20, 10)
     assert low.solution_tokens == 40 and low.finish == "stop" and low.why == "answer"

@@ -226,7 +226,8 @@ def serve(args) -> int:
         return 2
     import uvicorn
 
-    log = logging.getLogger("trim_rl.serve")  # the scheduler's warnings (backend faults) and debug lines (rounds)
+    # the scheduler's warnings (backend faults), the routing loop's errors and debug lines (rounds)
+    log = logging.getLogger("trim_rl")
     handler = logging.StreamHandler()
     handler.setFormatter(RedactingFormatter("%(levelname)s:     %(message)s"))
     log.addHandler(handler)
