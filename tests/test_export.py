@@ -1,6 +1,7 @@
 """python -m trim_rl.export installs a run's policy and never deletes a folder that is not a checkpoint."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -81,3 +82,16 @@ def test_a_checkpoint_holding_the_users_own_files_is_refused_by_name(run_dir, tm
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".ck.")]
     with pytest.raises(FileExistsError, match="no part of a checkpoint"):  # the API refuses alike
         export_run(run_dir, out)
+
+
+@pytest.mark.parametrize("text, message", [("agent: [unclosed\n", r"config\.yml:\d+: not valid YAML"),
+                                           ("- a\n- b\n", r"config\.yml: expected a mapping"),
+                                           ("agent: 3\n", r"config\.yml: agent: expected a mapping")])
+def test_a_damaged_run_config_is_named(tmp_path, text, message):
+    d = tmp_path / "r"
+    d.mkdir()
+    (d / "config.yml").write_text(text)
+    for which in ("best", "last"):
+        r = export(d, "--out", tmp_path / "out", "--which", which)
+        assert r.returncode == 2 and "Traceback" not in r.stderr and re.search(message, r.stderr), r.stderr
+        assert not (tmp_path / "out").exists()

@@ -31,7 +31,7 @@ from trim_rl.export import export_run
 from trim_rl.resources import config_file, project_folder
 from trim_rl.sim.bundled import load_trees
 from trim_rl.train.budget import check_budget
-from trim_rl.train.checks import check_seed, check_workers
+from trim_rl.train.checks import check_runs_root, check_seed, check_workers
 from trim_rl.train.config import load_agent, load_env
 from trim_rl.train.pomdp import train_pomdp
 from trim_rl.train.run import Target, check_inputs, train_grid, train_one
@@ -98,6 +98,7 @@ def train(agent: str | Path = "trim_agg", env: str | Path = "math500", *, budget
     ``ValueError`` naming the argument, file or key) before any run folder is made."""
     check_seed(seed, "seed")
     check_workers(workers, "workers")
+    check_runs_root(runs, "runs")
     a = load_agent(config_file("agents", agent), list(hyperparams))
     e = load_env(config_file("envs", env))
     if init_from is not None:

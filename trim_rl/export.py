@@ -28,12 +28,17 @@ callable_as_api(__name__)  # trim_rl.export(...) is the API function, whichever 
 
 
 def _run_config(run_dir: Path) -> dict:
-    import yaml
+    """The run's ``config.yml``; a damaged one is a ``ValueError`` naming it."""
+    from trim_rl.configs import load_yaml_file
 
     cfg_path = run_dir / "config.yml"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{run_dir}: not a run folder (config.yml missing)")
-    return yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
+    cfg = load_yaml_file(cfg_path)
+    for key in ("agent", "target"):
+        if not isinstance(cfg.get(key) or {}, dict):
+            raise ValueError(f"{cfg_path}: {key}: expected a mapping (not a config written by train.py)")
+    return cfg
 
 
 def export_run(run_dir: str | Path, out: str | Path, which: str = "best") -> Path:
@@ -85,6 +90,8 @@ def _export_last(run_dir: Path, out: Path, cfg: dict) -> Path:
     zip_path = run_dir / "model.zip"
     if not zip_path.is_file():
         raise FileNotFoundError(f"{zip_path}: missing (the run has no PPO state)")
+    if not cfg.get("agent"):
+        raise ValueError(f"{run_dir / 'config.yml'}: agent: missing (not a config written by train.py)")
     agent = agent_from_dict(cfg["agent"], str(run_dir / "config.yml"))
     model = MaskablePPO.load(zip_path, device="cpu")  # our own run's file, written by train.py
     meta = {"family": family_of(agent), "recipe": recipe_meta(agent),

@@ -52,6 +52,7 @@ def env_yaml(tiny_env: Path, tmp_path: Path, drop=(), **changes) -> Path:
      r"hyperparams\.batch_size: a rollout of 33 steps .* leaves one of a single step"),
     (["--lam", "1e-3", "--init-from", POMDP_CK],
      r"--init-from: .*policy\.json: a TRIM-POMDP checkpoint \(kind 'pomdp'\) has no network to start PPO from"),
+    (["--runs", Path(__file__), "--budget", "10"], r"--runs: .*test_refusals\.py is a file, not a folder"),
     (["--resume", "runs/x", "--seed", "3"], r"--seed: --resume continues a run with its own config"),
     (["--resume", "runs/x", "--agent", "trim_seq"], r"--agent: --resume continues a run with its own config"),
 ])
@@ -126,3 +127,25 @@ def test_a_training_interrupted_at_once_leaves_no_folder(tiny_env, tmp_path, sig
     assert "interrupted before the run had saved anything to resume" in err and "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1, err
     assert not list(runs.glob("*/*")), list(runs.rglob("*"))
+
+
+def test_resume_names_a_damaged_state(tmp_path):
+    d = tmp_path / "trim_agg" / "x"
+    d.mkdir(parents=True)
+    (d / "config.yml").write_text(yaml.safe_dump({"agent": {"name": "trim_agg"}, "env": {"name": "tiny"},
+                                                  "target": {"budget": 10.0, "lam": None}, "seed": 0}))
+    (d / "model.zip").write_bytes(b"")
+    (d / "state.json").write_text("{not json")
+    one_line(run("--resume", d), r"x/state\.json: damaged \(no readable timesteps\)")
+    (d / "config.yml").write_text("- a list\n")
+    one_line(run("--resume", d), r"x/config\.yml: not a config written by train\.py \(expected a mapping, got list\)")
+
+
+def test_device_cuda_without_a_gpu_is_refused(tiny_env, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    r = run("--env", tiny_env, "--runs", tmp_path / "runs", "--budget", "10", "--hyperparams", "device:cuda")
+    one_line(r, r"device: cuda, but torch sees no CUDA GPU")
+    assert not (tmp_path / "runs").exists()

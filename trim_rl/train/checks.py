@@ -44,6 +44,18 @@ def check_distinct(values: Sequence[float], flag: str) -> None:
         seen.add(float(v))
 
 
+def check_runs_root(runs, flag: str = "--runs") -> Path:
+    """The root of run folders: a folder, or a path where one can be made (no part of it a file),
+    checked before the trees load rather than when the run folder is made."""
+    root = Path(runs)
+    for p in (root, *root.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise ConfigError(f"{flag}: {p} is a file, not a folder" + ("" if p == root else f" (in {root})"))
+            break
+    return root
+
+
 # ---- memory ---------------------------------------------------------------------------------------
 
 F32 = 4

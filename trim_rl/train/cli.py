@@ -11,7 +11,7 @@ from trim_rl.cli_errors import run_cli
 from trim_rl.configs import ConfigError
 from trim_rl.resources import config_file
 from trim_rl.train.budget import check_budget
-from trim_rl.train.checks import check_seed, check_workers
+from trim_rl.train.checks import check_runs_root, check_seed, check_workers
 from trim_rl.train.config import load_agent, load_env
 from trim_rl.train.pomdp import train_pomdp
 from trim_rl.train.run import AlreadyFinished, Interrupted, Target, check_inputs, resume, train_grid, train_one
@@ -119,6 +119,7 @@ def _main(args, command: str, prog: str) -> int:
         for k, default in NEW_RUN_ONLY.items():
             if getattr(args, k) is None:
                 setattr(args, k, default)
+        check_runs_root(args.runs)
         agent = load_agent(config_file("agents", args.agent), args.hyperparams)
         env = load_env(config_file("envs", args.env))
         if args.init_from:

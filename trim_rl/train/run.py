@@ -81,6 +81,11 @@ def check_inputs(agent: AgentConfig, env: EnvConfig, target: Target, progress: b
     if "ppo" in agent.recipe and agent.total_timesteps < agent.hyperparams.get("n_steps", 2048) * agent.n_envs:
         raise ConfigError(f"total_timesteps: {agent.total_timesteps} is less than one rollout (n_steps x n_envs = "
                           f"{agent.hyperparams.get('n_steps', 2048) * agent.n_envs})")
+    if "ppo" in agent.recipe and agent.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():  # SB3 would train on the CPU without a word
+            raise ConfigError("device: cuda, but torch sees no CUDA GPU on this machine; use device:cpu or auto")
     train = load_trees(env.train, progress)
     val = load_trees(env.val, progress)
     calib_is_val = env.calib is None or env.calib == env.val
@@ -174,6 +179,8 @@ def read_run_config(run_dir: Path) -> tuple[AgentConfig, EnvConfig, Target, int]
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: not a run folder (config.yml missing)")
     data = parse_yaml(path.read_text(encoding="utf-8"), str(path)) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: not a config written by train.py (expected a mapping, got {type(data).__name__})")
     try:
         agent = agent_from_dict(data["agent"], f"{path} (agent)")
         env = env_from_dict(data["env"], f"{path} (env)")
@@ -222,6 +229,9 @@ def resume(run_dir: str | Path, overrides: list[str] | None = None, command: str
         raise FileNotFoundError(f"{run_dir}: no saved training state (model.zip + state.json): it stopped before "
                                 f"PPO's first checkpoint, so nothing in it can be resumed; start a new run (its "
                                 f"command is in {run_dir / 'command.txt'})")
+    if done is None:
+        raise ConfigError(f"{run_dir / 'state.json'}: damaged (no readable timesteps); the run cannot be resumed "
+                          f"from it")
     _check_zip(run_dir / "model.zip")
     inputs = check_inputs(agent, env, target, progress)
 
