@@ -18,15 +18,32 @@ def test_readme_is_a_short_users_document():
     assert "make demo" in text and "make test" in text and "```python" in text
 
 
+def anchors(page: Path) -> set[str]:
+    """The anchors GitHub makes for a Markdown page's headings (lower case, punctuation dropped, spaces to
+    hyphens, repeats numbered), plus explicit ``<a id="...">`` / ``<a name="...">``."""
+    text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
+    seen: dict[str, int] = {}
+    out = set(re.findall(r"<a (?:id|name)=\"([^\"]+)\"", text))
+    for heading in re.findall(r"^#{1,6}\s+(.+?)\s*#*$", text, re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        out.add(slug if n == 0 else f"{slug}-{n}")
+    return out
+
+
 @pytest.mark.parametrize("doc", [ROOT / "README.md", ROOT / "CHANGELOG.md", *DOCS], ids=lambda p: p.name)
 def test_links_resolve_and_nothing_outside_the_repository_is_cited(doc):
     text = doc.read_text(encoding="utf-8")
     assert "../shared" not in text and "DESIGN.md" not in text
     assert not re.search(r"\bissue[- ]?#?\d", text, re.I), "cites the issue tracker"
-    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
-        if "://" in target:
+    for target, anchor in re.findall(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)", text):
+        if "://" in target or target.startswith("mailto:"):
             continue
-        assert (doc.parent / target).exists(), f"{doc.name}: link to {target} does not resolve"
+        page = doc.parent / target if target else doc
+        assert page.exists(), f"{doc.name}: link to {target} does not resolve"
+        if anchor and page.suffix == ".md":
+            assert anchor in anchors(page), f"{doc.name}: link to {target}#{anchor}: no such section in {page.name}"
 
 
 def test_the_python_api_page_runs_as_written(tmp_path):

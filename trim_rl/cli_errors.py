@@ -10,8 +10,6 @@ import os
 import sys
 from collections.abc import Callable
 
-from trim_rl.data.errors import TreeFormatError
-
 # what a user can cause: bad configs / values (ValueError and its kinds: ConfigError, BudgetError,
 # TreeFormatError), and files that are missing, in the way or unreadable
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
@@ -42,7 +40,7 @@ def run_cli(prog: str, body: Callable[[], int]) -> int:
     except Terminated:
         print(f"{prog}: terminated", file=sys.stderr)
         return 143
-    except (*USER_ERRORS, TreeFormatError) as exc:
+    except USER_ERRORS as exc:
         if os.environ.get("TRIM_RL_TRACEBACK"):
             raise
         msg = str(exc) if not isinstance(exc, OSError) or not exc.filename else _os_message(exc)

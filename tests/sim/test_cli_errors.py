@@ -13,7 +13,7 @@ from trim_rl.sim.__main__ import main
 from trim_rl.sim.bundled import MAX_SPEC_SEEDS, load_trees, parse_seeds, resolve_tree_spec
 from trim_rl.sim.generate import generate_file
 from trim_rl.sim.params import load_params, save_params
-from trim_rl.sim.report import END, START
+from trim_rl.eval.sim_report import END, START
 
 
 def _run(capsys, *argv) -> tuple[int, str]:

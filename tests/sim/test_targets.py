@@ -11,7 +11,7 @@ import pytest
 from trim_rl.data.flat import load_flat
 from trim_rl.sim.calibrate import THRESHOLDS, load_targets
 from trim_rl.sim.generate import generate_file
-from trim_rl.sim.report import sweep_rows
+from trim_rl.eval.sim_report import sweep_rows
 
 SEED = 11
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import torch
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
@@ -26,14 +24,3 @@ class SeqTransformerExtractor(BaseFeaturesExtractor):
         return self.encoder(observations)
 
 
-class SB3Policy:
-    """A trained MaskablePPO model on the trim_rl policy protocol (for rollouts and validation)."""
-
-    def __init__(self, model, obs: str, budget_conditioned: bool = False):
-        self.model, self.obs, self.budget_conditioned = model, obs, budget_conditioned
-
-    def predict(self, observation: np.ndarray, state: Any = None, episode_start=None, deterministic: bool = True,
-                action_masks=None):
-        with torch.no_grad():
-            a, _ = self.model.predict(observation, deterministic=deterministic, action_masks=action_masks)
-        return np.asarray(a, dtype=np.int64), state

@@ -19,8 +19,6 @@ SCHEMA = "trim_rl.tree/v1"
 MAX_INT = 2**31 - 1
 MAX_STEPS = 30
 
-_STEP_FIELDS = ("tokens", "prm", "final")
-
 
 @dataclass
 class CheckedTree:

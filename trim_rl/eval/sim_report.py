@@ -16,7 +16,6 @@ from trim_rl.sim.bundled import tree_file
 from trim_rl.sim.calibrate import THRESHOLDS, load_targets
 
 START, END = "<!-- sim-report:start -->", "<!-- sim-report:end -->"
-COLUMNS = ("accuracy", "strong_tokens", "strong_calls", "kept_weak_tokens", "discarded_weak_tokens")
 
 
 def sweep_rows(trees: FlatTrees) -> dict:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 import numpy as np
 
@@ -195,6 +195,3 @@ def describe(params: SimParams, m: ModelParams | None = None, draws: int = 8, se
                  ", ".join(f"{k} {v:.1f}" for k, v in sorted(terms.items(), key=lambda kv: -kv[1])[:5]))
     return "\n".join(lines)
 
-
-def model_dict(m: ModelParams) -> dict:
-    return asdict(m)

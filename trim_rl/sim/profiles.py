@@ -21,12 +21,6 @@ def stable_uniform(key: str, salt: str = "") -> float:
     return (int.from_bytes(h[:8], "big") + 0.5) / 2.0**64
 
 
-def stable_normal(key: str, salt: str) -> float:
-    """A standard normal number fixed by ``key``: a problem's latent difficulty does not change with
-    the seed (a seed redraws solutions, not problems)."""
-    return _ND.inv_cdf(stable_uniform(key, salt))
-
-
 @dataclass(frozen=True)
 class ProfileProblems:
     """The problems of one split of a profile with their model covariates."""
