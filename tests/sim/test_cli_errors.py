@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from trim_rl.sim import bundled, calibrate, report
+from trim_rl.eval import sim_report as report
+from trim_rl.sim import bundled, calibrate
 from trim_rl.sim.__main__ import main
 from trim_rl.sim.bundled import MAX_SPEC_SEEDS, load_trees, parse_seeds, resolve_tree_spec
 from trim_rl.sim.generate import generate_file
