@@ -95,3 +95,11 @@ def test_a_damaged_run_config_is_named(tmp_path, text, message):
         r = export(d, "--out", tmp_path / "out", "--which", which)
         assert r.returncode == 2 and "Traceback" not in r.stderr and re.search(message, r.stderr), r.stderr
         assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("where", ["policy", "stages/x", "."])
+def test_a_checkpoint_is_never_installed_inside_its_run_folder(run_dir, where):
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    r = export(run_dir, "--out", run_dir / where, "--which", "best")
+    assert r.returncode == 2 and "inside the run folder" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before

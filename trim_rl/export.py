@@ -46,6 +46,11 @@ def export_run(run_dir: str | Path, out: str | Path, which: str = "best") -> Pat
     ``last``, PPO's last actor as it is, uncalibrated, for inspection)."""
     run_dir, out = Path(run_dir), Path(out)
     cfg = _run_config(run_dir)
+    here, there = run_dir.resolve(), out.resolve()
+    if there == here or here in there.parents:
+        # e.g. RUN/policy: --which last would replace the run's calibrated policy by its raw actor
+        raise ValueError(f"--out {out}: inside the run folder {run_dir}, whose files are the run's record; "
+                         f"install the checkpoint outside it")
     if (cfg.get("agent") or {}).get("algo") == "pomdp":
         return _copy_artifact(run_dir, out, ["policy.npz"], check="pomdp")
     if which == "last":

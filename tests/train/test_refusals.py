@@ -50,6 +50,8 @@ def env_yaml(tiny_env: Path, tmp_path: Path, drop=(), **changes) -> Path:
      r"n_envs x hyperparams\.n_steps: the ppo stage would need at least"),
     (["--hyperparams", "n_envs:1", "n_steps:33", "batch_size:32"],
      r"hyperparams\.batch_size: a rollout of 33 steps .* leaves one of a single step"),
+    (["--agent", "trim_pomdp", "--lam", "1e-3", "--hyperparams", "solver.simplex_grid:1000000"],
+     r"trim_pomdp\.yaml: solver\.simplex_grid: the policy table stage would need at least .* of memory"),
     (["--lam", "1e-3", "--init-from", POMDP_CK],
      r"--init-from: .*policy\.json: a TRIM-POMDP checkpoint \(kind 'pomdp'\) has no network to start PPO from"),
     (["--runs", Path(__file__), "--budget", "10"], r"--runs: .*test_refusals\.py is a file, not a folder"),

@@ -93,6 +93,8 @@ def _mlp_params(n_in: int, arch: Sequence[int], n_out: int) -> int:
 def memory_needs(agent) -> list[tuple[str, str, int]]:
     """(stage, key, bytes) of an agent's largest allocations, each a lower bound; allocations of
     the same stage are alive together."""
+    if agent.algo == "pomdp":
+        return _pomdp_needs(agent)
     from trim_rl.envs.observations import make_builder
 
     obs_shape = make_builder(agent.obs, agent.budget_conditioned).space.shape
@@ -130,8 +132,21 @@ def memory_needs(agent) -> list[tuple[str, str, int]]:
     return needs
 
 
+def _pomdp_needs(agent) -> list[tuple[str, str, int]]:
+    """TRIM-POMDP's grids: the fitted score grids, the solver's beliefs over (prefix belief, score
+    bin, token bin) and the policy table over the simplex grid (float64 unless said)."""
+    fit, sol = agent.fit, agent.solver
+    return [("fit", "fit.n_bins", 3 * fit.n_classes * fit.n_bins ** 2 * 8),
+            ("solve", "solver.p_grid x solver.obs_bins x fit.token_bins",
+             2 * sol.p_grid * sol.obs_bins * fit.token_bins * 3 * 8),
+            ("policy table", "solver.simplex_grid", sol.simplex_grid ** 2 * (3 * 8 + fit.token_bins * 9))]
+
+
 def _gb(n: int) -> str:
-    return f"{n / 1e9:.3g} GB" if n < 1e15 else f"{n / 1e12:.3g} TB"
+    for unit, size in (("PB", 1e15), ("TB", 1e12)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n / 1e9:.3g} GB"
 
 
 def check_memory(agent, where: str, available: int | None = None) -> None:

@@ -160,6 +160,7 @@ def _check_agent(agent: AgentConfig, data: dict, where: str) -> AgentConfig:
     if other:
         raise ConfigError(f"{where}: {other[0]}: not a key of algo {agent.algo!r} (its keys: {', '.join(own)})")
     if agent.algo == "pomdp":
+        check_memory(agent, where)
         return agent
     for key, value in agent.hyperparams.items():
         if key not in PPO_KEYS:
