@@ -139,23 +139,26 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.bench") -
                                     "generations per second at the new throughput defaults against the old ones.")
     lv.add_argument("--steps", type=int, default=2000, help="decisions per timing run (default 2000)")
     lv.add_argument("--repeats", type=int, default=5, help="timing runs; the median is reported (default 5)")
-    lv.add_argument("--url", help="OpenAI-compatible server(s) for throughput, e.g. the URL list that python -m "
-                                  "trim_rl.live serve-local --parallel N prints")
+    lv.add_argument("--url", help="OpenAI-compatible server(s) for throughput, e.g. a llama-server with several "
+                                  "--parallel slots, or the URL list that python -m trim_rl.live serve-local prints")
+    lv.add_argument("--slots", type=int, help="without --url: start a llama-server with this many slots and "
+                                              "SmolLM2-135M and measure throughput against it")
+    lv.add_argument("--threads", type=int, default=1, help="threads of that llama-server (default 1)")
     lv.add_argument("--policy", default="checkpoints/trim_agg/trim_agg_b20", help="router of the hybrid throughput run")
     lv.add_argument("--problems", default="gsm8k", help="problems of the throughput run (default gsm8k)")
     lv.add_argument("--limit", type=int, default=8, help="problems per throughput run (default 8)")
     lv.add_argument("--max-tokens", type=int, default=64, help="most tokens per step in the throughput run (default 64)")
     lv.add_argument("--max-steps", type=int, default=8, help="most steps per solution in the throughput run (default 8)")
     sv = sub.add_parser("serve", help="the step-routing server: batching vs one at a time vs strong-only",
-                        description="Start python -m trim_rl.live serve in front of llama.cpp servers (--slots of "
-                                    "them, or --url) and send the same GSM8K requests through OpenAI's client with "
+                        description="Start python -m trim_rl.live serve in front of llama.cpp's llama-server (--slots "
+                                    "slots decoded together, or --url) and send the same GSM8K requests through OpenAI's client with "
                                     "continuous batching (all at once), one at a time, and strong-only; print "
                                     "requests/s, p50 latency, and the router + scheduler time per step; with "
                                     "--target-share also how closely --target-strong-share holds it on a stream.")
     sv.add_argument("--url", help="OpenAI-compatible server(s) for the weak and strong model and the self-verify "
-                                  "scorer (default: start --slots llama.cpp servers with SmolLM2-135M)")
-    sv.add_argument("--slots", type=int, default=4, help="llama.cpp servers to start without --url (default 4)")
-    sv.add_argument("--threads", type=int, default=1, help="threads per llama.cpp server (default 1)")
+                                  "scorer (default: start a llama-server with --slots slots and SmolLM2-135M)")
+    sv.add_argument("--slots", type=int, default=4, help="slots of the llama-server started without --url (default 4)")
+    sv.add_argument("--threads", type=int, default=1, help="threads of that llama-server (default 1)")
     sv.add_argument("--policy", default="checkpoints/trim_agg/trim_agg_b20", help="the routed policy")
     sv.add_argument("--problems", default="gsm8k", help="problems of the requests (default gsm8k)")
     sv.add_argument("--requests", type=int, default=16, help="requests per mode against llama.cpp (default 16)")
@@ -177,20 +180,19 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.bench") -
         print(f"router decision time per step (one core, median of {args.repeats} runs of {args.steps} decisions):")
         for name, ms in times.items():
             print(f"  {name:<11} {ms:.4f} ms  ({DEFAULT_POLICIES[name]})")
-        if args.url:
-            r = throughput(args.url, args.policy, args.problems, args.limit, args.max_tokens, args.max_steps,
-                           max(1, min(3, args.repeats)))
-            print(f"problems/s on {args.url} ({args.limit} {args.problems} problems):")
-            for mode, v in r.items():
-                print(f"  {mode:<12} {v:.3f}")
-            print(f"ratio hybrid/weak-only: {r['hybrid'] / r['weak-only']:.2f}, "
-                  f"hybrid/strong-only: {r['hybrid'] / r['strong-only']:.2f}")
-            reps = max(1, min(3, args.repeats))
-            d = defaults_throughput(args.url, args.problems, args.limit, args.max_tokens, args.max_steps, reps)
-            print(f"step generations/s, old throughput defaults (16 in flight per server, batch 8, chunk 4) vs new "
-                  f"(256, 256, 64), median of {reps} interleaved runs:")
-            for what, by in d.items():
-                print(f"  {what:<8} old {by['old']:.3f}  new {by['new']:.3f}  ratio new/old: {by['new'] / by['old']:.2f}")
+        server = None
+        if args.url is None and args.slots:
+            from trim_rl.live.local import LlamaCppServer
+
+            server = LlamaCppServer(parallel=args.slots, n_threads=args.threads)
+            args.url = server.start()
+            print(f"llama-server: {args.slots} slots, {server.n_threads} threads, {server.model.name}", flush=True)
+        try:
+            if args.url:
+                _live_throughput(args)
+        finally:
+            if server is not None:
+                server.stop()
         return 0
     if args.cmd == "pomdp":
         r = bench_pomdp(args.trees, args.lams, args.repeats)
@@ -218,6 +220,24 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.bench") -
         print(f"ratio: {r['ratio']:.1f}")
         return 0
     return 2
+
+
+def _live_throughput(args) -> None:
+    """``bench live --url``: hybrid vs weak-only vs strong-only, then old vs new throughput defaults."""
+    r = throughput(args.url, args.policy, args.problems, args.limit, args.max_tokens, args.max_steps,
+                   max(1, min(3, args.repeats)))
+    print(f"problems/s on {args.url} ({args.limit} {args.problems} problems):")
+    for mode, v in r.items():
+        print(f"  {mode:<12} {v:.3f}")
+    print(f"ratio hybrid/weak-only: {r['hybrid'] / r['weak-only']:.2f}, "
+          f"hybrid/strong-only: {r['hybrid'] / r['strong-only']:.2f}")
+    reps = max(1, min(3, args.repeats))
+    d = defaults_throughput(args.url, args.problems, args.limit, args.max_tokens, args.max_steps, reps)
+    print(f"step generations/s, old throughput defaults (16 in flight per server, batch 8, chunk 4) vs new "
+          f"(256, 256, 64) vs one request at a time (1, 1, 1), median of {reps} interleaved runs:")
+    for what, by in d.items():
+        print(f"  {what:<8} old {by['old']:.3f}  new {by['new']:.3f}  ratio new/old: {by['new'] / by['old']:.2f}  "
+              f"one at a time {by['one']:.3f}  ratio new/one: {by['new'] / by['one']:.2f}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,10 @@ Read from vLLM 0.32.0's published wheel (and checked against 0.8.5, 0.10.2 and 0
 
 - ``vllm/entrypoints/openai/completion/protocol.py`` and ``serving.py``: ``prompt`` is a string or a
   list of strings; one choice per prompt, ``index`` in prompt order; ``usage`` sums every prompt;
-  ``token_ids`` per choice only with ``return_token_ids``; ``stop_reason`` is the matched stop string,
+  ``token_ids`` per choice only with ``return_token_ids``; with ``logprobs: N`` each choice's
+  ``logprobs`` is ``CompletionLogProbs`` (``text_offset``, ``token_logprobs``, ``tokens``,
+  ``top_logprobs``: one ``{token: logprob}`` per generated token, the sampled one included);
+  ``stop_reason`` is the matched stop string,
   a stop token id (int) or None; ``finish_reason`` one of ``vllm/v1/engine/__init__.py``'s
   ``FINISH_REASON_STRINGS`` (stop, length, abort, error, repetition).
 - ``vllm/entrypoints/serve/utils/api_utils.py`` ``get_max_tokens``: ``max_tokens`` is clamped to the
@@ -52,12 +55,14 @@ def context_error(max_len: int, tokens: int):
 @dataclass
 class FakeVLLM:
     """``gen(prompt, payload) -> (text, finish_reason, stop_reason)`` answers /v1/completions (the text is
-    cut at ``max_tokens``); ``prm(prompt) -> [p_pos per step]`` answers /pooling."""
+    cut at ``max_tokens``); ``top(prompt) -> {token: logprob}`` gives the first token's alternatives;
+    ``prm(prompt) -> [p_pos per step]`` answers /pooling."""
 
     model: str = "Qwen/Qwen2.5-1.5B-Instruct"
     max_model_len: int = 4096
     gen: Callable[[str, dict], tuple] | None = None
     prm: Callable[[str], list[float]] | None = None
+    top: Callable[[str], dict] | None = None
     health: Callable[[int], int] = lambda n: 200  # status of the n-th /health call
     seen: dict = field(default_factory=lambda: {"health": 0})
 
@@ -91,7 +96,13 @@ class FakeVLLM:
             if n_tokens(text) > max_tokens:
                 text, finish, stop_reason = text[: 4 * max_tokens], "length", None
             k = n_tokens(text)
-            choice = {"index": i, "text": text, "logprobs": None, "finish_reason": finish, "stop_reason": stop_reason,
+            logprobs = None
+            if p.get("logprobs") is not None and self.top is not None:
+                alts = dict(list(self.top(q).items())[: int(p["logprobs"]) + 1])
+                first = next(iter(alts), text[:4])
+                logprobs = {"text_offset": [0], "token_logprobs": [alts.get(first, -1.0)], "tokens": [first],
+                            "top_logprobs": [alts]}
+            choice = {"index": i, "text": text, "logprobs": logprobs, "finish_reason": finish, "stop_reason": stop_reason,
                       "token_ids": list(range(k)) if p.get("return_token_ids") else None,
                       "prompt_logprobs": None, "prompt_token_ids": None, "routed_experts": None}
             choices.append(choice)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -56,9 +57,12 @@ def test_three_shards_of_six_problems_merge_and_train(llama_url, tmp_path):
     r2 = live_cli(*args(1))
     assert r2.returncode == 0, r2.stderr
     assert len(read_trees(shards[0])) == 2
-    dup = subprocess.run([sys.executable, "-m", "trim_rl.data", "merge", tmp_path / "dup.jsonl", shards[0], shards[0]],
-                         cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert dup.returncode == 2 and expected[0] in dup.stderr and not (tmp_path / "dup.jsonl").exists()
+    copy = tmp_path / "copy.jsonl"
+    shutil.copy(shards[0], copy)
+    for pair, named in (((shards[0], copy), expected[0]), ((shards[0], shards[0]), shards[0].name)):
+        dup = subprocess.run([sys.executable, "-m", "trim_rl.data", "merge", tmp_path / "dup.jsonl", *pair], cwd=REPO,
+                             capture_output=True, text=True, timeout=120)
+        assert dup.returncode == 2 and named in dup.stderr and not (tmp_path / "dup.jsonl").exists()
 
     # a few PPO steps on the merged trees, with the README's train.py
     env_yaml = tmp_path / "collected.yaml"

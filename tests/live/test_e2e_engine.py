@@ -1,4 +1,5 @@
-"""Engines, the self-verification scorer and the live benchmark against a real llama.cpp server."""
+"""Engines, the self-verification scorer and the live benchmark against a real llama.cpp server
+(``llama-server`` with several slots)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from tests.live.conftest import REPO, live_cli
 from trim_rl.live.engines import OpenAICompatibleEngine, Sampling, StepRequest
 from trim_rl.live.prm import SelfVerifyScorer
+from trim_rl.live.prompts import step_prompt
 
 PROBLEM = "Tom has 3 boxes with 4 apples each. How many apples does he have?"
 
@@ -23,7 +25,7 @@ def test_engine_generates_steps_and_continues_a_prefix(llama_url):
         assert r.tokens > 0 and r.finish_reason in ("stop", "eos", "length")
         assert not r.text.endswith("\n") and "\n\n" not in r.text
     assert eng.generate([StepRequest(PROBLEM)])[0] == first[0]  # greedy: same step again
-    assert eng.prompts_per_request == 1  # llama-cpp-python's server takes one prompt per request
+    assert eng.prompts_per_request == 1  # llama-server: one prompt per request unless asked
     nxt = eng.generate([StepRequest(PROBLEM, (first[0].text,))])[0]
     assert nxt.tokens > 0
 
@@ -41,6 +43,34 @@ def test_self_verify_reads_yes_no_logprobs(llama_url):
     assert [s[-1] for s in full] == last
 
 
+def test_several_prompts_per_request_to_llama_server(llama_url):
+    """llama-server answers several prompts with an array of completion objects: each step gets its
+    own prompt and completion counts, as one request per prompt gives them."""
+    import httpx
+
+    eng = OpenAICompatibleEngine(llama_url, sampling=Sampling(max_tokens=12, temperature=0.0), prompts_per_request=3)
+    reqs = [StepRequest(PROBLEM), StepRequest("What is 7 + 5?"), StepRequest(PROBLEM, ("3 times 4 is 12.",)),
+            StepRequest("Name a prime number larger than 10 and explain why it is prime.")]
+    out = eng.generate(reqs)
+    assert eng.batch_error is None and eng.prompts_per_request == 3
+    for req, r in zip(reqs, out):
+        prompt = step_prompt(eng.template, req.problem, req.steps)
+        ids = httpx.post(llama_url + "/tokenize", json={"content": prompt, "add_special": True}).json()["tokens"]
+        assert r.prompt_tokens == len(ids)  # this prompt's count, not another's nor the sum
+        assert 0 < r.tokens <= 12 and r.finish_reason in ("stop", "eos", "length")
+    assert len({r.prompt_tokens for r in out}) == 4
+
+
+def test_self_verify_with_several_questions_per_request(llama_url):
+    items = [(PROBLEM, ["3 boxes times 4 apples is 12 apples."]),
+             (PROBLEM, ["3 boxes times 4 apples is 12 apples.", "So the answer is \\boxed{12}."]),
+             (PROBLEM, ["The apples are purple, so the answer is \\boxed{99}."])]
+    one = SelfVerifyScorer(llama_url).score_last(items)
+    batched = SelfVerifyScorer(llama_url, prompts_per_request=3)
+    assert batched.score_last(items) == pytest.approx(one, abs=0.02)  # same questions, same order
+    assert batched.batch_error is None
+
+
 def test_bench_live_prints_decision_times_and_throughput_ratios(llama_url):
     r = subprocess.run([sys.executable, "-m", "trim_rl.bench", "live", "--steps", "50", "--repeats", "1", "--url",
                         llama_url, "--limit", "2", "--max-steps", "1", "--max-tokens", "8"], cwd=REPO,
@@ -49,10 +79,13 @@ def test_bench_live_prints_decision_times_and_throughput_ratios(llama_url):
     for name in ("TRIM-Thr", "TRIM-Agg", "TRIM-POMDP", "TRIM-Seq", "hybrid", "weak-only", "strong-only",
                  "ratio hybrid/weak-only"):
         assert name in r.stdout
-    for what in ("decode", "collect"):  # old vs new throughput defaults, side by side
+    for what in ("decode", "collect"):  # one at a time vs old vs new throughput defaults, side by side
         (line,) = [x for x in r.stdout.splitlines() if x.strip().startswith(what + " ")]
-        old, new, ratio = (float(v) for v in re.findall(r"old ([\d.]+)\s+new ([\d.]+)\s+ratio new/old: ([\d.]+)", line)[0])
-        assert old > 0 and new > 0 and ratio == pytest.approx(new / old, abs=0.01)
+        old, new, ratio, one, ratio_one = (float(v) for v in re.findall(
+            r"old ([\d.]+)\s+new ([\d.]+)\s+ratio new/old: ([\d.]+)\s+one at a time ([\d.]+)\s+ratio new/one: ([\d.]+)",
+            line)[0])
+        assert old > 0 and new > 0 and one > 0
+        assert ratio == pytest.approx(new / old, abs=0.01) and ratio_one == pytest.approx(new / one, abs=0.01)
 
 
 def test_cli_help_explains_every_command():

@@ -1,6 +1,7 @@
 """JSONClient / OpenAICompatibleEngine against real local HTTP servers (no mocks of httpx).
 
-Servers that imitate ``vllm serve`` answer as :mod:`_vllm` documents (the vLLM sources read)."""
+Servers that imitate ``vllm serve`` answer as :mod:`_vllm` documents (the vLLM sources read), and
+those that imitate llama.cpp's ``llama-server`` as :mod:`_llama_server` documents."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import time
 
 import pytest
 from _stub_server import Trickle, models, not_found, serve_fixture
+from _llama_server import CONTEXT_ERROR, FakeLlamaServer
+from _llama_server import n_tokens as llama_tokens
 from _vllm import FakeVLLM, context_error
 
 from trim_rl.live.engines import OpenAICompatibleEngine, Sampling, StepRequest, StepResult
@@ -303,6 +306,75 @@ def test_sampled_prompts_go_one_per_request_with_their_own_seed(serve):
     eng.generate([StepRequest(f"problem-{i}", seed=100 + i) for i in range(3)])
     assert sorted(r.payload["seed"] for r in srv.on("/v1/completions")) == [100, 101, 102]
     assert all(isinstance(r.payload["prompt"], str) for r in srv.on("/v1/completions"))
+
+
+def _answer_to(prompt: str, p: dict) -> tuple[str, str]:
+    return "answer to " + re.search(r"problem-(\d+)", prompt).group(1), "stop"
+
+
+def test_several_prompts_per_request_to_llama_server_come_back_as_an_array(serve):
+    """llama-server answers a request of several prompts with a JSON array of whole completion
+    objects, each with its own usage: every step gets its own text and token counts."""
+    fake = FakeLlamaServer(gen=_answer_to)
+    srv = serve(fake)
+    eng = OpenAICompatibleEngine(srv.url, http=FAST)
+    assert eng.prompts_per_request == 1  # owned_by "llamacpp": one per request unless asked
+    eng = OpenAICompatibleEngine(srv.url, http=FAST, prompts_per_request=4)
+    reqs = [StepRequest(f"problem-{i}" + " words" * i) for i in range(10)]  # prompts of different lengths
+    out = eng.generate(reqs)
+    assert [r.text for r in out] == [f"answer to {i}" for i in range(10)]
+    assert [r.tokens for r in out] == [llama_tokens(f"answer to {i}") for i in range(10)]
+    prompts = [step_prompt(eng.template, r.problem, ()) for r in reqs]
+    assert [r.prompt_tokens for r in out] == [llama_tokens(q) for q in prompts]
+    assert sorted(fake.seen) == [2, 4, 4] and eng.batch_error is None
+
+
+def test_a_prompt_past_llama_servers_context_fails_its_request_and_is_found_alone(serve):
+    fake = FakeLlamaServer(n_ctx=200, gen=_answer_to)
+    srv = serve(fake)
+    eng = OpenAICompatibleEngine(srv.url, http=FAST, prompts_per_request=3)
+    long_steps = tuple(f"step {i} " + "x" * 40 for i in range(20))  # about 250 tokens
+    out = eng.generate([StepRequest("problem-0"), StepRequest("problem-1", long_steps), StepRequest("problem-2")])
+    assert out[1] == StepResult("", 0, "context")
+    assert [out[0].text, out[2].text] == ["answer to 0", "answer to 2"]
+    assert fake.seen == [3, 1, 1, 1]  # the whole request failed; each prompt asked alone
+
+
+def test_llama_server_context_error_is_recognised():
+    from trim_rl.live.http import is_context_error
+
+    assert is_context_error(400, str({"error": {"code": 400, "message": CONTEXT_ERROR, "type": "invalid_request_error"}}))
+    # later llama.cpp versions name the error type
+    assert is_context_error(400, '{"error": {"code": 400, "message": "request (5000 tokens) exceeds the available '
+                                 'context size (4096 tokens), try increasing it", "type": "exceed_context_size_error"}}')
+    assert not is_context_error(500, CONTEXT_ERROR)
+
+
+def test_unreadable_answer_to_several_prompts_is_asked_again_one_per_request(serve):
+    """A server that answers a list of prompts with one choice only (it read the first prompt alone):
+    those prompts are asked again one per request, and so is every later call."""
+    def handler(req):
+        prompts = req.payload["prompt"]
+        first = prompts[0] if isinstance(prompts, list) else prompts
+        return completion(_answer_to(first, req.payload)[0], "stop", tokens=3)
+
+    srv = serve(routed(handler))
+    eng = OpenAICompatibleEngine(srv.url, model="m", http=FAST, prompts_per_request=4)
+    out = eng.generate([StepRequest(f"problem-{i}") for i in range(4)])
+    assert [r.text for r in out] == [f"answer to {i}" for i in range(4)]
+    assert eng.prompts_per_request == 1 and "4 choices expected" in eng.batch_error
+    sizes = [len(r.payload["prompt"]) if isinstance(r.payload["prompt"], list) else 1 for r in srv.on("/v1/completions")]
+    assert sizes == [4, 1, 1, 1, 1]
+    eng.generate([StepRequest(f"problem-{i}") for i in range(4, 8)])
+    assert all(isinstance(r.payload["prompt"], str) for r in srv.on("/v1/completions")[5:])
+    assert len(srv.on("/v1/completions")) == 9
+
+
+def test_an_unreadable_answer_to_one_prompt_is_still_an_error(serve):
+    srv = serve(routed(lambda req: [completion("a"), completion("b")]))
+    eng = OpenAICompatibleEngine(srv.url, model="m", http=FAST)
+    with pytest.raises(EngineError, match="unexpected answer"):
+        eng.generate([StepRequest("p")])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""SelfVerifyScorer against a real HTTP server answering legacy completions with top logprobs."""
+"""SelfVerifyScorer against a real HTTP server answering legacy completions with top logprobs, in
+vLLM's form (:mod:`_vllm`) and llama-server's (:mod:`_llama_server`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import math
 import re
 
 import pytest
+from _llama_server import FakeLlamaServer
 from _stub_server import StubServer, models, not_found, serve_fixture
+from _vllm import FakeVLLM
 
 from trim_rl.live.http import EngineError, HTTPSettings
 from trim_rl.live.prm import SelfVerifyScorer
@@ -153,3 +156,76 @@ def test_bad_logprob_is_a_server_error_naming_server_and_field(serve, bad):
     with pytest.raises(EngineError, match=r"logprobs\.top_logprobs\[0\]\[' yes'\]") as ei:
         scorer.score_last([("p", ["s"])])
     assert ei.value.url == srv.url + "/v1/completions"
+
+
+def _by_step(prompt: str) -> dict:
+    """P(yes) = n / 100 for the question about Step n: each answer shows which question it came from."""
+    n = int(re.search(r"Is Step (\d+) correct\?", prompt).group(1))
+    return {" yes": LN(n / 100), " no": LN(1 - n / 100), " The": LN(1e-4)}
+
+
+def _items(n: int) -> list:
+    return [("p", [f"s{j}" for j in range(i + 1)]) for i in range(n)]
+
+
+def test_questions_go_several_per_request_to_vllm(serve):
+    """vLLM answers a list of prompts with one choice per prompt, by ``index``."""
+    fake = FakeVLLM(model="m", gen=lambda prompt, p: (" yes", "length", None), top=_by_step)
+    srv = serve(fake)
+    scorer = SelfVerifyScorer(srv.url, http=FAST)
+    assert scorer.prompts_per_request == 32  # owned_by "vllm"
+    got = scorer.score_last(_items(40))
+    assert got == pytest.approx([(i + 1) / 100 for i in range(40)])
+    sizes = sorted(len(r.payload["prompt"]) for r in srv.on("/v1/completions"))
+    assert sizes == [8, 32] and scorer.batch_error is None
+
+
+def test_llama_servers_array_of_answers_to_several_questions(serve):
+    """llama-server answers a list of prompts with a JSON array of completion objects, each with its
+    logprobs in the chat form."""
+    fake = FakeLlamaServer(gen=lambda prompt, p: (" yes", "length"), top=_by_step)
+    srv = serve(fake)
+    assert SelfVerifyScorer(srv.url, http=FAST).prompts_per_request == 1  # owned_by "llamacpp"
+    scorer = SelfVerifyScorer(srv.url, http=FAST, prompts_per_request=4)
+    got = scorer.score_last(_items(6))
+    assert got == pytest.approx([(i + 1) / 100 for i in range(6)])
+    assert sorted(fake.seen) == [2, 4] and scorer.batch_error is None
+
+
+def test_a_question_past_llama_servers_context_drops_the_earliest_steps(serve):
+    fake = FakeLlamaServer(n_ctx=120, gen=lambda prompt, p: (" yes", "length"), top=_by_step)
+    srv = serve(fake)
+    scorer = SelfVerifyScorer(srv.url, http=FAST, prompts_per_request=4)
+    long = ("p", [f"s{j} " + "x" * 60 for j in range(12)])
+    (d_short, d_long) = scorer.score_last_detail([("p", ["s0", "s1"]), long])
+    assert d_short.value == pytest.approx(0.02) and d_short.dropped == 0
+    assert d_long.dropped > 0 and d_long.value == pytest.approx((12 - d_long.dropped) / 100)
+    assert fake.seen[:3] == [2, 1, 1]  # the request of both failed whole; each asked alone
+
+
+def test_unreadable_answer_to_several_questions_is_asked_again_one_per_request(serve):
+    """A server that answers a list of prompts with one choice only: those questions are asked
+    again one per request, and so are later ones."""
+    def handler(req):
+        prompts = req.payload["prompt"]
+        return logprob_answer(_by_step(prompts[0] if isinstance(prompts, list) else prompts))
+
+    srv = serve(handler)
+    scorer = SelfVerifyScorer(srv.url, model="m", http=FAST, prompts_per_request=3)
+    assert scorer.score_last(_items(3)) == pytest.approx([0.01, 0.02, 0.03])
+    assert scorer.prompts_per_request == 1 and "unexpected answer" in scorer.batch_error
+    assert [isinstance(r.payload["prompt"], list) for r in srv.requests] == [True, False, False, False]
+    assert scorer.score_last(_items(2)) == pytest.approx([0.01, 0.02])
+    assert len(srv.requests) == 6
+
+
+def test_llama_server_tokens_sharing_a_text_are_summed(serve):
+    """Two token ids with the same text (" Yes" as one token and as a merge) both count."""
+    top = [{"id": 7, "token": " Yes", "bytes": [], "logprob": LN(0.2)},
+           {"id": 70, "token": " Yes", "bytes": [], "logprob": LN(0.2)},
+           {"id": 8, "token": " No", "bytes": [], "logprob": LN(0.4)}]
+    answer = {"choices": [{"text": " No", "index": 0, "finish_reason": "length",
+                           "logprobs": {"content": [{"id": 8, "token": " No", "bytes": [], "logprob": LN(0.4),
+                                                     "top_logprobs": top}]}}]}
+    srv = serve(lambda req: answer)
+    assert SelfVerifyScorer(srv.url, model="m", http=FAST).score_last([("p", ["s"])]) == pytest.approx([0.5])

@@ -94,15 +94,16 @@ def _engines(url: str, max_tokens: int, concurrency: int):
 def defaults_throughput(url: str, problems: str = "gsm8k", limit: int = 16, max_tokens: int = 16, max_steps: int = 3,
                         repeats: int = 3) -> dict[str, dict[str, float]]:
     """Step generations per second of the decoder (TRIM-Thr 0.5, self-verify scorer) and of the
-    collector (K = 1, depth ``max_steps``) at the old throughput defaults (16 requests in flight per
-    server, 8 problems decoded / 4 expanded at once) and at the new ones (256, 256, 64), against the
-    same server(s), interleaved run by run; medians of ``repeats``."""
+    collector (K = 1, depth ``max_steps``) one request at a time (1 in flight per server, 1 problem
+    decoded / expanded at once), at the old throughput defaults (16, 8, 4) and at the new ones (256,
+    256, 64), against the same server(s), interleaved run by run; medians of ``repeats``."""
     # trim_rl.live.decoder and trim_rl.live.router import torch
     from trim_rl.live.decoder import DecodeSettings, HybridDecoder
     from trim_rl.live.router import Router, load_policy
 
     probs = load_problems(problems)[:limit]
-    configs = {"old": OLD_DEFAULTS, "new": {"concurrency": 256, "batch": 256, "chunk": 64}}
+    configs = {"one": {"concurrency": 1, "batch": 1, "chunk": 1}, "old": OLD_DEFAULTS,
+               "new": {"concurrency": 256, "batch": 256, "chunk": 64}}
     rates: dict[str, dict[str, list[float]]] = {w: {c: [] for c in configs} for w in ("decode", "collect")}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(repeats):

@@ -135,6 +135,12 @@ class OpenAICompatibleEngine:
     steps.  Against vLLM (its ``/v1/models`` card says ``owned_by: "vllm"``) greedy requests go up to
     ``prompts_per_request`` prompts per request, as the completions API allows; sampled ones go one
     per request, each with its own seed (the API takes one seed per request).
+
+    An answer to several prompts is read in both forms servers give: vLLM's one object with a choice
+    per prompt (``index`` in prompt order, ``token_ids`` per choice with ``return_token_ids``), and
+    llama.cpp's ``llama-server``'s JSON array of one whole completion object per prompt, in prompt
+    order, each with its own ``usage``.  Should a server answer several prompts in a form read by
+    neither, those prompts are asked again one per request, and so are all later ones.
     """
 
     url: str | Sequence[str]
@@ -155,6 +161,7 @@ class OpenAICompatibleEngine:
         self.vllm = card.get("owned_by") == "vllm"
         if self.prompts_per_request is None:
             self.prompts_per_request = 32 if self.vllm else 1
+        self.batch_error: str | None = None  # why answers to several prompts could not be read, if so
         self.path = "/v1/completions"
 
     def _base(self) -> dict:
@@ -197,45 +204,51 @@ class OpenAICompatibleEngine:
         """Send the groups; fill ``out``; return the indexes the server aborted."""
         payloads = [self._group_payload(requests, g) for g in groups]
         keys = [requests[g[0]].problem for g in groups]
-        try:
-            replies = self.client.replies(self.path, payloads, keys)
-        except ContextLengthError as exc:
-            if len(groups) > 1 or len(groups[0]) > 1:
-                # one prompt of the call is too long: find it by sending each alone
-                singles = [[i] for g in groups for i in g]
-                return [i for i in (self._send_one(requests, s, out) for s in singles) if i is not None]
-            replies = self._ask_for_room(payloads[0], keys, str(exc))
-            if replies is None:
-                out[groups[0][0]] = StepResult("", 0, "context")
-                return []
-        return self._fill(groups, replies, out)
+        replies = self.client.replies(self.path, payloads, keys, context_errors=True)
+        aborted: list[int] = []
+        again: list[list[int]] = []  # prompts to ask again one per request
+        for g, payload, key, reply in zip(groups, payloads, keys, replies):
+            if isinstance(reply, ContextLengthError):
+                if len(g) > 1:  # one prompt of the request is too long (the server fails it whole): find it
+                    again += [[i] for i in g]
+                    continue
+                reply = self._ask_for_room(payload, key, str(reply))
+                if reply is None:
+                    out[g[0]] = StepResult("", 0, "context")
+                    continue
+            try:
+                results = self._parse(reply.data, len(g), self.client.url(self.path, reply.url))
+            except EngineError as exc:
+                if len(g) == 1:
+                    raise
+                # an answer to several prompts in a form not read here: one per request from now on
+                self.prompts_per_request, self.batch_error = 1, str(exc)
+                again += [[i] for i in g]
+                continue
+            for i, res in zip(g, results):
+                if res is None:
+                    aborted.append(i)
+                else:
+                    out[i] = res
+        return aborted + (self._send(requests, again, out) if again else [])
 
-    def _ask_for_room(self, payload: dict, keys, message: str):
+    def _ask_for_room(self, payload: dict, key, message: str):
         """vLLM < 0.11 refuses prompt + max_tokens past the context: ask again for the tokens that fit
         (vLLM >= 0.11 and llama.cpp clamp max_tokens themselves).  None: the prompt itself does not fit."""
         room = room_left(message)
         if room is None or not 0 < room < payload["max_tokens"]:
             return None
         try:
-            return self.client.replies(self.path, [{**payload, "max_tokens": room}], keys)
+            return self.client.replies(self.path, [{**payload, "max_tokens": room}], [key])[0]
         except ContextLengthError:
             return None
 
-    def _fill(self, groups: list[list[int]], replies, out: list) -> list[int]:
-        aborted = []
-        for g, reply in zip(groups, replies):
-            for i, res in zip(g, self._parse(reply.data, len(g), self.client.url(self.path, reply.url))):
-                if res is None:
-                    aborted.append(i)
-                else:
-                    out[i] = res
-        return aborted
-
-    def _send_one(self, requests, single: list[int], out: list) -> int | None:
-        aborted = self._send(requests, [single], out)
-        return aborted[0] if aborted else None
-
     def _parse(self, answer, n: int, where: str) -> list[StepResult | None]:
+        if isinstance(answer, list):  # llama-server: one completion object per prompt
+            if len(answer) != n or n < 2:
+                raise EngineError(where, f"unexpected answer ({n} completions expected, got {len(answer)}): "
+                                         f"{str(answer)[:300]}")
+            return [r for one in answer for r in self._parse(one, 1, where)]
         try:
             choices = answer["choices"]
             if not isinstance(choices, list) or len(choices) != n:

@@ -44,11 +44,14 @@ class EngineTimeout(EngineError):
 
 
 def is_context_error(status: int, text: str) -> bool:
-    """vLLM answers 400 "This model's maximum context length is N tokens ..." (every version) and
-    llama-cpp-python 400 with code ``context_length_exceeded``."""
+    """vLLM answers 400 "This model's maximum context length is N tokens ..." (every version),
+    llama-cpp-python 400 with code ``context_length_exceeded``, and llama.cpp's llama-server (context
+    shift off) 400 "the request exceeds the available context size ..." (type
+    ``exceed_context_size_error`` in later versions)."""
     low = text.lower()
     return status == 400 and ("maximum context length" in low or "context_length_exceeded" in low
-                              or "exceeds model's maximum context length" in low)
+                              or "exceeds model's maximum context length" in low
+                              or "exceeds the available context size" in low or "exceed_context_size" in low)
 
 
 def check_number(url: str, field_name: str, value, lo: float | None = None, hi: float | None = None,

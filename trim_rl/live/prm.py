@@ -260,16 +260,29 @@ class SelfVerifyScorer(_Windowed):
 
     The question goes to the model's chat template; the answer's first token is read from the top
     ``top_logprobs`` alternatives: score = P(yes) / (P(yes) + P(no)), 0.5 when neither appears.
+
+    The alternatives are read in both forms servers give: the completions API's ``logprobs:
+    {tokens, token_logprobs, top_logprobs: [{token: logprob}]}`` (vLLM, llama-cpp-python) and
+    llama.cpp's ``llama-server``'s chat form ``logprobs: {content: [{token, logprob, top_logprobs:
+    [{id, token, bytes, logprob}]}]}``.  Against vLLM (``owned_by: "vllm"``, known when ``model`` is
+    not given) the questions of a call go up to ``prompts_per_request`` per request; an answer to
+    several prompts (vLLM's choices by ``index``, or llama-server's array of completion objects)
+    that cannot be read is asked again one question per request, and so are all later ones.
     """
 
     def __init__(self, url, model: str | None = None, template: ChatTemplate | None = None,
                  http: HTTPSettings | None = None, top_logprobs: int = 10, api_key: str | None = None,
-                 wait_ready_s: float = 0.0):
+                 wait_ready_s: float = 0.0, prompts_per_request: int | None = None):
         self.client = connect(url, http, api_key, wait_ready_s)
-        self.model = model or self.client.model_id()
+        card = self.client.model_card() if model is None else {"id": model}
+        self.model = str(card["id"])
         self.name = f"self-verify:{self.model}"
         self.template = template or ChatTemplate.resolve("chatml")
         self.top_logprobs = int(top_logprobs)
+        if prompts_per_request is None:
+            prompts_per_request = 32 if card.get("owned_by") == "vllm" else 1
+        self.prompts_per_request = max(1, int(prompts_per_request))
+        self.batch_error: str | None = None  # why answers to several questions could not be read, if so
         self.window = StepWindow()
 
     def prompt(self, problem: str, steps: Sequence[str], first: int = 1) -> str:
@@ -277,17 +290,39 @@ class SelfVerifyScorer(_Windowed):
         q = VERIFY_QUESTION.format(problem=problem, steps=listed, n=first + len(steps) - 1)
         return self.template.render([{"role": "user", "content": q}])
 
+    def _payload(self, prompts: list[str]) -> dict:
+        return {"model": self.model, "prompt": prompts[0] if len(prompts) == 1 else prompts, "max_tokens": 1,
+                "temperature": 0.0, "logprobs": self.top_logprobs, "add_special_tokens": False}
+
     def _payloads(self, items) -> list[dict]:
-        return [{"model": self.model, "prompt": self.prompt(p, s), "max_tokens": 1, "temperature": 0.0,
-                 "logprobs": self.top_logprobs, "add_special_tokens": False} for p, s in items]
+        return [self._payload([self.prompt(p, s)]) for p, s in items]
 
     def _all(self, items: list[Item]) -> list[list[float]]:
-        return [[self._p_yes(r)] for r in self.client.replies("/v1/completions", self._payloads(items),
-                                                                [p for p, _ in items])]
+        k = self.prompts_per_request
+        groups = [list(range(i, min(i + k, len(items)))) for i in range(0, len(items), k)]
+        payloads = [self._payload([self.prompt(*items[i]) for i in g]) for g in groups]
+        replies = self.client.replies("/v1/completions", payloads, [items[g[0]][0] for g in groups])
+        out: list = [None] * len(items)
+        again: list[int] = []
+        for g, reply in zip(groups, replies):
+            try:
+                values = self._p_yes(reply, len(g))
+            except EngineError as exc:
+                if len(g) == 1:
+                    raise
+                self.prompts_per_request, self.batch_error = 1, str(exc)  # one question per request from now on
+                again += g
+                continue
+            for i, v in zip(g, values):
+                out[i] = [v]
+        if again:
+            for i, v in zip(again, self._all([items[i] for i in again])):
+                out[i] = v
+        return out
 
     def _each(self, items: list[Item]) -> list:
         got = self.client.replies("/v1/completions", self._payloads(items), [p for p, _ in items], context_errors=True)
-        return [r if isinstance(r, ContextLengthError) else [self._p_yes(r)] for r in got]
+        return [r if isinstance(r, ContextLengthError) else self._p_yes(r, 1) for r in got]
 
     def score(self, items: Sequence[Item]) -> list[list[float | None]]:
         flat = [(p, list(s[: i + 1])) for p, s in items for i in range(len(s))]
@@ -298,21 +333,42 @@ class SelfVerifyScorer(_Windowed):
             i += len(s)
         return out
 
-    def _p_yes(self, reply) -> float:
+    def _p_yes(self, reply, n: int) -> list[float]:
+        """P(yes) of each of the ``n`` questions of a request, in order."""
         where = self.client.url("/v1/completions", reply.url)
         answer = reply.data
         try:
-            lp = answer["choices"][0].get("logprobs") or {}
-            if lp.get("content") and not lp.get("top_logprobs"):  # llama.cpp's llama-server: {"content": [...]}
-                lp = {"top_logprobs": [lp["content"][0].get("top_logprobs")]}
-            top = (lp.get("top_logprobs") or [{}])[0] or {}
-            if isinstance(top, list):  # chat-style [{"token":..., "logprob":...}]
-                top = {d["token"]: d["logprob"] for d in top}
-            top = {str(k): v for k, v in top.items()}
-        except (KeyError, IndexError, TypeError, AttributeError):
+            if isinstance(answer, list):  # llama-server: one completion object per prompt, in prompt order
+                choices = [a["choices"][0] for a in answer]
+            else:
+                choices = answer["choices"]
+                if n > 1:
+                    choices = sorted(choices, key=lambda c: c["index"])
+            if not isinstance(choices, list) or len(choices) != n or (n == 1 and isinstance(answer, list)):
+                raise ValueError(f"{n} answers expected")
+            tops = [self._top(c) for c in choices]
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError):
             raise EngineError(where, f"unexpected answer: {str(answer)[:300]}") from None
-        # a logprob is <= 0; vLLM sends -9999.0 for -inf
-        lps = {k: check_number(where, f"logprobs.top_logprobs[0][{k!r}]", v, hi=1e-3) for k, v in top.items()}
-        yes = sum(math.exp(v) for k, v in lps.items() if k.strip().lower() == "yes")
-        no = sum(math.exp(v) for k, v in lps.items() if k.strip().lower() == "no")
+        return [self._yes_share(top, where) for top in tops]
+
+    @staticmethod
+    def _top(choice: dict) -> list[tuple[str, object, str]]:
+        """(token, logprob, field name) of the first token's top alternatives."""
+        lp = choice.get("logprobs") or {}
+        if lp.get("content") and not lp.get("top_logprobs"):  # llama-server: {"content": [{..., top_logprobs}]}
+            top = lp["content"][0].get("top_logprobs") or []
+            return [(str(d["token"]), d["logprob"], f"logprobs.content[0].top_logprobs[{j}].logprob")
+                    for j, d in enumerate(top)]
+        top = (lp.get("top_logprobs") or [{}])[0] or {}
+        if isinstance(top, list):  # chat-style [{"token":..., "logprob":...}]
+            return [(str(d["token"]), d["logprob"], f"logprobs.top_logprobs[0][{j}].logprob")
+                    for j, d in enumerate(top)]
+        return [(str(k), v, f"logprobs.top_logprobs[0][{str(k)!r}]") for k, v in top.items()]
+
+    @staticmethod
+    def _yes_share(top: list[tuple[str, object, str]], where: str) -> float:
+        # a logprob is <= 0; vLLM sends -9999.0 for -inf (llama-server the lowest float)
+        lps = [(k, check_number(where, name, v, hi=1e-3)) for k, v, name in top]
+        yes = sum(math.exp(v) for k, v in lps if k.strip().lower() == "yes")
+        no = sum(math.exp(v) for k, v in lps if k.strip().lower() == "no")
         return yes / (yes + no) if yes + no > 0 else 0.5

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from trim_rl.data.problems import load_problems
-from trim_rl.live.local import LlamaServers
+from trim_rl.live.local import LlamaCppServer
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -59,12 +59,7 @@ def scrape(url: str) -> dict[str, float]:
     """``/metrics`` as {sample with labels: value}."""
     import httpx
 
-    out = {}
-    for line in httpx.get(url + "/metrics", timeout=30).text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
+    return scrape_text(httpx.get(url + "/metrics", timeout=30).text)
 
 
 async def _send(url: str, model: str, problems: list[str], concurrency: int, seed: int = 0,
@@ -199,17 +194,65 @@ def backend_args(urls: str, max_tokens: int, max_steps: int) -> list[str]:
             "--max-tokens", str(max_tokens), "--max-steps", str(max_steps), "--timeout", "600", "--retries", "1"]
 
 
+def llama_metrics(urls: str) -> dict[str, float] | None:
+    """llama-server's own counters (``--metrics``), summed over the servers; None where a server has
+    none (another backend)."""
+    import httpx
+
+    out: dict[str, float] = {}
+    for u in urls.split(","):
+        try:
+            r = httpx.get(u.strip().rstrip("/") + "/metrics", timeout=30)
+        except httpx.HTTPError:
+            return None
+        if r.status_code != 200 or "llamacpp:" not in r.text:
+            return None
+        m = {k.removeprefix("llamacpp:"): v for k, v in scrape_text(r.text).items() if k.startswith("llamacpp:")}
+        m["busy_slots_total"] = m.get("n_busy_slots_per_decode", 0.0) * m.get("n_decode_total", 0.0)
+        for k, v in m.items():
+            out[k] = out.get(k, 0.0) + v
+    return out
+
+
+def scrape_text(text: str) -> dict[str, float]:
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def backend_profile(after: dict | None, before: dict | None) -> dict | None:
+    """Where the backend's time went between two :func:`llama_metrics`: prompt tokens computed (not
+    taken from a slot's cache) and tokens generated, the seconds the slots spent on each (summed over
+    slots: overlapping slots count each), ``llama_decode`` calls and the slots busy per call."""
+    if after is None or before is None:
+        return None
+    d = {k: after[k] - before.get(k, 0.0) for k in after}
+    calls = d.get("n_decode_total", 0.0)
+    return {"prompt_tokens": d.get("prompt_tokens_total", 0.0), "prompt_s": d.get("prompt_seconds_total", 0.0),
+            "generated_tokens": d.get("tokens_predicted_total", 0.0),
+            "generation_s": d.get("tokens_predicted_seconds_total", 0.0), "decode_calls": calls,
+            "busy_slots_per_call": d.get("busy_slots_total", 0.0) / calls if calls else 0.0}
+
+
 def compare(urls: str, policy: str, problems: list[str], max_tokens: int, max_steps: int, slots: int) -> dict:
-    """Batching vs one at a time vs strong-only, and the overhead per step of the batching run."""
+    """Batching vs one at a time vs strong-only, the overhead per step of the batching run, and (against
+    llama-server) the backend's profile of each mode."""
     with tempfile.TemporaryDirectory() as tmp, \
             serve_process([*backend_args(urls, max_tokens, max_steps), "--policy", f"routed={policy}",
                            "--policy", "strong-only"], Path(tmp) / "serve.log") as url:
         run_mode(url, "routed", [f"Warm up: what is {i} + 1?" for i in range(slots)], slots)  # each server's first call is slow
         before = scrape(url)
-        out = {"batching": run_mode(url, "routed", problems, len(problems))}
-        out.update(_overhead_of(scrape(url), before))
-        out["one_at_a_time"] = run_mode(url, "routed", problems, 1)
-        out["strong_only"] = run_mode(url, "strong-only", problems, len(problems))
+        out = {}
+        for key, model, concurrency in (("batching", "routed", len(problems)), ("one_at_a_time", "routed", 1),
+                                        ("strong_only", "strong-only", len(problems))):
+            back = llama_metrics(urls)
+            out[key] = run_mode(url, model, problems, concurrency)
+            out[key]["backend"] = backend_profile(llama_metrics(urls), back)
+            if key == "batching":
+                out.update(_overhead_of(scrape(url), before))
     return out
 
 
@@ -245,9 +288,11 @@ def main(args) -> int:
     if args.url:
         urls, pool = args.url, None
     else:
-        pool = LlamaServers(args.slots, n_threads=args.threads, log_dir=tempfile.mkdtemp(prefix="bench-serve-"))
+        log = Path(tempfile.mkdtemp(prefix="bench-serve-")) / "llama-server.log"
+        pool = LlamaCppServer(parallel=args.slots, n_threads=args.threads, log=log)
         pool.start()
-        urls = pool.url_list
+        urls = pool.url
+        print(f"llama-server: {args.slots} slots, {pool.n_threads} threads, {pool.model.name} (log {log})", flush=True)
     torch.set_num_threads(1)
     try:
         print(f"backends: {urls} (weak sampled at 0.7, strong greedy: the same model; self-verify scorer); "
@@ -260,7 +305,7 @@ def main(args) -> int:
               f"{o['overhead_ms_p95']:.3f} ms per step (router alone p50 {o['router_ms_p50']:.3f} ms); "
               f"{o['requests_per_s']:.1f} requests/s", flush=True)
         r = compare(urls, args.policy, probs[: args.requests], args.max_tokens, args.max_steps,
-                    len(urls.split(",")))
+                    args.slots if pool is not None else len(urls.split(",")))
         print(f"{'mode':<34}{'requests/s':>11}{'p50 s':>9}{'steps':>7}{'strong share':>14}")
         for key, label in (("batching", f"continuous batching ({args.requests} at once)"),
                            ("one_at_a_time", "one at a time"),
@@ -269,6 +314,16 @@ def main(args) -> int:
             print(f"{label:<34}{v['requests_per_s']:>11.3f}{v['p50_s']:>9.1f}{v['steps']:>7}{v['strong_share']:>14.2f}")
         print(f"ratio batching / one at a time: {r['batching']['requests_per_s'] / r['one_at_a_time']['requests_per_s']:.2f} "
               f"(requests/s)")
+        if r["batching"]["backend"] is not None:
+            print("llama-server's own time per mode (prompt tokens computed, not cached; slot-seconds, overlapping "
+                  "slots each counted):")
+            print(f"{'mode':<34}{'prompt tok':>11}{'prompt s':>10}{'gen tok':>9}{'gen s':>8}{'decodes':>9}"
+                  f"{'slots/decode':>14}")
+            for key in ("batching", "one_at_a_time", "strong_only"):
+                b = r[key]["backend"]
+                print(f"{key.replace('_', ' '):<34}{b['prompt_tokens']:>11.0f}{b['prompt_s']:>10.1f}"
+                      f"{b['generated_tokens']:>9.0f}{b['generation_s']:>8.1f}{b['decode_calls']:>9.0f}"
+                      f"{b['busy_slots_per_call']:>14.2f}")
         print(f"router + scheduler time per step in the batching run ({args.requests} at once, {r['rounds']:.0f} "
               f"rounds): p50 {r['overhead_ms_p50']:.3f} ms, p95 {r['overhead_ms_p95']:.3f} ms (router alone p50 "
               f"{r['router_ms_p50']:.3f} ms)", flush=True)
