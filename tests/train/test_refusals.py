@@ -151,3 +151,20 @@ def test_device_cuda_without_a_gpu_is_refused(tiny_env, tmp_path):
     r = run("--env", tiny_env, "--runs", tmp_path / "runs", "--budget", "10", "--hyperparams", "device:cuda")
     one_line(r, r"device: cuda, but torch sees no CUDA GPU")
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("override", ["policy_kwargs.net_arch:[32]", "policy_kwargs.activation:relu", "recipe:[ppo]",
+                                      "lam_range:[1e-4,1e-2]"])
+def test_resume_refuses_overrides_that_change_the_saved_network(tiny_env, tmp_path, override):
+    from trim_rl.train.config import config_dict, load_agent, load_env
+
+    d = tmp_path / "trim_agg" / "x"
+    d.mkdir(parents=True)
+    cfg = {"agent": config_dict(load_agent(ROOT / "agents" / "trim_agg.yaml")), "env": config_dict(load_env(tiny_env)),
+           "target": {"budget": 10.0, "lam": None}, "seed": 0}
+    (d / "config.yml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    before = (d / "config.yml").read_bytes()
+    r = run("--resume", d, "--hyperparams", "total_timesteps:999999", override)
+    key = override.split(":")[0].split(".")[0]
+    one_line(r, rf"--hyperparams {key}: a resumed run keeps its {key}")
+    assert (d / "config.yml").read_bytes() == before

@@ -192,6 +192,10 @@ def read_run_config(run_dir: Path) -> tuple[AgentConfig, EnvConfig, Target, int]
     return agent, env, target, seed
 
 
+# what the saved model and the run's records are built on: --hyperparams may not change it on --resume
+FIXED_ON_RESUME = ("algo", "name", "obs", "budget_conditioned", "recipe", "policy_kwargs", "lam_range", "init_from")
+
+
 class AlreadyFinished(Exception):
     """``resume`` of a run that has nothing left to do: its policy is written and PPO has run its
     ``total_timesteps`` (raise them with ``--hyperparams total_timesteps:N`` to train on)."""
@@ -221,7 +225,12 @@ def resume(run_dir: str | Path, overrides: list[str] | None = None, command: str
             raise AlreadyFinished(run_dir, None)
         raise ConfigError("a TRIM-POMDP run has nothing to resume (solving is deterministic; train again)")
     if overrides:
-        agent = agent_from_dict(apply_overrides(config_dict(agent), overrides), "--hyperparams")
+        new = agent_from_dict(apply_overrides(config_dict(agent), overrides), "--hyperparams")
+        changed = [k for k in FIXED_ON_RESUME if getattr(new, k) != getattr(agent, k)]
+        if changed:
+            raise ConfigError(f"--hyperparams {changed[0]}: a resumed run keeps its {changed[0]} (its saved model "
+                              f"and records are built on it); train a new run to change it")
+        agent = new
     done = _saved_timesteps(run_dir)
     if finished and ("ppo" not in agent.recipe or done is None or done >= agent.total_timesteps):
         raise AlreadyFinished(run_dir, done if "ppo" in agent.recipe else None)
