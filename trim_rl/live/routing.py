@@ -210,6 +210,22 @@ class Route:
         return self.weak_tokens - self.discarded_tokens + self.strong_tokens
 
 
+@dataclass
+class Proposal:
+    """A routed draft awaiting its decision: the route, the weak draft, its score, and why it may not be
+    regenerated (None: it may)."""
+
+    route: Route
+    draft: StepResult
+    score: Score
+    block: str | None
+
+    @property
+    def value(self) -> float:
+        """The score the policy sees (:data:`UNSCORED` for a step that could not be scored)."""
+        return UNSCORED if self.score.value is None else self.score.value
+
+
 def run_inline(coro):
     """The result of a coroutine that never suspends (a :class:`RoutingLoop` without executor or isolation
     makes every backend call in place), run without an event loop: Ctrl-C and SIGTERM then reach the
@@ -235,8 +251,23 @@ class RoutingLoop:
         self.generations = 0  # engine requests, for the benchmarks
         self.wait_s = 0.0  # time spent awaiting backends
         self.on_backend_error: Callable[[str, EngineError], None] | None = None
+        #: sees each router decision and may replace it (the server's decision log and its exploration)
+        self.on_decision: Callable[[Proposal, int], int] | None = None
 
     async def round(self, routes: Sequence[Route]) -> None:
+        """One round: :meth:`propose`, the routers' decisions, then :meth:`resolve`."""
+        decided = []
+        for p in await self.propose(routes):
+            action = self._decide(p)
+            if action is not None:
+                decided.append((p, action))
+        if decided:
+            await self.resolve(decided)
+
+    async def propose(self, routes: Sequence[Route]) -> list[Proposal]:
+        """The first half of a round: draft every route's next step (strong-only and weak-only routes
+        accept theirs at once), score the routed drafts, and return the decisions they await.  A caller
+        that decides by itself (the live env: its agent's actions) calls :meth:`resolve` with them."""
         by_weak = [r for r in routes if r.mode != "strong-only"]
         by_strong = [r for r in routes if r.mode == "strong-only"]
         if self.executor is None:  # in place: one after the other (a batch command has one of the two)
@@ -253,8 +284,22 @@ class RoutingLoop:
                 self._take(r, d, lambda res, r=r: r.accept(res, "weak"))
             elif self._take(r, d, r.drafted):
                 routed.append((r, d))
-        if routed:
-            await self._route(routed)
+        return await self._score(routed) if routed else []
+
+    async def resolve(self, decided: Sequence[tuple[Proposal, int]]) -> None:
+        """The second half of a round: keep (0) or regenerate (1) each proposal's draft, and accept the
+        step.  A regenerate the proposal blocks is played as keep, as the offline env does."""
+        regen = []
+        for p, action in decided:
+            r = p.route
+            if r.done:
+                continue
+            if action == 1 and p.block is None:
+                regen.append((r, p.draft, p.score))
+            else:
+                r.accept(p.draft, "weak", p.score, "keep", **({"blocked": p.block} if p.block else {}))
+        if regen:
+            await self._regenerate(regen)
 
     def _take(self, route: Route, result, then: Callable) -> bool:
         """Apply ``then`` to a call's result for ``route``; False where the route failed, ended, or its
@@ -270,7 +315,7 @@ class RoutingLoop:
         then(result)
         return not route.done
 
-    async def _route(self, routed: list) -> None:
+    async def _score(self, routed: list) -> list[Proposal]:
         items, owner = [], []
         for r, d in routed:
             for it in r.scorer_items(d.text):
@@ -280,7 +325,7 @@ class RoutingLoop:
         got: dict[int, list] = {}
         for r, sc in zip(owner, scores):
             got.setdefault(id(r), []).append(sc)
-        regen = []
+        out = []
         for r, d in routed:
             mine = got[id(r)]
             failed = next((s for s in mine if isinstance(s, Failure)), None)
@@ -292,26 +337,28 @@ class RoutingLoop:
             r.prm_calls += len(mine)
             if r.pending is not None:
                 r.settle(mine[0])
-            sc = mine[-1]
-            block = r.regenerate_block(self.b.strong is not None)
-            t0 = time.perf_counter()
-            try:
-                action, r.state = r.router.decide(r.history, UNSCORED if sc.value is None else sc.value, d.tokens,
-                                                  block is None, r.state, r.lam)
-            except Exception:
-                if not self.isolate:
-                    raise
-                log.exception("the router failed on one request")  # it fails alone
-                r.fail(Failure("router"))
-                continue
-            finally:
-                r.router_s += time.perf_counter() - t0
-            if action == 1:
-                regen.append((r, d, sc))
-            else:
-                r.accept(d, "weak", sc, "keep", **({"blocked": block} if block else {}))
-        if regen:
-            await self._regenerate(regen)
+            out.append(Proposal(r, d, mine[-1], r.regenerate_block(self.b.strong is not None)))
+        return out
+
+    def _decide(self, p: Proposal) -> int | None:
+        """The route's router's action for a proposal (None: the router failed and, isolated, the route
+        with it)."""
+        r, sc = p.route, p.score
+        t0 = time.perf_counter()
+        try:
+            action, r.state = r.router.decide(r.history, UNSCORED if sc.value is None else sc.value, p.draft.tokens,
+                                              p.block is None, r.state, r.lam)
+        except Exception:
+            if not self.isolate:
+                raise
+            log.exception("the router failed on one request")  # it fails alone
+            r.fail(Failure("router"))
+            return None
+        finally:
+            r.router_s += time.perf_counter() - t0
+        if self.on_decision is not None:
+            action = self.on_decision(p, action)
+        return action
 
     async def _regenerate(self, regen: list) -> None:
         strong = await self._waiting(self._generate("strong", [r for r, _, _ in regen]))
