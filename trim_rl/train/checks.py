@@ -44,9 +44,17 @@ def check_distinct(values: Sequence[float], flag: str) -> None:
         seen.add(float(v))
 
 
+def check_path_given(value, flag: str):
+    """A file or folder argument given empty would mean "." (or, for an optional one, be ignored)."""
+    if value is not None and not str(value).strip():
+        raise ConfigError(f"{flag}: expected a path or name, got {str(value)!r}")
+    return value
+
+
 def check_runs_root(runs, flag: str = "--runs") -> Path:
     """The root of run folders: a folder, or a path where one can be made (no part of it a file),
     checked before the trees load rather than when the run folder is made."""
+    check_path_given(runs, flag)
     root = Path(runs)
     for p in (root, *root.parents):
         if p.exists():

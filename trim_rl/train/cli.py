@@ -11,12 +11,13 @@ from trim_rl.cli_errors import run_cli
 from trim_rl.configs import ConfigError
 from trim_rl.resources import config_file
 from trim_rl.train.budget import check_budget
-from trim_rl.train.checks import check_runs_root, check_seed, check_workers
+from trim_rl.train.checks import check_path_given, check_runs_root, check_seed, check_workers
 from trim_rl.train.config import load_agent, load_env
 from trim_rl.train.pomdp import train_pomdp
 from trim_rl.train.run import AlreadyFinished, Interrupted, Target, check_inputs, resume, train_grid, train_one
 from trim_rl.train.targets import resolve_targets
 from trim_rl.train.warm_start import apply_init_from
+from trim_rl.train.summary import print_summary
 
 PROG = "train.py"
 DEFAULT_AGENT = "trim_agg"
@@ -99,7 +100,9 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
 
 def _main(args, command: str, prog: str) -> int:
     try:
-        if args.resume:
+        for k in ("agent", "env", "resume", "init_from", "runs"):
+            check_path_given(getattr(args, k), f"--{k.replace('_', '-')}")
+        if args.resume is not None:
             given = [f"--{k.replace('_', '-')}" for k in ("budget", "budget_grid", "lam", "lam_grid", "init_from",
                                                         *NEW_RUN_ONLY) if getattr(args, k) is not None]
             if given:
@@ -122,12 +125,14 @@ def _main(args, command: str, prog: str) -> int:
         check_runs_root(args.runs)
         agent = load_agent(config_file("agents", args.agent), args.hyperparams)
         env = load_env(config_file("envs", args.env))
-        if args.init_from:
+        if args.init_from is not None:
             apply_init_from(agent, args.init_from)
         targets, grid, flag = resolve_targets(agent, env, args.budget, args.budget_grid, args.lam, args.lam_grid)
         if agent.algo == "pomdp":
-            for d in train_pomdp(agent, env, targets, args.seed, args.runs, command, progress=not args.no_progress):
+            dirs = train_pomdp(agent, env, targets, args.seed, args.runs, command, progress=not args.no_progress)
+            for d in dirs:
                 print(f"run: {d}")
+            print_summary(dirs)
             return 0
         if agent.budget_conditioned:  # one budget-conditioned policy serves every budget
             if flag.startswith("--"):
@@ -146,6 +151,7 @@ def _main(args, command: str, prog: str) -> int:
             for r in results:
                 print(f"run: {r.run_dir}" if not r.error else f"failed: {r.target.label}: {r.error}"
                       + (f" ({r.run_dir})" if r.run_dir else ""))
+            print_summary([r.run_dir for r in results if not r.error and r.run_dir])
             if failed:
                 print(f"{prog}: {len(failed)} of {len(results)} runs failed: "
                       + "; ".join(f"{r.target.label}: {r.error}" for r in failed), file=sys.stderr)
@@ -154,6 +160,7 @@ def _main(args, command: str, prog: str) -> int:
         run = train_one(agent, env, targets[0], args.seed, args.runs, command=command,
                         progress=not args.no_progress, verbose=args.verbose, inputs=inputs)
         print(f"run: {run}")
+        print_summary([run])
         return 0
     except Interrupted as exc:
         if exc.removed:

@@ -186,6 +186,10 @@ def _check_agent(agent: AgentConfig, data: dict, where: str) -> AgentConfig:
     order = [STAGES.index(s) for s in agent.recipe]
     if order != sorted(order):
         raise ConfigError(f"{where}: recipe: stages run in the order {', '.join(STAGES)}; got {agent.recipe}")
+    if agent.init_from is not None and agent.recipe != ["ppo"]:
+        # the earlier stages would make the start and the checkpoint be ignored
+        raise ConfigError(f"{where}: init_from: the checkpoint replaces the earlier stages, so the recipe must be "
+                          f"[ppo], got {agent.recipe} (train.py --init-from sets both)")
     if "distill" in agent.recipe and "policy_iteration" not in agent.recipe:
         raise ConfigError(f"{where}: recipe: distill needs a policy_iteration stage before it")
     if "distill" in agent.recipe and agent.obs == "agg":

@@ -149,6 +149,7 @@ def train_one(agent: AgentConfig, env: EnvConfig, target: Target, seed: int = 0,
     use leaves no folder behind."""
     check_seed(seed, "seed")
     inputs = inputs or check_inputs(agent, env, target, progress)
+    made = [p for p in (Path(runs_root) / agent.name, Path(runs_root)) if not p.exists()]
     run_dir = new_run_dir(Path(runs_root), agent, env, target, seed)
     try:
         cfg = {"agent": config_dict(agent), "env": config_dict(env), "target": target.to_dict(), "seed": int(seed),
@@ -161,6 +162,11 @@ def train_one(agent: AgentConfig, env: EnvConfig, target: Target, seed: int = 0,
     except BaseException as exc:
         if not _holds_results(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)
+            for p in made:  # the folders above it that this run made, unless another run is in them now
+                try:
+                    p.rmdir()
+                except OSError:
+                    break
             if isinstance(exc, (Interrupted, KeyboardInterrupt, Terminated)):
                 raise Interrupted(run_dir, resumable=False, removed=True) from None
         raise
