@@ -8,7 +8,8 @@ regeneration that is masked because the path used ``max_interventions``).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,33 @@ class FlatTrees:
     @property
     def regen_allowed(self) -> np.ndarray:
         return self.regen_child != ABSENT
+
+    # --- the cost of an escalation --------------------------------------------------------------
+    def unseen_prefix_tokens(self) -> np.ndarray:
+        """Per node: the tokens of the weak steps accepted on its path since the strong model last wrote a
+        step (all of them when it never did), which a regenerate here makes the strong model prefill
+        anew when its backend keeps no prefix cache.  The problem's prompt is not in the tree and is
+        not counted."""
+        unseen = np.zeros(self.n_nodes, dtype=np.int64)
+        order = np.argsort(self.depth, kind="stable")
+        for nodes in np.split(order, np.flatnonzero(np.diff(self.depth[order])) + 1):  # parents before children
+            kc, rc = self.keep_child[nodes], self.regen_child[nodes]
+            unseen[kc[kc >= 0]] = (unseen[nodes] + self.weak_tokens[nodes])[kc >= 0]
+            unseen[rc[rc >= 0]] = 0  # the strong model wrote this step: it has seen the whole path
+        return unseen
+
+    def with_prefill_weight(self, weight: float) -> FlatTrees:
+        """These trees with each regenerate costing its strong tokens plus ``weight`` x the prefix the
+        strong model has not seen yet (:meth:`unseen_prefix_tokens`, rounded to whole tokens): what a
+        strong backend without a prefix cache, or one that bills input tokens at ``weight`` of output
+        tokens, pays.  Weight 0 is the plain cost (the trees themselves)."""
+        if not (isinstance(weight, (int, float)) and not isinstance(weight, bool) and math.isfinite(weight)
+                and weight >= 0):
+            raise ValueError(f"prefill_weight must be a finite number >= 0, got {weight!r}")
+        if weight == 0:
+            return self
+        extra = np.where(self.strong_present, np.rint(weight * self.unseen_prefix_tokens()), 0).astype(np.int64)
+        return replace(self, strong_tokens=self.strong_tokens + extra)
 
     # --- reference solutions -------------------------------------------------------------------
     def weak_only(self) -> dict[str, np.ndarray]:

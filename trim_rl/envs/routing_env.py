@@ -65,6 +65,9 @@ class RoutingEnv(gym.Env):
 
     ## Rewards
     ``-lambda * strong_tokens`` on every regenerate; ``+1`` at the end when the solution is correct.
+    With ``prefill_weight`` w > 0 a regenerate costs ``strong_tokens + w * unseen``, where ``unseen``
+    counts the weak tokens accepted since the strong model last wrote a step (what it must prefill
+    without a prefix cache); ``strong_tokens`` in ``info`` then counts that cost.
 
     ## Episode End
     Terminated when the accepted step is final (it holds the answer) or when the solution reaches
@@ -81,6 +84,8 @@ class RoutingEnv(gym.Env):
     - ``obs``: ``"agg"`` or ``"seq"``.
     - ``budget_conditioned``: draw lambda per episode log-uniformly from ``lam_range`` and show it.
     - ``lam_range``: (low, high) for budget-conditioned episodes.
+    - ``prefill_weight``: the price of one unseen prefix token relative to a written strong token
+      (0, the default: a backend with a prefix cache that bills output tokens only).
 
     Each ``reset`` draws a tree uniformly (from ``np_random``); ``reset(options={"tree": i})``
     plays tree ``i``.
@@ -89,10 +94,12 @@ class RoutingEnv(gym.Env):
     metadata = {"render_modes": []}
 
     def __init__(self, trees: FlatTrees | str | os.PathLike | list = DEFAULT_TREES, lam: float = 1e-3, obs: str = "agg",
-                 budget_conditioned: bool = False, lam_range: tuple[float, float] = (1e-4, 1e-2)):
+                 budget_conditioned: bool = False, lam_range: tuple[float, float] = (1e-4, 1e-2),
+                 prefill_weight: float = 0.0):
         super().__init__()
         check_prices(lam, lam_range)
-        self.trees = resolve_trees(trees)
+        self.trees = resolve_trees(trees).with_prefill_weight(prefill_weight)
+        self.prefill_weight = float(prefill_weight)
         if self.trees.n_trees == 0:
             raise ValueError("RoutingEnv needs at least one tree")
         self.lam = float(lam)

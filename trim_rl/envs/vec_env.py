@@ -35,9 +35,10 @@ class RoutingVecEnv(VecEnv):
 
     def __init__(self, trees, num_envs: int = 8, lam: float = 1e-3, obs: str = "agg",
                  budget_conditioned: bool = False, lam_range: tuple[float, float] = (1e-4, 1e-2),
-                 schedule: str = "random"):
+                 schedule: str = "random", prefill_weight: float = 0.0):
         check_prices(lam, lam_range)
-        self.trees: FlatTrees = resolve_trees(trees)
+        self.trees: FlatTrees = resolve_trees(trees).with_prefill_weight(prefill_weight)
+        self.prefill_weight = float(prefill_weight)
         if self.trees.n_trees == 0:
             raise ValueError("RoutingVecEnv needs at least one tree")
         if schedule not in ("random", "sequential"):
