@@ -103,3 +103,12 @@ def test_a_checkpoint_is_never_installed_inside_its_run_folder(run_dir, where):
     r = export(run_dir, "--out", run_dir / where, "--which", "best")
     assert r.returncode == 2 and "inside the run folder" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
+def test_which_last_of_a_pomdp_run_is_refused(tmp_path):
+    d = tmp_path / "trim_pomdp" / "r"
+    d.mkdir(parents=True)
+    (d / "config.yml").write_text("agent: {algo: pomdp, name: trim_pomdp}\nseed: 0\n")
+    r = export(d, "--out", tmp_path / "out", "--which", "last")
+    assert r.returncode == 2 and "--which last: " in r.stderr and "has no PPO actor" in r.stderr, r.stderr
+    assert not (tmp_path / "out").exists()

@@ -52,6 +52,9 @@ def export_run(run_dir: str | Path, out: str | Path, which: str = "best") -> Pat
         raise ValueError(f"--out {out}: inside the run folder {run_dir}, whose files are the run's record; "
                          f"install the checkpoint outside it")
     if (cfg.get("agent") or {}).get("algo") == "pomdp":
+        if which == "last":
+            raise ValueError(f"--which last: {run_dir} is a TRIM-POMDP run, which has no PPO actor; export it "
+                             f"without --which")
         return _copy_artifact(run_dir, out, ["policy.npz"], check="pomdp")
     if which == "last":
         return _export_last(run_dir, out, cfg)
