@@ -187,9 +187,12 @@ class LiveBatch:
         cont = []
         for i, r in enumerate(self.routes):
             r.decisions += 1
-            rew[i] -= r.lam * (r.strong_tokens - before[i])
+            spent = r.strong_tokens - before[i]
+            rew[i] -= r.lam * spent
+            infos[i]["step_strong_tokens"] = spent  # the decision's own cost (the decision log records it)
             if r.done:
                 rew[i] += self._end(i, infos, last_obs[i])
+                infos[i]["step_strong_tokens"] = spent
                 dones[i] = True
                 if not self.auto_reset:
                     continue
@@ -216,7 +219,9 @@ class LiveBatch:
                     failed_in_row += 1
                 if r.decisions and result is not None:  # the episode this step acted on ends here
                     rew, dones, infos, last_obs = result
+                    spent = infos[i].get("step_strong_tokens", 0)
                     rew[i] += self._end(i, infos, last_obs[i])
+                    infos[i]["step_strong_tokens"] = spent
                     dones[i] = True
                     if not self.auto_reset:
                         continue

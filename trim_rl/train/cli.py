@@ -9,6 +9,7 @@ import sys
 from trim_rl.argtypes import OneLineParser
 from trim_rl.cli_errors import run_cli
 from trim_rl.configs import ConfigError
+from trim_rl.live.online import add_live_flags, cli_live, is_live_run, live_flags_given
 from trim_rl.resources import config_file
 from trim_rl.train.budget import check_budget
 from trim_rl.train.checks import check_path_given, check_runs_root, check_seed, check_workers
@@ -88,6 +89,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     ap.add_argument("--verbose", type=int, default=0, choices=[0, 1], help="1 prints SB3's training log")
     ap.add_argument("--no-progress", action="store_true",
                     help="no progress bars (by default: one per stage on stderr, or one over budgets for a grid)")
+    add_live_flags(ap)
     return ap
 
 
@@ -101,6 +103,10 @@ def _main(args, command: str, prog: str) -> int:
     try:
         for k in ("agent", "env", "resume", "init_from", "runs"):
             check_path_given(getattr(args, k), f"--{k.replace('_', '-')}")
+        if args.live or (args.resume and is_live_run(args.resume)):
+            return cli_live(args, command, prog)
+        if live_flags_given(args):
+            raise ConfigError(f"{live_flags_given(args)[0]}: applies to online training; add --live")
         if args.resume is not None:
             given = [f"--{k.replace('_', '-')}" for k in ("budget", "budget_grid", "lam", "lam_grid", "init_from",
                                                         *NEW_RUN_ONLY) if getattr(args, k) is not None]

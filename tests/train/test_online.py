@@ -1,0 +1,106 @@
+"""Online training (``train.py --live``) against the simulated backend over real HTTP: the run folder,
+TensorBoard events, the decision log, checkpoints that ``serve`` loads, ``--resume``, ``--init-from``
+a tree-trained checkpoint, and one-line refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("uvicorn")
+
+from trim_rl.sim.server import SimServer  # noqa: E402
+from trim_rl.train.cli import main  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = ["n_envs:4", "n_steps:16", "batch_size:32", "n_epochs:2", "total_timesteps:128"]
+
+
+@pytest.fixture(scope="module")
+def server():
+    with SimServer(seed=0) as srv:
+        yield srv
+
+
+def _live(url: str, runs: Path, *extra: str, hyper=SMALL) -> list[str]:
+    return ["--live", "--weak-url", url, "--strong-url", url, "--prm-url", url, "--weak-model", "sim-weak",
+            "--strong-model", "sim-strong", "--prm-model", "sim-prm", "--problems", "sim:math500:train",
+            "--max-interventions", "6", "--max-tokens", "4096", "--checkpoint-every", "64", "--runs", str(runs),
+            "--no-progress", "--hyperparams", *hyper, *extra]
+
+
+def _run_dir(runs: Path) -> Path:
+    (d,) = [p for p in (runs / "trim_agg").iterdir() if p.is_dir()]
+    return d
+
+
+@pytest.mark.slow
+def test_online_ppo_run_folder_log_checkpoint_and_resume(server, tmp_path, capsys):
+    from trim_rl.live.serve.policies import load_served
+
+    runs = tmp_path / "runs"
+    assert main(_live(server.url, runs, "--budget", "15")) == 0
+    run = _run_dir(runs)
+    assert run.name.startswith("live-sim-math500-train__b15__0__")
+    for f in ("config.yml", "command.txt", "git_hash.txt", "model.zip", "state.json", "result.json",
+              "train_stats.json", "rollouts.jsonl", "policy/policy.json", "stages/online_ppo/policy.json"):
+        assert (run / f).is_file(), f
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tb"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"rollout/accuracy", "rollout/cost_pct", "rollout/lambda", "train/loss"} <= tags
+    rows = [json.loads(line) for line in (run / "rollouts.jsonl").read_text().splitlines()]
+    assert rows and all(r["kind"] == "trim_rl.decisions/1" for r in rows)
+    state = json.loads((run / "state.json").read_text())
+    assert state["timesteps"] == 128 and state["episodes"] == len(rows)
+    for r in rows:
+        assert len(r["decisions"]) == r["steps"]
+        assert sum(d["strong_tokens"] for d in r["decisions"]) == r["strong_tokens"]
+        for d in r["decisions"]:
+            assert len(d["obs"]) == 6 and 0.0 < d["prob"] <= 1.0 and d["mask"][0] == 1
+            assert d["action"] == 0 or d["mask"][1] == 1
+    result = json.loads((run / "result.json").read_text())
+    assert result["requested_budget"] == 15 and result["episodes"] == len(rows) and 0 < result["lam"] <= 1
+    # the exported policy is what serve loads
+    served, default = load_served([str(run / "policy")])
+    assert served[default].mode == "hybrid"
+    # resume extends it; the log keeps its rows and grows
+    assert main(["--resume", str(run), "--hyperparams", "total_timesteps:192", "--no-progress"]) == 0
+    assert json.loads((run / "state.json").read_text())["timesteps"] == 192
+    assert len((run / "rollouts.jsonl").read_text().splitlines()) > len(rows)
+    assert len((run / "command.txt").read_text().splitlines()) == 2
+    capsys.readouterr()
+    assert main(["--resume", str(run), "--no-progress"]) == 0
+    assert "already finished" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_online_from_a_tree_trained_checkpoint_at_a_fixed_price(server, tmp_path):
+    ck = ROOT / "checkpoints" / "trim_agg" / "trim_agg_b16"
+    runs = tmp_path / "runs"
+    hyper = ["n_envs:2", "n_steps:16", "batch_size:16", "n_epochs:1", "total_timesteps:32"]
+    assert main(_live(server.url, runs, "--lam", "1e-3", "--init-from", str(ck), hyper=hyper)) == 0
+    meta = json.loads((_run_dir(runs) / "policy" / "policy.json").read_text())
+    assert meta["recipe"]["init_from"] == str(ck.resolve()) and meta["lam"] == pytest.approx(1e-3)
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--weak-url", "http://x"], "--weak-url: applies to online training"),
+    (["--live", "--budget", "15", "--strong-url", "http://127.0.0.1:9"], "--weak-url: needed with --live"),
+    (["--live", "--budget", "150", "--weak-url", "http://a", "--strong-url", "http://a"], "--budget: 150"),
+    (["--live", "--budget", "15", "--lam", "1e-3", "--weak-url", "http://a", "--strong-url", "http://a"], "--live: give"),
+    (["--live", "--budget", "15", "--weak-url", "http://a", "--strong-url", "http://a", "--problems", "sim:math500"],
+     "--problems: 'sim:math500'"),
+    (["--live", "--budget", "15", "--weak-url", "http://a", "--strong-url", "http://a", "--budget-grid", "5", "10"],
+     "--budget-grid: --live trains one policy"),
+])
+def test_refusals_name_the_flag(argv, flag, tmp_path, capsys):
+    assert main([*argv, "--runs", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert flag in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs" / "trim_agg").exists() or not any((tmp_path / "runs" / "trim_agg").iterdir())

@@ -1,0 +1,562 @@
+"""Online training: MaskablePPO on :class:`~trim_rl.live.vec_env.LiveRoutingVecEnv`, against live servers.
+
+``train.py --live --weak-url ... --strong-url ... --prm-url ... --problems PROBLEMS --budget 15`` trains
+the agent YAML's network (from scratch, or ``--init-from`` a tree-trained checkpoint) on problems
+solved by the servers as it routes them.  No trees: each step costs one weak draft, one scorer input,
+and for a regenerate one strong step and one more scorer input.
+
+Budget: a budget is, as offline, the strong tokens spent as a % of always-strong's.  Online nobody
+measured always-strong, so its tokens are estimated per episode as ``strong tokens + kept weak tokens x
+r``, where ``r`` (strong tokens / weak tokens of the same step) is measured on every regenerated step
+so far.  The price follows the serving controller's update
+(:class:`trim_rl.live.serve.control.PriceController`, one implementation) on that share, after every
+finished episode; ``--lam`` fixes the price instead.
+
+The run folder is the offline one (``config.yml``, ``command.txt``, ``git_hash.txt``, ``tb/``,
+``stages/online_ppo/`` (the policy at each checkpoint), ``model.zip`` + ``state.json`` (saved every
+``--checkpoint-every`` env steps and on SIGINT/SIGTERM, for ``--resume``), ``policy/`` and
+``result.json``) plus ``rollouts.jsonl``: every finished episode, appended at once, with each decision's
+observation, mask, action and the behaviour policy's probability of it (the log
+:mod:`trim_rl.eval.offpolicy` evaluates other policies on).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import yaml
+
+from trim_rl.configs import ConfigError, parse_yaml
+from trim_rl.data.problems import Problem
+from trim_rl.fsutil import write_json, write_text
+from trim_rl.train.config import AgentConfig, agent_from_dict, apply_overrides, config_dict
+from trim_rl.train.context import Interrupted, Target, make_logger, stop_on_signals
+
+STAGE = "online_ppo"
+LOG_NAME = "rollouts.jsonl"
+LOG_KIND = "trim_rl.decisions/1"  # the decision log's format (also written by ``serve --log-decisions``)
+LAM_BOUNDS = (1e-6, 1.0)
+
+
+@dataclass
+class LiveSpec:
+    """What an online run routes: the servers (``live decode``'s URLs and options), the problems and the
+    route's limits; recorded in ``config.yml`` (``live``) so ``--resume`` reconnects alike."""
+
+    weak_url: str
+    strong_url: str | None
+    prm_url: str | None
+    problems: str
+    options: dict = field(default_factory=dict)
+    max_interventions: int | None = None
+    checkpoint_every: int = 2048
+
+    @property
+    def name(self) -> str:
+        """The run folder's env part: ``live-`` and the problem set."""
+        stem = Path(self.problems).stem if self.problems.endswith((".jsonl", ".gz")) else self.problems
+        return "live-" + stem.replace(":", "-").replace("/", "-")
+
+
+def load_problem_spec(spec: str, flag: str = "--problems") -> list[Problem]:
+    """``sim:PROFILE:SPLIT[:DRAWS]`` (the simulated backend's problems), a benchmark name, or a .jsonl file."""
+    if spec.startswith("sim:"):
+        from trim_rl.sim.backend import problems
+
+        parts = spec.split(":")
+        if len(parts) not in (3, 4) or (len(parts) == 4 and not parts[3].isdigit()):
+            raise ConfigError(f"{flag}: {spec!r}: expected sim:PROFILE:SPLIT[:DRAWS], e.g. sim:math500:train:2")
+        try:
+            return problems(parts[1], parts[2], int(parts[3]) if len(parts) == 4 else 1)
+        except (KeyError, ValueError, FileNotFoundError) as exc:
+            raise ConfigError(f"{flag}: {spec!r}: {exc}") from None
+    from trim_rl.data.problems import load_problems
+
+    if Path(spec).is_dir():
+        raise ConfigError(f"{flag}: {spec}: is a folder, not a .jsonl file")
+    try:
+        out = load_problems(spec)
+    except ValueError as exc:
+        raise ConfigError(f"{flag}: {exc}") from None
+    if not out:
+        raise ConfigError(f"{flag}: {spec}: no problems in it")
+    return out
+
+
+def check_online(agent: AgentConfig, spec: LiveSpec, target: Target) -> None:
+    """Refuse what an online run cannot train, naming the flag, before any folder or server."""
+    if agent.algo != "maskable_ppo":
+        raise ConfigError(f"--live: agent {agent.name} ({agent.algo}) is not trained by PPO; use a TRIM-Agg / TRIM-Seq agent")
+    if agent.budget_conditioned:
+        raise ConfigError(f"--live: agent {agent.name} is budget-conditioned; online training holds one budget "
+                          f"(train budget-conditioned policies on trees)")
+    if (target.budget is None) == (target.lam is None):
+        raise ConfigError("--live: give a --budget PCT (the price follows the measured spend) or a fixed --lam")
+    if target.budget is not None and not (math.isfinite(target.budget) and 0 < target.budget < 100):
+        raise ConfigError(f"--budget: {target.budget:g}: online, a budget is a share of always-strong's strong "
+                          f"tokens in (0, 100)")
+    if target.lam is not None and not (math.isfinite(target.lam) and 0 < target.lam <= 1):
+        raise ConfigError(f"--lam: expected a price in (0, 1], got {target.lam}")
+    if not spec.weak_url:
+        raise ConfigError("--weak-url: needed with --live (the weak model drafts every step)")
+    if not spec.strong_url:
+        raise ConfigError("--strong-url: needed with --live (the strong model regenerates steps)")
+    if spec.checkpoint_every < 1:
+        raise ConfigError(f"--checkpoint-every: expected at least 1 env step, got {spec.checkpoint_every}")
+    rollout = int(agent.hyperparams.get("n_steps", 2048)) * agent.n_envs
+    if agent.total_timesteps < rollout:
+        raise ConfigError(f"total_timesteps: {agent.total_timesteps} is less than one rollout (n_steps x n_envs = "
+                          f"{rollout})")
+    if rollout // max(1, int(agent.hyperparams.get("batch_size", 64))) < 1 or rollout < 2:
+        raise ConfigError(f"hyperparams.batch_size: larger than a rollout ({rollout} steps)")
+
+
+def is_live_run(run_dir: str | Path) -> bool:
+    """Was ``run_dir`` trained online (its ``config.yml`` has a ``live`` block)?"""
+    path = Path(run_dir) / "config.yml"
+    if not path.is_file():
+        return False
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError:
+        return False
+    return isinstance(data, dict) and isinstance(data.get("live"), dict)
+
+
+# -- the decision log ----------------------------------------------------------------------------
+class EpisodeLog:
+    """Appends finished episodes, with their decisions, to a JSON Lines file (one flushed line each,
+    so a crash loses at most the episodes still running)."""
+
+    def __init__(self, path: str | Path, behaviour: dict):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.behaviour = behaviour
+        self._fh = open(self.path, "a", encoding="utf-8")
+
+    def write(self, row: dict) -> None:
+        self._fh.write(json.dumps({"kind": LOG_KIND, "behaviour": self.behaviour, **row}, separators=(",", ":")) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def decision_row(obs, mask, action: int, prob: float, strong_tokens: int | None = None) -> dict:
+    """One logged decision: the observation (as the policy saw it), the legal actions, the action taken,
+    the behaviour policy's probability of it, and the strong tokens the step spent."""
+    row = {"obs": np.round(np.asarray(obs, dtype=np.float64), 6).tolist(), "mask": [int(m) for m in mask],
+           "action": int(action), "prob": float(prob)}
+    if strong_tokens is not None:
+        row["strong_tokens"] = int(strong_tokens)
+    return row
+
+
+# -- training ------------------------------------------------------------------------------------
+class _Budget:
+    """Always-strong's tokens estimated online, and the price controller on the share spent of them."""
+
+    def __init__(self, budget: float | None, lam0: float, state: dict | None = None):
+        from trim_rl.live.serve.control import PriceController
+
+        self.ctl = None if budget is None else PriceController(budget / 100.0, lam0, *LAM_BOUNDS, window=64, rate=0.1)
+        self.lam = lam0
+        s = state or {}
+        self.regen_strong, self.regen_weak = int(s.get("regen_strong", 0)), int(s.get("regen_weak", 0))
+        if self.ctl is not None:
+            self.ctl.window.extend(tuple(w) for w in s.get("window", []))
+
+    @property
+    def ratio(self) -> float:
+        """Strong tokens per weak token of the same step (1 before any regenerate)."""
+        return self.regen_strong / self.regen_weak if self.regen_weak else 1.0
+
+    def reference(self, info: dict) -> float:
+        return info["strong_tokens"] + info["kept_weak_tokens"] * self.ratio
+
+    def observe(self, info: dict) -> None:
+        self.regen_strong += info["strong_tokens"]
+        self.regen_weak += info["discarded_weak_tokens"]
+        if self.ctl is not None:
+            self.ctl.observe(info["strong_tokens"], max(1, round(self.reference(info))))
+            self.lam = self.ctl.price
+
+    def state(self) -> dict:
+        return {"regen_strong": self.regen_strong, "regen_weak": self.regen_weak,
+                "window": [list(w) for w in self.ctl.window] if self.ctl is not None else []}
+
+
+def _callback(run_dir: Path, agent: AgentConfig, venv, budget: _Budget, spec: LiveSpec, stop, log: EpisodeLog,
+              state: dict):
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    from trim_rl.train.ppo_stage import save_model
+
+    class OnlineCallback(BaseCallback):
+        """Logs every episode (decisions included), updates the price, checkpoints, and stops on a signal."""
+
+        def __init__(self):
+            super().__init__()
+            self.open: list[list[dict]] = [[] for _ in range(venv.num_envs)]
+            self.rollout: list[dict] = []
+            self.episodes = int(state.get("episodes", 0))
+            self.recent: list[dict] = list(state.get("recent", []))
+            self.next_ckpt = int(state.get("timesteps", 0)) + spec.checkpoint_every
+            self.t0, self.steps0 = time.perf_counter(), 0
+
+        def _on_training_start(self) -> None:
+            self.steps0 = self.model.num_timesteps
+
+        def _on_step(self) -> bool:
+            loc = self.locals
+            obs = loc["obs_tensor"].cpu().numpy()
+            actions = np.asarray(loc["actions"]).reshape(-1)
+            probs = np.exp(loc["log_probs"].detach().cpu().numpy().reshape(-1))
+            masks = loc.get("action_masks")
+            masks = np.ones((len(actions), 2), dtype=bool) if masks is None else np.asarray(masks).reshape(-1, 2)
+            for i, (info, done) in enumerate(zip(loc["infos"], loc["dones"])):
+                self.open[i].append(decision_row(obs[i], masks[i], actions[i], probs[i], info.get("step_strong_tokens")))
+                if done:
+                    self._episode(info, self.open[i])
+                    self.open[i] = []
+            return not stop.is_set()
+
+        def _episode(self, info: dict, decisions: list[dict]) -> None:
+            self.episodes += 1
+            keep = ("problem_id", "tree", "lam", "correct", "strong_tokens", "weak_tokens", "kept_weak_tokens",
+                    "discarded_weak_tokens", "interventions", "steps", "wall_s", "finish", "dropped", "error")
+            row = {k: info[k] for k in keep if k in info}
+            row = {"episode": self.episodes, "timesteps": int(self.model.num_timesteps), **row, "decisions": decisions}
+            log.write(row)
+            if info.get("dropped"):
+                return
+            budget.observe(info)
+            venv.set_attr("lam", budget.lam)
+            summary = {k: info[k] for k in ("correct", "strong_tokens", "interventions", "steps", "wall_s")}
+            summary["reference"] = budget.reference(info)
+            self.rollout.append(summary)
+            self.recent = (self.recent + [summary])[-256:]
+
+        def _on_rollout_end(self) -> None:
+            eps = self.rollout
+            if eps:
+                ref = sum(e["reference"] for e in eps)
+                self.logger.record("rollout/accuracy", float(np.mean([e["correct"] for e in eps])))
+                self.logger.record("rollout/cost_pct", 100.0 * sum(e["strong_tokens"] for e in eps) / max(ref, 1e-9))
+                self.logger.record("rollout/interventions", float(np.mean([e["interventions"] for e in eps])))
+                self.logger.record("rollout/episode_wall_s", float(np.mean([e["wall_s"] for e in eps])))
+            self.logger.record("rollout/episodes", len(eps))
+            self.logger.record("rollout/lambda", float(budget.lam))
+            self.logger.record("rollout/dropped", int(venv.dropped))
+            self.logger.record("rollout/strong_per_weak_token", float(budget.ratio))
+            steps = self.model.num_timesteps - self.steps0
+            self.logger.record("rollout/env_steps_per_s", steps / max(time.perf_counter() - self.t0, 1e-9))
+            self.rollout = []
+            if self.model.num_timesteps >= self.next_ckpt:
+                self.checkpoint()
+                self.next_ckpt = self.model.num_timesteps + spec.checkpoint_every
+
+        def checkpoint(self) -> None:
+            """``model.zip`` then ``state.json`` (renamed into place) and the policy so far in ``stages/``."""
+            save_model(self.model, run_dir / "model.zip")
+            write_json(run_dir / "state.json", self.state())
+            _write_policy(run_dir / "stages" / STAGE, self.model, agent, budget.lam, run_dir, stage=True)
+
+        def state(self) -> dict:
+            return {"timesteps": int(self.model.num_timesteps), "lam": float(budget.lam), "episodes": self.episodes,
+                    "recent": self.recent, "dropped": int(venv.dropped), **budget.state()}
+
+    return OnlineCallback()
+
+
+def _write_policy(folder: Path, model, agent: AgentConfig, lam: float, run_dir: Path, stage: bool = False,
+                  extra: dict | None = None) -> None:
+    from trim_rl.agents.checkpoint import write_network_checkpoint
+    from trim_rl.envs.observations import make_builder
+    from trim_rl.train.ppo_stage import actor_net, network_meta
+    from trim_rl.train.recipe import FAMILIES, _versions_light
+
+    fam = FAMILIES[agent.obs] + (" (online, fine-tuned)" if agent.init_from else " (online PPO)")
+    meta = {"family": fam + (" (online stage)" if stage else ""),
+            "recipe": {"name": "online PPO", "stages": [STAGE], **({"init_from": agent.init_from} if agent.init_from else {})},
+            "observation": make_builder(agent.obs).config(), "lam": float(lam), "lam_range": None, "budget": None,
+            "network": network_meta(agent.obs, False, agent.policy_kwargs), "validation": None,
+            "versions": _versions_light(), "source": {"run": str(run_dir), "online": True}, **(extra or {})}
+    if stage:
+        meta["stage"] = STAGE
+    write_network_checkpoint(actor_net(model, agent), meta, folder)
+
+
+def train_online(agent: AgentConfig, spec: LiveSpec, target: Target, seed: int = 0, runs_root: str | Path = "runs",
+                 command: str | None = None, progress: bool = False, verbose: int = 0, backends=None) -> Path:
+    """Train ``agent`` online for ``target`` (see the module notes); returns the run folder.  ``backends``
+    replaces the URLs' engines (tests); a run stopped before its first checkpoint removes its folder."""
+    from trim_rl.train.checks import check_seed
+    from trim_rl.train.run import RunLock, _versions, git_hash, new_run_dir
+
+    check_seed(seed, "--seed")
+    check_online(agent, spec, target)
+    problems = load_problem_spec(spec.problems)
+    init = _init(agent)
+    backends = backends or _backends(spec)
+    run_dir = new_run_dir(Path(runs_root), agent, SimpleNamespace(name=spec.name), target, seed)
+    try:
+        cfg = {"agent": config_dict(agent), "env": {"name": spec.name, "live": True}, "target": target.to_dict(),
+               "seed": int(seed), "live": asdict(spec), "git": git_hash(), "versions": _versions()}
+        write_text(run_dir / "config.yml", yaml.safe_dump(cfg, sort_keys=False))
+        write_text(run_dir / "git_hash.txt", cfg["git"] + "\n")
+        write_text(run_dir / "command.txt", (command or " ".join([sys.executable, *sys.argv])) + "\n")
+        with RunLock(run_dir):
+            _run(run_dir, agent, spec, target, seed, problems, backends, init, None, progress, verbose)
+    except BaseException as exc:
+        if not (run_dir / "state.json").exists() and not (run_dir / "policy").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+            if isinstance(exc, (Interrupted, KeyboardInterrupt)):
+                raise Interrupted(run_dir, resumable=False, removed=True) from None
+        raise
+    return run_dir
+
+
+def resume_online(run_dir: str | Path, overrides: list[str] | None = None, command: str | None = None,
+                  progress: bool = False, verbose: int = 0, backends=None) -> Path:
+    """Continue an online run from ``model.zip`` + ``state.json`` (``overrides``: ``--hyperparams``, e.g.
+    ``total_timesteps:N`` to extend a finished one); a finished run raises ``AlreadyFinished``."""
+    from trim_rl.train.run import AlreadyFinished, RunLock, _check_zip
+
+    run_dir = Path(run_dir)
+    data = parse_yaml((run_dir / "config.yml").read_text(encoding="utf-8"), str(run_dir / "config.yml")) or {}
+    try:
+        agent = agent_from_dict(data["agent"], f"{run_dir / 'config.yml'} (agent)")
+        spec = LiveSpec(**data["live"])
+        t = data.get("target") or {}
+        target, seed = Target(t.get("budget"), t.get("lam")), int(data["seed"])
+    except (KeyError, TypeError) as exc:
+        raise ConfigError(f"{run_dir / 'config.yml'}: not an online run's config (missing or bad {exc})") from None
+    if overrides:
+        agent = agent_from_dict(apply_overrides(config_dict(agent), overrides), "--hyperparams")
+    try:
+        state = json.loads((run_dir / "state.json").read_text(encoding="utf-8"))
+        done = int(state["timesteps"])
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{run_dir}: no saved training state (state.json): it stopped before its first "
+                                f"checkpoint; start a new run (its command is in {run_dir / 'command.txt'})") from None
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(f"{run_dir / 'state.json'}: damaged (no readable timesteps); the run cannot be resumed") from None
+    if (run_dir / "policy" / "policy.json").is_file() and (run_dir / "result.json").is_file() \
+            and done >= agent.total_timesteps:
+        raise AlreadyFinished(run_dir, done)
+    _check_zip(run_dir / "model.zip")
+    check_online(agent, spec, target)
+    problems = load_problem_spec(spec.problems)
+    backends = backends or _backends(spec)
+    with RunLock(run_dir):
+        if overrides:
+            data["agent"] = config_dict(agent)
+            write_text(run_dir / "config.yml", yaml.safe_dump(data, sort_keys=False))
+        with open(run_dir / "command.txt", "a", encoding="utf-8") as fh:
+            fh.write((command or " ".join([sys.executable, *sys.argv])) + "\n")
+        _run(run_dir, agent, spec, target, seed, problems, backends, None, state, progress, verbose)
+    return run_dir
+
+
+def _init(agent: AgentConfig):
+    """The ``--init-from`` network and its price (None, None without one)."""
+    if not agent.init_from:
+        return None, None
+    from trim_rl.train.warm_start import check_checkpoint
+
+    try:
+        ck = check_checkpoint(agent.init_from, agent)
+    except (ValueError, FileNotFoundError) as exc:
+        raise ConfigError(f"--init-from: {exc}") from None
+    return ck.net, ck.meta.get("lam")
+
+
+def _backends(spec: LiveSpec):
+    from trim_rl.live.env import backends_from_urls
+
+    try:
+        return backends_from_urls(spec.weak_url, spec.strong_url, spec.prm_url, spec.options)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _run(run_dir: Path, agent: AgentConfig, spec: LiveSpec, target: Target, seed: int, problems, backends, init,
+         state: dict | None, progress: bool, verbose: int) -> None:
+    import torch
+    from stable_baselines3.common.utils import set_random_seed
+
+    from trim_rl.live.vec_env import LiveRoutingVecEnv
+    from trim_rl.train.ppo_stage import copy_actor_in, make_model, save_model
+    from trim_rl.train.recipe import load_model
+
+    torch.set_num_threads(1)
+    set_random_seed(seed)
+    net, init_lam = init or (None, None)
+    lam0 = float(state["lam"]) if state else float(target.lam or init_lam or 1e-3)
+    budget = _Budget(target.budget, lam0, state)
+    venv = LiveRoutingVecEnv(backends, problems, num_envs=agent.n_envs, lam=min(max(lam0, LAM_BOUNDS[0]), 1.0),
+                             obs=agent.obs, max_interventions=spec.max_interventions)
+    # a resumed run goes on with the problem stream where a fresh seed puts it: the seed plus the
+    # episodes done, so it neither replays the same order nor needs the old stream's position
+    venv.seed(seed + (int(state.get("episodes", 0)) if state else 0))
+    if state is not None:
+        model = load_model(run_dir / "model.zip", venv, agent)
+    else:
+        model = make_model(agent, venv, seed, verbose)
+        if net is not None:
+            copy_actor_in(model, net)
+        elif agent.initial_regen_prob != 0.5:
+            p0 = agent.initial_regen_prob
+            with torch.no_grad():
+                model.policy.action_net.bias.copy_(torch.tensor([0.0, float(np.log(p0 / (1.0 - p0)))]))
+    logger = make_logger(run_dir / "tb", verbose)
+    model.set_logger(logger)
+    behaviour = {"policy": "online PPO (stochastic)", "run": str(run_dir), "obs": agent.obs}
+    log = EpisodeLog(run_dir / LOG_NAME, behaviour)
+    t_start = time.time()
+    with stop_on_signals() as stop:
+        cb = _callback(run_dir, agent, venv, budget, spec, stop, log, state or {})
+        callbacks = [cb]
+        if progress:
+            from stable_baselines3.common.callbacks import ProgressBarCallback
+
+            callbacks.append(ProgressBarCallback())
+        remaining = max(0, agent.total_timesteps - int(model.num_timesteps))
+        try:
+            if remaining:
+                model.learn(total_timesteps=remaining, callback=callbacks, reset_num_timesteps=state is None,
+                            progress_bar=False)
+            save_model(model, run_dir / "model.zip")
+            write_json(run_dir / "state.json", cb.state())
+        finally:
+            log.close()
+            venv.close()
+        if stop.is_set():
+            raise Interrupted(run_dir, resumable=True)
+    recent = cb.recent
+    ref = sum(e["reference"] for e in recent)
+    result = {"requested_budget": target.budget, "lam": float(budget.lam),
+              "online_cost_pct": 100.0 * sum(e["strong_tokens"] for e in recent) / ref if ref else None,
+              "online_accuracy": float(np.mean([e["correct"] for e in recent])) if recent else None,
+              "window_episodes": len(recent), "episodes": cb.episodes, "dropped": int(venv.dropped),
+              "timesteps": int(model.num_timesteps), "problems": spec.problems}
+    _write_policy(run_dir / "policy", model, agent, budget.lam, run_dir, extra={
+        "budget": ({"requested": target.budget, "lam": float(budget.lam), "online_cost_pct": result["online_cost_pct"],
+                    "measured_on": f"the last {len(recent)} online episodes ({spec.problems})"}
+                   if target.budget is not None else None)})
+    for k in ("online_cost_pct", "online_accuracy", "lam"):
+        if result.get(k) is not None:
+            logger.record(f"budget/{k}", float(result[k]))
+    logger.dump(int(model.num_timesteps))
+    logger.close()
+    write_json(run_dir / "result.json", result)
+    stats = {"seconds": round(time.time() - t_start, 1), "timesteps": int(model.num_timesteps),
+             "env_steps_per_s": round(remaining / max(time.time() - t_start, 1e-9), 1)}
+    write_json(run_dir / "train_stats.json", stats)
+    cfg = yaml.safe_load((run_dir / "config.yml").read_text(encoding="utf-8")) or {}
+    cfg["result"] = {k: result[k] for k in ("requested_budget", "lam", "online_cost_pct", "online_accuracy")}
+    write_text(run_dir / "config.yml", yaml.safe_dump(cfg, sort_keys=False))
+
+
+# -- train.py --live -----------------------------------------------------------------------------
+LIVE_FLAGS = ("weak_url", "strong_url", "prm_url", "problems", "weak_model", "strong_model", "prm_model", "prm",
+              "max_tokens", "max_interventions", "checkpoint_every", "live_option")
+
+
+def add_live_flags(ap) -> None:
+    """The ``--live`` flag group of ``train.py``."""
+    g = ap.add_argument_group("online training against live servers (--live; see docs/training.md)")
+    g.add_argument("--live", action="store_true",
+                   help="train MaskablePPO online on problems solved by live weak / strong / scorer servers (no trees); "
+                        "every episode is logged to RUN/rollouts.jsonl")
+    g.add_argument("--weak-url", help="weak model server (as live decode's; comma-separated replicas)")
+    g.add_argument("--strong-url", help="strong model server")
+    g.add_argument("--prm-url", help="step scorer server (vllm /pooling PRM, or a completions server with --prm self-verify)")
+    g.add_argument("--weak-model", help="model name sent to the weak server")
+    g.add_argument("--strong-model", help="model name sent to the strong server")
+    g.add_argument("--prm-model", help="model name sent to the scorer's server")
+    g.add_argument("--prm", choices=("vllm", "self-verify"), help="step scorer kind (default vllm)")
+    g.add_argument("--problems", help="problems: a benchmark name, a .jsonl file, or sim:PROFILE:SPLIT[:DRAWS] for "
+                                      "the simulated backend's (default sim:math500:train)")
+    g.add_argument("--max-tokens", type=int, help="most tokens per step (default 256)")
+    g.add_argument("--max-interventions", type=int, help="most regenerated steps per problem (default: no limit)")
+    g.add_argument("--checkpoint-every", type=int, help="env steps between checkpoints (default 2048)")
+    g.add_argument("--live-option", action="append", metavar="KEY=VALUE",
+                   help="any other live decode setting by its name (timeout=60, retries=5, weak_temperature=0.7); "
+                        "repeatable")
+
+
+def live_flags_given(args) -> list[str]:
+    return [f"--{k.replace('_', '-')}" for k in LIVE_FLAGS if getattr(args, k, None) is not None]
+
+
+def spec_from_args(args) -> LiveSpec:
+    from trim_rl.live.env import LIVE_DEFAULTS
+
+    options: dict = {}
+    for item in args.live_option or []:
+        key, eq, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not eq or key not in LIVE_DEFAULTS:
+            raise ConfigError(f"--live-option {item!r}: expected KEY=VALUE with KEY one of {', '.join(LIVE_DEFAULTS)}")
+        try:
+            options[key] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            options[key] = text
+    for k in ("weak_model", "strong_model", "prm_model", "prm", "max_tokens"):
+        if getattr(args, k) is not None:
+            options[k] = getattr(args, k)
+    if args.max_tokens is not None and args.max_tokens < 1:
+        raise ConfigError(f"--max-tokens: expected at least 1, got {args.max_tokens}")
+    if args.max_interventions is not None and args.max_interventions < 0:
+        raise ConfigError(f"--max-interventions: expected at least 0, got {args.max_interventions}")
+    return LiveSpec(args.weak_url, args.strong_url, args.prm_url, args.problems or "sim:math500:train", options,
+                    args.max_interventions, 2048 if args.checkpoint_every is None else args.checkpoint_every)
+
+
+def cli_live(args, command: str, prog: str) -> int:
+    """``train.py --live ...`` and ``train.py --resume RUN`` of an online run."""
+    from trim_rl.resources import config_file
+    from trim_rl.train.config import load_agent
+    from trim_rl.train.run import AlreadyFinished
+    from trim_rl.train.warm_start import apply_init_from
+
+    if args.resume:
+        given = (["--live"] if args.live else []) + live_flags_given(args) + [
+            f"--{k.replace('_', '-')}" for k in ("budget", "budget_grid", "lam", "lam_grid", "init_from", "agent", "env",
+                                                 "seed", "runs", "workers") if getattr(args, k, None) is not None]
+        if given:
+            flag = given[0]
+            raise ConfigError(f"{flag}: --resume continues an online run with its own servers and problems; give "
+                              f"only --hyperparams with it")
+        try:
+            run = resume_online(args.resume, args.hyperparams, command, progress=not args.no_progress,
+                                verbose=args.verbose)
+        except AlreadyFinished as done:
+            print(f"already finished: {done.run_dir} (nothing to resume; extend it with --hyperparams "
+                  f"total_timesteps:N above {done.timesteps})")
+            return 0
+        print(f"run: {run}")
+        return 0
+    for flag in ("env", "budget_grid", "lam_grid", "workers"):
+        if getattr(args, flag) is not None:
+            raise ConfigError(f"--{flag.replace('_', '-')}: --live trains one policy on live problems (--problems); "
+                              f"give one --budget or --lam")
+    agent = load_agent(config_file("agents", args.agent or "trim_agg"), args.hyperparams)
+    if args.init_from:
+        apply_init_from(agent, args.init_from)
+    agent.recipe = ["ppo"]  # online, PPO is the whole recipe (policy iteration needs trees)
+    target = Target(args.budget, args.lam)
+    run = train_online(agent, spec_from_args(args), target, 0 if args.seed is None else args.seed,
+                       args.runs or "runs", command, progress=not args.no_progress, verbose=args.verbose)
+    print(f"run: {run}")
+    return 0
