@@ -63,6 +63,10 @@ def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
                          "fitted on the training trees and solved) and every --checkpoints family at several PRM "
                          "noise and flip levels (python -m trim_rl.eval.robustness has all the options)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    ap.add_argument("--logged", default=None, metavar="LOG",
+                    help="instead of trees: estimate the --checkpoints policies (folders, or thr:K) from a decision log "
+                         "(RUN/rollouts.jsonl of train.py --live, or serve --log-decisions): importance weighting, "
+                         "doubly robust, effective sample size (trim_rl/eval/offpolicy.py)")
     return ap
 
 
@@ -95,6 +99,10 @@ def _check_args(args) -> list[str]:
 
 
 def _main(args) -> int:
+    if args.logged:
+        from trim_rl.eval.offpolicy import cli_logged
+
+        return cli_logged(args.logged, args.checkpoints, args.out, args.seed, args.quiet)
     names = _check_args(args)
     if args.report == "paper":
         out = Path(args.out or "reports/paper")

@@ -36,13 +36,13 @@ import yaml
 
 from trim_rl.configs import ConfigError, parse_yaml
 from trim_rl.data.problems import Problem
+from trim_rl.eval.offpolicy import EpisodeLog, decision_row
 from trim_rl.fsutil import write_json, write_text
 from trim_rl.train.config import AgentConfig, agent_from_dict, apply_overrides, config_dict
 from trim_rl.train.context import Interrupted, Target, make_logger, stop_on_signals
 
 STAGE = "online_ppo"
 LOG_NAME = "rollouts.jsonl"
-LOG_KIND = "trim_rl.decisions/1"  # the decision log's format (also written by ``serve --log-decisions``)
 LAM_BOUNDS = (1e-6, 1.0)
 
 
@@ -129,35 +129,6 @@ def is_live_run(run_dir: str | Path) -> bool:
     except yaml.YAMLError:
         return False
     return isinstance(data, dict) and isinstance(data.get("live"), dict)
-
-
-# -- the decision log ----------------------------------------------------------------------------
-class EpisodeLog:
-    """Appends finished episodes, with their decisions, to a JSON Lines file (one flushed line each,
-    so a crash loses at most the episodes still running)."""
-
-    def __init__(self, path: str | Path, behaviour: dict):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.behaviour = behaviour
-        self._fh = open(self.path, "a", encoding="utf-8")
-
-    def write(self, row: dict) -> None:
-        self._fh.write(json.dumps({"kind": LOG_KIND, "behaviour": self.behaviour, **row}, separators=(",", ":")) + "\n")
-        self._fh.flush()
-
-    def close(self) -> None:
-        self._fh.close()
-
-
-def decision_row(obs, mask, action: int, prob: float, strong_tokens: int | None = None) -> dict:
-    """One logged decision: the observation (as the policy saw it), the legal actions, the action taken,
-    the behaviour policy's probability of it, and the strong tokens the step spent."""
-    row = {"obs": np.round(np.asarray(obs, dtype=np.float64), 6).tolist(), "mask": [int(m) for m in mask],
-           "action": int(action), "prob": float(prob)}
-    if strong_tokens is not None:
-        row["strong_tokens"] = int(strong_tokens)
-    return row
 
 
 # -- training ------------------------------------------------------------------------------------
