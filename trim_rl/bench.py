@@ -235,9 +235,17 @@ def _live_throughput(args) -> None:
     d = defaults_throughput(args.url, args.problems, args.limit, args.max_tokens, args.max_steps, reps)
     print(f"step generations/s, old throughput defaults (16 in flight per server, batch 8, chunk 4) vs new "
           f"(256, 256, 64) vs one request at a time (1, 1, 1), median of {reps} interleaved runs:")
+    backend = d.pop("backend", None)
     for what, by in d.items():
         print(f"  {what:<8} old {by['old']:.3f}  new {by['new']:.3f}  ratio new/old: {by['new'] / by['old']:.2f}  "
               f"one at a time {by['one']:.3f}  ratio new/one: {by['new'] / by['one']:.2f}")
+    if backend:
+        print("llama-server's own time per run (medians; prompt tokens computed, not cached; slot-seconds):")
+        for what, by in backend.items():
+            for name, b in by.items():
+                print(f"  {what:<8} {name:<4} prompt {b['prompt_tokens']:.0f} tok {b['prompt_s']:.0f} s, generated "
+                      f"{b['generated_tokens']:.0f} tok {b['generation_s']:.0f} s, {b['decode_calls']:.0f} decode calls "
+                      f"of {b['busy_slots_per_call']:.2f} busy slots")
 
 
 if __name__ == "__main__":

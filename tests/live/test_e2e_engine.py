@@ -80,12 +80,17 @@ def test_bench_live_prints_decision_times_and_throughput_ratios(llama_url):
                  "ratio hybrid/weak-only"):
         assert name in r.stdout
     for what in ("decode", "collect"):  # one at a time vs old vs new throughput defaults, side by side
-        (line,) = [x for x in r.stdout.splitlines() if x.strip().startswith(what + " ")]
+        (line,) = [x for x in r.stdout.splitlines() if x.strip().startswith(what + " ") and "ratio" in x]
         old, new, ratio, one, ratio_one = (float(v) for v in re.findall(
             r"old ([\d.]+)\s+new ([\d.]+)\s+ratio new/old: ([\d.]+)\s+one at a time ([\d.]+)\s+ratio new/one: ([\d.]+)",
             line)[0])
         assert old > 0 and new > 0 and one > 0
         assert ratio == pytest.approx(new / old, abs=0.01) and ratio_one == pytest.approx(new / one, abs=0.01)
+        for config in ("one", "old", "new"):  # llama-server's own counters of each run
+            (row,) = [x for x in r.stdout.splitlines() if x.split()[:2] == [what, config] and "decode calls" in x]
+            tokens, calls, slots = (float(v) for v in re.search(
+                r"generated (\d+) tok .* (\d+) decode calls of ([\d.]+) busy slots", row).groups())
+            assert tokens > 0 and calls > 0 and slots >= 1.0
 
 
 def test_cli_help_explains_every_command():

@@ -19,6 +19,7 @@ from trim_rl.live.engines import OpenAICompatibleEngine, Sampling
 from trim_rl.live.http import HTTPSettings
 from trim_rl.live.prm import SelfVerifyScorer
 from trim_rl.live.results import ResultsFile
+from trim_rl.live.serve.bench import backend_profile, llama_metrics
 
 DEFAULT_POLICIES = {
     "TRIM-Thr": "thr:0.5",
@@ -105,21 +106,31 @@ def defaults_throughput(url: str, problems: str = "gsm8k", limit: int = 16, max_
     configs = {"one": {"concurrency": 1, "batch": 1, "chunk": 1}, "old": OLD_DEFAULTS,
                "new": {"concurrency": 256, "batch": 256, "chunk": 64}}
     rates: dict[str, dict[str, list[float]]] = {w: {c: [] for c in configs} for w in ("decode", "collect")}
+    profiles: dict[str, dict[str, list[dict]]] = {w: {c: [] for c in configs} for w in rates}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(repeats):
             for name, cfg in configs.items():
                 weak, strong, scorer = _engines(url, max_tokens, cfg["concurrency"])
                 dec = HybridDecoder(weak, strong, scorer, Router(load_policy("thr:0.5")),
                                     DecodeSettings(max_steps=max_steps, concurrency=cfg["batch"], seed=r), "thr:0.5")
+                m0 = llama_metrics(url)
                 t0 = time.perf_counter()
                 s = dec.run(probs, ResultsFile(Path(tmp) / f"decode_{name}_{r}.jsonl"), progress=False)
                 if not s["complete"]:
                     raise RuntimeError(f"decoding stopped: {s['error']}")
                 rates["decode"][name].append(dec.generations / (time.perf_counter() - t0))
+                m1 = llama_metrics(url)
                 col = TreeCollector(weak, strong, scorer, CollectSettings(1, max_steps, cfg["chunk"], seed=r))
                 t0 = time.perf_counter()
                 s = col.run(probs, ResultsFile(Path(tmp) / f"collect_{name}_{r}.jsonl"), progress=False)
                 if not s["complete"]:
                     raise RuntimeError(f"collection stopped: {s['error']}")
                 rates["collect"][name].append(col.stats["generations"] / (time.perf_counter() - t0))
-    return {w: {c: statistics.median(v) for c, v in by.items()} for w, by in rates.items()}
+                for what, prof in (("decode", backend_profile(m1, m0)), ("collect", backend_profile(llama_metrics(url), m1))):
+                    if prof is not None:
+                        profiles[what][name].append(prof)
+    out = {w: {c: statistics.median(v) for c, v in by.items()} for w, by in rates.items()}
+    if all(profiles[w][c] for w in profiles for c in configs):  # a llama-server: its own medians too
+        out["backend"] = {w: {c: {k: statistics.median(p[k] for p in ps) for k in ps[0]} for c, ps in by.items()}
+                          for w, by in profiles.items()}
+    return out
