@@ -174,3 +174,18 @@ def test_resume_refuses_overrides_that_change_the_saved_network(tiny_env, tmp_pa
     key = override.split(":")[0].split(".")[0]
     one_line(r, rf"--hyperparams {key}: a resumed run keeps its {key}")
     assert (d / "config.yml").read_bytes() == before
+
+
+def test_a_pomdp_run_stopped_before_its_result_leaves_no_folder(tiny_env, tmp_path, monkeypatch):
+    import trim_rl.train.pomdp as pomdp
+    from trim_rl.train.config import load_agent, load_env
+    from trim_rl.train.context import Target
+
+    def ctrl_c():  # Ctrl-C just after the run folder was made
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pomdp, "git_hash", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        pomdp.train_pomdp(load_agent(ROOT / "agents" / "trim_pomdp.yaml"), load_env(tiny_env), [Target(lam=1e-3)],
+                          0, tmp_path / "runs", progress=False)
+    assert not list((tmp_path / "runs").glob("*/*"))

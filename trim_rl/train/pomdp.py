@@ -1,6 +1,7 @@
 """Train TRIM-POMDP (``algo: pomdp``): fit the model on the training trees once, solve it for every
 target, and write one run folder per target (config.yml, command.txt, git_hash.txt, the policy
-artifact policy.json + policy.npz, validation.json, result.json).
+artifact policy.json + policy.npz, validation.json, result.json); a folder stopped before its
+result.json (Ctrl-C, an error) is removed.
 
 A budget is met by bisection on the price: each try solves the POMDP (about a second) and plays
 the policy on the calibration trees.
@@ -8,6 +9,7 @@ the policy on the calibration trees.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -66,34 +68,39 @@ def train_pomdp(agent: AgentConfig, env: EnvConfig, targets: list, seed: int = 0
             lam = float(target.lam)
         result["lam"] = lam
         run_dir = new_run_dir(Path(runs_root), agent, env, target, seed)
-        cfg = {"agent": config_dict(agent), "env": config_dict(env), "target": target.to_dict(), "seed": seed,
-               "git": git_hash(), "versions": {"python": sys.version.split()[0], "numpy": np.__version__}}
-        write_text(run_dir / "config.yml", yaml.safe_dump(cfg, sort_keys=False))
-        write_text(run_dir / "git_hash.txt", cfg["git"] + "\n")
-        write_text(run_dir / "command.txt", (command or " ".join([sys.executable, *sys.argv])) + "\n")
-        sol = solve(model, lam, cfg_solver)
-        policy = POMDPPolicy(model, sol)
-        validation = None
-        if val is not None:
-            rec = rollout(policy, val, lam=lam)
-            validation = {"split": str(env.val), "accuracy": float(rec.correct.mean()),
-                          "cost_pct": float(100.0 * rec.strong_tokens.sum() / val.strong_only_tokens.sum()),
-                          "score": float(rec.correct.mean() - lam * rec.strong_tokens.mean()),
-                          "interventions": float(rec.interventions.mean())}
-            write_json(run_dir / "validation.json", validation)
-            result.update(val_accuracy=validation["accuracy"], val_cost_pct=validation["cost_pct"])
-        budget = None if target.budget is None else {"requested": target.budget, "lam": lam,
-                                                     "calib_cost_pct": result.get("calib_cost_pct"),
-                                                     "val_cost_pct": result.get("val_cost_pct"),
-                                                     "calib_trees": str(env.calib_spec)}
-        policy.save(run_dir, extra_meta={
-            "source": {"run": str(run_dir), "git": cfg["git"], "seed": seed, "env": env.name, "train": env.train},
-            "validation": validation, "budget": budget,
-            "recipe": {"name": "POMDP fit + value iteration", "stages": ["fit", "solve"]}})
-        write_json(run_dir / "result.json", result)
-        write_text(run_dir / "config.yml", yaml.safe_dump({**cfg, "result": result}, sort_keys=False))
-        write_json(run_dir / "train_stats.json", {"fit_seconds": round(fit_s, 3), "solve_seconds": round(sol.seconds, 3),
-                                                  "seconds": round(time.perf_counter() - t1, 3)})
+        try:
+            cfg = {"agent": config_dict(agent), "env": config_dict(env), "target": target.to_dict(), "seed": seed,
+                   "git": git_hash(), "versions": {"python": sys.version.split()[0], "numpy": np.__version__}}
+            write_text(run_dir / "config.yml", yaml.safe_dump(cfg, sort_keys=False))
+            write_text(run_dir / "git_hash.txt", cfg["git"] + "\n")
+            write_text(run_dir / "command.txt", (command or " ".join([sys.executable, *sys.argv])) + "\n")
+            sol = solve(model, lam, cfg_solver)
+            policy = POMDPPolicy(model, sol)
+            validation = None
+            if val is not None:
+                rec = rollout(policy, val, lam=lam)
+                validation = {"split": str(env.val), "accuracy": float(rec.correct.mean()),
+                              "cost_pct": float(100.0 * rec.strong_tokens.sum() / val.strong_only_tokens.sum()),
+                              "score": float(rec.correct.mean() - lam * rec.strong_tokens.mean()),
+                              "interventions": float(rec.interventions.mean())}
+                write_json(run_dir / "validation.json", validation)
+                result.update(val_accuracy=validation["accuracy"], val_cost_pct=validation["cost_pct"])
+            budget = None if target.budget is None else {"requested": target.budget, "lam": lam,
+                                                         "calib_cost_pct": result.get("calib_cost_pct"),
+                                                         "val_cost_pct": result.get("val_cost_pct"),
+                                                         "calib_trees": str(env.calib_spec)}
+            policy.save(run_dir, extra_meta={
+                "source": {"run": str(run_dir), "git": cfg["git"], "seed": seed, "env": env.name, "train": env.train},
+                "validation": validation, "budget": budget,
+                "recipe": {"name": "POMDP fit + value iteration", "stages": ["fit", "solve"]}})
+            write_json(run_dir / "result.json", result)
+            write_text(run_dir / "config.yml", yaml.safe_dump({**cfg, "result": result}, sort_keys=False))
+            write_json(run_dir / "train_stats.json", {"fit_seconds": round(fit_s, 3), "solve_seconds": round(sol.seconds, 3),
+                                                      "seconds": round(time.perf_counter() - t1, 3)})
+        except BaseException:
+            if not (run_dir / "result.json").exists():  # half a run folder is of no use to anyone
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
         out.append(run_dir)
         if bar is not None:
             bar.update(1)
