@@ -180,7 +180,9 @@ def read_log(path: str | Path, flag: str = "--logged") -> tuple[list[Episode], d
                              np.array([d["mask"] for d in ds], dtype=bool).reshape(-1, 2),
                              np.array([int(d["action"]) for d in ds]), mu,
                              np.array([float(d.get("strong_tokens", 0)) for d in ds]),
-                             float(bool(row["correct"])), float(row["strong_tokens"]))
+                             # a served request has no reference answer: correct null (not graded)
+                             math.nan if row["correct"] is None else float(bool(row["correct"])),
+                             float(row["strong_tokens"]))
             except (KeyError, TypeError, ValueError) as exc:
                 raise LogError(f"{where}: decisions: a decision lacks a readable {exc}") from None
             if not np.all((mu > 0) & (mu <= 1 + 1e-9)):
@@ -305,26 +307,31 @@ def estimate(episodes: list[Episode], policy, seed: int = 0) -> dict:
     n = len(episodes)
     ess = float(w.sum() ** 2 / np.sum(w**2)) if np.any(w > 0) else 0.0
     out = {"episodes": n, "ess": ess, "matched": int(np.sum(w > 0)), "max_weight": float(w.max())}
+    for metric in METRICS:
+        key = "accuracy" if metric == "correct" else "strong_tokens"
+        sel = [k for k, e in enumerate(episodes) if not math.isnan(getattr(e, metric))]
+        out[key] = _estimate_metric([episodes[k] for k in sel], [pis[k] for k in sel], w[sel], metric, seed) \
+            if len(sel) > 1 else None  # no graded episode (a server's log before grading): no accuracy
+    return out
+
+
+def _estimate_metric(episodes: list[Episode], pis: list[np.ndarray], w: np.ndarray, metric: str, seed: int) -> dict:
+    n = len(episodes)
+    G = np.array([getattr(e, metric) for e in episodes])
+    res = {"episodes": n, "is": _mean_se(w * G).to_dict()}
+    if w.sum() > 0:
+        wn = w / w.sum()
+        v = float(np.sum(wn * G))
+        res["wis"] = Estimate(v, float(math.sqrt(np.sum(wn**2 * (G - v) ** 2)))).to_dict()
     idx = np.random.default_rng(seed).permutation(n)
     folds = [idx[: n // 2], idx[n // 2 :]]
-    for metric in METRICS:
-        G = np.array([getattr(e, metric) for e in episodes])
-        res = {"is": _mean_se(w * G).to_dict()}
-        if w.sum() > 0:
-            wn = w / w.sum()
-            v = float(np.sum(wn * G))
-            res["wis"] = Estimate(v, float(math.sqrt(np.sum(wn**2 * (G - v) ** 2)))).to_dict()
-        dr = np.zeros(n)
-        for f in (0, 1):  # cross-fitting: each half's Q-hat is fitted on the other half
-            train, test = folds[1 - f], folds[f]
-            if len(train) == 0 or len(test) == 0:
-                continue
-            q = _fit_q([episodes[i] for i in train], metric)
-            fallback = float(np.mean(G[train]))
-            dr[test] = _dr_terms([episodes[i] for i in test], [pis[i] for i in test], q, metric, fallback)
-        res["dr"] = _mean_se(dr).to_dict()
-        out["accuracy" if metric == "correct" else "strong_tokens"] = res
-    return out
+    dr = np.zeros(n)
+    for f in (0, 1):  # cross-fitting: each half's Q-hat is fitted on the other half
+        train, test = folds[1 - f], folds[f]
+        q = _fit_q([episodes[i] for i in train], metric)
+        dr[test] = _dr_terms([episodes[i] for i in test], [pis[i] for i in test], q, metric, float(np.mean(G[train])))
+    res["dr"] = _mean_se(dr).to_dict()
+    return res
 
 
 def evaluate_logged(path: str | Path, policies: dict, seed: int = 0, flag: str = "--logged") -> dict:
@@ -332,7 +339,7 @@ def evaluate_logged(path: str | Path, policies: dict, seed: int = 0, flag: str =
     episodes, counts = read_log(path, flag)
     dim = episodes[0].obs.shape[1:]
     out = {"log": str(path), "episodes": len(episodes), "dropped": counts["dropped"], "behaviours": counts["behaviours"],
-           "behaviour_accuracy": float(np.mean([e.correct for e in episodes])),
+           "behaviour_accuracy": _nanmean([e.correct for e in episodes]),
            "behaviour_strong_tokens": float(np.mean([e.strong_tokens for e in episodes])), "policies": {}}
     for name, policy in policies.items():
         want = _obs_shape(policy)
@@ -341,6 +348,11 @@ def evaluate_logged(path: str | Path, policies: dict, seed: int = 0, flag: str =
                            f"{tuple(dim)} (another observation or budget conditioning)")
         out["policies"][name] = estimate(episodes, policy, seed)
     return out
+
+
+def _nanmean(x) -> float | None:
+    x = np.asarray(x, dtype=float)
+    return float(np.nanmean(x)) if np.any(~np.isnan(x)) else None
 
 
 def _obs_shape(policy):
@@ -354,14 +366,17 @@ def _obs_shape(policy):
 
 def format_table(result: dict) -> str:
     """The estimates as a terminal table (DR first: the one to read)."""
+    acc = result["behaviour_accuracy"]
     lines = [f"{result['episodes']} logged episodes ({result['dropped']} dropped); behaviour: accuracy "
-             f"{result['behaviour_accuracy']:.3f}, {result['behaviour_strong_tokens']:.1f} strong tokens a problem",
+             f"{'n/a (not graded)' if acc is None else f'{acc:.3f}'}, {result['behaviour_strong_tokens']:.1f} strong "
+             f"tokens a problem",
              f"{'policy':<28} {'ESS':>7} {'accuracy DR [95%]':>26} {'IS':>7} {'strong tok DR [95%]':>28} {'IS':>8}"]
     for name, r in result["policies"].items():
         a, s = r["accuracy"], r["strong_tokens"]
-        lines.append(f"{name[:28]:<28} {r['ess']:>7.1f} {a['dr']['value']:>8.3f} [{a['dr']['low']:.3f}, {a['dr']['high']:.3f}]"
-                     f"{a['is']['value']:>9.3f} {s['dr']['value']:>9.1f} [{s['dr']['low']:.1f}, {s['dr']['high']:.1f}]"
-                     f"{s['is']['value']:>10.1f}")
+        acc_cols = (f"{a['dr']['value']:>8.3f} [{a['dr']['low']:.3f}, {a['dr']['high']:.3f}]{a['is']['value']:>9.3f}"
+                    if a is not None else f"{'n/a':>26}{'':>7}")
+        lines.append(f"{name[:28]:<28} {r['ess']:>7.1f} {acc_cols} {s['dr']['value']:>9.1f} [{s['dr']['low']:.1f}, "
+                     f"{s['dr']['high']:.1f}]{s['is']['value']:>10.1f}")
     return "\n".join(lines)
 
 

@@ -12,6 +12,7 @@ import argparse
 import importlib.util
 import ipaddress
 import logging
+import math
 import os
 import socket
 import sys
@@ -58,6 +59,16 @@ def _share(text: str) -> float:
     if not 0 < v < 1:
         raise argparse.ArgumentTypeError(f"expected a share strictly between 0 and 1 (0.3 = 30%), got {text!r}")
     return v
+
+
+def _explore(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1), got {text!r}")
+    return value
 
 
 def _steps(text: str) -> int:
@@ -126,6 +137,14 @@ def add_parser(sub, common: Callable[[argparse.ArgumentParser], None]) -> None:
     c.add_argument("--price-rate", type=_positive_float, default=0.1,
                    help="step of the controller's update of log(price) per finished request, relative to P "
                         "(default 0.1)")
+    g = p.add_argument_group("decision log (off-policy evaluation of other routers on this traffic)")
+    g.add_argument("--log-decisions", metavar="FILE",
+                   help="append every finished request's routing decisions (observation, legal actions, action, its "
+                        "probability) to FILE, the log evaluate.py --logged reads (default: no log)")
+    g.add_argument("--explore-rate", type=_explore, metavar="P",
+                   help="with --log-decisions: play a uniformly drawn action instead of the policy's on a share P of "
+                        "the decisions that may regenerate, so that the log can evaluate policies that differ from "
+                        "the served one (default 0: answers unchanged)")
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -201,6 +220,8 @@ def prepare(args):
 
     torch.set_num_threads(1)  # one decision at a time: one thread is fastest and leaves the cores to the engines
     api_key = client_api_key(args)
+    if getattr(args, "explore_rate", None) and not getattr(args, "log_decisions", None):
+        raise ValueError("--explore-rate: needs --log-decisions (exploring without logging only costs answers)")
     served, default = load_served(args.policy, args.default_policy, args.lam, args.budget)
     if args.target_strong_share is not None:
         controllers(served, args)

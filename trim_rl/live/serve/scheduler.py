@@ -60,6 +60,12 @@ class Scheduler:
         self.loop.on_backend_error = self._backend_failed
         self.rounds = 0
         self.latency_s: deque[float] = deque(maxlen=256)  # of finished requests, for Retry-After
+        self.decisions = None  # a DecisionLog (serve --log-decisions): sees every decision, writes finished requests
+
+    def log_decisions(self, decisions) -> None:
+        """Record every routing decision in ``decisions`` (a :class:`~trim_rl.live.serve.decisions.DecisionLog`)."""
+        self.decisions = decisions
+        self.loop.on_decision = decisions.decide
 
     # -- requests --------------------------------------------------------------------------------
     def submit(self, jobs: Sequence[Job]) -> None:
@@ -122,6 +128,8 @@ class Scheduler:
         self.active.clear()
         self.waiting.clear()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self.decisions is not None:
+            self.decisions.close()
 
     async def _run(self) -> None:
         while True:
@@ -158,6 +166,8 @@ class Scheduler:
 
     def _finished(self, job: Job) -> None:
         self.latency_s.append(time.monotonic() - job.created)
+        if self.decisions is not None and job.error is None:
+            self.decisions.finished(job)
         if job.error is None and job.priced and job.policy.controller is not None:
             job.policy.controller.observe(job.strong_tokens, job.solution_tokens)
         if self.metrics is not None:

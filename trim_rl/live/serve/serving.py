@@ -42,6 +42,10 @@ class OpenAIServing:
                  metrics: Metrics):
         self.served, self.default, self.backends, self.s, self.metrics = served, default, backends, settings, metrics
         self.scheduler = Scheduler(backends, settings.scheduler, metrics)
+        if settings.log_decisions:
+            from trim_rl.live.serve.decisions import DecisionLog
+
+            self.scheduler.log_decisions(DecisionLog(settings.log_decisions, settings.explore_rate))
         self.started = int(time.time())
         for role in backends.roles():
             metrics.backend_role(role)  # every role's series exists from the start

@@ -27,8 +27,11 @@ class ServeSettings:
     max_interventions: int | None = None
     api_key: str | None = None  # clients must send it as a bearer token (None: no authentication)
     max_body_bytes: int = 8 * 2 ** 20
+    log_decisions: str | None = None  # the decision log (None: none, and decisions are the policy's own)
+    explore_rate: float = 0.0  # with a decision log: share of decisions drawn uniformly instead
 
     @classmethod
     def from_cli_args(cls, args: argparse.Namespace, api_key: str | None) -> ServeSettings:
         return cls(SchedulerSettings(args.max_active, args.max_queue), args.request_timeout, args.max_steps,
-                   args.max_interventions, api_key, int(args.max_body_mb * 2 ** 20))
+                   args.max_interventions, api_key, int(args.max_body_mb * 2 ** 20),
+                   getattr(args, "log_decisions", None), getattr(args, "explore_rate", None) or 0.0)
