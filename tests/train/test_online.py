@@ -104,3 +104,24 @@ def test_refusals_name_the_flag(argv, flag, tmp_path, capsys):
     err = capsys.readouterr().err
     assert flag in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "runs" / "trim_agg").exists() or not any((tmp_path / "runs" / "trim_agg").iterdir())
+
+
+def test_the_price_follows_the_spend_once_per_rollout():
+    from trim_rl.live.online import _Budget
+
+    ep = {"strong_tokens": 60, "kept_weak_tokens": 200, "discarded_weak_tokens": 50}  # r = 1.2: 60 / 300 = 20%
+    b = _Budget(15.0, 1e-3)
+    for _ in range(100):
+        b.observe(ep)
+    assert b.lam == 1e-3  # nothing moves inside a rollout
+    up = b.update()
+    assert up > 1e-3 and b.ratio == pytest.approx(1.2)
+    cheap = {"strong_tokens": 0, "kept_weak_tokens": 300, "discarded_weak_tokens": 0}
+    for _ in range(20):
+        for _ in range(10):
+            b.observe(cheap)
+        b.update()
+    assert b.lam < up  # under budget: the price falls
+    fixed = _Budget(None, 2e-3)
+    fixed.observe(ep)
+    assert fixed.update() == 2e-3  # --lam: a fixed price

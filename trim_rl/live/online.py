@@ -9,8 +9,8 @@ Budget: a budget is, as offline, the strong tokens spent as a % of always-strong
 measured always-strong, so its tokens are estimated per episode as ``strong tokens + kept weak tokens x
 r``, where ``r`` (strong tokens / weak tokens of the same step) is measured on every regenerated step
 so far.  The price follows the serving controller's update
-(:class:`trim_rl.live.serve.control.PriceController`, one implementation) on that share, after every
-finished episode; ``--lam`` fixes the price instead.
+(:class:`trim_rl.live.serve.control.PriceController`, one implementation) on that share, once per rollout
+(:class:`_Budget`); ``--lam`` fixes the price instead.
 
 The run folder is the offline one (``config.yml``, ``command.txt``, ``git_hash.txt``, ``tb/``,
 ``stages/online_ppo/`` (the policy at each checkpoint), ``model.zip`` + ``state.json`` (saved every
@@ -133,17 +133,25 @@ def is_live_run(run_dir: str | Path) -> bool:
 
 # -- training ------------------------------------------------------------------------------------
 class _Budget:
-    """Always-strong's tokens estimated online, and the price controller on the share spent of them."""
+    """Always-strong's tokens estimated online, and the price controller on the share spent of them.
+
+    The controller sees one observation per rollout (its episodes' strong and reference tokens summed):
+    the policy changes only at PPO's updates, so a price moved after every episode would integrate the
+    same error hundreds of times before the policy could answer it (it ran to its bound in one rollout)."""
+
+    WINDOW, RATE = 4, 0.5  # rollouts in the controller's window; step of log(price) per rollout, relative to the budget
 
     def __init__(self, budget: float | None, lam0: float, state: dict | None = None):
         from trim_rl.live.serve.control import PriceController
 
-        self.ctl = None if budget is None else PriceController(budget / 100.0, lam0, *LAM_BOUNDS, window=64, rate=0.1)
+        self.ctl = None if budget is None else PriceController(budget / 100.0, lam0, *LAM_BOUNDS, window=self.WINDOW,
+                                                               rate=self.RATE)
         self.lam = lam0
         s = state or {}
         self.regen_strong, self.regen_weak = int(s.get("regen_strong", 0)), int(s.get("regen_weak", 0))
         if self.ctl is not None:
             self.ctl.window.extend(tuple(w) for w in s.get("window", []))
+        self._strong = self._ref = 0.0
 
     @property
     def ratio(self) -> float:
@@ -154,11 +162,19 @@ class _Budget:
         return info["strong_tokens"] + info["kept_weak_tokens"] * self.ratio
 
     def observe(self, info: dict) -> None:
+        """A finished episode: its regenerated steps refine the ratio, its tokens join the rollout's."""
         self.regen_strong += info["strong_tokens"]
         self.regen_weak += info["discarded_weak_tokens"]
-        if self.ctl is not None:
-            self.ctl.observe(info["strong_tokens"], max(1, round(self.reference(info))))
+        self._strong += info["strong_tokens"]
+        self._ref += self.reference(info)
+
+    def update(self) -> float:
+        """The rollout ended: the price takes the controller's step on its spend; returns the price."""
+        if self.ctl is not None and self._ref > 0:
+            self.ctl.observe(round(self._strong), max(1, round(self._ref)))
             self.lam = self.ctl.price
+        self._strong = self._ref = 0.0
+        return self.lam
 
     def state(self) -> dict:
         return {"regen_strong": self.regen_strong, "regen_weak": self.regen_weak,
@@ -210,7 +226,6 @@ def _callback(run_dir: Path, agent: AgentConfig, venv, budget: _Budget, spec: Li
             if info.get("dropped"):
                 return
             budget.observe(info)
-            venv.set_attr("lam", budget.lam)
             summary = {k: info[k] for k in ("correct", "strong_tokens", "interventions", "steps", "wall_s")}
             summary["reference"] = budget.reference(info)
             self.rollout.append(summary)
@@ -225,7 +240,8 @@ def _callback(run_dir: Path, agent: AgentConfig, venv, budget: _Budget, spec: Li
                 self.logger.record("rollout/interventions", float(np.mean([e["interventions"] for e in eps])))
                 self.logger.record("rollout/episode_wall_s", float(np.mean([e["wall_s"] for e in eps])))
             self.logger.record("rollout/episodes", len(eps))
-            self.logger.record("rollout/lambda", float(budget.lam))
+            self.logger.record("rollout/lambda", float(budget.lam))  # the price this rollout was played at
+            venv.set_attr("lam", budget.update())
             self.logger.record("rollout/dropped", int(venv.dropped))
             self.logger.record("rollout/strong_per_weak_token", float(budget.ratio))
             steps = self.model.num_timesteps - self.steps0
