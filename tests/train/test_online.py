@@ -91,12 +91,17 @@ def test_online_from_a_tree_trained_checkpoint_at_a_fixed_price(server, tmp_path
 
 @pytest.mark.parametrize("argv, flag", [
     (["--weak-url", "http://x"], "--weak-url: applies to online training"),
-    (["--live", "--budget", "15", "--strong-url", "http://127.0.0.1:9"], "--weak-url: needed with --live"),
-    (["--live", "--budget", "150", "--weak-url", "http://a", "--strong-url", "http://a"], "--budget: 150"),
-    (["--live", "--budget", "15", "--lam", "1e-3", "--weak-url", "http://a", "--strong-url", "http://a"], "--live: give"),
+    (["--live", "--budget", "15", "--strong-url", "http://127.0.0.1:9", "--problems", "math500"],
+     "--weak-url: needed with --live"),
+    (["--live", "--budget", "150", "--weak-url", "http://a", "--strong-url", "http://a", "--problems", "math500"],
+     "--budget: 150"),
+    (["--live", "--budget", "15", "--lam", "1e-3", "--weak-url", "http://a", "--strong-url", "http://a", "--problems",
+      "math500"], "--live: give"),
+    (["--live", "--budget", "15", "--weak-url", "http://a", "--strong-url", "http://a"], "--problems: needed with --live"),
     (["--live", "--budget", "15", "--weak-url", "http://a", "--strong-url", "http://a", "--problems", "sim:math500"],
      "--problems: 'sim:math500'"),
-    (["--live", "--budget", "15", "--weak-url", "http://a", "--strong-url", "http://a", "--budget-grid", "5", "10"],
+    (["--live", "--budget", "15", "--weak-url", "http://a", "--strong-url", "http://a", "--problems", "math500",
+      "--budget-grid", "5", "10"],
      "--budget-grid: --live trains one policy"),
 ])
 def test_refusals_name_the_flag(argv, flag, tmp_path, capsys):

@@ -473,7 +473,7 @@ def add_live_flags(ap) -> None:
     g.add_argument("--prm-model", help="model name sent to the scorer's server")
     g.add_argument("--prm", choices=("vllm", "self-verify"), help="step scorer kind (default vllm)")
     g.add_argument("--problems", help="problems: a benchmark name, a .jsonl file, or sim:PROFILE:SPLIT[:DRAWS] for "
-                                      "the simulated backend's (default sim:math500:train)")
+                                      "the simulated backend's")
     g.add_argument("--max-tokens", type=int, help="most tokens per step (default 256)")
     g.add_argument("--max-interventions", type=int, help="most regenerated steps per problem (default: no limit)")
     g.add_argument("--checkpoint-every", type=int, help="env steps between checkpoints (default 2048)")
@@ -506,7 +506,10 @@ def spec_from_args(args) -> LiveSpec:
         raise ConfigError(f"--max-tokens: expected at least 1, got {args.max_tokens}")
     if args.max_interventions is not None and args.max_interventions < 0:
         raise ConfigError(f"--max-interventions: expected at least 0, got {args.max_interventions}")
-    return LiveSpec(args.weak_url, args.strong_url, args.prm_url, args.problems or "sim:math500:train", options,
+    if not args.problems:
+        raise ConfigError("--problems: needed with --live (a benchmark name, a .jsonl file, or sim:PROFILE:SPLIT[:DRAWS] "
+                          "for the simulated backend)")
+    return LiveSpec(args.weak_url, args.strong_url, args.prm_url, args.problems, options,
                     args.max_interventions, 2048 if args.checkpoint_every is None else args.checkpoint_every)
 
 
