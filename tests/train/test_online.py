@@ -27,7 +27,8 @@ def server():
 def _live(url: str, runs: Path, *extra: str, hyper=SMALL) -> list[str]:
     return ["--live", "--weak-url", url, "--strong-url", url, "--prm-url", url, "--weak-model", "sim-weak",
             "--strong-model", "sim-strong", "--prm-model", "sim-prm", "--problems", "sim:math500:train",
-            "--max-interventions", "6", "--max-tokens", "4096", "--checkpoint-every", "64", "--runs", str(runs),
+            "--max-interventions", "6", "--max-tokens", "4096", "--checkpoint-every", "64", "--strong-ref-problems", "8",
+            "--runs", str(runs),
             "--no-progress", "--hyperparams", *hyper, *extra]
 
 
@@ -66,6 +67,8 @@ def test_online_ppo_run_folder_log_checkpoint_and_resume(server, tmp_path, capsy
             assert d["action"] == 0 or d["mask"][1] == 1
     result = json.loads((run / "result.json").read_text())
     assert result["requested_budget"] == 15 and result["episodes"] == len(rows) and 0 < result["lam"] <= 1
+    ref = json.loads((run / "strong_only.json").read_text())
+    assert ref["problems"] == 8 and result["strong_only_tokens"] == ref["strong_tokens_per_problem"] > 100
     # the exported policy is what serve loads
     served, default = load_served([str(run / "policy")])
     assert served[default].mode == "hybrid"

@@ -50,8 +50,9 @@ class BackendDown(RuntimeError):
 class _Episode(Route):
     """One problem being solved for the env; calls seeded by (env seed, problem, pass, step, role)."""
 
-    def __init__(self, item: Problem, index: int, pass_no: int, seed: int, lam: float, limits: Limits):
-        super().__init__(item.problem, "hybrid", None, limits, lam)
+    def __init__(self, item: Problem, index: int, pass_no: int, seed: int, lam: float, limits: Limits,
+                 mode: str = "hybrid"):
+        super().__init__(item.problem, mode, None, limits, lam)
         self.item, self.index, self.pass_no, self.seed = item, index, pass_no, seed
         self.t0 = time.perf_counter()
         self.decisions = 0
@@ -267,6 +268,25 @@ class LiveBatch:
                     "terminal_observation": np.zeros(self.builder.space.shape, dtype=np.float32),
                     "TimeLimit.truncated": False}
         return 1.0 if ok else 0.0
+
+
+def strong_only_tokens(backends: Backends, problems: Sequence[Problem], limits: Limits | None = None, seed: int = 0,
+                       batch: int = 64) -> tuple[float, int]:
+    """Always-strong's strong tokens per problem, measured on ``problems`` (the strong model solving each
+    alone, through the same routing loop), and how many problems it was measured on (failed ones left out)."""
+    loop = RoutingLoop(backends, score_strong="now", isolate=True)
+    aio = asyncio.new_event_loop()
+    tokens = []
+    try:
+        for start in range(0, len(problems), batch):
+            routes = [_Episode(p, start + k, 0, seed, 0.0, limits or Limits(), "strong-only")
+                      for k, p in enumerate(problems[start : start + batch])]
+            while not all(r.done for r in routes):
+                aio.run_until_complete(loop.round([r for r in routes if not r.done]))
+            tokens += [r.strong_tokens for r in routes if r.failure is None]
+    finally:
+        aio.close()
+    return (float(np.mean(tokens)) if tokens else float("nan")), len(tokens)
 
 
 class LiveRoutingEnv(gym.Env):

@@ -5,10 +5,12 @@ the agent YAML's network (from scratch, or ``--init-from`` a tree-trained checkp
 solved by the servers as it routes them.  No trees: each step costs one weak draft, one scorer input,
 and for a regenerate one strong step and one more scorer input.
 
-Budget: a budget is, as offline, the strong tokens spent as a % of always-strong's.  Online nobody
-measured always-strong, so its tokens are estimated per episode as ``strong tokens + kept weak tokens x
-r``, where ``r`` (strong tokens / weak tokens of the same step) is measured on every regenerated step
-so far.  The price follows the serving controller's update
+Budget: a budget is, as offline, the strong tokens spent as a % of always-strong's.  Before training,
+the strong model solves ``--strong-ref-problems`` (64) problems of the set alone and their mean strong
+tokens are always-strong's; with 0, they are estimated per episode as ``strong tokens + kept weak
+tokens x r`` (``r``: strong / weak tokens of the same step, measured on every regenerated step), which
+undercounts them (strong solutions run more steps): a tree-trained 16% policy measured 22% that way
+on the simulator.  The price follows the serving controller's update
 (:class:`trim_rl.live.serve.control.PriceController`, one implementation) on that share, once per rollout
 (:class:`_Budget`); ``--lam`` fixes the price instead.
 
@@ -58,6 +60,7 @@ class LiveSpec:
     options: dict = field(default_factory=dict)
     max_interventions: int | None = None
     checkpoint_every: int = 2048
+    strong_ref_problems: int = 64  # problems solved strong-only before training, to measure always-strong's tokens
 
     @property
     def name(self) -> str:
@@ -141,8 +144,12 @@ class _Budget:
 
     WINDOW, RATE = 4, 0.5  # rollouts in the controller's window; step of log(price) per rollout, relative to the budget
 
-    def __init__(self, budget: float | None, lam0: float, state: dict | None = None):
+    def __init__(self, budget: float | None, lam0: float, state: dict | None = None,
+                 strong_only_tokens: float | None = None):
         from trim_rl.live.serve.control import PriceController
+
+        #: always-strong's tokens per problem, measured before training (None: estimated per episode)
+        self.strong_only = strong_only_tokens
 
         self.ctl = None if budget is None else PriceController(budget / 100.0, lam0, *LAM_BOUNDS, window=self.WINDOW,
                                                                rate=self.RATE)
@@ -159,6 +166,10 @@ class _Budget:
         return self.regen_strong / self.regen_weak if self.regen_weak else 1.0
 
     def reference(self, info: dict) -> float:
+        """Always-strong's tokens on this episode's problem: measured (their mean over the reference
+        problems), else estimated from the episode (its strong tokens plus its kept weak tokens x ratio)."""
+        if self.strong_only:
+            return self.strong_only
         return info["strong_tokens"] + info["kept_weak_tokens"] * self.ratio
 
     def observe(self, info: dict) -> None:
@@ -259,6 +270,7 @@ def _callback(run_dir: Path, agent: AgentConfig, venv, budget: _Budget, spec: Li
 
         def state(self) -> dict:
             return {"timesteps": int(self.model.num_timesteps), "lam": float(budget.lam), "episodes": self.episodes,
+                    "strong_only_tokens": budget.strong_only,
                     "recent": self.recent, "dropped": int(venv.dropped), **budget.state()}
 
     return OnlineCallback()
@@ -376,6 +388,22 @@ def _backends(spec: LiveSpec):
         raise ConfigError(str(exc)) from None
 
 
+def _measure_strong_only(backends, problems, spec: LiveSpec, seed: int, run_dir: Path) -> float | None:
+    """Always-strong's tokens per problem on a seeded sample of the problem set (also written to the run's
+    ``strong_only.json``); None when every reference problem failed."""
+    from trim_rl.live.env import strong_only_tokens
+    from trim_rl.live.routing import Limits
+
+    rng = np.random.default_rng(seed)
+    pick = rng.permutation(len(problems))[: spec.strong_ref_problems]
+    t0 = time.time()
+    mean, n = strong_only_tokens(backends, [problems[i] for i in pick], Limits(max_interventions=spec.max_interventions),
+                                 seed)
+    write_json(run_dir / "strong_only.json", {"strong_tokens_per_problem": mean if n else None, "problems": n,
+                                               "seconds": round(time.time() - t0, 1)})
+    return mean if n else None
+
+
 def _run(run_dir: Path, agent: AgentConfig, spec: LiveSpec, target: Target, seed: int, problems, backends, init,
          state: dict | None, progress: bool, verbose: int) -> None:
     import torch
@@ -389,7 +417,10 @@ def _run(run_dir: Path, agent: AgentConfig, spec: LiveSpec, target: Target, seed
     set_random_seed(seed)
     net, init_lam = init or (None, None)
     lam0 = float(state["lam"]) if state else float(target.lam or init_lam or 1e-3)
-    budget = _Budget(target.budget, lam0, state)
+    strong_only = (state or {}).get("strong_only_tokens")
+    if strong_only is None and target.budget is not None and spec.strong_ref_problems > 0:
+        strong_only = _measure_strong_only(backends, problems, spec, seed, run_dir)
+    budget = _Budget(target.budget, lam0, state, strong_only)
     venv = LiveRoutingVecEnv(backends, problems, num_envs=agent.n_envs, lam=min(max(lam0, LAM_BOUNDS[0]), 1.0),
                              obs=agent.obs, max_interventions=spec.max_interventions)
     # a resumed run goes on with the problem stream where a fresh seed puts it: the seed plus the
@@ -435,7 +466,8 @@ def _run(run_dir: Path, agent: AgentConfig, spec: LiveSpec, target: Target, seed
               "online_cost_pct": 100.0 * sum(e["strong_tokens"] for e in recent) / ref if ref else None,
               "online_accuracy": float(np.mean([e["correct"] for e in recent])) if recent else None,
               "window_episodes": len(recent), "episodes": cb.episodes, "dropped": int(venv.dropped),
-              "timesteps": int(model.num_timesteps), "problems": spec.problems}
+              "timesteps": int(model.num_timesteps), "problems": spec.problems,
+              "strong_only_tokens": budget.strong_only}
     _write_policy(run_dir / "policy", model, agent, budget.lam, run_dir, extra={
         "budget": ({"requested": target.budget, "lam": float(budget.lam), "online_cost_pct": result["online_cost_pct"],
                     "measured_on": f"the last {len(recent)} online episodes ({spec.problems})"}
@@ -456,7 +488,7 @@ def _run(run_dir: Path, agent: AgentConfig, spec: LiveSpec, target: Target, seed
 
 # -- train.py --live -----------------------------------------------------------------------------
 LIVE_FLAGS = ("weak_url", "strong_url", "prm_url", "problems", "weak_model", "strong_model", "prm_model", "prm",
-              "max_tokens", "max_interventions", "checkpoint_every", "live_option")
+              "max_tokens", "max_interventions", "checkpoint_every", "strong_ref_problems", "live_option")
 
 
 def add_live_flags(ap) -> None:
@@ -477,6 +509,9 @@ def add_live_flags(ap) -> None:
     g.add_argument("--max-tokens", type=int, help="most tokens per step (default 256)")
     g.add_argument("--max-interventions", type=int, help="most regenerated steps per problem (default: no limit)")
     g.add_argument("--checkpoint-every", type=int, help="env steps between checkpoints (default 2048)")
+    g.add_argument("--strong-ref-problems", type=int,
+                   help="problems the strong model solves alone before training, to measure always-strong's tokens "
+                        "(the budget's unit; default 64; 0: estimate them per episode instead, which undercounts)")
     g.add_argument("--live-option", action="append", metavar="KEY=VALUE",
                    help="any other live decode setting by its name (timeout=60, retries=5, weak_temperature=0.7); "
                         "repeatable")
@@ -509,8 +544,11 @@ def spec_from_args(args) -> LiveSpec:
     if not args.problems:
         raise ConfigError("--problems: needed with --live (a benchmark name, a .jsonl file, or sim:PROFILE:SPLIT[:DRAWS] "
                           "for the simulated backend)")
+    if args.strong_ref_problems is not None and args.strong_ref_problems < 0:
+        raise ConfigError(f"--strong-ref-problems: expected at least 0, got {args.strong_ref_problems}")
     return LiveSpec(args.weak_url, args.strong_url, args.prm_url, args.problems, options,
-                    args.max_interventions, 2048 if args.checkpoint_every is None else args.checkpoint_every)
+                    args.max_interventions, 2048 if args.checkpoint_every is None else args.checkpoint_every,
+                    64 if args.strong_ref_problems is None else args.strong_ref_problems)
 
 
 def cli_live(args, command: str, prog: str) -> int:
