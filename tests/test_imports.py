@@ -9,7 +9,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = sorted(".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
                  for p in (ROOT / "trim_rl").rglob("*.py") if "resources" not in p.parts)
-OPTIONAL = {"trim_rl.live.serve.app"}  # needs the [serve] extra (fastapi)
+OPTIONAL = {"trim_rl.live.serve.app", "trim_rl.live.serve.routes"}  # need the [serve] extra (fastapi)
+# data <- sim <- envs <- agents <- training, evaluation <- the Python API <- live <- the commands: a module
+# imports (at its top or inside a function) only from its own layer or those below
+LAYERS = (("trim_rl.fsutil", "trim_rl.argtypes", "trim_rl.cli_errors", "trim_rl.configs", "trim_rl.resources",
+           "trim_rl._callable"),
+          ("trim_rl.data",), ("trim_rl.sim",), ("trim_rl.envs", "trim_rl._registration"), ("trim_rl.agents",),
+          ("trim_rl.train", "trim_rl.eval"), ("trim_rl.api",), ("trim_rl.live",))
+COMMANDS = ("trim_rl.cli", "trim_rl.evaluate", "trim_rl.export", "trim_rl.demo", "trim_rl.bench")
 
 
 def _top_level_imports(path: Path, module: str) -> set[str]:
@@ -79,3 +86,34 @@ def test_import_trim_rl_registers_the_env_without_heavy_imports():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == ""
+
+
+def _layer(module: str) -> int | None:
+    """The layer of a module (the commands above every other; None: in no layer)."""
+    if module in COMMANDS or module.rsplit(".", 1)[-1] in ("__main__", "cli", "bench"):
+        return len(LAYERS)
+    return next((i for i, group in enumerate(LAYERS) for g in group if module == g or module.startswith(g + ".")),
+                None)
+
+
+def test_layering():
+    import ast
+
+    unplaced, upward = [], []
+    for p in sorted((ROOT / "trim_rl").rglob("*.py")):
+        if "resources" in p.parts or p == ROOT / "trim_rl" / "__init__.py":
+            continue
+        module = ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        here = _layer(module)
+        if here is None:
+            unplaced.append(module)
+            continue
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else [])
+            for name in names:
+                there = _layer(name) if name.startswith("trim_rl.") else None
+                if there is not None and there > here:
+                    upward.append(f"{module} imports {name}")
+    assert not unplaced, f"modules in no layer (add them to LAYERS): {unplaced}"
+    assert not upward, "imports against the layering: " + "; ".join(upward)

@@ -27,12 +27,12 @@ from trim_rl.envs.routing_env import DEFAULT_TREES, RoutingEnv, resolve_trees
 from trim_rl.eval.evaluation import evaluate_policies, make_query_context
 from trim_rl.eval.report import write_all
 from trim_rl.eval.sweep import LABELS, find_checkpoints
-from trim_rl.export import export_run
 from trim_rl.resources import config_file, project_folder
 from trim_rl.sim.bundled import load_trees
 from trim_rl.train.budget import check_budget
 from trim_rl.train.checks import check_path_given, check_runs_root, check_seed, check_workers
 from trim_rl.train.config import load_agent, load_env
+from trim_rl.train.exporting import export_run
 from trim_rl.train.pomdp import train_pomdp
 from trim_rl.train.run import Target, check_inputs, train_grid, train_one
 from trim_rl.train.targets import resolve_targets

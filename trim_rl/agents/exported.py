@@ -16,7 +16,7 @@ import torch
 from trim_rl.agents.checkpoint import FORMAT, WEIGHTS, read_policy_json, requested_budget, sha256_file
 from trim_rl.agents.networks import PolicyNet
 from trim_rl.envs.observations import builder_from_config
-from trim_rl.train.budget import BudgetTable
+from trim_rl.agents.budget_table import BudgetTable
 
 __all__ = ["ExportedPolicy", "FORMAT", "WEIGHTS", "read_policy_json", "sha256_file"]
 

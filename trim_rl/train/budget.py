@@ -13,16 +13,13 @@ policy and asks the network only about the nodes it reaches.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
+from trim_rl.agents.budget_table import BudgetError, BudgetTable
 from trim_rl.data.flat import FlatTrees
 from trim_rl.data.tree_dp import cost_pct, max_spend, play
-
-
-class BudgetError(ValueError):
-    """A requested budget the trees cannot meet (the message names the flag and the feasible range)."""
 
 
 def feasible_range(trees: FlatTrees) -> tuple[float, float]:
@@ -113,57 +110,6 @@ def shift_regenerate_logit(net, offset: float) -> None:
 
     with torch.no_grad():
         net.action.bias[1] -= float(offset)
-
-
-@dataclass
-class BudgetTable:
-    """Budget (% of always-strong) -> lambda of a budget-conditioned policy, measured on ``trees``.
-
-    ``rows`` are (lambda, cost %, accuracy) in rising lambda; the spend falls with lambda.  A budget
-    between two rows gets the log-linear interpolation of their lambdas."""
-
-    rows: list[tuple[float, float, float]]
-    trees: str = ""
-    extra: dict = field(default_factory=dict)
-
-    def range(self) -> tuple[float, float]:
-        costs = [c for _, c, _ in self.rows]
-        return min(costs), max(costs)
-
-    def lam_for(self, budget: float, what: str = "--budget") -> float:
-        lo, hi = self.range()
-        b = float(budget)
-        if not math.isfinite(b) or not lo <= b <= hi:
-            raise BudgetError(f"{what}: {budget} is outside this checkpoint's calibrated range {lo:.1f}-{hi:.1f} "
-                              f"(% of always-strong's strong tokens, measured on {self.trees or 'its calibration trees'})")
-        lam = np.array([r[0] for r in self.rows])
-        cost = np.array([r[1] for r in self.rows])
-        # the spend falls with lambda; among equal spends take the highest lambda (the cheapest setting)
-        order = np.argsort(-cost, kind="stable")
-        c, l_ = cost[order], np.log(lam[order])
-        i = int(np.searchsorted(-c, -b, side="left"))
-        if i == 0:
-            return float(np.exp(l_[0]))
-        if i >= c.size:
-            return float(np.exp(l_[-1]))
-        if c[i - 1] == c[i]:
-            return float(np.exp(l_[i]))
-        t = (c[i - 1] - b) / (c[i - 1] - c[i])
-        return float(np.exp(l_[i - 1] + t * (l_[i] - l_[i - 1])))
-
-    def to_json(self) -> dict:
-        return {"trees": self.trees, "rows": [{"lam": l_, "cost_pct": c, "accuracy": a} for l_, c, a in self.rows],
-                **self.extra}
-
-    @classmethod
-    def from_json(cls, data: dict, where: str = "policy.json") -> BudgetTable:
-        try:
-            rows = [(float(r["lam"]), float(r["cost_pct"]), float(r["accuracy"])) for r in data["rows"]]
-        except (KeyError, TypeError, ValueError):
-            raise ValueError(f"{where}: field 'budget_table.rows' must be a list of {{lam, cost_pct, accuracy}}") from None
-        if not rows or any(not (math.isfinite(l_) and l_ > 0 and math.isfinite(c)) for l_, c, _ in rows):
-            raise ValueError(f"{where}: field 'budget_table.rows' is empty or holds a non-positive lambda")
-        return cls(sorted(rows), str(data.get("trees", "")))
 
 
 def build_table(trees: FlatTrees, net, builder, lam_range: tuple[float, float], n: int = 41,
