@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.bench") -
     lv.add_argument("--slots", type=int, help="without --url: start a llama-server with this many slots and "
                                               "SmolLM2-135M and measure throughput against it")
     lv.add_argument("--threads", type=int, default=1, help="threads of that llama-server (default 1)")
+    lv.add_argument("--ctx", type=int, default=2048, help="context of each of its slots, in tokens (default 2048)")
     lv.add_argument("--policy", default="checkpoints/trim_agg/trim_agg_b20", help="router of the hybrid throughput run")
     lv.add_argument("--problems", default="gsm8k", help="problems of the throughput run (default gsm8k)")
     lv.add_argument("--limit", type=int, default=8, help="problems per throughput run (default 8)")
@@ -159,6 +160,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.bench") -
                                   "scorer (default: start a llama-server with --slots slots and SmolLM2-135M)")
     sv.add_argument("--slots", type=int, default=4, help="slots of the llama-server started without --url (default 4)")
     sv.add_argument("--threads", type=int, default=1, help="threads of that llama-server (default 1)")
+    sv.add_argument("--ctx", type=int, default=2048, help="context of each of its slots, in tokens (default 2048)")
     sv.add_argument("--policy", default="checkpoints/trim_agg/trim_agg_b20", help="the routed policy")
     sv.add_argument("--problems", default="gsm8k", help="problems of the requests (default gsm8k)")
     sv.add_argument("--requests", type=int, default=16, help="requests per mode against llama.cpp (default 16)")
@@ -184,9 +186,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.bench") -
         if args.url is None and args.slots:
             from trim_rl.live.local import LlamaCppServer
 
-            server = LlamaCppServer(parallel=args.slots, n_threads=args.threads)
+            server = LlamaCppServer(parallel=args.slots, n_ctx=args.ctx, n_threads=args.threads)
             args.url = server.start()
-            print(f"llama-server: {args.slots} slots, {server.n_threads} threads, {server.model.name}", flush=True)
+            print(f"llama-server: {args.slots} slots of {args.ctx} tokens, {server.n_threads} threads, "
+                  f"{server.model.name}", flush=True)
         try:
             if args.url:
                 _live_throughput(args)

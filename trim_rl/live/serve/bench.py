@@ -289,10 +289,11 @@ def main(args) -> int:
         urls, pool = args.url, None
     else:
         log = Path(tempfile.mkdtemp(prefix="bench-serve-")) / "llama-server.log"
-        pool = LlamaCppServer(parallel=args.slots, n_threads=args.threads, log=log)
+        pool = LlamaCppServer(parallel=args.slots, n_ctx=args.ctx, n_threads=args.threads, log=log)
         pool.start()
         urls = pool.url
-        print(f"llama-server: {args.slots} slots, {pool.n_threads} threads, {pool.model.name} (log {log})", flush=True)
+        print(f"llama-server: {args.slots} slots of {args.ctx} tokens, {pool.n_threads} threads, {pool.model.name} "
+              f"(log {log})", flush=True)
     torch.set_num_threads(1)
     try:
         print(f"backends: {urls} (weak sampled at 0.7, strong greedy: the same model; self-verify scorer); "
