@@ -133,3 +133,15 @@ def test_the_price_follows_the_spend_once_per_rollout():
     fixed = _Budget(None, 2e-3)
     fixed.observe(ep)
     assert fixed.update() == 2e-3  # --lam: a fixed price
+
+
+def test_train_live_from_python(server, tmp_path):
+    from trim_rl.live.online import train_live
+
+    run = train_live(weak_url=server.url, strong_url=server.url, prm_url=server.url, problems="sim:math500:train",
+                     lam=2e-3, runs=tmp_path, max_interventions=6, weak_model="sim-weak", strong_model="sim-strong",
+                     prm_model="sim-prm", max_tokens=4096,
+                     hyperparams=["n_envs:2", "n_steps:8", "batch_size:8", "n_epochs:1", "total_timesteps:16"])
+    assert (run / "policy" / "policy.json").is_file() and (run / "rollouts.jsonl").is_file()
+    with pytest.raises(Exception, match="colour: not a live decode setting"):
+        train_live(weak_url=server.url, strong_url=server.url, problems="sim:math500:train", lam=1e-3, colour=1)

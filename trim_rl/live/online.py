@@ -588,3 +588,30 @@ def cli_live(args, command: str, prog: str) -> int:
                        args.runs or "runs", command, progress=not args.no_progress, verbose=args.verbose)
     print(f"run: {run}")
     return 0
+
+
+def train_live(agent: str | Path = "trim_agg", *, weak_url: str, strong_url: str, prm_url: str | None = None,
+               problems: str, budget: float | None = None, lam: float | None = None, seed: int = 0,
+               runs: str | Path = "runs", hyperparams: list[str] | tuple = (), init_from: str | Path | None = None,
+               max_interventions: int | None = None, checkpoint_every: int = 2048, strong_ref_problems: int = 64,
+               progress: bool = False, **options) -> Path:
+    """``train.py --live`` from Python; returns the run folder.  ``options`` are ``live decode``'s other
+    settings by name (``weak_model``, ``max_tokens``, ``retries``, ...; see
+    :data:`trim_rl.live.env.LIVE_DEFAULTS`).  Everything is checked (``ConfigError`` naming the argument)
+    before any folder is made."""
+    from trim_rl.live.env import LIVE_DEFAULTS
+    from trim_rl.resources import config_file
+    from trim_rl.train.config import load_agent
+    from trim_rl.train.warm_start import apply_init_from
+
+    unknown = sorted(set(options) - set(LIVE_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: not a live decode setting (expected one of {', '.join(LIVE_DEFAULTS)})")
+    a = load_agent(config_file("agents", agent), list(hyperparams))
+    if init_from is not None:
+        apply_init_from(a, init_from, "init_from")
+    a.recipe = ["ppo"]
+    spec = LiveSpec(weak_url, strong_url, prm_url, problems, dict(options), max_interventions, checkpoint_every,
+                    strong_ref_problems)
+    load_problem_spec(problems, "problems")
+    return train_online(a, spec, Target(budget, lam), seed, runs, progress=progress)
