@@ -145,3 +145,41 @@ def test_train_live_from_python(server, tmp_path):
     assert (run / "policy" / "policy.json").is_file() and (run / "rollouts.jsonl").is_file()
     with pytest.raises(Exception, match="colour: not a live decode setting"):
         train_live(weak_url=server.url, strong_url=server.url, problems="sim:math500:train", lam=1e-3, colour=1)
+
+
+class _DiesAfter:
+    """A weak engine whose server goes away after ``n`` calls (every later call fails after its retries)."""
+
+    def __init__(self, inner, n: int):
+        self.inner, self.n, self.name = inner, n, inner.name
+
+    def generate(self, requests):
+        from trim_rl.live.http import EngineError
+
+        self.n -= 1
+        if self.n < 0:
+            raise EngineError("http://weak", "connection refused")
+        return self.inner.generate(requests)
+
+
+def test_servers_that_go_away_end_the_run_resumable(server, tmp_path):
+    from trim_rl.live.engines import OpenAICompatibleEngine, Sampling
+    from trim_rl.live.online import LiveSpec, ServersFailed, train_online
+    from trim_rl.live.prm import VLLMPoolingPRM
+    from trim_rl.live.routing import Backends
+    from trim_rl.resources import config_file
+    from trim_rl.train.config import load_agent
+    from trim_rl.train.context import Target
+
+    s = Sampling(max_tokens=4096)
+    b = Backends(_DiesAfter(OpenAICompatibleEngine(server.url, "sim-weak", s), 40),
+                 OpenAICompatibleEngine(server.url, "sim-strong", s), VLLMPoolingPRM(server.url, "sim-prm"))
+    agent = load_agent(config_file("agents", "trim_agg"), ["n_envs:2", "n_steps:8", "batch_size:8", "n_epochs:1",
+                                                           "total_timesteps:400"])
+    agent.recipe = ["ppo"]
+    spec = LiveSpec(server.url, server.url, server.url, "sim:math500:train", checkpoint_every=8, max_interventions=6)
+    with pytest.raises(ServersFailed, match="in a row failed") as exc:
+        train_online(agent, spec, Target(lam=1e-3), runs_root=tmp_path, backends=b)
+    run = exc.value.run_dir
+    assert exc.value.resumable and json.loads((run / "state.json").read_text())["timesteps"] > 0
+    assert (run / "model.zip").is_file() and (run / "rollouts.jsonl").read_text()

@@ -388,6 +388,14 @@ def _backends(spec: LiveSpec):
         raise ConfigError(str(exc)) from None
 
 
+class ServersFailed(RuntimeError):
+    """The servers failed every problem in a row; the run's state was saved when it had any."""
+
+    def __init__(self, run_dir: Path, message: str, resumable: bool):
+        super().__init__(message)
+        self.run_dir, self.resumable = Path(run_dir), resumable
+
+
 def _measure_strong_only(backends, problems, spec: LiveSpec, seed: int, run_dir: Path) -> float | None:
     """Always-strong's tokens per problem on a seeded sample of the problem set (also written to the run's
     ``strong_only.json``); None when every reference problem failed."""
@@ -409,6 +417,7 @@ def _run(run_dir: Path, agent: AgentConfig, spec: LiveSpec, target: Target, seed
     import torch
     from stable_baselines3.common.utils import set_random_seed
 
+    from trim_rl.live.env import BackendDown
     from trim_rl.live.vec_env import LiveRoutingVecEnv
     from trim_rl.train.ppo_stage import copy_actor_in, make_model, save_model
     from trim_rl.train.recipe import load_model
@@ -455,6 +464,11 @@ def _run(run_dir: Path, agent: AgentConfig, spec: LiveSpec, target: Target, seed
                             progress_bar=False)
             save_model(model, run_dir / "model.zip")
             write_json(run_dir / "state.json", cb.state())
+        except BackendDown as exc:  # keep what was learnt: the run resumes once the servers are back
+            if model.num_timesteps:
+                save_model(model, run_dir / "model.zip")
+                write_json(run_dir / "state.json", cb.state())
+            raise ServersFailed(run_dir, str(exc), (run_dir / "state.json").exists()) from None
         finally:
             log.close()
             venv.close()
@@ -553,6 +567,7 @@ def spec_from_args(args) -> LiveSpec:
 
 def cli_live(args, command: str, prog: str) -> int:
     """``train.py --live ...`` and ``train.py --resume RUN`` of an online run."""
+    from trim_rl.live.http import EngineError
     from trim_rl.resources import config_file
     from trim_rl.train.config import load_agent
     from trim_rl.train.run import AlreadyFinished
@@ -569,6 +584,8 @@ def cli_live(args, command: str, prog: str) -> int:
         try:
             run = resume_online(args.resume, args.hyperparams, command, progress=not args.no_progress,
                                 verbose=args.verbose)
+        except (ServersFailed, EngineError) as exc:
+            return _servers_failed(prog, exc)
         except AlreadyFinished as done:
             print(f"already finished: {done.run_dir} (nothing to resume; extend it with --hyperparams "
                   f"total_timesteps:N above {done.timesteps})")
@@ -584,10 +601,23 @@ def cli_live(args, command: str, prog: str) -> int:
         apply_init_from(agent, args.init_from)
     agent.recipe = ["ppo"]  # online, PPO is the whole recipe (policy iteration needs trees)
     target = Target(args.budget, args.lam)
-    run = train_online(agent, spec_from_args(args), target, 0 if args.seed is None else args.seed,
-                       args.runs or "runs", command, progress=not args.no_progress, verbose=args.verbose)
+    try:
+        run = train_online(agent, spec_from_args(args), target, 0 if args.seed is None else args.seed,
+                           args.runs or "runs", command, progress=not args.no_progress, verbose=args.verbose)
+    except (ServersFailed, EngineError) as exc:
+        return _servers_failed(prog, exc)
     print(f"run: {run}")
     return 0
+
+
+def _servers_failed(prog: str, exc) -> int:
+    """One line for servers that failed (not a usage error: exit 1)."""
+    where = ""
+    if isinstance(exc, ServersFailed):
+        where = (f"; the run's state is saved in {exc.run_dir} (resume with: {prog} --resume {exc.run_dir})"
+                 if exc.resumable else f"; nothing was saved ({exc.run_dir} removed)")
+    print(f"{prog}: the servers failed: {str(exc).splitlines()[0]}{where}", file=sys.stderr)
+    return 1
 
 
 def train_live(agent: str | Path = "trim_agg", *, weak_url: str, strong_url: str, prm_url: str | None = None,
