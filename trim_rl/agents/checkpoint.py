@@ -13,6 +13,7 @@ them, since replacing the folder would delete them.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 from collections.abc import Callable
@@ -27,7 +28,7 @@ META = "policy.json"
 CHECKPOINT_FILES = (META, WEIGHTS, "policy.npz")
 
 __all__ = ["FORMAT", "WEIGHTS", "META", "CHECKPOINT_FILES", "sha256_file", "read_policy_json", "is_checkpoint",
-           "foreign_entries", "write_folder", "write_network_checkpoint"]
+           "foreign_entries", "write_folder", "write_network_checkpoint", "file_in_folder", "price_field"]
 
 
 def read_policy_json(path: Path) -> dict[str, Any]:
@@ -39,9 +40,43 @@ def read_policy_json(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg})") from None
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not UTF-8 text") from None
+    except ValueError as exc:  # an integer past Python's 4,300-digit limit
+        raise ValueError(f"{path}: not a readable policy file ({exc})") from None
     if not isinstance(meta, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(meta).__name__}")
     return meta
+
+
+def file_in_folder(folder: Path, name, meta_path: Path, key: str = "weights") -> Path:
+    """The file ``policy.json``'s ``key`` names: a file inside the checkpoint folder, never a path that
+    leads out of it (a checkpoint from elsewhere must not make us read, hash or load any other file)."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise ValueError(f"{meta_path}: field '{key}' must name a file in the checkpoint folder, got {name!r}")
+    rel = Path(name)
+    inside = not rel.is_absolute() and ".." not in rel.parts
+    if inside:
+        try:
+            (folder / rel).resolve().relative_to(folder.resolve())
+        except ValueError:  # a symbolic link that leads out of the folder
+            inside = False
+    if not inside:
+        raise ValueError(f"{meta_path}: field '{key}' must name a file in the checkpoint folder, got {name!r}")
+    return folder / rel
+
+
+def price_field(lam, meta_path: Path) -> float | None:
+    """``lam`` of ``policy.json``: null (budget-conditioned) or a finite price >= 0."""
+    if lam is None:
+        return None
+    ok = isinstance(lam, (int, float)) and not isinstance(lam, bool)
+    try:
+        ok = ok and math.isfinite(float(lam)) and lam >= 0
+    except OverflowError:
+        ok = False
+    if not ok:
+        shown = repr(lam) if len(repr(lam)) <= 40 else repr(lam)[:40] + "..."
+        raise ValueError(f"{meta_path}: field 'lam' must be a finite number >= 0 (or null), got {shown}")
+    return lam
 
 
 def requested_budget(meta: dict[str, Any]) -> float | None:

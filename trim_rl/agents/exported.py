@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from trim_rl.agents.checkpoint import FORMAT, WEIGHTS, read_policy_json, requested_budget, sha256_file
+from trim_rl.agents.checkpoint import (FORMAT, WEIGHTS, file_in_folder, price_field, read_policy_json, requested_budget,
+                                      sha256_file)
 from trim_rl.agents.networks import PolicyNet
 from trim_rl.envs.observations import builder_from_config
 from trim_rl.agents.budget_table import BudgetTable
@@ -22,38 +23,6 @@ __all__ = ["ExportedPolicy", "FORMAT", "WEIGHTS", "read_policy_json", "sha256_fi
 
 
 REQUIRED_FIELDS = ("sha256", "network.obs_dim", "network.net_arch", "observation.name")
-
-
-def _weights_path(folder: Path, name, meta_path: Path) -> Path:
-    """The weights file ``policy.json`` names: a file inside the checkpoint folder, never a path that
-    leads out of it (a checkpoint from elsewhere must not make us read, hash or load any other file)."""
-    if not isinstance(name, str) or not name or "\x00" in name:
-        raise ValueError(f"{meta_path}: field 'weights' must name a file in the checkpoint folder, got {name!r}")
-    rel = Path(name)
-    inside = not rel.is_absolute() and ".." not in rel.parts
-    if inside:
-        try:
-            (folder / rel).resolve().relative_to(folder.resolve())
-        except ValueError:  # a symbolic link that leads out of the folder
-            inside = False
-    if not inside:
-        raise ValueError(f"{meta_path}: field 'weights' must name a file in the checkpoint folder, got {name!r}")
-    return folder / rel
-
-
-def _price(lam, meta_path: Path) -> float | None:
-    """``lam`` of ``policy.json``: null (budget-conditioned) or a finite price >= 0."""
-    if lam is None:
-        return None
-    ok = isinstance(lam, (int, float)) and not isinstance(lam, bool)
-    try:
-        ok = ok and math.isfinite(float(lam)) and lam >= 0
-    except OverflowError:
-        ok = False
-    if not ok:
-        shown = repr(lam) if len(repr(lam)) <= 40 else repr(lam)[:40] + "..."
-        raise ValueError(f"{meta_path}: field 'lam' must be a finite number >= 0 (or null), got {shown}")
-    return lam
 
 
 def _is_int(v, lo: int = 1) -> bool:
@@ -128,8 +97,8 @@ class ExportedPolicy:
             head, _, tail = key.partition(".")
             if not isinstance(self.meta.get(head), dict if tail else str) or (tail and tail not in self.meta[head]):
                 raise ValueError(f"{meta_path}: field {key!r} is missing or malformed")
-        weights = _weights_path(self.folder, self.meta.get("weights", WEIGHTS), meta_path)
-        lam = _price(self.meta.get("lam"), meta_path)
+        weights = file_in_folder(self.folder, self.meta.get("weights", WEIGHTS), meta_path)
+        lam = price_field(self.meta.get("lam"), meta_path)
         if not weights.is_file():
             raise FileNotFoundError(f"{weights}: weights file named by {meta_path} is missing")
         digest = sha256_file(weights)

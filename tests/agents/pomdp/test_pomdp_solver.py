@@ -70,3 +70,27 @@ def test_artifact_roundtrip_without_pickle(tmp_path, fitted, bundled_test):
     (folder / "policy.npz").write_bytes(bytes(raw))
     with pytest.raises(ValueError, match="sha256"):
         load_pomdp(folder)
+
+
+@pytest.mark.parametrize("change, key", [
+    ({"lam": float("nan")}, "'lam'"), ({"lam": -1.0}, "'lam'"), ({"lam": None}, "'lam'"), ({"lam": "0.1"}, "'lam'"),
+    ({"arrays": "../outside.npz"}, "'arrays'"), ({"arrays": "/etc/passwd"}, "'arrays'"),
+    ({"solver": {"p_grid": "101"}}, "'solver'"), ({"solver": None}, "'solver'"), ({"sha256": None}, "'sha256'"),
+    ({"model": []}, "'model'"),
+])
+def test_a_hostile_policy_json_is_named_with_its_key(tmp_path, fitted, change, key):
+    folder = POMDPPolicy(fitted, solve(fitted, 1.6e-3, SMALL)).save(tmp_path / "ck")
+    (tmp_path / "outside.npz").write_bytes((folder / "policy.npz").read_bytes())
+    meta = json.loads((folder / "policy.json").read_text())
+    (folder / "policy.json").write_text(json.dumps({**meta, **change}))
+    with pytest.raises(ValueError) as e:
+        load_pomdp(folder)
+    assert str(folder / "policy.json") in str(e.value) and key in str(e.value)
+
+
+def test_an_integer_too_long_to_read_names_the_policy_file(tmp_path, fitted):
+    folder = POMDPPolicy(fitted, solve(fitted, 1.6e-3, SMALL)).save(tmp_path / "ck")
+    text = (folder / "policy.json").read_text()
+    (folder / "policy.json").write_text(text.replace('"kind"', '"huge": ' + "9" * 5000 + ', "kind"', 1))
+    with pytest.raises(ValueError, match="policy.json"):
+        load_checkpoint(folder)

@@ -21,7 +21,7 @@ import numpy as np
 
 from trim_rl import __version__
 from trim_rl.agents.base import apply_mask
-from trim_rl.agents.checkpoint import FORMAT, read_policy_json, requested_budget, sha256_file
+from trim_rl.agents.checkpoint import FORMAT, file_in_folder, price_field, read_policy_json, requested_budget, sha256_file
 from trim_rl.agents.pomdp.belief import BeliefFilter, BeliefState
 from trim_rl.agents.pomdp.model import POMDPModel
 from trim_rl.agents.pomdp.solver import QFunction, Solution, SolverConfig
@@ -114,18 +114,28 @@ class POMDPPolicy:
 def load_pomdp(folder: str | Path) -> POMDPPolicy:
     """Load a TRIM-POMDP artifact (checks format, kind and the sha256 of ``policy.npz``)."""
     folder = Path(folder)
-    meta = read_policy_json(folder / "policy.json")
+    meta_path = folder / "policy.json"
+    meta = read_policy_json(meta_path)
     if meta.get("format") != FORMAT or meta.get("kind") != "pomdp":
-        raise ValueError(f"{folder / 'policy.json'}: not a TRIM-POMDP policy (format {meta.get('format')!r}, "
+        raise ValueError(f"{meta_path}: not a TRIM-POMDP policy (format {meta.get('format')!r}, "
                          f"kind {meta.get('kind')!r})")
-    path = folder / meta.get("arrays", ARRAYS)
+    path = file_in_folder(folder, meta.get("arrays", ARRAYS), meta_path, "arrays")
+    lam = price_field(meta.get("lam"), meta_path)
+    if lam is None:
+        raise ValueError(f"{meta_path}: field 'lam' must be the price the table was solved for, got null")
+    s = meta.get("solver")
+    fields = SolverConfig().as_dict()
+    if not isinstance(s, dict) or not all(isinstance(s.get(k), int) and not isinstance(s.get(k), bool) and s[k] >= 2
+                                          for k in fields):
+        raise ValueError(f"{meta_path}: field 'solver' must hold the integers {', '.join(fields)} (each >= 2)")
+    if not isinstance(meta.get("sha256"), str) or not isinstance(meta.get("model"), dict):
+        raise ValueError(f"{meta_path}: fields 'sha256' (text) and 'model' (an object) are required")
     digest = sha256_file(path)
     if digest != meta["sha256"]:
         raise ValueError(f"{path}: sha256 {digest} does not match policy.json ({meta['sha256']})")
     with np.load(path, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     model = POMDPModel.from_arrays(arrays, meta["model"])
-    s = meta["solver"]
-    cfg = SolverConfig(**{k: int(s[k]) for k in SolverConfig().as_dict()})
-    sol = Solution(float(meta["lam"]), arrays["value"], arrays["action"], float(s.get("seconds", 0.0)), cfg)
+    cfg = SolverConfig(**{k: int(s[k]) for k in fields})
+    sol = Solution(float(lam), arrays["value"], arrays["action"], float(s.get("seconds", 0.0)), cfg)
     return POMDPPolicy(model, sol, folder=folder, meta=meta, family=meta.get("family", FAMILY))
