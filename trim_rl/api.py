@@ -24,7 +24,7 @@ from typing import Any
 from trim_rl.agents.query import QUERY_ROUTERS
 from trim_rl.agents.registry import load_checkpoint, load_policy
 from trim_rl.envs.routing_env import DEFAULT_TREES, RoutingEnv, resolve_trees
-from trim_rl.eval.evaluation import evaluate_policies, make_query_context
+from trim_rl.eval.evaluation import evaluate_policies, load_pool, make_query_context
 from trim_rl.eval.report import write_all
 from trim_rl.eval.sweep import LABELS, find_checkpoints
 from trim_rl.resources import config_file, project_folder
@@ -138,6 +138,20 @@ class Evaluation:
     def cpt(self, name: str) -> dict[str, float]:
         return self.policies[name]["cpt"]
 
+    def spread(self, name: str) -> dict[str, dict]:
+        """On a pool: per metric (``cpt50``, ``cpt80``, ``cpt95``, ``dibc``, ``apgr``) its mean, sd, min
+        and max over the seeds, each evaluated alone."""
+        if "spread" not in self.policies[name]:
+            raise ValueError("spread: the evaluation holds one seed; give several (sim:PROFILE:test:A-B)")
+        return self.policies[name]["spread"]
+
+    def ratio(self, name: str, level: str = "80") -> dict:
+        """On a pool: ``name``'s CPT(level%) / TRIM-Thr's, pooled, its bootstrap interval and per seed."""
+        ratios = self.data.get("ratios")
+        if not ratios or name not in ratios["cpt"]:
+            raise ValueError(f"ratio: no ratio for {name!r}; it needs a pool of seeds with 'thr' evaluated")
+        return ratios["cpt"][name][level]
+
     def write(self, out: str | Path) -> Path:
         """``metrics.json``, ``points.csv``, ``report.md`` and ``frontier.png`` into ``out`` (as one set)."""
         write_all(Path(out), self.data)
@@ -149,10 +163,16 @@ def evaluate(policies: Sequence[Any] = ("thr", "always-weak", "always-strong", "
              out: str | Path | None = None, progress: bool = False) -> Evaluation:
     """Sweep policies over held-out trees (default the bundled math500 test trees).  ``policies``
     holds built-in names (``thr``, ``random``, ``oracle-step``, query routers, ...), checkpoint
-    folders (each family one frontier) and loaded checkpoints; ``out`` also writes the report."""
+    folders (each family one frontier) and loaded checkpoints; ``out`` also writes the report.
+    Several test seeds (``"sim:math500:test:100-109"``) or tree files (a list) are a pool: pooled
+    figures with intervals over test problems, and per policy ``per_seed`` figures and their
+    ``spread`` (mean, sd, min, max); :meth:`Evaluation.spread` and :meth:`Evaluation.ratio`."""
     spec = trees if trees is not None else "sim:math500:test"
-    flat = spec if not isinstance(spec, (str, Path, list, tuple)) else load_trees(
-        [str(s) for s in spec] if isinstance(spec, (list, tuple)) else str(spec))
+    groups = None
+    if isinstance(spec, (str, Path, list, tuple)):
+        flat, groups = load_pool([str(s) for s in spec] if isinstance(spec, (list, tuple)) else str(spec), progress)
+    else:
+        flat = spec
     names, checkpoints = [], []
     for p in policies:
         if isinstance(p, str) and (p in LABELS or p in QUERY_ROUTERS):
@@ -168,9 +188,9 @@ def evaluate(policies: Sequence[Any] = ("thr", "always-weak", "always-strong", "
         if not isinstance(spec, str):
             raise ValueError("the learned query routers need trees given as a sim:PROFILE:test spec")
         query_ctx = make_query_context(spec, None, None, seed, progress)
+    label = str(spec) if isinstance(spec, (str, Path)) else (" ".join(map(str, spec)) if groups else "trees")
     data = evaluate_policies(flat, names, n_boot=n_boot, seed=seed, routing_errors=routing_errors, progress=progress,
-                             trees_label=str(spec) if isinstance(spec, (str, Path)) else "trees",
-                             checkpoints=checkpoints, query_ctx=query_ctx)
+                             trees_label=label, checkpoints=checkpoints, query_ctx=query_ctx, groups=groups)
     result = Evaluation(data)
     if out is not None:
         result.write(out)

@@ -11,14 +11,14 @@ from trim_rl.argtypes import OneLineParser, fraction, int_between, nonneg_float,
 from trim_rl.agents.query import QUERY_ROUTERS
 from trim_rl.cli_errors import run_cli
 from trim_rl.configs import ConfigError
-from trim_rl.eval.evaluation import DEFAULT_POLICIES, evaluate_policies, make_query_context
+from trim_rl.eval.evaluation import DEFAULT_POLICIES, DEFAULT_TREES, evaluate_policies, load_pool, make_query_context
 from trim_rl.eval.metrics import MAX_BOOTSTRAP
 from trim_rl.eval.paper import paper_report
 from trim_rl.eval.perturb import describe, perturb_prm
-from trim_rl.eval.report import check_output_folder, write_all
+from trim_rl.eval.report import check_output_folder, terminal_table, write_all
 from trim_rl.eval.robustness import robustness_report
 from trim_rl.eval.sweep import LABELS, find_checkpoints
-from trim_rl.sim.bundled import check_tree_spec, load_trees, resolve_tree_spec
+from trim_rl.sim.bundled import check_tree_spec, resolve_tree_spec
 
 callable_as_api(__name__)  # trim_rl.evaluate(...) is the API function, whichever this attribute holds
 
@@ -29,9 +29,12 @@ def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
         description="Evaluate routing policies on held-out trajectory trees: sweep each policy's setting "
                     "(thresholds 0..1 by 0.05, probabilities, budgets) into operating points and write "
                     "DIR/metrics.json, DIR/points.csv, DIR/report.md and DIR/frontier.png.")
-    ap.add_argument("--trees", default="sim:math500:test",
-                    help="tree file (.jsonl/.jsonl.gz) or sim:PROFILE:SPLIT[:SEED] for simulated trees "
-                         "(default sim:math500:test, the bundled test trees)")
+    ap.add_argument("--trees", nargs="+", default=None, metavar="SPEC",
+                    help="tree files (.jsonl/.jsonl.gz) or sim:PROFILE:SPLIT[:SEEDS] for simulated trees; several "
+                         "seeds (sim:math500:test:100-109) or files are a pool: pooled figures with intervals over "
+                         f"test problems, and each seed's figures and their spread (default {DEFAULT_TREES}: ten "
+                         "test seeds no training or selection saw, generated on first use, about 20-40 s each; "
+                         "--robustness: sim:math500:test)")
     ap.add_argument("--policies", default=DEFAULT_POLICIES,
                     help=f"comma-separated built-in policies (default {DEFAULT_POLICIES}); step-level: "
                          + ", ".join(LABELS) + "; query-level: " + ", ".join(QUERY_ROUTERS))
@@ -62,7 +65,7 @@ def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
                     help="instead of one evaluation: CPT(80%%) of TRIM-Thr, TRIM-POMDP (from --checkpoints, or "
                          "fitted on the training trees and solved) and every --checkpoints family at several PRM "
                          "noise and flip levels (python -m trim_rl.eval.robustness has all the options)")
-    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar, and no table in the terminal (only the paths)")
     ap.add_argument("--logged", default=None, metavar="LOG",
                     help="instead of trees: estimate the --checkpoints policies (folders, or thr:K) from a decision log "
                          "(RUN/rollouts.jsonl of train.py --live, or serve --log-decisions): importance weighting, "
@@ -77,6 +80,8 @@ def main(argv: list[str] | None = None, prog: str = "evaluate.py") -> int:
 
 def _check_args(args) -> list[str]:
     """Every argument checked before any work; returns the built-in policy names."""
+    if args.trees is None:  # the robustness sweep reruns every policy per noise level: one seed
+        args.trees = ["sim:math500:test" if args.robustness else DEFAULT_TREES]
     names = [n.strip() for n in args.policies.split(",") if n.strip()]
     unknown = [n for n in names if n not in LABELS and n not in QUERY_ROUTERS]
     if unknown:
@@ -92,7 +97,7 @@ def _check_args(args) -> list[str]:
         if spec is not None:
             check_tree_spec(spec, flag)
     learned = [n for n in names if n in ("sw", "mf", "clf")]
-    if learned and not args.trees.startswith("sim:") and (args.train_trees is None or args.val_trees is None):
+    if learned and not args.trees[0].startswith("sim:") and (args.train_trees is None or args.val_trees is None):
         raise ConfigError(f"--policies {learned[0]}: a learned query router needs --train-trees and --val-trees when "
                           "--trees is a file")
     return names
@@ -111,26 +116,33 @@ def _main(args) -> int:
         print(f"report: {out / 'report.md'}")
         return 0
     if args.robustness:
-        out = robustness_report(args.trees, args.checkpoints, seed=args.seed, n_boot=args.bootstrap,
+        trees = args.trees[0] if len(args.trees) == 1 else args.trees
+        out = robustness_report(trees, args.checkpoints, seed=args.seed, n_boot=args.bootstrap,
                                 out=args.out, progress=not args.quiet)
         print(f"report: {out}")
         return 0
     checkpoints = find_checkpoints(args.checkpoints) if args.checkpoints else []
-    paths = resolve_tree_spec(args.trees, progress=not args.quiet)
-    trees = perturb_prm(load_trees(args.trees), args.prm_noise, args.prm_flip, args.seed)
+    pool, groups = load_pool(args.trees, progress=not args.quiet)
+    trees = perturb_prm(pool, args.prm_noise, args.prm_flip, args.seed)
     perturbed = describe(args.prm_noise, args.prm_flip)
     query_ctx = None
     if any(n in ("sw", "mf", "clf") for n in names):
-        query_ctx = make_query_context(args.trees, args.train_trees, args.val_trees, args.seed, not args.quiet)
-    out = Path(args.out) if args.out else Path("reports") / Path(paths[0]).name.split(".")[0]
+        query_ctx = make_query_context(args.trees[0], args.train_trees, args.val_trees, args.seed, not args.quiet)
+    if args.out:
+        out = Path(args.out)
+    else:
+        first = resolve_tree_spec(args.trees[0])[0]
+        out = Path("reports") / (first.name.split(".")[0] + ("_pool" if len(groups) > 1 else ""))
     result = evaluate_policies(trees, names, n_boot=args.bootstrap, seed=args.seed,
                                routing_errors=args.routing_errors, progress=not args.quiet,
-                               trees_label=args.trees + (f" ({perturbed})" if perturbed else ""),
-                               checkpoints=checkpoints, query_ctx=query_ctx)
+                               trees_label=" ".join(args.trees) + (f" ({perturbed})" if perturbed else ""),
+                               checkpoints=checkpoints, query_ctx=query_ctx, groups=groups)
     result.update(prm_noise=args.prm_noise, prm_flip=args.prm_flip)
     write_all(out, result)
     print(f"report: {out / 'report.md'}")
     print(f"metrics: {out / 'metrics.json'}")
+    if not args.quiet:  # the result itself, after minutes of work, not only where it was written
+        print("\n" + terminal_table(result))
     return 0
 
 

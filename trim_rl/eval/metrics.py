@@ -151,11 +151,16 @@ def _level_key(x: float) -> str:
 def policy_metrics(correct: np.ndarray, strong_tokens: np.ndarray, weak_correct: np.ndarray,
                    strong_correct: np.ndarray, strong_only_tokens: np.ndarray, settings: list,
                    n_boot: int = 1000, seed: int = 0,
-                   cpt_levels: Sequence[float] = (50, 80, 95)) -> dict[str, Any]:
+                   cpt_levels: Sequence[float] = (50, 80, 95), clusters: np.ndarray | None = None,
+                   replicates: bool = False) -> dict[str, Any]:
     """All metrics for one policy family plus problem-level bootstrap 95% intervals.
 
     correct/strong_tokens: (n_points, n_problems); weak_correct/strong_correct/strong_only_tokens:
     (n_problems,). Every replicate resamples problems once and applies it to all points and references.
+    ``clusters`` (an int per tree, 0..k-1): resample whole clusters instead of trees (a pool of seeds
+    holds each test problem once per seed and draw; its trees share the problem's difficulty).  The
+    same ``seed`` and sizes give the same resamples for every policy, so replicates pair up across
+    policies (``replicates=True`` returns them under ``"_replicates"``, for ratios; not for JSON).
     Non-finite values (e.g. CPT = inf) are kept as floats; pass the result through `json_safe` to write.
     """
     correct = np.atleast_2d(np.asarray(correct, dtype=float))
@@ -172,6 +177,11 @@ def policy_metrics(correct: np.ndarray, strong_tokens: np.ndarray, weak_correct:
         raise ValueError(f"n_boot: expected a number of bootstrap resamples in [0, {MAX_BOOTSTRAP}], got {n_boot!r}")
     levels = list(cpt_levels)
     keys = [_level_key(x) for x in levels]
+    if clusters is not None:
+        clusters = np.asarray(clusters, dtype=np.int64).ravel()
+        if clusters.size != n or (n and (clusters.min() < 0)):
+            raise ValueError(f"clusters: expected {n} non-negative cluster ids, got {clusters.size}")
+    n_units = n if clusters is None else (int(clusters.max()) + 1 if n else 0)
 
     cost, acc = point_table(correct, strong_tokens, so)
     acc_weak, acc_strong = float(wc.mean()), float(sc.mean())
@@ -184,17 +194,21 @@ def policy_metrics(correct: np.ndarray, strong_tokens: np.ndarray, weak_correct:
     b_apgr = np.full(n_boot, np.nan)
     b_acc = np.full((n_boot, n_points), np.nan)
     b_cost = np.full((n_boot, n_points), np.nan)
+    b_aw = np.full(n_boot, np.nan)
     chunk = max(1, min(n_boot, 2_000_000 // max(n, 1)))
     for start in range(0, n_boot, chunk):
         m = min(chunk, n_boot - start)
-        idx = rng.integers(0, n, size=(m, n))
-        w = np.bincount((idx + n * np.arange(m)[:, None]).ravel(),
-                        minlength=m * n).reshape(m, n).astype(float)
+        idx = rng.integers(0, n_units, size=(m, n_units))
+        w = np.bincount((idx + n_units * np.arange(m)[:, None]).ravel(),
+                        minlength=m * n_units).reshape(m, n_units).astype(float)
+        if clusters is not None:  # a tree counts as often as its cluster was drawn
+            w = w[:, clusters]
+        tot = w.sum(axis=1)  # n for a tree bootstrap (exact in floats)
         with np.errstate(divide="ignore", invalid="ignore"):
-            accs = w @ correct.T / n
+            accs = w @ correct.T / tot[:, None]
             costs = 100.0 * (w @ strong_tokens.T) / (w @ so)[:, None]
-        aw, ast = w @ wc / n, w @ sc / n
-        b_acc[start:start + m], b_cost[start:start + m] = accs, costs
+            aw, ast = w @ wc / tot, w @ sc / tot
+        b_acc[start:start + m], b_cost[start:start + m], b_aw[start:start + m] = accs, costs, aw
         for r in range(m):
             _, c_r, d_r, a_r = _frontier_metrics(costs[r], accs[r], aw[r], ast[r], levels)
             b_cpt[start + r], b_dibc[start + r], b_apgr[start + r] = c_r, d_r, a_r
@@ -205,13 +219,20 @@ def policy_metrics(correct: np.ndarray, strong_tokens: np.ndarray, weak_correct:
     dibc_iv, dibc_frac = _interval(b_dibc)
     apgr_iv, apgr_frac = _interval(b_apgr)
 
-    return {
+    # the frontier's accuracy band: each kept point's interval (the anchor's is always-weak's)
+    aw_iv = _interval(b_aw)[0] if n_boot else [math.nan, math.nan]
+    acc_iv = [_interval(col)[0] for col in b_acc.T]
+    band = []
+    for c_f, a_f in zip(fr.cost, fr.acc):
+        hit = np.flatnonzero((cost == c_f) & (acc == a_f))
+        band.append(acc_iv[int(hit[0])] if hit.size else aw_iv)
+    out = {
         "points": [
             {"setting": s, "accuracy": float(acc[i]), "cost_pct": float(cost[i]),
              "strong_tokens": float(strong_tokens[i].mean())}
             for i, s in enumerate(settings)
         ],
-        "frontier": {"cost_pct": fr.cost.tolist(), "accuracy": fr.acc.tolist()},
+        "frontier": {"cost_pct": fr.cost.tolist(), "accuracy": fr.acc.tolist(), "accuracy_interval": band},
         "cpt": dict(zip(keys, cpts)),
         "dibc": d,
         "apgr": a,
@@ -219,7 +240,7 @@ def policy_metrics(correct: np.ndarray, strong_tokens: np.ndarray, weak_correct:
             "cpt": cpt_iv,
             "dibc": dibc_iv,
             "apgr": apgr_iv,
-            "accuracy": [_interval(col)[0] for col in b_acc.T],
+            "accuracy": acc_iv,
             "cost_pct": [_interval(col)[0] for col in b_cost.T],
             "finite_frac": {"cpt": cpt_frac, "dibc": dibc_frac, "apgr": apgr_frac},
         },
@@ -228,6 +249,11 @@ def policy_metrics(correct: np.ndarray, strong_tokens: np.ndarray, weak_correct:
         "n_problems": int(n),
         "n_boot": int(n_boot),
     }
+    if clusters is not None:
+        out["n_clusters"] = n_units
+    if replicates:
+        out["_replicates"] = {"cpt": b_cpt, "dibc": b_dibc, "apgr": b_apgr}
+    return out
 
 
 def json_safe(obj: Any) -> Any:

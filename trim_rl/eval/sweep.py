@@ -104,15 +104,32 @@ def find_checkpoints(paths: list[str]) -> list:
 
 def checkpoint_families(policies: list) -> dict[str, list]:
     """Group checkpoints by family label (one frontier per family); a family found in several
-    folders is split by folder (e.g. shipped vs freshly trained)."""
+    folders is split by folder (e.g. shipped vs freshly trained), named by the shortest tail of the
+    folder's path (two parts at least) that tells them apart: ``TRIM-Agg [demo/checkpoints]``."""
     parents: dict[str, set] = {}
     for pol in policies:
         parents.setdefault(pol.family, set()).add(str(pol.folder.parent))
+    short: dict[str, str] = {}
+    for folders in parents.values():
+        if len(folders) > 1:
+            short.update(short_names(sorted(folders)))
     fam: dict[str, list] = {}
     for pol in policies:
-        key = pol.family if len(parents[pol.family]) == 1 else f"{pol.family} [{pol.folder.parent}]"
+        key = pol.family if len(parents[pol.family]) == 1 else f"{pol.family} [{short[str(pol.folder.parent)]}]"
         fam.setdefault(key, []).append(pol)
     return fam
+
+
+def short_names(folders: list[str]) -> dict[str, str]:
+    """Each folder by the shortest tail of its path, two parts at least, that no other folder shares."""
+    from pathlib import PurePath
+
+    parts = {f: PurePath(f).parts for f in folders}
+    for k in range(2, max(len(p) for p in parts.values()) + 1):
+        tails = {f: "/".join(p[-k:]) for f, p in parts.items()}
+        if len(set(tails.values())) == len(tails):
+            return tails
+    return {f: f for f in folders}
 
 
 EVAL_BUDGETS = (3.0, 5.0, 8.0, 12.0, 16.0, 20.0, 25.0, 30.0, 35.0, 40.0)

@@ -42,8 +42,18 @@ def _check_profile_split(profile: str, split: str, params, what: str) -> None:
         raise ValueError(f"{what}: unknown split {split!r}; choose one of {', '.join(SPLITS)}")
 
 
-def tree_file(profile: str, split: str, seed: int = BUNDLED_SEED, progress: bool = False) -> Path:
-    """Path of the simulated trees of ``profile``/``split`` for ``seed``, generating them if needed."""
+def _cached_path(profile: str, split: str, seed: int) -> Path | None:
+    """Where the trees of one seed are (or will be) read from; None before the spec is checked."""
+    if seed == BUNDLED_SEED and profile in BUNDLED_PROFILES:
+        p = bundled_path(profile, split)
+        if p.exists():
+            return p
+    return cache_dir() / "trees" / f"sim{load_params().version}" / f"{profile}_{split}_seed{seed}.jsonl.gz"
+
+
+def tree_file(profile: str, split: str, seed: int = BUNDLED_SEED, progress=False) -> Path:
+    """Path of the simulated trees of ``profile``/``split`` for ``seed``, generating them if needed
+    (``progress``: True for a bar of its own, or a tqdm bar to advance)."""
     if seed == BUNDLED_SEED and profile in BUNDLED_PROFILES:
         p = bundled_path(profile, split)
         if p.exists():
@@ -153,13 +163,31 @@ def resolve_tree_spec(spec: str | list[str], progress: bool = False) -> list[Pat
     any trees are generated."""
     specs = list(spec) if isinstance(spec, (list, tuple)) else [spec]
     parsed = [_parse_spec(s) for s in specs]
+    # every seed still to generate, under one bar: "draw i of N" (a draw: one seed's tree file)
+    missing = [(p[0], p[1], seed) for p in parsed if not isinstance(p, Path) for seed in p[2]
+               if not _cached_path(p[0], p[1], seed).exists()]
+    bar = None
+    if progress and missing:
+        from tqdm import tqdm
+
+        total = sum(_trees_per_seed(profile, split) for profile, split, _ in missing)
+        bar = tqdm(total=total, unit="tree", desc="generating trees (once; cached)", dynamic_ncols=True)
     out: list[Path] = []
-    for p in parsed:
-        if isinstance(p, Path):
-            out.append(p)
-        else:
+    try:
+        for p in parsed:
+            if isinstance(p, Path):
+                out.append(p)
+                continue
             profile, split, seeds = p
-            out.extend(tree_file(profile, split, seed, progress) for seed in seeds)
+            for seed in seeds:
+                if bar is not None and (profile, split, seed) in missing:
+                    i = missing.index((profile, split, seed)) + 1
+                    bar.set_description(f"generating trees (once; cached): draw {i} of {len(missing)}, "
+                                        f"sim:{profile}:{split}:{seed}")
+                out.append(tree_file(profile, split, seed, bar if bar is not None else progress))
+    finally:
+        if bar is not None:
+            bar.close()
     return out
 
 

@@ -200,7 +200,9 @@ def generate_trees(profile: str, split: str, seed: int, params: SimParams | None
     result: dict[int, list] = {}
     chunk = 64
     bar = None
-    if progress:
+    if hasattr(progress, "update"):  # one bar shared by the files of a tree spec (see sim.bundled)
+        bar = progress
+    elif progress:
         from tqdm import tqdm
 
         bar = tqdm(total=n, desc=f"generate {profile}/{split}", unit="tree")
@@ -218,7 +220,7 @@ def generate_trees(profile: str, split: str, seed: int, params: SimParams | None
                         bar.update(1)
         todo = np.array(retry, dtype=np.int64)
         k_of[todo] -= 1
-    if bar is not None:
+    if bar is not None and bar is not progress:
         bar.close()
     trees = []
     for e in range(n):

@@ -18,6 +18,7 @@ from trim_rl.train.pomdp import train_pomdp
 from trim_rl.train.run import AlreadyFinished, Interrupted, Target, check_inputs, resume, train_grid, train_one
 from trim_rl.train.targets import resolve_targets
 from trim_rl.train.warm_start import apply_init_from
+from trim_rl.train.summary import print_summary
 
 PROG = "train.py"
 DEFAULT_AGENT = "trim_agg"
@@ -134,8 +135,10 @@ def _main(args, command: str, prog: str) -> int:
             apply_init_from(agent, args.init_from)
         targets, grid, flag = resolve_targets(agent, env, args.budget, args.budget_grid, args.lam, args.lam_grid)
         if agent.algo == "pomdp":
-            for d in train_pomdp(agent, env, targets, args.seed, args.runs, command, progress=not args.no_progress):
+            dirs = train_pomdp(agent, env, targets, args.seed, args.runs, command, progress=not args.no_progress)
+            for d in dirs:
                 print(f"run: {d}")
+            print_summary(dirs)
             return 0
         if agent.budget_conditioned:  # one budget-conditioned policy serves every budget
             if flag.startswith("--"):
@@ -154,6 +157,7 @@ def _main(args, command: str, prog: str) -> int:
             for r in results:
                 print(f"run: {r.run_dir}" if not r.error else f"failed: {r.target.label}: {r.error}"
                       + (f" ({r.run_dir})" if r.run_dir else ""))
+            print_summary([r.run_dir for r in results if not r.error and r.run_dir])
             if failed:
                 print(f"{prog}: {len(failed)} of {len(results)} runs failed: "
                       + "; ".join(f"{r.target.label}: {r.error}" for r in failed), file=sys.stderr)
@@ -162,6 +166,7 @@ def _main(args, command: str, prog: str) -> int:
         run = train_one(agent, env, targets[0], args.seed, args.runs, command=command,
                         progress=not args.no_progress, verbose=args.verbose, inputs=inputs)
         print(f"run: {run}")
+        print_summary([run])
         return 0
     except Interrupted as exc:
         if exc.removed:

@@ -1,0 +1,29 @@
+"""Trees generated on first use show one progress bar for the whole spec: "draw i of N" (a draw:
+one seed's tree file), with tqdm's estimate, not one unnamed bar per file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trim_rl.sim import bundled
+
+
+def test_one_bar_names_each_draw(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("TRIM_RL_CACHE", str(tmp_path / "cache"))
+    bars = []
+
+    def fake_generate(profile, split, seed, out, params=None, progress=False, **kw):
+        bars.append(progress)
+        progress.update(bundled._trees_per_seed(profile, split))
+        Path(out).write_bytes(b"")
+
+    monkeypatch.setattr(bundled, "generate_file", fake_generate)
+    paths = bundled.resolve_tree_spec(["sim:math500:val:7-8", "sim:math500:val"], progress=True)
+    assert [p.name for p in paths[:2]] == ["math500_val_seed7.jsonl.gz", "math500_val_seed8.jsonl.gz"]
+    assert len(bars) == 2 and bars[0] is bars[1] and hasattr(bars[0], "update")  # one bar for both files
+    err = capsys.readouterr().err
+    assert "draw 1 of 2, sim:math500:val:7" in err and "draw 2 of 2, sim:math500:val:8" in err
+    assert f"{2 * bundled._trees_per_seed('math500', 'val')}/{2 * bundled._trees_per_seed('math500', 'val')}" in err
+    # cached now: nothing generated, no bar
+    bundled.resolve_tree_spec("sim:math500:val:7-8", progress=True)
+    assert len(bars) == 2 and "draw" not in capsys.readouterr().err
