@@ -74,11 +74,12 @@ def test_spread_counts_seeds_that_never_reach_a_level():
 def test_ratios_to_trim_thr_pair_the_same_resamples(pooled):
     r = pooled["ratios"]
     assert r["reference"] == "thr" and "thr" not in r["cpt"] and "always-strong" not in r["cpt"]
-    e = r["cpt"]["oracle-step"]["80"]
+    e = r["cpt"]["oracle-step"]["50"]
     pol = pooled["policies"]
-    assert e["pooled"] == pytest.approx(pol["oracle-step"]["cpt"]["80"] / pol["thr"]["cpt"]["80"])
-    assert e["per_seed"] == pytest.approx(np.array(pol["oracle-step"]["per_seed"]["cpt80"])
-                                          / np.array(pol["thr"]["per_seed"]["cpt80"]))
+    assert math.isfinite(pol["thr"]["cpt"]["50"]) and np.isfinite(pol["thr"]["per_seed"]["cpt50"]).all()
+    assert e["pooled"] == pytest.approx(pol["oracle-step"]["cpt"]["50"] / pol["thr"]["cpt"]["50"])
+    assert e["per_seed"] == pytest.approx(np.array(pol["oracle-step"]["per_seed"]["cpt50"])
+                                          / np.array(pol["thr"]["per_seed"]["cpt50"]))
     assert e["interval"][0] <= e["pooled"] <= e["interval"][1] < 1  # the oracle is far cheaper
 
 
@@ -196,3 +197,12 @@ def test_demo_and_evaluate_refuse_a_bad_pool_before_any_work(tmp_path, monkeypat
         err = capsys.readouterr().err
         assert rc == 2 and "--trees" in err and "twice" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_ratio_to_a_reference_that_never_reaches_the_level_is_undefined():
+    from trim_rl.eval.evaluation import _ratio
+
+    r = _ratio([10.0, math.inf, 10.0, math.inf], [20.0, 20.0, math.inf, math.inf])
+    assert r[0] == 0.5 and r[1] == math.inf and math.isnan(r[2]) and math.isnan(r[3])
+    sp = spread(r)
+    assert (sp["mean"], sp["n_inf"]) == (0.5, 1)  # never 0 for a seed where TRIM-Thr never reaches it

@@ -150,10 +150,9 @@ def cpt_ratios(policies: dict, replicates: dict, ref: str = "thr") -> dict:
             continue  # a single point (always-weak / -strong) is no frontier to compare
         entry = {}
         for j, x in enumerate(("50", "80", "95")):
-            with np.errstate(divide="ignore", invalid="ignore"):
-                pooled = m["cpt"][x] / policies[ref]["cpt"][x]
-                boot = replicates[name]["cpt"][:, j] / r_ref[:, j]
-                seeds = np.asarray(m["per_seed"][f"cpt{x}"], float) / np.asarray(policies[ref]["per_seed"][f"cpt{x}"], float)
+            pooled = float(_ratio(m["cpt"][x], policies[ref]["cpt"][x]))
+            boot = _ratio(replicates[name]["cpt"][:, j], r_ref[:, j])
+            seeds = _ratio(m["per_seed"][f"cpt{x}"], policies[ref]["per_seed"][f"cpt{x}"])
             iv = [math.nan, math.nan]
             fin = boot[np.isfinite(boot)]
             if fin.size:
@@ -161,6 +160,13 @@ def cpt_ratios(policies: dict, replicates: dict, ref: str = "thr") -> dict:
             entry[x] = {"pooled": float(pooled), "interval": iv, "per_seed": seeds.tolist(), "spread": spread(seeds)}
         out[name] = entry
     return {"reference": ref, "cpt": out}
+
+
+def _ratio(a, b) -> np.ndarray:
+    """a / b, undefined (nan) where the reference b never reaches the level (inf): x / inf is no 0."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(np.isfinite(b), a / b, np.nan)
 
 
 def load_pool(specs, progress: bool = False) -> tuple[FlatTrees, list[tuple[str, int]]]:
