@@ -90,12 +90,25 @@ class Run:
 def train(agent: str | Path = "trim_agg", env: str | Path = "math500", *, budget: float | None = None,
           budget_grid: Sequence[float] | None = None, lam: float | None = None, lam_grid: Sequence[float] | None = None,
           seed: int = 0, runs: str | Path = "runs", hyperparams: Sequence[str] = (), init_from: str | Path | None = None,
-          workers: int | None = None, progress: bool = False) -> Run | list[Run]:
+          workers: int | None = None, progress: bool = False, live: dict | None = None) -> Run | list[Run]:
     """Train like ``train.py``: an agent YAML and an env YAML (paths or packaged names), one target
     (``budget`` % of always-strong's strong tokens, or a price ``lam``) or a grid of them.  With no
     target, the env YAML's ``budget``.  Returns the :class:`Run`, or a list for a grid (a failed
     budget raises ``RuntimeError`` naming it after the others finished).  Everything is checked (a
-    ``ValueError`` naming the argument, file or key) before any run folder is made."""
+    ``ValueError`` naming the argument, file or key) before any run folder is made.
+
+    ``live`` trains online against live backends instead of trees (``train.py --live``): a mapping of
+    :func:`trim_rl.live.online.train_live`'s settings, at least ``weak_url``, ``strong_url`` and
+    ``problems`` (``env`` and the grids do not apply)."""
+    if live is not None:
+        if budget_grid is not None or lam_grid is not None:
+            raise ValueError("live: online training takes one budget or price, not a grid")
+        if not isinstance(live, dict):
+            raise ValueError(f"live: expected a mapping of online-training settings, got {type(live).__name__}")
+        from trim_rl.live.online import train_live
+
+        return Run(train_live(agent, budget=budget, lam=lam, seed=seed, runs=runs, hyperparams=tuple(hyperparams),
+                              init_from=init_from, progress=progress, **live))
     check_seed(seed, "seed")
     check_workers(workers, "workers")
     check_runs_root(runs, "runs")

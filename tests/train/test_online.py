@@ -147,6 +147,19 @@ def test_train_live_from_python(server, tmp_path):
         train_live(weak_url=server.url, strong_url=server.url, problems="sim:math500:train", lam=1e-3, colour=1)
 
 
+def test_the_python_api_trains_online_with_live(server, tmp_path):
+    import trim_rl
+
+    live = {"weak_url": server.url, "strong_url": server.url, "prm_url": server.url, "problems": "sim:math500:train",
+            "max_interventions": 6, "weak_model": "sim-weak", "strong_model": "sim-strong", "prm_model": "sim-prm",
+            "max_tokens": 4096}
+    run = trim_rl.train(lam=2e-3, runs=tmp_path, live=live,
+                        hyperparams=["n_envs:2", "n_steps:8", "batch_size:8", "n_epochs:1", "total_timesteps:16"])
+    assert (run.path / "policy" / "policy.json").is_file() and (run.path / "rollouts.jsonl").is_file()
+    with pytest.raises(ValueError, match="live: online training takes one budget"):
+        trim_rl.train(budget_grid=[5, 10], runs=tmp_path, live=live)
+
+
 class _DiesAfter:
     """A weak engine whose server goes away after ``n`` calls (every later call fails after its retries)."""
 
