@@ -287,13 +287,15 @@ def plot_frontiers(out: Path, result: dict) -> None:
                 continue
             fc = m["frontier"]["cost_pct"]
             fa = [100 * v for v in m["frontier"]["accuracy"]]
-            band = m["frontier"].get("accuracy_interval")
+            # bands for the routers compared, not for the references (oracles, random), which would hide them
+            band = m["frontier"].get("accuracy_interval") if name not in FIXED or name == "thr" else None
             if band and all(b and b[0] is not None and math.isfinite(b[0]) for b in band):
-                a.fill_between(fc, [100 * b[0] for b in band], [100 * b[1] for b in band], color=colour, alpha=0.1,
-                               lw=0)
+                a.fill_between(fc, [100 * b[0] for b in band], [100 * b[1] for b in band],
+                               color="#888888" if colour == "#000000" else colour, alpha=0.1, lw=0)
             a.plot(fc, fa, ls=ls, color=colour, lw=1.8 if ls == "-" else 1.4, label=m["label"] if a is ax else None)
             a.plot(xs, ys, ".", color=colour, ms=3.5)
-        inside = [y for x, y in zip(xs, ys) if x <= 40]
+        # the step-level oracle leaves the main panel at the top: its range would squeeze the routers
+        inside = [y for x, y in zip(xs, ys) if x <= 40] if name != "oracle-step" else []
         if inside:
             top_main = max(top_main, max(inside))
     for a in (ax, full):
