@@ -206,3 +206,16 @@ def test_a_ratio_to_a_reference_that_never_reaches_the_level_is_undefined():
     assert r[0] == 0.5 and r[1] == math.inf and math.isnan(r[2]) and math.isnan(r[3])
     sp = spread(r)
     assert (sp["mean"], sp["n_inf"]) == (0.5, 1)  # never 0 for a seed where TRIM-Thr never reaches it
+
+
+def test_the_api_gives_the_spread_and_ratios_of_a_pool_only(seed_files, pooled):
+    from trim_rl.api import Evaluation
+
+    pool = Evaluation(pooled)
+    assert pool.spread("thr")["apgr"]["n"] == 3
+    assert pool.ratio("oracle-step", "50") == pooled["ratios"]["cpt"]["oracle-step"]["50"]
+    single = trim_rl.evaluate(["thr"], seed_files[0], n_boot=1)
+    with pytest.raises(ValueError, match="spread: the evaluation holds one seed"):
+        single.spread("thr")
+    with pytest.raises(ValueError, match="ratio: no ratio for 'TRIM-Agg'"):
+        pool.ratio("TRIM-Agg")
