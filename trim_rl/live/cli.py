@@ -15,7 +15,7 @@ import sys
 from trim_rl.argtypes import OneLineParser, int_at_least, nonneg_float, positive_float
 from trim_rl.data.problems import BENCHMARKS, load_problems
 from trim_rl.data.schema import MAX_STEPS
-from trim_rl.live.backends import build_engines, build_scorer
+from trim_rl.live.backends import BackendConfig, build_engines, build_scorer
 from trim_rl.live.collector import CollectSettings, TreeCollector, tree_settings
 from trim_rl.live.estimate import estimate
 from trim_rl.live.http import EngineError
@@ -52,7 +52,7 @@ def _common(p: argparse.ArgumentParser, problems: bool = True) -> None:
                    help="weak model: an OpenAI-compatible server (http://127.0.0.1:8001) or vllm:MODEL for in-process "
                         "vLLM" + urls)
     g.add_argument("--strong-url", nargs="+", help="strong model, same forms as --weak-url (needed to regenerate steps)")
-    g.add_argument("--prm", choices=("vllm", "self-verify"), default="vllm",
+    g.add_argument("--prm", choices=("vllm", "self-verify"), default=BackendConfig.prm,
                    help="step scorer: 'vllm' = a process reward model behind vllm serve's /pooling (--prm-url); "
                         "'self-verify' = ask a completions model whether the newest step is correct and read "
                         "P(yes) from its logprobs (--prm-url, default the weak server)")
@@ -62,7 +62,7 @@ def _common(p: argparse.ArgumentParser, problems: bool = True) -> None:
     g.add_argument("--weak-model", help="model name sent to the weak server (default: the first it lists)")
     g.add_argument("--strong-model", help="model name sent to the strong server (default: the first it lists)")
     g.add_argument("--prm-model", help="model name sent to the scorer's server (default: the first it lists)")
-    g.add_argument("--chat-template", default="chatml",
+    g.add_argument("--chat-template", default=BackendConfig.chat_template,
                    help="chat template of the generating models: chatml (Qwen2.5, SmolLM2), llama3, llama3.1 "
                         "(Llama 3.1-3.3, with its system header), or a .jinja file")
     g.add_argument("--vllm-arg", action="append", default=[], metavar="[ROLE:]KEY=VALUE",
@@ -70,26 +70,28 @@ def _common(p: argparse.ArgumentParser, problems: bool = True) -> None:
                         "gpu_memory_utilization=0.3 or max_model_len=8192; ROLE weak, strong or prm sets it for one "
                         "engine only (prm:gpu_memory_utilization=0.25); VALUE is read as JSON, else as text; repeatable")
     s = p.add_argument_group("sampling (sent explicitly, so a server's generation_config.json does not fill gaps)")
-    s.add_argument("--max-tokens", type=POSITIVE, default=256, help="most tokens per step (default 256)")
-    s.add_argument("--weak-temperature", type=nonneg_float, default=0.0, help="weak model's sampling temperature (default 0)")
-    s.add_argument("--strong-temperature", type=nonneg_float, default=0.0,
+    s.add_argument("--max-tokens", type=POSITIVE, default=BackendConfig.max_tokens, help="most tokens per step (default 256)")
+    s.add_argument("--weak-temperature", type=nonneg_float, default=BackendConfig.weak_temperature,
+                   help="weak model's sampling temperature (default 0)")
+    s.add_argument("--strong-temperature", type=nonneg_float, default=BackendConfig.strong_temperature,
                    help="strong model's sampling temperature (default 0)")
-    s.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling, both models (default 1: off)")
-    s.add_argument("--top-k", type=int, default=0, help="top-k sampling, both models (default 0: off)")
-    s.add_argument("--min-p", type=nonneg_float, default=0.0, help="min-p sampling, both models (default 0: off)")
-    s.add_argument("--repetition-penalty", type=nonneg_float, default=1.0,
+    s.add_argument("--top-p", type=float, default=BackendConfig.top_p, help="nucleus sampling, both models (default 1: off)")
+    s.add_argument("--top-k", type=int, default=BackendConfig.top_k, help="top-k sampling, both models (default 0: off)")
+    s.add_argument("--min-p", type=nonneg_float, default=BackendConfig.min_p, help="min-p sampling, both models (default 0: off)")
+    s.add_argument("--repetition-penalty", type=nonneg_float, default=BackendConfig.repetition_penalty,
                    help="repetition penalty, both models (default 1: off)")
     h = p.add_argument_group("requests")
-    h.add_argument("--concurrency", type=POSITIVE, default=256,
+    h.add_argument("--concurrency", type=POSITIVE, default=BackendConfig.concurrency,
                    help="requests in flight per server (default 256, for a GPU server; vLLM batches up to its "
                         "--max-num-seqs)")
     h.add_argument("--prompts-per-request", type=POSITIVE,
                    help="prompts per /v1/completions request for greedy steps (default: 32 against vLLM, 1 "
                         "elsewhere; sampled steps go one per request, each with its own seed)")
-    h.add_argument("--timeout", type=nonneg_float, default=120.0,
+    h.add_argument("--timeout", type=nonneg_float, default=BackendConfig.timeout,
                    help="seconds one attempt of a request may take as a whole before it is retried (default 120)")
-    h.add_argument("--retries", type=NONNEG, default=3, help="retries per request, with exponential backoff (default 3)")
-    h.add_argument("--wait-ready", type=nonneg_float, default=60.0,
+    h.add_argument("--retries", type=NONNEG, default=BackendConfig.retries,
+                   help="retries per request, with exponential backoff (default 3)")
+    h.add_argument("--wait-ready", type=nonneg_float, default=BackendConfig.wait_ready,
                    help="seconds to wait for each server's GET /health before the first request (default 60)")
     h.add_argument("--api-key", help="bearer token for the servers (default none)")
     if not problems:  # serve: requests bring the problems
@@ -244,8 +246,9 @@ def decode(args) -> int:
     out = ResultsFile(_need_out(args), check=decode_row_check)
     problems = _problems(args)
     router = Router(policy, args.lam, args.budget) if policy is not None else None
-    weak, strong, http, template, urls, vargs = build_engines(args, mode == "strong-only", mode == "hybrid")
-    scorer = build_scorer(args, http, template, urls, vargs) if mode == "hybrid" else None
+    cfg = BackendConfig.from_cli_args(args)
+    weak, strong, http, template, urls, vargs = build_engines(cfg, mode == "strong-only", mode == "hybrid")
+    scorer = build_scorer(cfg, http, template, urls, vargs) if mode == "hybrid" else None
     if router is not None:  # one decision at a time: one thread is fastest (and leaves the cores to the engines)
         import torch
 
@@ -257,10 +260,7 @@ def decode(args) -> int:
                     "max_steps": args.max_steps, "max_interventions": args.max_interventions, "seed": args.seed,
                     "weak_model": weak.name if mode != "strong-only" else None,
                     "strong_model": strong.name if strong else None, "scorer": scorer.name if scorer else None,
-                    "max_tokens": args.max_tokens, "weak_temperature": args.weak_temperature,
-                    "strong_temperature": args.strong_temperature, "top_p": args.top_p, "top_k": args.top_k,
-                    "min_p": args.min_p, "repetition_penalty": args.repetition_penalty,
-                    "chat_template": template.name}
+                    **cfg.sampling_meta(template.name)}
     out.check_settings(run_settings, lambda row: row["settings"])
     dec = HybridDecoder(weak if mode != "strong-only" else None, strong, scorer, router, settings, args.policy,
                         run_settings)
@@ -275,13 +275,11 @@ def collect(args) -> int:
     if not problems:
         raise ValueError(f"no problems selected (--problems {args.problems}, --offset {args.offset}, "
                          f"--limit {args.limit}, --shard {args.shard})")
-    weak, strong, http, template, urls, vargs = build_engines(args, True, True)
-    scorer = build_scorer(args, http, template, urls, vargs)
-    meta = {"max_tokens": args.max_tokens, "weak_temperature": args.weak_temperature,
-            "strong_temperature": args.strong_temperature, "top_p": args.top_p, "top_k": args.top_k,
-            "min_p": args.min_p, "repetition_penalty": args.repetition_penalty, "chat_template": template.name}
-    col = TreeCollector(weak, strong, scorer,
-                        CollectSettings(args.max_interventions, args.max_depth, args.chunk, args.seed, meta))
+    cfg = BackendConfig.from_cli_args(args)
+    weak, strong, http, template, urls, vargs = build_engines(cfg, True, True)
+    scorer = build_scorer(cfg, http, template, urls, vargs)
+    col = TreeCollector(weak, strong, scorer, CollectSettings(args.max_interventions, args.max_depth, args.chunk, args.seed,
+                                                              cfg.sampling_meta(template.name)))
     if args.estimate is not None:
         return estimate(col, problems, args.estimate, progress=not args.quiet)
     out.check_settings(col.settings_of(), tree_settings)

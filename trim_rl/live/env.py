@@ -369,29 +369,14 @@ def load_problem_set(problems) -> list[Problem]:
     return list(problems)
 
 
-#: ``live decode``'s defaults for the engine, sampling and request flags (``backends_from_urls`` options)
-LIVE_DEFAULTS = {"weak_model": None, "strong_model": None, "prm_model": None, "prm": "vllm", "chat_template": "chatml",
-                 "vllm_arg": [], "max_tokens": 256, "weak_temperature": 0.0, "strong_temperature": 0.0, "top_p": 1.0,
-                 "top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0, "concurrency": 256, "prompts_per_request": None,
-                 "timeout": 120.0, "retries": 3, "wait_ready": 60.0, "api_key": None}
-
-
 def backends_from_urls(weak_url: str | None, strong_url: str | None, prm_url: str | None,
                        options: dict | None = None) -> Backends:
     """The engines and scorer ``live decode`` builds from these URLs (comma-separated replicas) and its
     other flags, given as ``options`` by their ``live decode`` names (``max_tokens``, ``weak_model``,
-    ``prm``, ``retries``, ... see :data:`LIVE_DEFAULTS`): the same engines, retries and timeouts."""
-    import argparse
+    ``prm``, ``retries``, ... see :class:`~trim_rl.live.backends.BackendConfig`): the same engines,
+    retries and timeouts."""
+    from trim_rl.live.backends import BackendConfig, build_engines, build_scorer
 
-    from trim_rl.live.backends import build_engines, build_scorer
-
-    if not weak_url:
-        raise ValueError("--weak-url is needed (the weak model drafts every step)")
-    unknown = sorted(set(options or {}) - set(LIVE_DEFAULTS))
-    if unknown:
-        raise ValueError(f"live option {unknown[0]!r}: expected one of {', '.join(LIVE_DEFAULTS)}")
-    args = argparse.Namespace(**{**LIVE_DEFAULTS, **(options or {})},
-                              weak_url=[weak_url], strong_url=[strong_url] if strong_url else None,
-                              prm_url=[prm_url] if prm_url else None)
-    weak, strong, http, template, urls, vargs = build_engines(args, True, True)
-    return Backends(weak, strong, build_scorer(args, http, template, urls, vargs))
+    cfg = BackendConfig.from_options(weak_url, strong_url, prm_url, options)
+    weak, strong, http, template, urls, vargs = build_engines(cfg, True, True)
+    return Backends(weak, strong, build_scorer(cfg, http, template, urls, vargs))

@@ -536,14 +536,15 @@ def live_flags_given(args) -> list[str]:
 
 
 def spec_from_args(args) -> LiveSpec:
-    from trim_rl.live.env import LIVE_DEFAULTS
+    from trim_rl.live.backends import BackendConfig
 
     options: dict = {}
     for item in args.live_option or []:
         key, eq, text = item.partition("=")
         key = key.strip().replace("-", "_")
-        if not eq or key not in LIVE_DEFAULTS:
-            raise ConfigError(f"--live-option {item!r}: expected KEY=VALUE with KEY one of {', '.join(LIVE_DEFAULTS)}")
+        names = BackendConfig.option_names()
+        if not eq or key not in names:
+            raise ConfigError(f"--live-option {item!r}: expected KEY=VALUE with KEY one of {', '.join(names)}")
         try:
             options[key] = yaml.safe_load(text)
         except yaml.YAMLError:
@@ -627,16 +628,17 @@ def train_live(agent: str | Path = "trim_agg", *, weak_url: str, strong_url: str
                progress: bool = False, **options) -> Path:
     """``train.py --live`` from Python; returns the run folder.  ``options`` are ``live decode``'s other
     settings by name (``weak_model``, ``max_tokens``, ``retries``, ...; see
-    :data:`trim_rl.live.env.LIVE_DEFAULTS`).  Everything is checked (``ConfigError`` naming the argument)
+    :class:`trim_rl.live.backends.BackendConfig`).  Everything is checked (``ConfigError`` naming the argument)
     before any folder is made."""
-    from trim_rl.live.env import LIVE_DEFAULTS
+    from trim_rl.live.backends import BackendConfig
     from trim_rl.resources import config_file
     from trim_rl.train.config import load_agent
     from trim_rl.train.warm_start import apply_init_from
 
-    unknown = sorted(set(options) - set(LIVE_DEFAULTS))
+    unknown = sorted(set(options) - set(BackendConfig.option_names()))
     if unknown:
-        raise ConfigError(f"{unknown[0]}: not a live decode setting (expected one of {', '.join(LIVE_DEFAULTS)})")
+        raise ConfigError(f"{unknown[0]}: not a live decode setting "
+                          f"(expected one of {', '.join(BackendConfig.option_names())})")
     a = load_agent(config_file("agents", agent), list(hyperparams))
     if init_from is not None:
         apply_init_from(a, init_from, "init_from")

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from trim_rl.argtypes import int_at_least, nonneg_float
 from trim_rl.data.schema import MAX_STEPS
-from trim_rl.live.backends import build_engines, build_scorer
+from trim_rl.live.backends import BackendConfig, build_engines, build_scorer
 from trim_rl.live.serve.app import create_app
 from trim_rl.live.serve.control import PriceController
 from trim_rl.live.serve.errors import redact
@@ -228,8 +228,10 @@ def prepare(args):
     modes = {p.mode for p in served.values()}
     sock = _bind(args.host, args.port)
     try:
-        weak, strong, http, template, urls, vargs = build_engines(args, need_strong="strong-only" in modes, need_scorer="hybrid" in modes)
-        scorer = build_scorer(args, http, template, urls, vargs) if "hybrid" in modes else None
+        cfg = BackendConfig.from_cli_args(args)
+        weak, strong, http, template, urls, vargs = build_engines(cfg, need_strong="strong-only" in modes,
+                                                                  need_scorer="hybrid" in modes)
+        scorer = build_scorer(cfg, http, template, urls, vargs) if "hybrid" in modes else None
     except BaseException:
         sock.close()
         raise
