@@ -13,7 +13,7 @@ from trim_rl.cli_errors import run_cli
 from trim_rl.eval.metrics import MAX_BOOTSTRAP
 from trim_rl.eval.report import check_output_folder
 from trim_rl.evaluate import main as evaluate_main
-from trim_rl.sim.bundled import check_tree_spec
+from trim_rl.sim.bundled import check_tree_spec, resolve_tree_spec
 
 DEMO_BUDGETS = (5.0, 12.0, 20.0, 26.0)
 #: the demo's pool: the bundled test seed and DEMO_POOL_SIZE - 1 more, generated on first use
@@ -57,6 +57,7 @@ def _main(args) -> int:
     from trim_rl import api
 
     out = Path(args.out)
+    pregenerate(args)
     checkpoints: list[str] = []
     if not args.no_train:
         print(f"training {args.agent} for budgets {', '.join(f'{b:g}%' for b in args.budgets)} "
@@ -76,6 +77,20 @@ def _main(args) -> int:
             checkpoints.append(str(folder))
     cmd = ["--trees", *args.trees, "--out", str(out), "--seed", str(args.seed), "--bootstrap", str(args.bootstrap)]
     return evaluate_main([*cmd, "--checkpoints", *checkpoints] if checkpoints else cmd)
+
+
+def pregenerate(args) -> None:
+    """Every simulated tree the demo will read (training, validation, calibration and the test pool),
+    generated up front under one progress bar ("draw i of N"), not one bar per split."""
+    from trim_rl.resources import config_file
+    from trim_rl.train.config import load_env
+
+    specs = [s for s in args.trees if s.startswith("sim:")]
+    if not args.no_train:
+        env = load_env(config_file("envs", args.env))
+        for spec in (env.train, env.val, env.calib_spec):
+            specs += [str(s) for s in (spec if isinstance(spec, (list, tuple)) else [spec]) if str(s).startswith("sim:")]
+    resolve_tree_spec(list(dict.fromkeys(specs)), progress=True)
 
 
 if __name__ == "__main__":

@@ -223,6 +223,7 @@ def test_demo_names_its_own_flag_for_a_budget_the_training_refuses(tmp_path, cap
         raise BudgetError("--budget-grid: 500.0 is outside the feasible range")
 
     monkeypatch.setattr("trim_rl.api.train", refuse)
+    monkeypatch.setattr(demo, "pregenerate", lambda args: None)  # the trees are not what this is about
     _refused(*_run(capsys, demo.main, "--out", tmp_path / "demo", "--budgets", "500"),
              "--budgets: 500.0 is outside the feasible range")
     assert not (tmp_path / "demo").exists()

@@ -219,3 +219,23 @@ def test_the_api_gives_the_spread_and_ratios_of_a_pool_only(seed_files, pooled):
         single.spread("thr")
     with pytest.raises(ValueError, match="ratio: no ratio for 'TRIM-Agg'"):
         pool.ratio("TRIM-Agg")
+
+
+def test_the_demo_generates_all_its_trees_under_one_bar_before_training(tmp_path, monkeypatch):
+    from trim_rl import demo
+
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def train(*a, **k):
+        calls.append("train")
+        raise Stop
+
+    monkeypatch.setattr(demo, "resolve_tree_spec", lambda specs, progress=False: calls.append((specs, progress)))
+    monkeypatch.setattr("trim_rl.api.train", train)
+    with pytest.raises(Stop):
+        demo._main(demo.build_parser().parse_args(["--out", str(tmp_path / "d"), "--env", "math500"]))
+    assert calls == [(["sim:math500:test:0-2", "sim:math500:train:0-11", "sim:math500:val", "sim:math500:val:0-3"],
+                      True), "train"]
