@@ -144,6 +144,26 @@ SLOW_TESTS = {
 }
 
 
+@pytest.fixture(scope="session")
+def sim_flat(tmp_path_factory):
+    """Small simulated trees as flat arrays, drawn once per session for each (split, seed, limit, draws):
+    ``sim_flat("test", 4, limit=10, draws=3)``.  Shared: a test must not change them."""
+    from trim_rl.data.flat import load_flat
+    from trim_rl.sim.generate import generate_file
+
+    made = {}
+
+    def make(split: str, seed: int, limit: int, draws: int, profile: str = "math500"):
+        key = (profile, split, seed, limit, draws)
+        if key not in made:
+            path = tmp_path_factory.mktemp(f"sim_{split}_{seed}") / "trees.jsonl.gz"
+            generate_file(profile, split, seed, path, limit=limit, draws=draws)
+            made[key] = load_flat(path)
+        return made[key]
+
+    return make
+
+
 def pytest_collection_modifyitems(config, items):
     root = Path(__file__).resolve().parents[1]
     for item in items:

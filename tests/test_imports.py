@@ -12,8 +12,8 @@ MODULES = sorted(".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffi
 OPTIONAL = {"trim_rl.live.serve.app", "trim_rl.live.serve.routes"}  # need the [serve] extra (fastapi)
 # data <- sim <- envs <- agents <- training, evaluation <- live <- the Python API <- the commands: a module
 # imports (at its top or inside a function) only from its own layer or those below
-LAYERS = (("trim_rl.fsutil", "trim_rl.argtypes", "trim_rl.cli_errors", "trim_rl.configs", "trim_rl.resources",
-           "trim_rl._callable"),
+LAYERS = (("trim_rl.fsutil", "trim_rl.netutil", "trim_rl.argtypes", "trim_rl.cli_errors", "trim_rl.configs",
+           "trim_rl.resources", "trim_rl._callable"),
           ("trim_rl.data",), ("trim_rl.sim",), ("trim_rl.envs", "trim_rl._registration"), ("trim_rl.agents",),
           ("trim_rl.train", "trim_rl.eval"), ("trim_rl.live",), ("trim_rl.api",))
 COMMANDS = ("trim_rl.cli", "trim_rl.evaluate", "trim_rl.export", "trim_rl.demo", "trim_rl.bench")

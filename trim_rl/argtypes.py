@@ -15,18 +15,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 def int_at_least(lo: int):
     """An argparse type: an integer >= ``lo`` (a negative --limit would slice from the end of a list)."""
-
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            v = None
-        if v is None or v < lo:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {text!r}")
-        return v
-
-    parse.__name__ = f"integer >= {lo}"
-    return parse
+    return int_between(lo, None)
 
 
 def nonneg_float(text: str) -> float:
@@ -65,20 +54,27 @@ def seed_int(text: str) -> int:
     return v
 
 
-def int_between(lo: int, hi: int):
-    """An argparse type: an integer in [``lo``, ``hi``] (``hi`` keeps a size within memory or time)."""
+def int_between(lo: int, hi: int | None):
+    """An argparse type: an integer in [``lo``, ``hi``] (``hi`` keeps a size within memory or time; None:
+    no upper bound)."""
+    what = f"an integer >= {lo}" if hi is None else f"an integer in [{lo}, {hi}]"
 
     def parse(text: str) -> int:
         try:
             v = int(text)
         except ValueError:
             v = None
-        if v is None or not lo <= v <= hi:
-            raise argparse.ArgumentTypeError(f"expected an integer in [{lo}, {hi}], got {text!r}")
+        if v is None or v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
         return v
 
-    parse.__name__ = f"integer in [{lo}, {hi}]"
+    parse.__name__ = what.removeprefix("an ")
     return parse
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0 (any free port) to 65535."""
+    return int_between(0, 65535)(text)
 
 
 def fraction(text: str) -> float:

@@ -1,13 +1,5 @@
 """``python -m trim_rl.export RUN_DIR --out checkpoints/NAME``: install a run's policy as a deployment checkpoint
-(the command line of :func:`trim_rl.train.exporting.export_run`).
-
-A finished run holds its calibrated policy in ``RUN_DIR/policy/`` (weights + policy.json with the
-requested budget, the price and the spend measured); export checks it (format, sha256, network) and
-installs a copy at ``--out`` atomically.  ``--out`` may be empty, absent or an older checkpoint
-holding nothing else (replaced, and said so); any other folder, and a checkpoint that also holds
-other files (notes, an evaluation report), is refused naming them, so export never deletes a file
-that is not its own.
-"""
+(the command line of :func:`trim_rl.train.exporting.export_run`, which says what it writes and refuses)."""
 
 from __future__ import annotations
 

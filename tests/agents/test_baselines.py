@@ -7,18 +7,15 @@ import pytest
 
 from trim_rl.agents.base import Policy, apply_mask, current_prm
 from trim_rl.agents.baselines import ConstantPolicy, RandomStepPolicy, ThresholdPolicy
-from trim_rl.data.flat import ABSENT, load_flat
+from trim_rl.data.flat import ABSENT
 from trim_rl.data.schema import MAX_STEPS
 from trim_rl.envs.observations import AggObservation, SeqObservation, StepHistory
 from trim_rl.eval.rollout import rollout
-from trim_rl.sim.generate import generate_file
 
 
 @pytest.fixture(scope="module")
-def flat(tmp_path_factory):
-    p = tmp_path_factory.mktemp("base") / "trees.jsonl.gz"
-    generate_file("math500", "test", 4, p, limit=10, draws=3)
-    return load_flat(p)
+def flat(sim_flat):
+    return sim_flat("test", 4, limit=10, draws=3)
 
 
 def _agg_batch(prms):

@@ -14,17 +14,14 @@ from trim_rl.data.trees import write_trees
 from trim_rl.eval.metrics import point_table, upper_frontier
 from trim_rl.eval.rollout import rollout, weak_only_records
 from trim_rl.eval.sweep import sweep
-from trim_rl.sim.generate import generate_file
 
 # lambdas of the form 1/(integer + 0.5): token costs are integers, so no tree sits exactly on 1/lam
 LAMS = [1.0, 1 / 30.5, 1 / 60.5, 1 / 130.5, 1 / 1000.5, 1e-5 / 1.000001]
 
 
 @pytest.fixture(scope="module")
-def flat(tmp_path_factory):
-    p = tmp_path_factory.mktemp("oracle") / "trees.jsonl.gz"
-    generate_file("math500", "test", 5, p, limit=10, draws=6)
-    return load_flat(p)
+def flat(sim_flat):
+    return sim_flat("test", 5, limit=10, draws=6)
 
 
 @pytest.fixture(scope="module")

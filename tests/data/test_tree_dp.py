@@ -3,18 +3,15 @@
 import numpy as np
 import pytest
 
-from trim_rl.data.flat import concat, load_flat
+from trim_rl.data.flat import concat
 from trim_rl.data.tree_dp import max_spend, play, policy_outcomes, reach_probability
 from trim_rl.eval.rollout import rollout
 from trim_rl.agents.baselines import ThresholdPolicy
-from trim_rl.sim.generate import generate_file
 
 
 @pytest.fixture(scope="module")
-def flat(tmp_path_factory):
-    p = tmp_path_factory.mktemp("dp") / "trees.jsonl.gz"
-    generate_file("math500", "test", 4, p, limit=12, draws=3)
-    return load_flat(p)
+def flat(sim_flat):
+    return sim_flat("test", 4, limit=12, draws=3)
 
 
 @pytest.mark.parametrize("k", [0.0, 0.3, 0.7, 1.0])

@@ -5,20 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trim_rl.data.flat import ABSENT, load_flat
+from trim_rl.data.flat import ABSENT
 from trim_rl.data.schema import MAX_STEPS
 from trim_rl.envs.observations import (
     SEQ_COLUMNS, AggObservation, SeqObservation, StepHistory, builder_from_config, make_builder,
 )
 from trim_rl.envs.routing_env import REGENERATE, RoutingEnv
-from trim_rl.sim.generate import generate_file
 
 
 @pytest.fixture(scope="module")
-def flat(tmp_path_factory):
-    p = tmp_path_factory.mktemp("obs") / "trees.jsonl.gz"
-    generate_file("math500", "val", 2, p, limit=10, draws=3)
-    return load_flat(p)
+def flat(sim_flat):
+    return sim_flat("val", 2, limit=10, draws=3)
 
 
 def _walk(flat, env, builder, p_regen, seed, lam=None):

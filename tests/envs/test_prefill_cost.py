@@ -7,20 +7,17 @@ import numpy as np
 import pytest
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from trim_rl.data.flat import ABSENT, load_flat
+from trim_rl.data.flat import ABSENT
 from trim_rl.data.tree_dp import play, step_dp
 from trim_rl.envs.routing_env import KEEP, REGENERATE, RoutingEnv
 from trim_rl.envs.vec_env import RoutingVecEnv
-from trim_rl.sim.generate import generate_file
 
 LAM = 2e-3
 
 
 @pytest.fixture(scope="module")
-def flat(tmp_path_factory):
-    p = tmp_path_factory.mktemp("prefill") / "trees.jsonl.gz"
-    generate_file("math500", "test", 2, p, limit=12, draws=3)
-    return load_flat(p)
+def flat(sim_flat):
+    return sim_flat("test", 2, limit=12, draws=3)
 
 
 def test_the_unseen_prefix_is_the_weak_tokens_kept_since_the_last_strong_step(flat):

@@ -6,11 +6,9 @@ import numpy as np
 import pytest
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from trim_rl.data.flat import load_flat
 from trim_rl.data.schema import MAX_STEPS
 from trim_rl.envs.routing_env import RoutingEnv
 from trim_rl.envs.vec_env import RoutingVecEnv
-from trim_rl.sim.generate import generate_file
 
 LAM = 2e-3
 N_ENVS = 6
@@ -18,10 +16,8 @@ STEPS = 2000
 
 
 @pytest.fixture(scope="module")
-def flat(tmp_path_factory):
-    p = tmp_path_factory.mktemp("vec") / "trees.jsonl.gz"
-    generate_file("math500", "test", 1, p, limit=10, draws=3)
-    return load_flat(p)
+def flat(sim_flat):
+    return sim_flat("test", 1, limit=10, draws=3)
 
 
 def _pair(flat, seed, **cfg):

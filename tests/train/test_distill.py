@@ -4,10 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from trim_rl.data.flat import load_flat
 from trim_rl.data.tree_dp import reach_probability
 from trim_rl.envs.observations import SeqObservation
-from trim_rl.sim.generate import generate_file
 from trim_rl.train.budget import NodeMargins
 from trim_rl.train.config import DistillConfig, load_agent
 from trim_rl.train.distill import distill
@@ -15,10 +13,8 @@ from trim_rl.train.ppo_stage import new_actor
 
 
 @pytest.fixture(scope="module")
-def flat(tmp_path_factory):
-    p = tmp_path_factory.mktemp("distill") / "trees.jsonl.gz"
-    generate_file("math500", "train", 2, p, limit=30, draws=2)
-    return load_flat(p)
+def flat(sim_flat):
+    return sim_flat("train", 2, limit=30, draws=2)
 
 
 def _student(seed):

@@ -13,7 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
-from trim_rl.argtypes import OneLineParser, int_at_least, nonneg_float, positive_float
+from trim_rl.argtypes import OneLineParser, int_at_least, nonneg_float, port_number, positive_float
 from trim_rl.data.problems import BENCHMARKS, load_problems
 from trim_rl.data.schema import MAX_STEPS
 from trim_rl.live.backends import BackendConfig, build_engines, build_scorer
@@ -23,7 +23,7 @@ from trim_rl.live.http import EngineError
 from trim_rl.live.local import MODELS, LlamaCppServer
 from trim_rl.live.results import ResultsFile, decode_row_check, tree_row_check
 from trim_rl.live.serve.errors import redact
-from trim_rl.live.serve.main import add_parser, port_number, serve
+from trim_rl.live.serve.main import add_parser, serve
 
 EXIT_USAGE = 2
 EXIT_INCOMPLETE = 3

@@ -20,7 +20,8 @@ import socket
 import sys
 import threading
 
-from trim_rl.argtypes import int_at_least, int_between, nonneg_float, output_file, seed_int
+from trim_rl.argtypes import int_at_least, int_between, nonneg_float, output_file, port_number, seed_int
+from trim_rl.netutil import bind_listener
 from trim_rl.sim.backend import DEFAULT_MAX_MODEL_LEN, SimBackend, SimInputError, error_body, write_problems
 
 MAX_BODY = 64 * 2**20  # bytes of one request (a batch of 512 long prompts is a few MB)
@@ -94,23 +95,6 @@ async def _send(send, status: int, answer) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """The listening socket, bound here so that a bad host or a port in use is a one-line user error."""
-    try:
-        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    except socket.gaierror as exc:
-        raise ValueError(f"--host {host!r}: {exc.strerror}") from None
-    sock = socket.socket(info[0], socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(info[4])
-    except OSError as exc:
-        sock.close()
-        raise ValueError(f"--port {port}: cannot listen on {host}:{port} ({exc.strerror})") from None
-    sock.listen(2048)
-    return sock
-
-
 def _url(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
@@ -142,7 +126,7 @@ class SimServer:
         self._server = self._thread = self._sock = None
 
     def start(self, timeout_s: float = 30.0) -> SimServer:
-        self._sock = bind(self.host, self.port)
+        self._sock = bind_listener(self.host, self.port)
         self.url = _url(self._sock)
         self._server = _uvicorn_server(make_app(self.backend, *self.latency))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True,
@@ -183,7 +167,7 @@ def add_parser(sub) -> None:
                                    "PROFILE/SPLIT, draw D'); --write-problems writes them with their answers.")
     s.add_argument("--profile", default="math500", help="simulator profile (default math500)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    s.add_argument("--port", type=int_between(0, 65535), default=8000, help="port (default 8000; 0: any free port)")
+    s.add_argument("--port", type=port_number, default=8000, help="port (default 8000; 0: any free port)")
     s.add_argument("--seed", type=seed_int, default=0, help="random seed, 0 to 2**32 - 1 (default 0)")
     s.add_argument("--token-latency-ms", type=nonneg_float, default=0.0,
                    help="milliseconds per generated token of a call's longest completion (default 0)")
@@ -214,7 +198,7 @@ def main(args) -> int:
         return 0
     backend = SimBackend(args.profile, args.seed, params, args.max_model_len)
     server = _uvicorn_server(make_app(backend, args.token_latency_ms, args.prefill_latency_ms))
-    sock = bind(args.host, args.port)
+    sock = bind_listener(args.host, args.port)
     try:
         print(f"serving {', '.join(backend.names.values())} (profile {args.profile}, seed {args.seed}) at "
               f"{_url(sock)} (Ctrl-C stops)", file=sys.stderr, flush=True)

@@ -14,11 +14,11 @@ import ipaddress
 import logging
 import math
 import os
-import socket
 import sys
 from collections.abc import Callable
 
-from trim_rl.argtypes import int_at_least, nonneg_float
+from trim_rl.argtypes import int_at_least, nonneg_float, port_number
+from trim_rl.netutil import bind_listener
 from trim_rl.data.schema import MAX_STEPS
 from trim_rl.live.backends import BackendConfig, build_engines, build_scorer
 from trim_rl.live.serve.app import create_app
@@ -30,14 +30,6 @@ from trim_rl.live.serve.settings import ServeSettings
 
 NONNEG, POSITIVE = int_at_least(0), int_at_least(1)
 API_KEY_ENV = "TRIM_RL_SERVER_API_KEY"
-
-
-def port_number(text: str) -> int:
-    """An argparse type: a TCP port, 0 (any free port) to 65535."""
-    v = NONNEG(text)
-    if v > 65535:
-        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text!r}")
-    return v
 
 
 def _body_mb(text: str) -> float:
@@ -147,23 +139,6 @@ def add_parser(sub, common: Callable[[argparse.ArgumentParser], None]) -> None:
                         "the served one (default 0: answers unchanged)")
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    """The listening socket, bound here so that a port in use is a one-line user error."""
-    try:
-        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    except socket.gaierror as exc:
-        raise ValueError(f"--host {host!r}: {exc.strerror}") from None
-    sock = socket.socket(info[0], socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(info[4])
-    except OSError as exc:
-        sock.close()
-        raise ValueError(f"--port {port}: cannot listen on {host}:{port} ({exc.strerror})") from None
-    sock.listen(2048)
-    return sock
-
-
 def controllers(served, args) -> None:
     """A price controller for every budget-conditioned policy (``--target-strong-share``)."""
     conditioned = [p for p in served.values() if p.budget_conditioned]
@@ -226,7 +201,7 @@ def prepare(args):
     if args.target_strong_share is not None:
         controllers(served, args)
     modes = {p.mode for p in served.values()}
-    sock = _bind(args.host, args.port)
+    sock = bind_listener(args.host, args.port)
     try:
         cfg = BackendConfig.from_cli_args(args)
         weak, strong, http, template, urls, vargs = build_engines(cfg, need_strong="strong-only" in modes,
