@@ -174,7 +174,27 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.bench") -
                     help="budget-conditioned checkpoint of the --target-share run")
     sv.add_argument("--control-requests", type=int, default=128, help="requests of the --target-share stream")
     sv.add_argument("--control-concurrency", type=int, default=16, help="in flight in the --target-share stream")
+    o = sub.add_parser("online", help="live env steps/s vs live decode; generations per problem online vs a tree",
+                       description="Against the simulated backend (no latency): env steps per second of "
+                                   "LiveRoutingVecEnv next to live decode's steps per second, TRIM-Thr(0.5) on the same "
+                                   "problems (medians of --repeats, the ratio last); then what one problem costs in "
+                                   "generations online (one episode) next to collecting its tree.")
+    o.add_argument("--problems", type=int, default=256, help="simulated problems per timing run (default 256)")
+    o.add_argument("--envs", type=int, default=32, help="problems stepped at once (default 32)")
+    o.add_argument("--repeats", type=int, default=3, help="timing runs; the median is reported (default 3)")
     args = ap.parse_args(argv)
+    if args.cmd == "online":
+        from trim_rl.live.bench_online import env_vs_decode, generations_per_problem
+
+        r = env_vs_decode(args.problems, args.envs, args.repeats)
+        print(f"simulated backend, {r['problems']} problems, {r['envs']} at once, TRIM-Thr(0.5), median of {r['repeats']}:")
+        print(f"  LiveRoutingVecEnv: {r['env_steps_s']:,.0f} env steps/s")
+        print(f"  live decode:       {r['decode_steps_s']:,.0f} steps/s")
+        print(f"  ratio env / decode: {r['ratio']:.2f}")
+        g = generations_per_problem()
+        print(f"generations per problem ({g['trees']}): its tree {g['tree_generations']:.1f} (+ as many PRM calls), "
+              f"one online episode {g['online_generations']:.1f} (+ as many PRM calls): {g['ratio']:.1f}x")
+        return 0
     if args.cmd == "serve":
         return serve_main(args)
     if args.cmd == "live":
