@@ -32,7 +32,9 @@ class Engine:
         for r in requests:
             k = len(r.steps) + 1
             text = f"{self.name} {k}" + (" \\boxed{4}" if k == 3 else "")
-            out.append(StepResult(text, 10 if self.name == "weak" else 20, "stop"))
+            # the strong server reports its prefix cache: 100 prompt tokens, 60 of them cached
+            out.append(StepResult(text, 10 if self.name == "weak" else 20, "stop",
+                                  *((100, 60) if self.name == "strong" else ())))
         return out
 
 
@@ -75,6 +77,9 @@ def test_a_round_makes_one_call_per_backend_and_regenerates_what_the_router_reje
     # a weak draft replaced by a strong step still counts among the weak tokens, as discarded
     assert (low.weak_tokens, low.strong_tokens, low.discarded_tokens) == (30, 20, 10)
     assert low.solution_tokens == 40 and low.finish == "stop" and low.why == "answer"
+    usage = low.usage()  # the strong model's prompt and its cached part, summed over its calls
+    assert (usage["strong_prompt_tokens"], usage["strong_cached_tokens"]) == (100, 60)
+    assert (plain.usage()["strong_prompt_tokens"], plain.usage()["strong_cached_tokens"]) == (0, 0)
     # the strong step's score is asked in the next round, with the next draft (one scorer call a round)
     assert scorer.calls == [3, 3, 5]
 

@@ -106,6 +106,7 @@ class HybridDecoder:
             "grade": verdict.value,  # "timeout" when the comparison missed its deadline (not a silent False)
             "finish": a.why, "n_steps": len(a.steps), "interventions": a.interventions,
             "weak_tokens": a.weak_tokens, "strong_tokens": a.strong_tokens,
+            "strong_prompt_tokens": a.strong_prompt_tokens, "strong_cached_tokens": a.strong_cached_tokens,
             "router_ms_per_step": round(1e3 * a.router_s / max(1, len(a.steps)), 4),
             "wall_s": round(time.perf_counter() - a.t0, 3),
         }
@@ -171,6 +172,8 @@ def result_step(rec: StepRecord) -> dict:
     """A step as the results file records it (``prm``, and the replaced weak ``draft`` with its ``prm``)."""
     step = {"text": rec.text, "by": rec.by, "tokens": rec.tokens, **_prm_fields(rec.score),
             "finish_reason": rec.finish_reason}
+    if rec.cached_tokens is not None:  # where the server reports its prefix cache
+        step["prompt_tokens"], step["cached_tokens"] = rec.prompt_tokens, rec.cached_tokens
     if rec.draft is not None:
         text, tokens, score = rec.draft
         step["draft"] = {"text": text, "tokens": tokens, **_prm_fields(score)}

@@ -45,6 +45,9 @@ class StepResult:
     finish_reason: str  # one of FINISH_REASONS
     #: the prompt's length where the server says it (usage, prompt_token_ids); not part of the step
     prompt_tokens: int | None = field(default=None, compare=False)
+    #: the part of the prompt the server took from its prefix cache, where it says so (vLLM's
+    #: ``usage.prompt_tokens_details.cached_tokens``; llama-server's prompt tokens less ``timings.prompt_n``)
+    cached_tokens: int | None = field(default=None, compare=False)
 
     @property
     def ends_solution(self) -> bool:
@@ -87,6 +90,21 @@ def request_seed(seed: int, *key) -> int:
     """A per-request seed derived from a run seed and a key (problem id, node, role)."""
     h = hashlib.sha256(repr((int(seed),) + tuple(key)).encode()).digest()
     return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
+
+
+def cached_tokens(answer: dict, usage: dict, prompt_tokens: int, where: str) -> int | None:
+    """The prompt tokens a server took from its prefix cache for one answer, where it reports them: vLLM's
+    ``usage.prompt_tokens_details.cached_tokens`` (``--enable-prompt-tokens-details``), or llama-server's
+    ``timings.prompt_n`` (the prompt tokens it computed) subtracted from the prompt.  None: not reported."""
+    details = usage.get("prompt_tokens_details")
+    if isinstance(details, dict) and details.get("cached_tokens") is not None:
+        return int(check_number(where, "usage.prompt_tokens_details.cached_tokens", details["cached_tokens"], 0,
+                                prompt_tokens, integer=True))
+    timings = answer.get("timings")
+    if isinstance(timings, dict) and timings.get("prompt_n") is not None:
+        computed = check_number(where, "timings.prompt_n", timings["prompt_n"], 0, prompt_tokens, integer=True)
+        return prompt_tokens - int(computed)
+    return None
 
 
 def _clean(text: str) -> str:
@@ -265,6 +283,7 @@ class OpenAICompatibleEngine:
                     continue
                 prompt_ids = choice.get("prompt_token_ids")
                 prompt_tokens = len(prompt_ids) if isinstance(prompt_ids, list) else None
+                cached = None
                 if n == 1:
                     usage = answer.get("usage") or {}
                     tokens = check_number(where, "usage.completion_tokens", usage.get("completion_tokens", 0),
@@ -272,6 +291,7 @@ class OpenAICompatibleEngine:
                     if usage.get("prompt_tokens") is not None:
                         prompt_tokens = check_number(where, "usage.prompt_tokens", usage["prompt_tokens"], 0,
                                                      integer=True)
+                        cached = cached_tokens(answer, usage, int(prompt_tokens), where)
                 else:
                     ids = choice.get("token_ids")
                     if not isinstance(ids, list):
@@ -282,7 +302,7 @@ class OpenAICompatibleEngine:
                                           self.sampling.max_tokens, integer=True)
                 res.append(StepResult(_clean(text), int(tokens),
                                       finish_of(reason, choice.get("stop_reason"), "stop_reason" in choice, text, where),
-                                      prompt_tokens))
+                                      prompt_tokens, cached))
             return res
         except EngineError:
             raise

@@ -93,6 +93,8 @@ class StepRecord:
     decision: str | None = None
     draft: tuple[str, int, Score | None] | None = None
     note: dict = field(default_factory=dict)
+    prompt_tokens: int | None = None  # the prompt of the call that wrote it, where the server says it
+    cached_tokens: int | None = None  # the part of that prompt the server's prefix cache held
 
 
 class Route:
@@ -112,6 +114,10 @@ class Route:
         self.pending: StepRecord | None = None  # deferred scoring: the strong step scored next round
         self.weak_tokens = 0  # every weak token, discarded drafts included
         self.strong_tokens = 0
+        # the strong model's prompts (what an escalation makes it prefill) and the cached part of them,
+        # summed over the strong calls whose server reported them
+        self.strong_prompt_tokens = 0
+        self.strong_cached_tokens = 0
         self.discarded_tokens = 0
         self.interventions = 0
         self.prm_calls = 0  # scorer inputs made for this route
@@ -165,13 +171,17 @@ class Route:
         the strong step's score comes next round (:meth:`settle`)."""
         if by == "strong":
             self.strong_tokens += r.tokens
+            if r.prompt_tokens is not None and r.cached_tokens is not None:
+                self.strong_prompt_tokens += r.prompt_tokens
+                self.strong_cached_tokens += r.cached_tokens
         else:
             self.weak_tokens += r.tokens
         if draft is not None:
             self.weak_tokens += draft[1]
             self.discarded_tokens += draft[1]
             self.interventions += 1
-        rec = StepRecord(by, r.text, r.tokens, r.finish_reason, score, decision, draft, note)
+        rec = StepRecord(by, r.text, r.tokens, r.finish_reason, score, decision, draft, note, r.prompt_tokens,
+                         r.cached_tokens)
         self.steps.append(rec)
         self.texts.append(r.text)
         self.accepted(rec)

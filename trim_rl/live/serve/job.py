@@ -94,7 +94,8 @@ class Job(Route):
         return {"prompt_tokens": prompt, "completion_tokens": self.solution_tokens,
                 "total_tokens": prompt + self.solution_tokens, "weak_tokens": self.weak_tokens,
                 "strong_tokens": self.strong_tokens, "discarded_tokens": self.discarded_tokens,
-                "prm_calls": self.prm_calls, "interventions": self.interventions, "steps": len(self.steps)}
+                "prm_calls": self.prm_calls, "interventions": self.interventions, "steps": len(self.steps),
+                "strong_prompt_tokens": self.strong_prompt_tokens, "strong_cached_tokens": self.strong_cached_tokens}
 
     def trace(self, steps: bool) -> dict:
         out = {"policy": self.policy.name, "lam": self.lam, "finish": self.why}

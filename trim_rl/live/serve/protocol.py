@@ -97,6 +97,8 @@ class Usage(BaseModel):
     prm_calls: int
     interventions: int
     steps: int
+    strong_prompt_tokens: int = Field(0, description="prompt tokens of the strong calls whose server reported its cache")
+    strong_cached_tokens: int = Field(0, description="the part of them the strong server's prefix cache held")
 
 
 class AssistantMessage(BaseModel):
