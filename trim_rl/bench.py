@@ -170,6 +170,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.bench") -
     sv.add_argument("--max-tokens", type=int, default=16, help="most tokens per step (default 16)")
     sv.add_argument("--max-steps", type=int, default=3, help="most steps per solution (default 3)")
     sv.add_argument("--target-share", type=float, help="also run --target-strong-share at this share")
+    sv.add_argument("--compare", action="store_true",
+                    help="instead: weak SmolLM2-135M and strong Gemma 3 270M (a llama-server each, --slots slots): "
+                         "TRIM-Thr at 0.3 / 0.5 / 0.7 and TRIM-Agg at 8 / 16 / 30%% against strong-only and "
+                         "weak-only through serve (requests/s, p50 / p95 latency, strong-token share)")
     sv.add_argument("--budget-policy", default="checkpoints/trim_agg_budget",
                     help="budget-conditioned checkpoint of the --target-share run")
     sv.add_argument("--control-requests", type=int, default=128, help="requests of the --target-share stream")

@@ -206,8 +206,9 @@ def test_a_failing_strong_backend_fails_only_the_requests_that_needed_it_and_rec
             for name, got in out.items():
                 if name.startswith("regen"):
                     assert isinstance(got, openai.APIStatusError) and got.status_code == status, got
-                    # the role, never the backend's address
+                    # the role and what it answered, never the backend's address
                     assert got.body["code"] == code and "the strong backend failed" in got.body["message"]
+                    assert ("HTTP 503" in got.body["message"]) == (mode == "refuse")
                     assert "127.0.0.1" not in got.body["message"] and strong.url.rsplit(":", 1)[1] not in got.body["message"]
                 else:
                     assert got.strong_tokens == 0 and got.steps == 3

@@ -223,6 +223,7 @@ class JSONClient:
         s = self.settings
         last: list[str] = []
         timed_out = False
+        status = None  # the last attempt's HTTP status, where it got one
         url = self.url(path)
         for attempt in range(s.retries + 1):
             if attempt:
@@ -234,13 +235,13 @@ class JSONClient:
             except (httpx.TransportError, httpx.TimeoutException) as exc:
                 self._fail(server)
                 last.append(f"{type(exc).__name__}: {exc or 'no detail'}")
-                timed_out = isinstance(exc, httpx.TimeoutException)
+                timed_out, status = isinstance(exc, httpx.TimeoutException), None
                 continue
             if r.status_code == 429 or r.status_code >= 500:
                 if r.status_code != 429:
                     self._fail(server)
                 last.append(f"HTTP {r.status_code}: {r.text[:300]}")
-                timed_out = False
+                timed_out, status = False, r.status_code
                 continue
             server.failures, server.down_until = 0, 0.0
             if r.status_code >= 400:
@@ -251,7 +252,7 @@ class JSONClient:
             except ValueError:
                 raise EngineError(url, f"answer is not JSON: {r.text[:200]!r}") from None
         err = EngineTimeout if last and timed_out else EngineError
-        raise err(url, f"no answer after {s.retries + 1} attempts ({last[-1] if last else 'no attempt'})")
+        raise err(url, f"no answer after {s.retries + 1} attempts ({last[-1] if last else 'no attempt'})", status)
 
     async def _request_or_context(self, method: str, path: str, payload, key: str | None):
         try:

@@ -184,7 +184,9 @@ def run_mode(url: str, model: str, problems: list[str], concurrency: int) -> dic
     t0 = time.perf_counter()
     got = asyncio.run(_send(url, model, problems, concurrency))
     wall = time.perf_counter() - t0
-    return {"requests_per_s": len(problems) / wall, "p50_s": statistics.median(lat for lat, _ in got),
+    lats = sorted(lat for lat, _ in got)
+    return {"requests_per_s": len(problems) / wall, "p50_s": statistics.median(lats),
+            "p95_s": lats[min(len(lats) - 1, int(0.95 * len(lats)))],
             "steps": sum(u.steps for _, u in got), "strong_share": sum(u.strong_tokens for _, u in got)
             / max(1, sum(u.completion_tokens for _, u in got)), "wall_s": wall}
 
@@ -256,6 +258,28 @@ def compare(urls: str, policy: str, problems: list[str], max_tokens: int, max_st
     return out
 
 
+#: the routers of ``--compare``: TRIM-Thr at three thresholds and TRIM-Agg trained for three budgets
+COMPARE_POLICIES = (("thr-0.3", "thr:0.3"), ("thr-0.5", "thr:0.5"), ("thr-0.7", "thr:0.7"),
+                    ("agg-b8", "checkpoints/trim_agg/trim_agg_b8"), ("agg-b16", "checkpoints/trim_agg/trim_agg_b16"),
+                    ("agg-b30", "checkpoints/trim_agg/trim_agg_b30"))
+
+
+def compare_models(weak_url: str, strong_url: str, problems: list[str], max_tokens: int, max_steps: int) -> dict:
+    """Hybrids of a weak and a strong model (TRIM-Thr at three thresholds, TRIM-Agg at three budgets)
+    against the strong model alone and the weak model alone, every request of a mode at once through
+    ``serve`` (the weak model's self-verify scorer): requests/s, p50 / p95 latency, strong-token share."""
+    policies = [*COMPARE_POLICIES, ("weak-only", "weak-only"), ("strong-only", "strong-only")]
+    args = ["--weak-url", weak_url, "--strong-url", strong_url, "--prm", "self-verify", "--prm-url", weak_url,
+            "--weak-temperature", "0.7", "--max-tokens", str(max_tokens), "--max-steps", str(max_steps),
+            "--timeout", "600", "--retries", "1"]
+    for name, spec in policies:
+        args += ["--policy", f"{name}={spec}"]
+    with tempfile.TemporaryDirectory() as tmp, serve_process(args, Path(tmp) / "serve.log") as url:
+        run_mode(url, "strong-only", ["Warm up: what is 1 + 1?"], 1)  # each server's first call is slow
+        run_mode(url, "weak-only", ["Warm up: what is 1 + 1?"], 1)
+        return {name: run_mode(url, name, problems, len(problems)) for name, _ in policies}
+
+
 def control(urls: str, policy: str, problems: list[str], target: float, concurrency: int, max_tokens: int,
             max_steps: int, block: int = 16) -> list[dict]:
     """Stream ``problems`` (``concurrency`` in flight) through a server holding ``target`` with a
@@ -281,10 +305,38 @@ def control(urls: str, policy: str, problems: list[str], target: float, concurre
     return [{"done": 0, "share": float("nan"), "price": price0}] + rows
 
 
+def main_compare(args, probs: list[str]) -> int:
+    """``bench serve --compare``: weak SmolLM2-135M and strong Gemma 3 270M, each a llama-server."""
+    log = Path(tempfile.mkdtemp(prefix="bench-compare-"))
+    weak = LlamaCppServer("smollm2", parallel=args.slots, n_ctx=args.ctx, n_threads=args.threads, log=log / "weak.log")
+    strong = LlamaCppServer("gemma3", parallel=args.slots, n_ctx=args.ctx, n_threads=args.threads,
+                            log=log / "strong.log")
+    try:
+        weak.start()
+        strong.start()
+        print(f"weak {weak.model.name} and strong {strong.model.name}: llama-servers of {args.slots} slots of "
+              f"{args.ctx} tokens, {args.threads} thread(s) each; self-verify scorer on the weak model; "
+              f"{args.requests} {args.problems} requests per mode, all at once, at most {args.max_steps} steps of "
+              f"{args.max_tokens} tokens; {os.cpu_count()} CPU cores", flush=True)
+        r = compare_models(weak.url, strong.url, probs[: args.requests], args.max_tokens, args.max_steps)
+        print(f"{'mode':<14}{'requests/s':>11}{'p50 s':>8}{'p95 s':>8}{'strong share':>14}{'vs strong-only':>16}")
+        ref = r["strong-only"]["requests_per_s"]
+        for name, v in r.items():
+            print(f"{name:<14}{v['requests_per_s']:>11.3f}{v['p50_s']:>8.1f}{v['p95_s']:>8.1f}"
+                  f"{v['strong_share']:>14.2f}{v['requests_per_s'] / ref:>15.2f}x")
+    finally:
+        weak.stop()
+        strong.stop()
+    return 0
+
+
 def main(args) -> int:
     import torch
 
     probs = [p.problem for p in load_problems(args.problems)]
+    if getattr(args, "compare", False):
+        torch.set_num_threads(1)
+        return main_compare(args, probs)
     if args.url:
         urls, pool = args.url, None
     else:

@@ -53,5 +53,5 @@ def backend_error(role: str, exc: EngineError) -> ServeError:
     backend's role and the HTTP status it answered with, nothing of the server behind it."""
     if isinstance(exc, EngineTimeout):
         return ServeError(504, f"the {role} backend timed out", None, "backend_timeout")
-    how = f"it answered HTTP {exc.status}" if exc.status else "no valid answer"
+    how = f"it answered HTTP {exc.status}" if exc.status else "no answer it could read, or none at all"
     return ServeError(502, f"the {role} backend failed ({how})", None, "backend_error")
