@@ -18,26 +18,24 @@ def int_at_least(lo: int):
     return int_between(lo, None)
 
 
-def nonneg_float(text: str) -> float:
-    """An argparse type: a finite number >= 0."""
+def _finite_float(text: str, zero_ok: bool) -> float:
     try:
         v = float(text)
     except ValueError:
         v = math.nan
-    if not math.isfinite(v) or v < 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    if not math.isfinite(v) or v < 0 or (v == 0 and not zero_ok):
+        raise argparse.ArgumentTypeError(f"expected a finite number {'>=' if zero_ok else '>'} 0, got {text!r}")
     return v
+
+
+def nonneg_float(text: str) -> float:
+    """An argparse type: a finite number >= 0."""
+    return _finite_float(text, zero_ok=True)
 
 
 def positive_float(text: str) -> float:
     """An argparse type: a finite number > 0 (a price, a budget in %)."""
-    try:
-        v = float(text)
-    except ValueError:
-        v = math.nan
-    if not math.isfinite(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
-    return v
+    return _finite_float(text, zero_ok=False)
 
 
 MAX_SEED = 2**32 - 1  # what numpy's legacy seeding, torch and scikit-learn's random_state all accept

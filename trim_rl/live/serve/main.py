@@ -17,7 +17,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from trim_rl.argtypes import int_at_least, nonneg_float, port_number
+from trim_rl.argtypes import int_at_least, nonneg_float, port_number, positive_float
 from trim_rl.netutil import bind_listener
 from trim_rl.data.schema import MAX_STEPS
 from trim_rl.live.backends import BackendConfig, build_engines, build_scorer
@@ -33,16 +33,9 @@ API_KEY_ENV = "TRIM_RL_SERVER_API_KEY"
 
 
 def _body_mb(text: str) -> float:
-    v = _positive_float(text)
+    v = positive_float(text)
     if v > 1024:
         raise argparse.ArgumentTypeError(f"expected at most 1024 MB, got {text!r}")
-    return v
-
-
-def _positive_float(text: str) -> float:
-    v = nonneg_float(text)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
     return v
 
 
@@ -86,7 +79,7 @@ def add_parser(sub, common: Callable[[argparse.ArgumentParser], None]) -> None:
     r.add_argument("--default-policy", metavar="NAME",
                    help="the policy of requests whose model is not a served policy's id and that name none in "
                         "trim.policy; listed first by /v1/models (default: the first --policy)")
-    r.add_argument("--lam", type=_positive_float,
+    r.add_argument("--lam", type=positive_float,
                    help="default price of a strong token for budget-conditioned policies (a request's trim.lam or "
                         "trim.budget overrides it)")
     r.add_argument("--budget", type=nonneg_float,
@@ -113,7 +106,7 @@ def add_parser(sub, common: Callable[[argparse.ArgumentParser], None]) -> None:
                         "(--api-key is the key sent to the backends)")
     a.add_argument("--server-api-key-file", metavar="FILE",
                    help="read the clients' API key from the first line of FILE")
-    s.add_argument("--request-timeout", type=_positive_float, default=600.0,
+    s.add_argument("--request-timeout", type=positive_float, default=600.0,
                    help="seconds a request may take from arrival to its last step before HTTP 504 (default 600); "
                         "also how long SIGTERM waits for requests in flight")
     s.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
@@ -126,7 +119,7 @@ def add_parser(sub, common: Callable[[argparse.ArgumentParser], None]) -> None:
                         "finished requests; requests with their own trim.budget / trim.lam are left alone)")
     c.add_argument("--price-window", type=POSITIVE, default=32,
                    help="finished requests in the controller's window (default 32)")
-    c.add_argument("--price-rate", type=_positive_float, default=0.1,
+    c.add_argument("--price-rate", type=positive_float, default=0.1,
                    help="step of the controller's update of log(price) per finished request, relative to P "
                         "(default 0.1)")
     g = p.add_argument_group("decision log (off-policy evaluation of other routers on this traffic)")
