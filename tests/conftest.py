@@ -144,6 +144,23 @@ SLOW_TESTS = {
 }
 
 
+def run_command(capsys, main, *argv) -> tuple[int, str]:
+    """A command's ``main(argv)`` run in-process: (exit code, stderr), argparse's usage exits included."""
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as exc:  # argparse's usage errors
+        rc = exc.code
+    return rc, capsys.readouterr().err
+
+
+def refused_in_one_line(rc: int, err: str, *words: str) -> None:
+    """A user error as every command reports it: exit 2, one line, no traceback, naming ``words``."""
+    assert rc == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    for w in words:
+        assert w in err, (w, err)
+
+
 @pytest.fixture(scope="session")
 def sim_flat(tmp_path_factory):
     """Small simulated trees as flat arrays, drawn once per session for each (split, seed, limit, draws):

@@ -14,6 +14,9 @@ from trim_rl.eval.evaluation import evaluate_policies
 from trim_rl.sim import bundled
 from trim_rl.sim.generate import generate_file
 
+from tests.conftest import refused_in_one_line as _refused
+from tests.conftest import run_command as _run
+
 
 def _forbidden(*a, **k):
     raise AssertionError("work started before the arguments were checked")
@@ -37,19 +40,6 @@ def trees(tmp_path_factory):
     return str(p)
 
 
-def _run(capsys, main, *argv) -> tuple[int, str]:
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as exc:  # argparse's usage errors
-        rc = exc.code
-    return rc, capsys.readouterr().err
-
-
-def _refused(rc: int, err: str, *words: str) -> None:
-    assert rc == 2, err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    for w in words:
-        assert w in err, (w, err)
 
 
 @pytest.mark.parametrize("args, words", [

@@ -16,20 +16,12 @@ from trim_rl.sim.generate import generate_file
 from trim_rl.sim.params import load_params, save_params
 from trim_rl.eval.sim_report import END, START
 
+from tests.conftest import refused_in_one_line as _refused
+from tests.conftest import run_command
+
 
 def _run(capsys, *argv) -> tuple[int, str]:
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as exc:  # argparse's usage errors
-        rc = exc.code
-    return rc, capsys.readouterr().err
-
-
-def _refused(rc: int, err: str, *words: str) -> None:
-    assert rc == 2, err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    for w in words:
-        assert w in err, (w, err)
+    return run_command(capsys, main, *argv)
 
 
 @pytest.fixture
