@@ -84,22 +84,17 @@ def test_the_oracle_escalates_in_fewer_longer_runs_when_prefill_costs(flat):
     """Pricing the prefill makes breaking a run of strong steps dear: at the same spend the step oracle
     regenerates in fewer runs (consecutive strong steps) per regenerated step."""
     def runs_per_regen(trees, lam):
-        act, _ = step_dp(trees, lam)
-        trees = flat  # walk and count decode tokens on the plain trees (same nodes)
-        node = trees.tree_root.copy()
-        runs = regens = 0
-        prev = np.zeros(trees.n_trees, dtype=bool)
-        alive = np.ones(trees.n_trees, dtype=bool)
-        while alive.any():
-            idx = node[alive]
-            a = act[idx].astype(bool) & (trees.regen_child[idx] != ABSENT)
-            runs += int((a & ~prev[alive]).sum())
-            regens += int(a.sum())
-            prev[alive] = a
-            nxt = np.where(a, trees.regen_child[idx], trees.keep_child[idx])
-            node[alive] = nxt
-            alive[np.flatnonzero(alive)] = nxt >= 0
-        return runs / max(1, regens), play(trees, act)[1].sum()
+        act = step_dp(trees, lam)[0].astype(bool)
+        count = {"runs": 0, "regens": 0}
+
+        def walk(nodes):  # a run starts at a regenerate entered by a keep (or at the root)
+            a = act[nodes] & (flat.regen_child[nodes] != ABSENT)
+            count["runs"] += int((a & (flat.parent_action[nodes] != REGENERATE)).sum())
+            count["regens"] += int(a.sum())
+            return a
+
+        spend = play(flat, walk)[1].sum()  # decode tokens, on the plain trees (same nodes)
+        return count["runs"] / max(1, count["regens"]), spend
 
     heavy = flat.with_prefill_weight(4.0)
     plain_ratio, plain_spend = runs_per_regen(flat, 3e-3)
