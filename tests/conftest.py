@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+#: the repository's root folder
+REPO = Path(__file__).resolve().parents[1]
+
 # A valid tiny ``trim_rl.tree/v1`` tree with max_interventions = 1:
 #
 #   node 0 (depth 0, 0 regens)  weak  10 tok prm .9  -> keep 1
@@ -125,23 +128,6 @@ def assert_tree_error():
     return check_tree_error
 
 
-# Test tiers: ``make test`` runs everything; ``make test-fast`` (``-m "not slow"``) runs the unit tier.
-# Slow: whole trainings and evaluations in subprocesses, real llama.cpp servers, fresh interpreters,
-# wheel builds.  A module is slow as a whole when listed here; single tests carry @pytest.mark.slow.
-SLOW_MODULES = {
-    "tests/test_demo.py", "tests/test_docs.py", "tests/test_packaging.py", "tests/test_imports.py",
-    "tests/test_lint.py", "tests/test_export.py", "tests/test_trim_rl_command.py",
-    "tests/train/test_train_cli.py", "tests/train/test_warm_start.py", "tests/agents/test_exported.py",
-    "tests/agents/pomdp/test_pomdp_cli.py", "tests/eval/test_evaluate_cli.py", "tests/eval/test_paper.py",
-    "tests/live/test_e2e_collect.py", "tests/live/test_e2e_decode.py", "tests/live/test_e2e_engine.py",
-    "tests/live/test_e2e_kill.py", "tests/live/test_e2e_long.py", "tests/sim/test_targets.py",
-    "tests/data/test_grading_bounds.py", "tests/agents/pomdp/test_pomdp_frontier.py", "tests/train/test_distill.py",
-}
-SLOW_TESTS = {
-    "tests/eval/test_headroom.py::test_cli_writes_json", "tests/eval/test_query.py::test_evaluate_cli_with_query_routers",
-    "tests/agents/pomdp/test_pomdp_solver.py::test_higher_price_fewer_regenerations",
-    "tests/eval/test_query.py::test_learned_routers_route_whole_problems",
-}
 
 
 def run_command(capsys, main, *argv) -> tuple[int, str]:
@@ -179,11 +165,3 @@ def sim_flat(tmp_path_factory):
         return made[key]
 
     return make
-
-
-def pytest_collection_modifyitems(config, items):
-    root = Path(__file__).resolve().parents[1]
-    for item in items:
-        module = Path(item.fspath).resolve().relative_to(root).as_posix()
-        if module in SLOW_MODULES or f"{module}::{item.name.split('[')[0]}" in SLOW_TESTS:
-            item.add_marker(pytest.mark.slow)

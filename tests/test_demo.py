@@ -3,11 +3,14 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 from trim_rl.sim.generate import generate_file
+import pytest
+from tests.conftest import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
+# slow as a whole: make test-fast leaves it out
+pytestmark = pytest.mark.slow
+
 
 
 def test_demo_trains_exports_and_evaluates(tmp_path):
@@ -20,7 +23,7 @@ def test_demo_trains_exports_and_evaluates(tmp_path):
                         "--trees", *map(str, pool),
                         "--budgets", "5", "20", "--bootstrap", "50", "--hyperparams", "policy_iteration.rounds:2",
                         "policy_iteration.samples:20000", "total_timesteps:8192", "eval_freq:4096"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=900)
+                       cwd=REPO, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"report: {tmp_path / 'demo' / 'report.md'}" in r.stdout
     m = json.loads((tmp_path / "demo" / "metrics.json").read_text())

@@ -7,13 +7,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.conftest import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
-DOCS = sorted((ROOT / "docs").rglob("*.md"))
+# slow as a whole: make test-fast leaves it out
+pytestmark = pytest.mark.slow
+
+DOCS = sorted((REPO / "docs").rglob("*.md"))
 
 
 def test_readme_is_a_short_users_document():
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = (REPO / "README.md").read_text(encoding="utf-8")
     assert len(text.splitlines()) <= 250
     assert "make demo" in text and "make test" in text and "```python" in text
 
@@ -32,7 +35,7 @@ def anchors(page: Path) -> set[str]:
     return out
 
 
-@pytest.mark.parametrize("doc", [ROOT / "README.md", ROOT / "CHANGELOG.md", *DOCS], ids=lambda p: p.name)
+@pytest.mark.parametrize("doc", [REPO / "README.md", REPO / "CHANGELOG.md", *DOCS], ids=lambda p: p.name)
 def test_links_resolve_and_nothing_outside_the_repository_is_cited(doc):
     text = doc.read_text(encoding="utf-8")
     assert "../shared" not in text and "DESIGN.md" not in text
@@ -47,12 +50,12 @@ def test_links_resolve_and_nothing_outside_the_repository_is_cited(doc):
 
 
 def test_the_python_api_page_runs_as_written(tmp_path):
-    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "python-api.md").read_text(encoding="utf-8"), re.S)
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / "docs" / "python-api.md").read_text(encoding="utf-8"), re.S)
     assert len(blocks) >= 4
-    (tmp_path / "checkpoints").symlink_to(ROOT / "checkpoints")
+    (tmp_path / "checkpoints").symlink_to(REPO / "checkpoints")
     script = tmp_path / "example.py"
     script.write_text("\n".join(blocks), encoding="utf-8")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "TRIM-Thr CPT(80%):" in r.stdout and (tmp_path / "reports" / "mine" / "report.md").exists()

@@ -5,13 +5,15 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from trim_rl.export import export_run
+from trim_rl.cli.export import export_run
+from tests.conftest import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
+# slow as a whole: make test-fast leaves it out
+pytestmark = pytest.mark.slow
+
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +21,7 @@ def run_dir(tmp_path_factory):
     """A finished run folder: a shipped checkpoint as the run's policy, with the config train.py writes."""
     d = tmp_path_factory.mktemp("run") / "trim_agg" / "x__b15__0__t"
     d.mkdir(parents=True)
-    src = next(p for p in sorted((ROOT / "checkpoints").rglob("policy.json"))
+    src = next(p for p in sorted((REPO / "checkpoints").rglob("policy.json"))
                if json.loads(p.read_text()).get("kind", "network") == "network").parent
     shutil.copytree(src, d / "policy")
     (d / "config.yml").write_text("agent: {algo: maskable_ppo, name: trim_agg}\nenv: {name: x}\nseed: 0\n")
@@ -27,7 +29,7 @@ def run_dir(tmp_path_factory):
 
 
 def export(*args):
-    return subprocess.run([sys.executable, "-m", "trim_rl.export", *map(str, args)], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "trim_rl.export", *map(str, args)], cwd=REPO, capture_output=True,
                           text=True, timeout=300)
 
 

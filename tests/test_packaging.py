@@ -6,22 +6,24 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import pytest
+from tests.conftest import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
+# slow as a whole: make test-fast leaves it out
+pytestmark = pytest.mark.slow
+
 
 
 def test_wheel_carries_the_package_data(tmp_path):
     pytest.importorskip("setuptools")  # the build backend, installed with the package's dependencies
     # build from a copy, so that setuptools' build/ folder is not left in the checkout
     src = tmp_path / "src"
-    shutil.copytree(ROOT / "trim_rl", src / "trim_rl", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "trim_rl", src / "trim_rl", ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("agents", "envs", "checkpoints"):
-        shutil.copytree(ROOT / name, src / name)
+        shutil.copytree(REPO / name, src / name)
     for name in ("setup.cfg", "setup.py", "pyproject.toml", "README.md"):
-        shutil.copy2(ROOT / name, src / name)
+        shutil.copy2(REPO / name, src / name)
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation",
                         "--quiet", "-w", str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -30,8 +32,8 @@ def test_wheel_carries_the_package_data(tmp_path):
     assert "absent from the `packages` configuration" not in r.stderr, r.stderr[-3000:]
     (wheel,) = tmp_path.glob("trim_rl-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    resources = ROOT / "trim_rl" / "resources"
-    expected = {p.relative_to(ROOT).as_posix() for p in resources.rglob("*")
+    resources = REPO / "trim_rl" / "resources"
+    expected = {p.relative_to(REPO).as_posix() for p in resources.rglob("*")
                 if p.is_file() and p.suffix in (".json", ".gz")}
     assert {"trim_rl/resources/sim_params.json", "trim_rl/resources/trees/math500_train.jsonl.gz",
             "trim_rl/resources/benchmarks/math500_test.jsonl.gz"} <= expected
@@ -39,7 +41,7 @@ def test_wheel_carries_the_package_data(tmp_path):
     assert not any(n.startswith("tests/") for n in names)
     # the project's config folders travel inside the package
     for folder in ("agents", "envs", "checkpoints"):
-        want = {f"trim_rl/resources/{p.relative_to(ROOT).as_posix()}" for p in (ROOT / folder).rglob("*") if p.is_file()}
+        want = {f"trim_rl/resources/{p.relative_to(REPO).as_posix()}" for p in (REPO / folder).rglob("*") if p.is_file()}
         assert want and want <= names, sorted(want - names)[:5]
     assert "trim_rl/resources/agents/trim_agg.yaml" in names and "trim_rl/resources/envs/math500.yaml" in names
     # installed (unpacked) outside the checkout, the package finds them by name and trains and evaluates

@@ -2,13 +2,16 @@
 
 import subprocess
 import sys
-from pathlib import Path
+import pytest
+from tests.conftest import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
+# slow as a whole: make test-fast leaves it out
+pytestmark = pytest.mark.slow
+
 
 
 def trim_rl(*args):
-    return subprocess.run([sys.executable, "-m", "trim_rl.cli", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "trim_rl.cli", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=300)
 
 

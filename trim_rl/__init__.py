@@ -16,7 +16,12 @@ The Python API (each name is imported on first use, so ``import trim_rl`` stays 
 
 __version__ = "0.2.0"
 
+from typing import TYPE_CHECKING
+
 from trim_rl._registration import register_envs
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each name is imported on first use
+    from trim_rl.api import Evaluation, Run, evaluate, export, load_policy, load_trees, make_env, train
 
 register_envs()
 
@@ -32,4 +37,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'trim_rl' has no attribute {name!r}")
 
 
-__all__ = ["__version__", *_API]
+__all__ = ["__version__", "load_trees", "make_env", "load_policy", "train", "evaluate", "export", "Run", "Evaluation"]

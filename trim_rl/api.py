@@ -24,19 +24,19 @@ from typing import Any
 from trim_rl.agents.query import QUERY_ROUTERS
 from trim_rl.agents.registry import load_checkpoint, load_policy
 from trim_rl.envs.routing_env import DEFAULT_TREES, RoutingEnv, resolve_trees
-from trim_rl.eval.evaluation import evaluate_policies, load_pool, make_query_context
-from trim_rl.eval.report import write_all
-from trim_rl.eval.sweep import LABELS, find_checkpoints
+from trim_rl.evaluation.evaluation import evaluate_policies, load_pool, make_query_context
+from trim_rl.evaluation.report import write_all
+from trim_rl.evaluation.sweep import LABELS, find_checkpoints
 from trim_rl.resources import config_file, project_folder
 from trim_rl.sim.bundled import load_trees
-from trim_rl.train.budget import check_budget
-from trim_rl.train.checks import check_path_given, check_runs_root, check_seed, check_workers
-from trim_rl.train.config import load_agent, load_env
-from trim_rl.train.exporting import export_run
-from trim_rl.train.pomdp import train_pomdp
-from trim_rl.train.run import Target, check_inputs, train_grid, train_one
-from trim_rl.train.targets import resolve_targets
-from trim_rl.train.warm_start import apply_init_from
+from trim_rl.training.budget import check_budget
+from trim_rl.training.checks import check_path_given, check_runs_root, check_seed, check_workers
+from trim_rl.training.config import load_agent, load_env
+from trim_rl.training.exporting import export_run
+from trim_rl.training.pomdp import train_pomdp
+from trim_rl.training.run import Target, check_inputs, train_grid, train_one
+from trim_rl.training.targets import resolve_targets
+from trim_rl.training.warm_start import apply_init_from
 
 __all__ = ["load_trees", "make_env", "load_policy", "load_checkpoint", "train", "evaluate", "export", "Run",
            "Evaluation", "project_folder"]

@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from trim_rl.envs.routing_env import RoutingEnv
-from trim_rl.eval.robustness import DEFAULT_LAMS
+from trim_rl.evaluation.robustness import DEFAULT_LAMS
 from trim_rl.live.bench import DEFAULT_POLICIES, decision_times, defaults_throughput, throughput
 from trim_rl.live.serve.bench import main as serve_main
 from trim_rl.sim.bundled import load_trees

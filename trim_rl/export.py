@@ -1,38 +1,16 @@
-"""``python -m trim_rl.export RUN_DIR --out checkpoints/NAME``: install a run's policy as a deployment checkpoint
-(the command line of :func:`trim_rl.train.exporting.export_run`, which says what it writes and refuses)."""
+"""``python -m trim_rl.export``: kept as a name for :mod:`trim_rl.cli.export`.
 
-from __future__ import annotations
+``trim_rl.export`` is the Python API's function; this file only answers ``python -m``, which runs it
+as ``__main__`` without binding the package attribute.  Imported by name it refuses, so the
+attribute can never become a module.
+"""
 
 import sys
 
-from trim_rl._callable import callable_as_api
-from trim_rl.argtypes import OneLineParser
-from trim_rl.cli_errors import run_cli
-from trim_rl.train.exporting import export_run
+if __name__ != "__main__":
+    raise ImportError("trim_rl.export is a function (trim_rl.export(run, out)); the command's module is "
+                      "trim_rl.cli.export")
 
-callable_as_api(__name__)  # trim_rl.export(...) is the API function, whichever this attribute holds
+from trim_rl.cli.export import main  # noqa: E402
 
-
-def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.export") -> int:
-    ap = OneLineParser(prog=prog,
-                       description="Install a trained run's policy as a deployment checkpoint: "
-                                   "model.safetensors + policy.json (observation builder, budget, price, "
-                                   "network, versions, sha256), loadable with torch alone "
-                                   "(trim_rl.load_policy).  TRIM-POMDP runs: policy.json + policy.npz.")
-    ap.add_argument("run_dir", help="run folder written by train.py")
-    ap.add_argument("--out", required=True,
-                    help="checkpoint folder to write: absent, empty or an older checkpoint holding nothing else (replaced "
-                         "atomically); any other folder, or a checkpoint with other files in it, is refused")
-    ap.add_argument("--which", choices=["best", "last"], default="best",
-                    help="best: the run's finished, calibrated policy (default); last: PPO's last actor, uncalibrated")
-    args = ap.parse_args(argv)
-    return run_cli(prog, lambda: _main(args))
-
-
-def _main(args) -> int:
-    print(f"checkpoint: {export_run(args.run_dir, args.out, args.which)}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+sys.exit(main())

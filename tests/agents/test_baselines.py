@@ -10,7 +10,7 @@ from trim_rl.agents.baselines import ConstantPolicy, RandomStepPolicy, Threshold
 from trim_rl.data.flat import ABSENT
 from trim_rl.data.schema import MAX_STEPS
 from trim_rl.envs.observations import AggObservation, SeqObservation, StepHistory
-from trim_rl.eval.rollout import rollout
+from trim_rl.evaluation.rollout import rollout
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from tests.conftest import REPO
 
-ROOT = Path(__file__).resolve().parents[2]
+# slow as a whole: make test-fast leaves it out
+pytestmark = pytest.mark.slow
+
 TINY = ["total_timesteps:1024", "eval_freq:1024", "n_envs:8", "n_steps:32", "batch_size:128", "n_epochs:2",
         "policy_iteration.rounds:2", "policy_iteration.samples:3000"]
 
@@ -27,10 +30,10 @@ def trees(tmp_path_factory):
 
 
 def _train(trees, tmp_path, agent_yaml, extra=(), budget=None):
-    from trim_rl.train.config import EnvConfig, load_agent
-    from trim_rl.train.run import Target, train_one
+    from trim_rl.training.config import EnvConfig, load_agent
+    from trim_rl.training.run import Target, train_one
 
-    agent = load_agent(ROOT / "agents" / agent_yaml, [*TINY, *extra])
+    agent = load_agent(REPO / "agents" / agent_yaml, [*TINY, *extra])
     env = EnvConfig(name="tiny", train=trees["train"], val=trees["val"])
     target = Target(budget=budget) if budget is not None else Target(lam=1e-3)
     return train_one(agent, env, target, 0, tmp_path / "runs")
@@ -59,7 +62,7 @@ def test_exported_policy_matches_sb3_on_1000_observations(trees, tmp_path, agent
     from sb3_contrib import MaskablePPO
 
     from trim_rl.agents.registry import load_checkpoint
-    from trim_rl.export import export_run
+    from trim_rl.cli.export import export_run
 
     run = _train(trees, tmp_path, agent_yaml)
     ck = export_run(run, tmp_path / "ck")
@@ -86,7 +89,7 @@ def test_exported_policy_matches_sb3_on_1000_observations(trees, tmp_path, agent
 
 
 def test_checkpoint_loads_without_stable_baselines3(trees, tmp_path):
-    from trim_rl.export import export_run
+    from trim_rl.cli.export import export_run
 
     ck = export_run(_train(trees, tmp_path, "trim_agg.yaml"), tmp_path / "ck")
     code = (
@@ -101,14 +104,14 @@ def test_checkpoint_loads_without_stable_baselines3(trees, tmp_path):
         "a, _ = p.predict(o[None], action_masks=np.array([[True, True]]))\n"
         "print(int(a[0]))\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() in ("0", "1")
 
 
 def test_tampered_weights_are_rejected(trees, tmp_path):
     from trim_rl.agents.registry import load_checkpoint
-    from trim_rl.export import export_run
+    from trim_rl.cli.export import export_run
 
     ck = export_run(_train(trees, tmp_path, "trim_agg.yaml"), tmp_path / "ck")
     w = ck / "model.safetensors"
@@ -122,11 +125,11 @@ def test_tampered_weights_are_rejected(trees, tmp_path):
 def test_export_cli_and_evaluate_checkpoints(trees, tmp_path):
     run = _train(trees, tmp_path, "trim_agg.yaml")
     r = subprocess.run([sys.executable, "-m", "trim_rl.export", str(run), "--out", str(tmp_path / "cks" / "agg")],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     r = subprocess.run([sys.executable, "evaluate.py", "--trees", trees["val"], "--policies", "thr",
                         "--checkpoints", str(tmp_path / "cks"), "--out", str(tmp_path / "ev"), "--bootstrap", "20",
-                        "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                        "--quiet"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert "TRIM-Agg" in m["policies"]
@@ -142,7 +145,7 @@ def test_a_budget_checkpoint_is_the_best_actor_shifted_to_its_budget(trees, tmp_
     from sb3_contrib import MaskablePPO
 
     from trim_rl.agents.registry import load_checkpoint
-    from trim_rl.export import export_run
+    from trim_rl.cli.export import export_run
 
     run = _train(trees, tmp_path, "trim_agg.yaml", budget=15.0)
     pol = load_checkpoint(export_run(run, tmp_path / "ck"))
@@ -159,7 +162,7 @@ def test_a_budget_checkpoint_is_the_best_actor_shifted_to_its_budget(trees, tmp_
 def _copy_shipped(tmp_path):
     import shutil
 
-    src = ROOT / "checkpoints" / "trim_agg" / "trim_agg_b20"
+    src = REPO / "checkpoints" / "trim_agg" / "trim_agg_b20"
     return Path(shutil.copytree(src, tmp_path / "ck"))
 
 
@@ -195,7 +198,7 @@ def test_evaluate_names_a_broken_checkpoint(tmp_path):
     (ck / "model.safetensors").unlink()
     r = subprocess.run([sys.executable, "evaluate.py", "--trees", "sim:math500:test", "--policies", "thr",
                         "--checkpoints", str(ck), "--out", str(tmp_path / "rep")],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0
     assert "model.safetensors: weights file named by" in r.stderr
     assert "Traceback" not in r.stderr
@@ -208,7 +211,7 @@ def test_a_broken_pomdp_policy_json_is_named(tmp_path):
     from trim_rl.agents.registry import load_checkpoint
     from trim_rl.agents.pomdp.policy import load_pomdp
 
-    ck = Path(shutil.copytree(ROOT / "checkpoints" / "trim_pomdp" / "trim_pomdp_b8", tmp_path / "pomdp"))
+    ck = Path(shutil.copytree(REPO / "checkpoints" / "trim_pomdp" / "trim_pomdp_b8", tmp_path / "pomdp"))
     assert load_pomdp(ck).meta["kind"] == "pomdp"
     meta_path = ck / "policy.json"
     meta_path.write_text(meta_path.read_text()[:-3])  # truncated
@@ -268,7 +271,7 @@ def test_evaluate_names_a_checkpoint_whose_price_is_nan(tmp_path):
     meta = json.loads((ck / "policy.json").read_text())
     meta["lam"] = float("nan")
     (ck / "policy.json").write_text(json.dumps(meta))
-    from trim_rl.evaluate import main
+    from trim_rl.cli.evaluate import main
 
     assert main(["--trees", "sim:math500:test", "--policies", "thr", "--checkpoints", str(ck),
                  "--out", str(tmp_path / "rep"), "--quiet", "--bootstrap", "5"]) == 2

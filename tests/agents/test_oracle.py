@@ -11,9 +11,9 @@ from trim_rl.agents.oracle import (
 )
 from trim_rl.data.flat import load_flat
 from trim_rl.data.trees import write_trees
-from trim_rl.eval.metrics import point_table, upper_frontier
-from trim_rl.eval.rollout import rollout, weak_only_records
-from trim_rl.eval.sweep import sweep
+from trim_rl.evaluation.metrics import point_table, upper_frontier
+from trim_rl.evaluation.rollout import rollout, weak_only_records
+from trim_rl.evaluation.sweep import sweep
 
 # lambdas of the form 1/(integer + 0.5): token costs are integers, so no tree sits exactly on 1/lam
 LAMS = [1.0, 1 / 30.5, 1 / 60.5, 1 / 130.5, 1 / 1000.5, 1e-5 / 1.000001]

@@ -15,6 +15,9 @@ from trim_rl.data.grading import Verdict, grade, judge
 from trim_rl.data.grading.guard import MAX_DIGITS, refuse
 from trim_rl.data.grading.pool import pool
 
+# slow as a whole: make test-fast leaves it out
+pytestmark = pytest.mark.slow
+
 # sympy multiplies ten million numbers for this, and nothing in the answer looks large
 SLOW = "\\boxed{\\prod_{k=1}^{10^{7}} k}"
 BOUND_S = 30.0  # generous: the unbounded versions of these ran past 60 s or never returned

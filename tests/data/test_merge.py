@@ -12,8 +12,8 @@ import pytest
 
 from trim_rl.data.merge import merge_shards
 from trim_rl.data.trees import read_trees
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def shard(tmp_path, name, trees, write_jsonl):

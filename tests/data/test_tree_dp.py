@@ -5,7 +5,7 @@ import pytest
 
 from trim_rl.data.flat import concat
 from trim_rl.data.tree_dp import max_spend, play, policy_outcomes, reach_probability
-from trim_rl.eval.rollout import rollout
+from trim_rl.evaluation.rollout import rollout
 from trim_rl.agents.baselines import ThresholdPolicy
 
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from _vllm import STEP_TAG, FakeVLLM
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def steps_then_answer(n: int, length: int = 40, tag: str = ""):

@@ -16,11 +16,10 @@ import importlib.util
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 #: Small budgets so that the CPU tests take seconds per problem.
 FAST = ["--max-tokens", "32", "--weak-temperature", "0.7", "--timeout", "30", "--quiet"]
 #: Slots of the shared server: the decoder and the step-routing server send every step of a round at once.

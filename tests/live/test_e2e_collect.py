@@ -15,6 +15,10 @@ from trim_rl.data.flat import load_flat
 from trim_rl.data.problems import load_problems
 from trim_rl.data.trees import read_trees
 from trim_rl.envs.routing_env import RoutingEnv
+import pytest
+
+# slow as a whole: make test-fast leaves it out
+pytestmark = pytest.mark.slow
 
 
 def test_three_shards_of_six_problems_merge_and_train(llama_url, tmp_path):

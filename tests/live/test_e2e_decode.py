@@ -10,6 +10,10 @@ from tests.live.conftest import FAST, REPO, live_cli
 from trim_rl.agents.registry import load_checkpoint
 from trim_rl.data.problems import load_problems
 from trim_rl.envs.observations import StepHistory
+import pytest
+
+# slow as a whole: make test-fast leaves it out
+pytestmark = pytest.mark.slow
 
 AGG = REPO / "checkpoints" / "trim_agg" / "trim_agg_b20"
 

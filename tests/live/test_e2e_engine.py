@@ -14,6 +14,9 @@ from trim_rl.live.engines import OpenAICompatibleEngine, Sampling, StepRequest
 from trim_rl.live.prm import SelfVerifyScorer
 from trim_rl.live.prompts import step_prompt
 
+# slow as a whole: make test-fast leaves it out
+pytestmark = pytest.mark.slow
+
 PROBLEM = "Tom has 3 boxes with 4 apples each. How many apples does he have?"
 
 

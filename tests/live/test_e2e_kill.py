@@ -8,6 +8,10 @@ import sys
 import time
 
 from tests.live.conftest import FAST, REPO, live_cli
+import pytest
+
+# slow as a whole: make test-fast leaves it out
+pytestmark = pytest.mark.slow
 
 
 def start_until_first_line(args, out) -> subprocess.Popen:

@@ -8,6 +8,10 @@ from __future__ import annotations
 import json
 
 from tests.live.conftest import live_cli
+import pytest
+
+# slow as a whole: make test-fast leaves it out
+pytestmark = pytest.mark.slow
 
 # about 110 tokens: with 16-token steps the self-verify question outgrows 256 tokens after ~5 steps
 # and the generation prompt after ~7

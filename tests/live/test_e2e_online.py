@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from trim_rl.train.cli import main
+from trim_rl.cli.train import main
 
 pytestmark = pytest.mark.slow
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,8 +17,9 @@ from trim_rl.envs.observations import AggObservation, SeqObservation, StepHistor
 from trim_rl.envs.routing_env import REGENERATE, RoutingEnv
 from trim_rl.live.router import Router, load_policy
 from trim_rl.sim.generate import generate_file
+from tests.conftest import REPO
 
-CKPT = Path(__file__).resolve().parents[2] / "checkpoints"
+CKPT = REPO / "checkpoints"
 AGG = CKPT / "trim_agg" / "trim_agg_b20"
 SEQ = CKPT / "trim_seq" / "trim_seq_b20"
 BUDGET = CKPT / "trim_agg_budget"

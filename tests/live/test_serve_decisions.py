@@ -68,7 +68,7 @@ def test_log_without_exploration_keeps_answers_and_records_every_decision(sim, t
 
 def test_exploration_is_logged_with_its_probabilities_and_seeded(sim, tmp_path):
     from trim_rl.agents.registry import load_policy
-    from trim_rl.eval.offpolicy import evaluate_logged
+    from trim_rl.evaluation.offpolicy import evaluate_logged
 
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     for path in (a, b):

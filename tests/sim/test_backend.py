@@ -26,8 +26,9 @@ from trim_rl.live.results import ResultsFile  # noqa: E402
 from trim_rl.sim.backend import TAG_RE, SimBackend, problems, reference_answer  # noqa: E402
 from trim_rl.sim.server import SimServer, make_app  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "live"))
+from tests.conftest import REPO  # noqa: E402
+
+sys.path.insert(0, str(REPO / "tests" / "live"))
 from _stub_server import Request  # noqa: E402
 from _vllm import STEP_TAG, FakeVLLM  # noqa: E402
 
@@ -66,7 +67,7 @@ def server():
 
 # -- (a) live decode with TRIM-Thr through the CLI, graded ----------------------------------------------
 def _start_cli(*flags) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "trim_rl.sim", "serve", "--port", "0", *flags], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "trim_rl.sim", "serve", "--port", "0", *flags], cwd=REPO,
                             stderr=subprocess.PIPE, text=True)
     line = proc.stderr.readline()
     m = re.search(r"(http://\S+) \(Ctrl-C", line)
@@ -80,7 +81,7 @@ def _start_cli(*flags) -> tuple[subprocess.Popen, str]:
 def test_live_decode_cli_thr_on_simulated_problems(tmp_path):
     problems_file = tmp_path / "sim_problems.jsonl"
     r = subprocess.run([sys.executable, "-m", "trim_rl.sim", "serve", "--write-problems", str(problems_file),
-                        "--limit", "20"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+                        "--limit", "20"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     probs = load_problems(str(problems_file))
     assert len(probs) == 20 and probs[3].problem.startswith("sim problem 3 of math500/test, draw 0.")
@@ -92,7 +93,7 @@ def test_live_decode_cli_thr_on_simulated_problems(tmp_path):
                             "--prm-url", url, "--weak-model", "sim-weak", "--strong-model", "sim-strong",
                             "--prm-model", "sim-prm", "--policy", "thr:0.5", "--problems", str(problems_file),
                             "--out", str(out), "--max-tokens", "1024", "--quiet"],
-                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+                           cwd=REPO, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr
         stats = httpx.get(f"{url}/sim/stats").json()
     finally:
@@ -375,7 +376,7 @@ def test_latency_is_per_call_longest_prompt_and_calls_overlap():
     (["--host", "no such host.invalid"], "--host"),
 ])
 def test_bad_flags_are_one_line(flags, names):
-    r = subprocess.run([sys.executable, "-m", "trim_rl.sim", "serve", *flags], cwd=ROOT, capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "trim_rl.sim", "serve", *flags], cwd=REPO, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 2, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and names in r.stderr, r.stderr
@@ -384,6 +385,6 @@ def test_bad_flags_are_one_line(flags, names):
 def test_port_in_use_is_one_line():
     with SimServer() as srv:
         port = srv.url.rsplit(":", 1)[1]
-        r = subprocess.run([sys.executable, "-m", "trim_rl.sim", "serve", "--port", port], cwd=ROOT,
+        r = subprocess.run([sys.executable, "-m", "trim_rl.sim", "serve", "--port", port], cwd=REPO,
                            capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and f"--port {port}" in r.stderr, r.stderr

@@ -5,18 +5,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from trim_rl.data.flat import load_flat
 from trim_rl.sim.generate import generate_file
+from tests.conftest import REPO
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(*args, timeout=180):
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
 def test_generate_cli(tmp_path):

@@ -8,13 +8,13 @@ import json
 
 import pytest
 
-from trim_rl.eval import sim_report as report
+from trim_rl.evaluation import sim_report as report
 from trim_rl.sim import bundled, calibrate
 from trim_rl.sim.__main__ import main
 from trim_rl.sim.bundled import MAX_SPEC_SEEDS, load_trees, parse_seeds, resolve_tree_spec
 from trim_rl.sim.generate import generate_file
 from trim_rl.sim.params import load_params, save_params
-from trim_rl.eval.sim_report import END, START
+from trim_rl.evaluation.sim_report import END, START
 
 from tests.conftest import refused_in_one_line as _refused
 from tests.conftest import run_command

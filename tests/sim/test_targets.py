@@ -11,7 +11,10 @@ import pytest
 from trim_rl.data.flat import load_flat
 from trim_rl.sim.calibrate import THRESHOLDS, load_targets
 from trim_rl.sim.generate import generate_file
-from trim_rl.eval.sim_report import sweep_rows
+from trim_rl.evaluation.sim_report import sweep_rows
+
+# slow as a whole: make test-fast leaves it out
+pytestmark = pytest.mark.slow
 
 SEED = 11
 

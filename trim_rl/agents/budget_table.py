@@ -1,6 +1,6 @@
 """The budget table of a budget-conditioned checkpoint: budget (% of always-strong's strong tokens) ->
 price, as the trainer measured it; read by the checkpoint (``policy.json``) and written by the trainer
-(:mod:`trim_rl.train.budget`)."""
+(:mod:`trim_rl.training.budget`)."""
 
 from __future__ import annotations
 

@@ -136,7 +136,7 @@ class ExportedPolicy:
 
     @property
     def budget_table(self):
-        """A budget-conditioned checkpoint's :class:`~trim_rl.train.budget.BudgetTable` (None otherwise)."""
+        """A budget-conditioned checkpoint's :class:`~trim_rl.training.budget.BudgetTable` (None otherwise)."""
         data = self.meta.get("budget_table")
         return None if data is None else BudgetTable.from_json(data, str(self.folder / "policy.json"))
 

@@ -19,7 +19,7 @@ The run folder is the offline one (``config.yml``, ``command.txt``, ``git_hash.t
 ``--checkpoint-every`` env steps and on SIGINT/SIGTERM, for ``--resume``), ``policy/`` and
 ``result.json``) plus ``rollouts.jsonl``: every finished episode, appended at once, with each decision's
 observation, mask, action and the behaviour policy's probability of it (the log
-:mod:`trim_rl.eval.offpolicy` evaluates other policies on).
+:mod:`trim_rl.evaluation.offpolicy` evaluates other policies on).
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ import yaml
 
 from trim_rl.configs import ConfigError, parse_yaml
 from trim_rl.data.problems import Problem
-from trim_rl.eval.offpolicy import EpisodeLog, decision_row
+from trim_rl.evaluation.offpolicy import EpisodeLog, decision_row
 from trim_rl.fsutil import write_json, write_text
-from trim_rl.train.config import AgentConfig, agent_from_dict, apply_overrides, config_dict
-from trim_rl.train.context import Interrupted, Target, make_logger, stop_on_signals
+from trim_rl.training.config import AgentConfig, agent_from_dict, apply_overrides, config_dict
+from trim_rl.training.context import Interrupted, Target, make_logger, stop_on_signals
 
 STAGE = "online_ppo"
 LOG_NAME = "rollouts.jsonl"
@@ -196,7 +196,7 @@ def _callback(run_dir: Path, agent: AgentConfig, venv, budget: _Budget, spec: Li
               state: dict):
     from stable_baselines3.common.callbacks import BaseCallback
 
-    from trim_rl.train.ppo_stage import save_model
+    from trim_rl.training.ppo_stage import save_model
 
     class OnlineCallback(BaseCallback):
         """Logs every episode (decisions included), updates the price, checkpoints, and stops on a signal."""
@@ -280,8 +280,8 @@ def _write_policy(folder: Path, model, agent: AgentConfig, lam: float, run_dir: 
                   extra: dict | None = None) -> None:
     from trim_rl.agents.checkpoint import write_network_checkpoint
     from trim_rl.envs.observations import make_builder
-    from trim_rl.train.ppo_stage import actor_net, network_meta
-    from trim_rl.train.recipe import FAMILIES, _versions_light
+    from trim_rl.training.ppo_stage import actor_net, network_meta
+    from trim_rl.training.recipe import FAMILIES, _versions_light
 
     fam = FAMILIES[agent.obs] + (" (online, fine-tuned)" if agent.init_from else " (online PPO)")
     meta = {"family": fam + (" (online stage)" if stage else ""),
@@ -298,8 +298,8 @@ def train_online(agent: AgentConfig, spec: LiveSpec, target: Target, seed: int =
                  command: str | None = None, progress: bool = False, verbose: int = 0, backends=None) -> Path:
     """Train ``agent`` online for ``target`` (see the module notes); returns the run folder.  ``backends``
     replaces the URLs' engines (tests); a run stopped before its first checkpoint removes its folder."""
-    from trim_rl.train.checks import check_seed
-    from trim_rl.train.run import RunLock, _versions, git_hash, new_run_dir
+    from trim_rl.training.checks import check_seed
+    from trim_rl.training.run import RunLock, _versions, git_hash, new_run_dir
 
     check_seed(seed, "--seed")
     check_online(agent, spec, target)
@@ -328,7 +328,7 @@ def resume_online(run_dir: str | Path, overrides: list[str] | None = None, comma
                   progress: bool = False, verbose: int = 0, backends=None) -> Path:
     """Continue an online run from ``model.zip`` + ``state.json`` (``overrides``: ``--hyperparams``, e.g.
     ``total_timesteps:N`` to extend a finished one); a finished run raises ``AlreadyFinished``."""
-    from trim_rl.train.run import AlreadyFinished, RunLock, _check_zip
+    from trim_rl.training.run import AlreadyFinished, RunLock, _check_zip
 
     run_dir = Path(run_dir)
     data = parse_yaml((run_dir / "config.yml").read_text(encoding="utf-8"), str(run_dir / "config.yml")) or {}
@@ -370,7 +370,7 @@ def _init(agent: AgentConfig):
     """The ``--init-from`` network and its price (None, None without one)."""
     if not agent.init_from:
         return None, None
-    from trim_rl.train.warm_start import check_checkpoint
+    from trim_rl.training.warm_start import check_checkpoint
 
     try:
         ck = check_checkpoint(agent.init_from, agent)
@@ -419,8 +419,8 @@ def _run(run_dir: Path, agent: AgentConfig, spec: LiveSpec, target: Target, seed
 
     from trim_rl.live.env import BackendDown
     from trim_rl.live.vec_env import LiveRoutingVecEnv
-    from trim_rl.train.ppo_stage import copy_actor_in, make_model, save_model
-    from trim_rl.train.recipe import load_model
+    from trim_rl.training.ppo_stage import copy_actor_in, make_model, save_model
+    from trim_rl.training.recipe import load_model
 
     torch.set_num_threads(1)
     set_random_seed(seed)
@@ -570,9 +570,9 @@ def cli_live(args, command: str, prog: str) -> int:
     """``train.py --live ...`` and ``train.py --resume RUN`` of an online run."""
     from trim_rl.live.http import EngineError
     from trim_rl.resources import config_file
-    from trim_rl.train.config import load_agent
-    from trim_rl.train.run import AlreadyFinished
-    from trim_rl.train.warm_start import apply_init_from
+    from trim_rl.training.config import load_agent
+    from trim_rl.training.run import AlreadyFinished
+    from trim_rl.training.warm_start import apply_init_from
 
     if args.resume:
         given = (["--live"] if args.live else []) + live_flags_given(args) + [
@@ -632,8 +632,8 @@ def train_live(agent: str | Path = "trim_agg", *, weak_url: str, strong_url: str
     before any folder is made."""
     from trim_rl.live.backends import BackendConfig
     from trim_rl.resources import config_file
-    from trim_rl.train.config import load_agent
-    from trim_rl.train.warm_start import apply_init_from
+    from trim_rl.training.config import load_agent
+    from trim_rl.training.warm_start import apply_init_from
 
     unknown = sorted(set(options) - set(BackendConfig.option_names()))
     if unknown:

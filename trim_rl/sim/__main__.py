@@ -14,7 +14,7 @@ from trim_rl.sim.bundled import BUNDLED_PROFILES, BUNDLED_SEED, bundled_path
 from trim_rl.sim.generate import generate_file, plan
 from trim_rl.resources import resource_path
 from trim_rl.sim.params import PARAMS_FILE, load_params, save_params
-from trim_rl.eval.sim_report import check_report, sweep_report
+from trim_rl.evaluation.sim_report import check_report, sweep_report
 from trim_rl.sim import server as sim_server
 
 MAX_CALIBRATE_DRAWS = 200  # 500 problems x draws episodes, ~5 KB each per evaluation: 200 draws is ~0.5 GB

@@ -11,15 +11,18 @@ import yaml
 
 from trim_rl.agents.pomdp.policy import load_pomdp
 from trim_rl.data.flat import load_flat
-from trim_rl.eval.perturb import perturb_prm
-from trim_rl.eval.robustness import DEFAULT_LAMS
-from trim_rl.eval.sweep import sweep_checkpoints
+from trim_rl.evaluation.perturb import perturb_prm
+from trim_rl.evaluation.robustness import DEFAULT_LAMS
+from trim_rl.evaluation.sweep import sweep_checkpoints
+from tests.conftest import REPO
 
-ROOT = Path(__file__).resolve().parents[3]
+# slow as a whole: make test-fast leaves it out
+pytestmark = pytest.mark.slow
+
 SMALL = ["solver.p_grid:51", "solver.simplex_grid:11"]
 
 
-def _run(*args, cwd=ROOT):
+def _run(*args, cwd=REPO):
     out = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout
@@ -40,7 +43,7 @@ def tiny(tmp_path_factory):
 
 
 def test_agent_yaml_grid_matches_the_robustness_default():
-    agent = yaml.safe_load((ROOT / "agents" / "trim_pomdp.yaml").read_text())
+    agent = yaml.safe_load((REPO / "agents" / "trim_pomdp.yaml").read_text())
     assert agent["algo"] == "pomdp" and agent["obs"] == "agg"
     assert [float(x) for x in agent["lam_grid"]] == list(DEFAULT_LAMS)
 

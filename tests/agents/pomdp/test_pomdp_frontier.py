@@ -4,10 +4,14 @@ import numpy as np
 
 from trim_rl.agents.pomdp.policy import POMDPPolicy
 from trim_rl.agents.pomdp.solver import solve
-from trim_rl.eval.metrics import dibc, point_table, upper_frontier
-from trim_rl.eval.robustness import DEFAULT_LAMS as LAMS  # the budgets of agents/trim_pomdp.yaml
-from trim_rl.eval.rollout import rollout, weak_only_records
-from trim_rl.eval.sweep import sweep
+from trim_rl.evaluation.metrics import dibc, point_table, upper_frontier
+from trim_rl.evaluation.robustness import DEFAULT_LAMS as LAMS  # the budgets of agents/trim_pomdp.yaml
+from trim_rl.evaluation.rollout import rollout, weak_only_records
+from trim_rl.evaluation.sweep import sweep
+import pytest
+
+# slow as a whole: make test-fast leaves it out
+pytestmark = pytest.mark.slow
 
 
 def _frontier(records, trees, acc_weak):

@@ -8,7 +8,7 @@ import pytest
 from trim_rl.agents.registry import load_checkpoint
 from trim_rl.agents.pomdp.policy import POMDPPolicy, load_pomdp
 from trim_rl.agents.pomdp.solver import QFunction, SolverConfig, simplex_grid, solve
-from trim_rl.eval.rollout import rollout
+from trim_rl.evaluation.rollout import rollout
 
 SMALL = SolverConfig(p_grid=101, obs_bins=20, simplex_grid=21)
 
@@ -41,6 +41,7 @@ def test_policy_table_is_the_greedy_action_of_the_value_table(fitted):
     assert sol.action[1, 0, 1][i_s2] == 1 and sol.action[1, 0, 1][i_s0] == 0
 
 
+@pytest.mark.slow
 def test_higher_price_fewer_regenerations(bundled_test, fitted):
     trees = bundled_test.subset(np.arange(200))
     spent = [rollout(POMDPPolicy(fitted, solve(fitted, lam, SMALL)), trees, lam=lam).strong_tokens.mean()

@@ -2,7 +2,7 @@
 
 Every routed step's observation (the router's own builder), legal actions, action and the probability
 the serving behaviour gave that action are recorded; a finished request is appended as one line of
-the format :mod:`trim_rl.eval.offpolicy` reads (``evaluate.py --logged FILE --checkpoints ...``), the
+the format :mod:`trim_rl.evaluation.offpolicy` reads (``evaluate.py --logged FILE --checkpoints ...``), the
 format ``train.py --live`` writes.  Served requests carry no reference answer: ``correct`` is null
 (the accuracy estimate needs it filled in by a later grading of ``prediction``), the strong-token cost
 is estimated from the log as it is.
@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from trim_rl.eval.offpolicy import EpisodeLog, decision_row
+from trim_rl.evaluation.offpolicy import EpisodeLog, decision_row
 from trim_rl.live.engines import request_seed
 from trim_rl.live.prm import UNSCORED
 from trim_rl.live.routing import Proposal

@@ -1,0 +1,148 @@
+"""``evaluate.py``: sweep policies over held-out trees and write metrics, points, report and plot."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from trim_rl.argtypes import OneLineParser, fraction, int_between, nonneg_float, seed_int
+from trim_rl.agents.query import QUERY_ROUTERS
+from trim_rl.cli_errors import run_cli
+from trim_rl.configs import ConfigError
+from trim_rl.evaluation.evaluation import DEFAULT_POLICIES, DEFAULT_TREES, evaluate_policies, load_pool, make_query_context
+from trim_rl.evaluation.metrics import MAX_BOOTSTRAP
+from trim_rl.evaluation.paper import paper_report
+from trim_rl.evaluation.perturb import describe, perturb_prm
+from trim_rl.evaluation.report import check_output_folder, terminal_table, write_all
+from trim_rl.evaluation.robustness import robustness_report
+from trim_rl.evaluation.sweep import LABELS, find_checkpoints
+from trim_rl.sim.bundled import check_tree_spec, resolve_tree_spec
+
+
+
+def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
+    ap = OneLineParser(
+        prog=prog,
+        description="Evaluate routing policies on held-out trajectory trees: sweep each policy's setting "
+                    "(thresholds 0..1 by 0.05, probabilities, budgets) into operating points and write "
+                    "DIR/metrics.json, DIR/points.csv, DIR/report.md and DIR/frontier.png.")
+    ap.add_argument("--trees", nargs="+", default=None, metavar="SPEC",
+                    help="tree files (.jsonl/.jsonl.gz) or sim:PROFILE:SPLIT[:SEEDS] for simulated trees; several "
+                         "seeds (sim:math500:test:100-109) or files are a pool: pooled figures with intervals over "
+                         f"test problems, and each seed's figures and their spread (default {DEFAULT_TREES}: ten "
+                         "test seeds no training or selection saw, generated on first use, about 20-40 s each; "
+                         "--robustness: sim:math500:test)")
+    ap.add_argument("--policies", default=DEFAULT_POLICIES,
+                    help=f"comma-separated built-in policies (default {DEFAULT_POLICIES}); step-level: "
+                         + ", ".join(LABELS) + "; query-level: " + ", ".join(QUERY_ROUTERS))
+    ap.add_argument("--train-trees", default=None,
+                    help="train split for the learned query routers (default: sim:PROFILE:train when --trees is "
+                         "sim:PROFILE:test)")
+    ap.add_argument("--val-trees", default=None,
+                    help="validation split for tuning the learned query routers (default: sim:PROFILE:val)")
+    ap.add_argument("--report", choices=["paper"], default=None,
+                    help="'paper': Table-1 rows on the math500 and aime test trees (every baseline and TRIM policy "
+                         "present), the Table-2 cross-benchmark table, Pareto plots and PRM diagnostics in --out")
+    ap.add_argument("--checkpoints", nargs="*", default=[], metavar="DIR",
+                    help="exported checkpoint folders (or folders holding them); checkpoints of one family "
+                         "(policy.json 'family', e.g. TRIM-Agg) form one frontier, one point per checkpoint (its budget or price)")
+    ap.add_argument("--out", default=None, help="output folder (default reports/<trees name>)")
+    ap.add_argument("--bootstrap", type=int_between(1, MAX_BOOTSTRAP), default=1000,
+                    help=f"bootstrap resamples for the 95%% intervals (default 1000, at most {MAX_BOOTSTRAP})")
+    ap.add_argument("--seed", type=seed_int, default=0,
+                    help="seed of the bootstrap, the random router and routing errors (0 to 2**32 - 1)")
+    ap.add_argument("--routing-errors", type=fraction, default=0.0,
+                    help="flip this fraction of each step policy's decisions (ablation; default 0)")
+    ap.add_argument("--prm-noise", type=nonneg_float, default=0.0, metavar="SIGMA",
+                    help="perturb every PRM score of the trees: Gaussian noise of SD SIGMA on its logit "
+                         "(seeded by --seed; default 0)")
+    ap.add_argument("--prm-flip", type=fraction, default=0.0, metavar="P",
+                    help="replace a fraction P of the PRM scores by 1 - score (after --prm-noise; seeded; default 0)")
+    ap.add_argument("--robustness", action="store_true",
+                    help="instead of one evaluation: CPT(80%%) of TRIM-Thr, TRIM-POMDP (from --checkpoints, or "
+                         "fitted on the training trees and solved) and every --checkpoints family at several PRM "
+                         "noise and flip levels (python -m trim_rl.evaluation.robustness has all the options)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar, and no table in the terminal (only the paths)")
+    ap.add_argument("--logged", default=None, metavar="LOG",
+                    help="instead of trees: estimate the --checkpoints policies (folders, or thr:K) from a decision log "
+                         "(RUN/rollouts.jsonl of train.py --live, or serve --log-decisions): importance weighting, "
+                         "doubly robust, effective sample size (trim_rl/evaluation/offpolicy.py)")
+    return ap
+
+
+def main(argv: list[str] | None = None, prog: str = "evaluate.py") -> int:
+    args = build_parser(prog).parse_args(argv)
+    return run_cli(prog, lambda: _main(args))
+
+
+def _check_args(args) -> list[str]:
+    """Every argument checked before any work; returns the built-in policy names."""
+    if args.trees is None:  # the robustness sweep reruns every policy per noise level: one seed
+        args.trees = ["sim:math500:test" if args.robustness else DEFAULT_TREES]
+    names = [n.strip() for n in args.policies.split(",") if n.strip()]
+    unknown = [n for n in names if n not in LABELS and n not in QUERY_ROUTERS]
+    if unknown:
+        raise ConfigError(f"--policies: unknown {', '.join(unknown)}; available: {', '.join([*LABELS, *QUERY_ROUTERS])}")
+    if not names and not args.checkpoints and not args.robustness and args.report != "paper":
+        raise ConfigError(f"--policies {args.policies!r}: names no policy (and no --checkpoints given)")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(f"--policies: {twice[0]} is named twice")
+    if args.out:
+        check_output_folder(args.out, "--out")
+    for flag, spec in (("--trees", args.trees), ("--train-trees", args.train_trees), ("--val-trees", args.val_trees)):
+        if spec is not None:
+            check_tree_spec(spec, flag)
+    learned = [n for n in names if n in ("sw", "mf", "clf")]
+    if learned and not args.trees[0].startswith("sim:") and (args.train_trees is None or args.val_trees is None):
+        raise ConfigError(f"--policies {learned[0]}: a learned query router needs --train-trees and --val-trees when "
+                          "--trees is a file")
+    return names
+
+
+def _main(args) -> int:
+    if args.logged:
+        from trim_rl.evaluation.offpolicy import cli_logged
+
+        return cli_logged(args.logged, args.checkpoints, args.out, args.seed, args.quiet)
+    names = _check_args(args)
+    if args.report == "paper":
+        out = Path(args.out or "reports/paper")
+        paper_report(out, checkpoints=args.checkpoints or None, n_boot=args.bootstrap, seed=args.seed,
+                     routing_errors=args.routing_errors, progress=not args.quiet)
+        print(f"report: {out / 'report.md'}")
+        return 0
+    if args.robustness:
+        trees = args.trees[0] if len(args.trees) == 1 else args.trees
+        out = robustness_report(trees, args.checkpoints, seed=args.seed, n_boot=args.bootstrap,
+                                out=args.out, progress=not args.quiet)
+        print(f"report: {out}")
+        return 0
+    checkpoints = find_checkpoints(args.checkpoints) if args.checkpoints else []
+    pool, groups = load_pool(args.trees, progress=not args.quiet)
+    trees = perturb_prm(pool, args.prm_noise, args.prm_flip, args.seed)
+    perturbed = describe(args.prm_noise, args.prm_flip)
+    query_ctx = None
+    if any(n in ("sw", "mf", "clf") for n in names):
+        query_ctx = make_query_context(args.trees[0], args.train_trees, args.val_trees, args.seed, not args.quiet)
+    if args.out:
+        out = Path(args.out)
+    else:
+        first = resolve_tree_spec(args.trees[0])[0]
+        out = Path("reports") / (first.name.split(".")[0] + ("_pool" if len(groups) > 1 else ""))
+    result = evaluate_policies(trees, names, n_boot=args.bootstrap, seed=args.seed,
+                               routing_errors=args.routing_errors, progress=not args.quiet,
+                               trees_label=" ".join(args.trees) + (f" ({perturbed})" if perturbed else ""),
+                               checkpoints=checkpoints, query_ctx=query_ctx, groups=groups)
+    result.update(prm_noise=args.prm_noise, prm_flip=args.prm_flip)
+    write_all(out, result)
+    print(f"report: {out / 'report.md'}")
+    print(f"metrics: {out / 'metrics.json'}")
+    if not args.quiet:  # the result itself, after minutes of work, not only where it was written
+        print("\n" + terminal_table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

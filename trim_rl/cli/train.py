@@ -1,0 +1,179 @@
+"""``train.py`` / ``trim-rl train``: train routing policies from YAML configs (thin CLI over :mod:`trim_rl.train`)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from trim_rl.argtypes import OneLineParser
+from trim_rl.cli_errors import run_cli
+from trim_rl.configs import ConfigError
+from trim_rl.live.online import add_live_flags, cli_live, is_live_run, live_flags_given
+from trim_rl.resources import config_file
+from trim_rl.training.budget import check_budget
+from trim_rl.training.checks import check_path_given, check_runs_root, check_seed, check_workers
+from trim_rl.training.config import load_agent, load_env
+from trim_rl.training.pomdp import train_pomdp
+from trim_rl.training.run import AlreadyFinished, Interrupted, Target, check_inputs, resume, train_grid, train_one
+from trim_rl.training.targets import resolve_targets
+from trim_rl.training.warm_start import apply_init_from
+from trim_rl.training.summary import print_summary
+
+PROG = "train.py"
+DEFAULT_AGENT = "trim_agg"
+DEFAULT_ENV = "math500"
+DEFAULT_RUNS = "runs"
+# what a new run takes; a resumed run has its own (given with --resume, they are refused, not ignored)
+NEW_RUN_ONLY = {"agent": DEFAULT_AGENT, "env": DEFAULT_ENV, "seed": 0, "runs": DEFAULT_RUNS, "workers": None}
+
+
+def _argtype(check, flag: str):
+    """An argparse type from a check of :mod:`trim_rl.training.checks` (the API runs the same check)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = text  # refused by the check, which says what it expects
+        try:
+            return check(value, flag)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{flag}: ")) from None
+
+    parse.__name__ = flag
+    return parse
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    ap = OneLineParser(
+        prog=prog,
+        description="Train a step-level routing policy for a cost budget (TRIM-Agg / TRIM-Seq: exact-value policy "
+                    "iteration on the trees, then MaskablePPO; or TRIM-POMDP, fitted and solved).  A budget is the "
+                    "strong model's token spend as a %% of always-strong's, measured on held-out trees; the trainer "
+                    "finds the price lambda itself.  Each run writes runs/<agent>/<env>__<target>__<seed>__<time>/ "
+                    "with config.yml, command.txt, git_hash.txt, TensorBoard events (tb/), each stage's policy "
+                    "(stages/), model.zip + state.json (for --resume), the finished checkpoint (policy/) and "
+                    "result.json (requested budget, lambda, spend measured).  With no arguments it trains the env "
+                    "YAML's default budget.")
+    ap.add_argument("--agent", default=None,
+                    help=f"agent YAML, or the name of a packaged one (trim_agg, trim_seq, trim_agg_budget, trim_pomdp, "
+                         f"trim_agg_scratch; default {DEFAULT_AGENT})")
+    ap.add_argument("--env", default=None,
+                    help=f"env YAML (trees, calibration trees, default budgets), or a packaged name (default {DEFAULT_ENV})")
+    target = ap.add_argument_group("what to train for (one of these; default: the env YAML's budget)")
+    target.add_argument("--budget", type=float, default=None, metavar="PCT",
+                        help="strong-token spend as a %% of always-strong's on the calibration trees, e.g. 15")
+    target.add_argument("--budget-grid", nargs="*", type=float, default=None, metavar="PCT",
+                        help="one policy per budget, one process per budget on all cores; with no values: the env "
+                             "YAML's budget_grid")
+    target.add_argument("--lam", type=float, default=None,
+                        help="expert: a fixed price of one strong token (in correct answers) instead of a budget")
+    target.add_argument("--lam-grid", nargs="*", type=float, default=None, metavar="LAM",
+                        help="expert: one policy per price; with no values: the env (or POMDP agent) YAML's lam_grid")
+    ap.add_argument("--hyperparams", nargs="*", default=[], metavar="KEY:VALUE",
+                    help="override agent YAML entries, e.g. learning_rate:1e-4 total_timesteps:50000 "
+                         "policy_kwargs.net_arch:[32,32] policy_iteration.rounds:4 (values parsed as YAML 1.2)")
+    ap.add_argument("--seed", type=_argtype(check_seed, "--seed"), default=None,
+                    help="seed of training (trees drawn, network init, PPO), an integer in [0, 2**32 - 1]; default 0")
+    ap.add_argument("--resume", default=None, metavar="RUN_DIR",
+                    help="continue an interrupted run from its saved state (model.zip + state.json), finish one that "
+                         "stopped before its export, or extend a finished one with --hyperparams total_timesteps:N; "
+                         "its config is used (a finished run with nothing to do: 'already finished', exit 0)")
+    ap.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                    help="start PPO's actor from an exported TRIM-Agg / TRIM-Seq checkpoint folder instead of the "
+                         "recipe's earlier stages; its observation and network must match the agent YAML")
+    ap.add_argument("--runs", default=None, help=f"root folder of run folders (default {DEFAULT_RUNS})")
+    ap.add_argument("--workers", type=_argtype(check_workers, "--workers"), default=None,
+                    help="processes for a grid, at least 1 (default: min(number of budgets, CPU cores); never more "
+                         "than the number of budgets)")
+    ap.add_argument("--verbose", type=int, default=0, choices=[0, 1], help="1 prints SB3's training log")
+    ap.add_argument("--no-progress", action="store_true",
+                    help="no progress bars (by default: one per stage on stderr, or one over budgets for a grid)")
+    add_live_flags(ap)
+    return ap
+
+
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    args = build_parser(prog).parse_args(argv)
+    command = shlex.join([sys.executable, *(sys.argv if argv is None else [prog, *argv])])
+    return run_cli(prog, lambda: _main(args, command, prog))
+
+
+def _main(args, command: str, prog: str) -> int:
+    try:
+        for k in ("agent", "env", "resume", "init_from", "runs"):
+            check_path_given(getattr(args, k), f"--{k.replace('_', '-')}")
+        if args.live or (args.resume and is_live_run(args.resume)):
+            return cli_live(args, command, prog)
+        if live_flags_given(args):
+            raise ConfigError(f"{live_flags_given(args)[0]}: applies to online training; add --live")
+        if args.resume is not None:
+            given = [f"--{k.replace('_', '-')}" for k in ("budget", "budget_grid", "lam", "lam_grid", "init_from",
+                                                        *NEW_RUN_ONLY) if getattr(args, k) is not None]
+            if given:
+                raise ConfigError(f"{given[0]}: --resume continues a run with its own config (agent, env, target, "
+                                  f"seed, folder); give only --hyperparams with it")
+            try:
+                run = resume(args.resume, args.hyperparams, command, progress=not args.no_progress,
+                             verbose=args.verbose)
+            except AlreadyFinished as done:
+                more = (f"; to train it on, resume with --hyperparams total_timesteps:N above {done.timesteps}"
+                        if done.timesteps is not None else "")
+                print(f"already finished: {done.run_dir} (nothing to resume; export it with python -m "
+                      f"trim_rl.export{more})")
+                return 0
+            print(f"run: {run}")
+            return 0
+        for k, default in NEW_RUN_ONLY.items():
+            if getattr(args, k) is None:
+                setattr(args, k, default)
+        check_runs_root(args.runs)
+        agent = load_agent(config_file("agents", args.agent), args.hyperparams)
+        env = load_env(config_file("envs", args.env))
+        if args.init_from is not None:
+            apply_init_from(agent, args.init_from)
+        targets, grid, flag = resolve_targets(agent, env, args.budget, args.budget_grid, args.lam, args.lam_grid)
+        if agent.algo == "pomdp":
+            dirs = train_pomdp(agent, env, targets, args.seed, args.runs, command, progress=not args.no_progress)
+            for d in dirs:
+                print(f"run: {d}")
+            print_summary(dirs)
+            return 0
+        if agent.budget_conditioned:  # one budget-conditioned policy serves every budget
+            if flag.startswith("--"):
+                print(f"{prog}: {flag} is not used: agent {agent.name} is budget-conditioned and serves every budget "
+                      f"through its budget table", file=sys.stderr)
+            targets, grid = [Target()], False
+        # check every input (trees, budgets against them, the start) before any run folder is made
+        inputs = check_inputs(agent, env, targets[0], progress=not args.no_progress, flag=flag)
+        if grid:
+            for t in targets:
+                if t.budget is not None:
+                    check_budget(t.budget, inputs.calib, flag, f"the calibration trees ({env.calib_spec})")
+            results = train_grid(agent, env, targets, args.seed, args.runs, args.workers, command,
+                                 progress=not args.no_progress)
+            failed = [r for r in results if r.error]
+            for r in results:
+                print(f"run: {r.run_dir}" if not r.error else f"failed: {r.target.label}: {r.error}"
+                      + (f" ({r.run_dir})" if r.run_dir else ""))
+            print_summary([r.run_dir for r in results if not r.error and r.run_dir])
+            if failed:
+                print(f"{prog}: {len(failed)} of {len(results)} runs failed: "
+                      + "; ".join(f"{r.target.label}: {r.error}" for r in failed), file=sys.stderr)
+                return 1
+            return 0
+        run = train_one(agent, env, targets[0], args.seed, args.runs, command=command,
+                        progress=not args.no_progress, verbose=args.verbose, inputs=inputs)
+        print(f"run: {run}")
+        print_summary([run])
+        return 0
+    except Interrupted as exc:
+        if exc.removed:
+            print(f"{prog}: interrupted before the run had saved anything to resume; its folder {exc.run_dir} was "
+                  f"removed (start the run again)", file=sys.stderr)
+            return 130
+        hint = f"resume with: {prog} --resume {exc.run_dir}" if exc.resumable else "it stopped before PPO's first " \
+               "checkpoint; start it again"
+        print(f"{prog}: interrupted; the run's state is saved in {exc.run_dir} ({hint})", file=sys.stderr)
+        return 130
