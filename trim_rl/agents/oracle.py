@@ -14,13 +14,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from trim_rl.agents.base import apply_mask
 from trim_rl.data.flat import FlatTrees
 from trim_rl.data.tree_dp import min_cost_to_correct, step_dp
+
+if TYPE_CHECKING:  # the module imports stable_baselines3
+    from trim_rl.envs.vec_env import RoutingVecEnv
 
 __all__ = ["min_cost_to_correct", "step_dp", "greedy_points", "OracleStepPolicy", "query_oracle_cost"]
 
@@ -46,9 +49,10 @@ class OracleStepPolicy:
         self.lam = float(lam)
         self.trees = trees
         self.table, _ = step_dp(trees, self.lam)
-        self._env = None
+        self._env: RoutingVecEnv | None = None
 
-    def bind(self, venv) -> None:
+    def bind(self, venv: RoutingVecEnv) -> None:
+        """Play ``venv`` (built on these very trees): each decision reads its ``current_nodes``."""
         if venv.trees is not self.trees:
             raise ValueError("the oracle must play the trees it was solved on")
         self._env = venv
@@ -57,7 +61,7 @@ class OracleStepPolicy:
                 action_masks=None):
         if self._env is None:
             raise RuntimeError("OracleStepPolicy.bind(venv) first: the oracle reads the env's current nodes")
-        return apply_mask(self.table[self._env._node].astype(np.int64), action_masks), state
+        return apply_mask(self.table[self._env.current_nodes].astype(np.int64), action_masks), state
 
 
 def query_oracle_cost(weak_correct: np.ndarray, strong_correct: np.ndarray, strong_tokens: np.ndarray) -> np.ndarray:

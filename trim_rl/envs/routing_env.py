@@ -88,7 +88,8 @@ class RoutingEnv(gym.Env):
       (0, the default: a backend with a prefix cache that bills output tokens only).
 
     Each ``reset`` draws a tree uniformly (from ``np_random``); ``reset(options={"tree": i})``
-    plays tree ``i``.
+    plays tree ``i``, ``options={"lam": x}`` prices the episode at ``x``.  :attr:`current_node`,
+    :attr:`current_tree` and :attr:`current_lam` read where the episode is.
     """
 
     metadata = {"render_modes": []}
@@ -109,7 +110,27 @@ class RoutingEnv(gym.Env):
         self.observation_space = self.builder.space
         self.action_space = spaces.Discrete(2)
         self._node = -1
+        self._tree = -1
+        self._lam = self.lam
         self._hist = StepHistory()
+
+    # -- where the episode is ----------------------------------------------------------------
+    @property
+    def current_node(self) -> int:
+        """Node id (into :attr:`trees`) the router decides on now; -1 before the first reset and
+        after the episode ended."""
+        return int(self._node)
+
+    @property
+    def current_tree(self) -> int:
+        """Tree the current (or last) episode plays; -1 before the first reset."""
+        return int(self._tree)
+
+    @property
+    def current_lam(self) -> float:
+        """Price of one strong token in the current (or last) episode: ``lam``, the budget-conditioned
+        draw, or a ``reset`` option."""
+        return float(self._lam)
 
     # -- helpers ---------------------------------------------------------------------------------
     def _obs(self) -> np.ndarray:

@@ -7,8 +7,9 @@ the same random generator a ``RoutingEnv`` seeded ``seed + i`` would, read from 
 
 from __future__ import annotations
 
-from typing import Any
+import os
 from collections.abc import Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -27,15 +28,20 @@ class RoutingVecEnv(VecEnv):
     """Batched :class:`RoutingEnv` (same arguments plus ``num_envs`` and ``schedule``).
 
     ``schedule="random"`` draws trees like ``RoutingEnv``; ``schedule="sequential"`` makes env ``i``
-    play trees ``i, i + N, i + 2N, ...`` (wrapping around), which evaluation uses to play every tree
-    once with ``N = n_trees``.
+    play trees ``i, i + N, i + 2N, ...`` (wrapping around); :meth:`every_tree_once` builds the
+    ``N = n_trees`` sweep that evaluation uses to play every tree once.
+
+    Like ``RoutingEnv.reset(options=...)``, per-env options set with SB3's ``set_options`` apply to the
+    next :meth:`reset`: ``{"tree": t}`` starts that env on tree ``t``, ``{"lam": x}`` prices its first
+    episode at ``x``.  :attr:`current_nodes`, :attr:`current_trees` and :attr:`current_lams` read
+    where each env is.
     """
 
     render_mode = None
 
-    def __init__(self, trees, num_envs: int = 8, lam: float = 1e-3, obs: str = "agg",
+    def __init__(self, trees: FlatTrees | str | os.PathLike | list, num_envs: int = 8, lam: float = 1e-3, obs: str = "agg",
                  budget_conditioned: bool = False, lam_range: tuple[float, float] = (1e-4, 1e-2),
-                 schedule: str = "random", prefill_weight: float = 0.0):
+                 schedule: str = "random", prefill_weight: float = 0.0) -> None:
         check_prices(lam, lam_range)
         self.trees: FlatTrees = resolve_trees(trees).with_prefill_weight(prefill_weight)
         self.prefill_weight = float(prefill_weight)
@@ -68,6 +74,38 @@ class RoutingVecEnv(VecEnv):
         self._actions = np.zeros(n, dtype=np.int64)
         self._arange = np.arange(n)
 
+    @classmethod
+    def every_tree_once(cls, trees: FlatTrees | str | os.PathLike | list, lam: float = 1e-3, obs: str = "agg",
+                        budget_conditioned: bool = False, seed: int = 0) -> RoutingVecEnv:
+        """One env per tree, seeded ``seed``: after :meth:`reset` env ``i`` plays tree ``i``, so the first
+        episode every env finishes covers each tree exactly once (evaluation, calibration).
+
+        ``budget_conditioned`` shows the price in the observations; every episode is priced at ``lam``
+        (drawn from the one-point range ``(lam, lam)``).
+        """
+        f = resolve_trees(trees)
+        venv = cls(f, num_envs=f.n_trees, lam=lam, obs=obs, budget_conditioned=budget_conditioned,
+                   lam_range=(lam, lam) if budget_conditioned else (1e-4, 1e-2), schedule="sequential")
+        venv.seed(seed)
+        return venv
+
+    # -- where each env is ---------------------------------------------------------------------
+    @property
+    def current_nodes(self) -> np.ndarray:
+        """(num_envs,) node id (into :attr:`trees`) each env decides on now; at the last node of an
+        episode until :meth:`step` starts the next one.  A copy."""
+        return self._node.copy()
+
+    @property
+    def current_trees(self) -> np.ndarray:
+        """(num_envs,) tree each env's current episode plays.  A copy."""
+        return self._tree.copy()
+
+    @property
+    def current_lams(self) -> np.ndarray:
+        """(num_envs,) price of one strong token in each env's current episode.  A copy."""
+        return self._lam.copy()
+
     # -- randomness ------------------------------------------------------------------------------
     def _uniform(self, envs: np.ndarray) -> np.ndarray:
         low = envs[self._ptr[envs] >= _BLOCK]
@@ -80,8 +118,8 @@ class RoutingVecEnv(VecEnv):
         self._ptr[envs] += 1
         return u
 
-    def _start(self, envs: np.ndarray) -> None:
-        """Begin a new episode in ``envs``."""
+    def _start(self, envs: np.ndarray, options: list[dict[str, Any]] | None = None) -> None:
+        """Begin a new episode in ``envs`` (``options``, one per env of ``envs``: a reset's)."""
         if envs.size == 0:
             return
         f = self.trees
@@ -93,6 +131,21 @@ class RoutingVecEnv(VecEnv):
         self._episode[envs] += 1
         if self.budget_conditioned:
             self._lam[envs] = draw_lambda(self._uniform(envs), self.lam_range)
+        else:  # the price of a "lam" option lasts one episode
+            self._lam[envs] = self.lam
+        if options is not None and any(options):
+            # the tree and lambda above were drawn anyway, like RoutingEnv.reset, so that options do
+            # not shift the random stream
+            tree = tree.copy()
+            for k, opt in enumerate(options):
+                if "tree" in opt:
+                    t = int(opt["tree"])
+                    if not 0 <= t < f.n_trees:
+                        raise ValueError(f"tree {t} out of range [0, {f.n_trees})")
+                    tree[k] = t
+                if "lam" in opt:
+                    check_prices(opt["lam"], self.lam_range)
+                    self._lam[envs[k]] = float(opt["lam"])
         self._tree[envs] = tree
         self._node[envs] = f.tree_root[tree]
         for a in (self._strong, self._kept, self._disc, self._calls, self._steps):
@@ -111,7 +164,8 @@ class RoutingVecEnv(VecEnv):
                                   f.interventions[n], self._lam if self.budget_conditioned else None)
 
     # -- VecEnv API ------------------------------------------------------------------------------
-    def reset(self):
+    def reset(self) -> np.ndarray:
+        options = self._options
         for i in range(self.num_envs):
             if self._seeds[i] is not None or self._rngs[i] is None:
                 self._rngs[i], _ = seeding.np_random(self._seeds[i])
@@ -119,7 +173,7 @@ class RoutingVecEnv(VecEnv):
         self._episode[:] = 0
         self._reset_seeds()
         self._reset_options()
-        self._start(self._arange)
+        self._start(self._arange, options)
         self.reset_infos = [{"action_mask": m, "tree": int(t)} for m, t in zip(self.action_masks(), self._tree)]
         return self._observe()
 

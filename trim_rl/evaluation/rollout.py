@@ -27,7 +27,7 @@ class Records:
 
 def rollout(policy, trees: FlatTrees, lam: float = 1e-3, deterministic: bool = True,
             routing_errors: float = 0.0, seed: int = 0) -> Records:
-    """Every tree once, all trees batched in one ``RoutingVecEnv`` (``schedule="sequential"``).
+    """Every tree once, all trees batched in one ``RoutingVecEnv`` (:meth:`RoutingVecEnv.every_tree_once`).
 
     ``lam`` is shown to budget-conditioned policies; ``routing_errors`` flips that fraction of the
     policy's decisions (where the flipped action is legal), seeded by ``seed``.
@@ -36,15 +36,8 @@ def rollout(policy, trees: FlatTrees, lam: float = 1e-3, deterministic: bool = T
     from trim_rl.envs.vec_env import RoutingVecEnv
 
     n = trees.n_trees
-    bc = bool(getattr(policy, "budget_conditioned", False))
-    venv = RoutingVecEnv(trees, num_envs=n, lam=lam, obs=getattr(policy, "obs", "agg"), budget_conditioned=False,
-                         schedule="sequential")
-    if bc:  # a budget-conditioned policy sees this lambda in its observation
-        venv.builder = type(venv.builder)(True)
-        venv.budget_conditioned = True
-        venv._lam[:] = lam
-        venv.lam_range = (lam, lam)
-    venv.seed(seed)
+    venv = RoutingVecEnv.every_tree_once(trees, lam=lam, obs=getattr(policy, "obs", "agg"),
+                                         budget_conditioned=bool(getattr(policy, "budget_conditioned", False)), seed=seed)
     if hasattr(policy, "bind"):
         policy.bind(venv)
     obs = venv.reset()

@@ -24,8 +24,7 @@ def belief_trace(filt: BeliefFilter, trees: FlatTrees, behaviour, seed: int = 0)
 
     state_of = tree_labels(trees).weak_state
     n = trees.n_trees
-    venv = RoutingVecEnv(trees, num_envs=n, obs="agg", schedule="sequential")
-    venv.seed(seed)
+    venv = RoutingVecEnv.every_tree_once(trees, obs="agg", seed=seed)
     obs = venv.reset()
     done_once = np.zeros(n, dtype=bool)
     start = np.ones(n, dtype=bool)
@@ -35,7 +34,7 @@ def belief_trace(filt: BeliefFilter, trees: FlatTrees, behaviour, seed: int = 0)
         fstate, b = filt.step(fstate, obs, start)
         live = ~done_once
         beliefs.append(b[live])
-        states.append(state_of[venv._node[live]])
+        states.append(state_of[venv.current_nodes[live]])
         a, bstate = behaviour.predict(obs, state=bstate, episode_start=start, action_masks=venv.action_masks())
         obs, _, dones, _ = venv.step(np.asarray(a).reshape(n))
         start = dones
