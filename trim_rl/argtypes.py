@@ -18,44 +18,43 @@ def int_at_least(lo: int):
     return int_between(lo, None)
 
 
-def _finite_float(text: str, zero_ok: bool) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = math.nan
-    if not math.isfinite(v) or v < 0 or (v == 0 and not zero_ok):
-        raise argparse.ArgumentTypeError(f"expected a finite number {'>=' if zero_ok else '>'} 0, got {text!r}")
-    return v
+def number_in(lo: float, hi: float = math.inf, *, lo_open: bool = False, hi_open: bool = False,
+              what: str | None = None):
+    """An argparse type: a finite number in the interval from ``lo`` to ``hi`` (each end closed unless
+    ``*_open``); ``what`` names it in the error (default: the interval)."""
+    if what is None:
+        if hi == math.inf:
+            what = f"a finite number {'>' if lo_open else '>='} {lo:g}"
+        else:
+            what = f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            v = math.nan
+        if not (math.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return v
+
+    parse.__name__ = what.removeprefix("a ")
+    return parse
 
 
-def nonneg_float(text: str) -> float:
-    """An argparse type: a finite number >= 0."""
-    return _finite_float(text, zero_ok=True)
-
-
-def positive_float(text: str) -> float:
-    """An argparse type: a finite number > 0 (a price, a budget in %)."""
-    return _finite_float(text, zero_ok=False)
-
+#: a finite number >= 0
+nonneg_float = number_in(0.0)
+#: a finite number > 0 (a price, a budget in %)
+positive_float = number_in(0.0, lo_open=True)
+#: a number in [0, 1]
+fraction = number_in(0.0, 1.0)
 
 MAX_SEED = 2**32 - 1  # what numpy's legacy seeding, torch and scikit-learn's random_state all accept
 
 
-def seed_int(text: str) -> int:
-    """An argparse type: a random seed, an integer in [0, 2**32 - 1]."""
-    try:
-        v = int(text)
-    except ValueError:
-        v = None
-    if v is None or not 0 <= v <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"expected a seed, an integer in [0, {MAX_SEED}], got {text!r}")
-    return v
-
-
-def int_between(lo: int, hi: int | None):
+def int_between(lo: int, hi: int | None, what: str | None = None):
     """An argparse type: an integer in [``lo``, ``hi``] (``hi`` keeps a size within memory or time; None:
-    no upper bound)."""
-    what = f"an integer >= {lo}" if hi is None else f"an integer in [{lo}, {hi}]"
+    no upper bound); ``what`` names it in the error (default: the interval)."""
+    what = what or (f"an integer >= {lo}" if hi is None else f"an integer in [{lo}, {hi}]")
 
     def parse(text: str) -> int:
         try:
@@ -70,20 +69,10 @@ def int_between(lo: int, hi: int | None):
     return parse
 
 
-def port_number(text: str) -> int:
-    """An argparse type: a TCP port, 0 (any free port) to 65535."""
-    return int_between(0, 65535)(text)
-
-
-def fraction(text: str) -> float:
-    """An argparse type: a number in [0, 1]."""
-    try:
-        v = float(text)
-    except ValueError:
-        v = math.nan
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
-    return v
+#: a random seed: an integer in [0, 2**32 - 1]
+seed_int = int_between(0, MAX_SEED, f"a seed, an integer in [0, {MAX_SEED}]")
+#: a TCP port, 0 (any free port) to 65535
+port_number = int_between(0, 65535)
 
 
 def output_file(text: str) -> str:

@@ -99,6 +99,22 @@ def bench_pomdp(trees: str, lams: list[float], repeats: int) -> dict:
     return {"fit_s": fit_s, "one_s": statistics.median(one), "grid_s": statistics.median(grid), "lam": mid}
 
 
+def _repeats(parser: argparse.ArgumentParser, default: int) -> None:
+    parser.add_argument("--repeats", type=int, default=default,
+                        help=f"timing runs; the median is reported (default {default})")
+
+
+def _backend_flags(parser: argparse.ArgumentParser, url_help: str, slots: int | None, slots_help: str,
+                   policy_help: str, problems_of: str) -> None:
+    """The flags of the benchmarks that run against llama.cpp's llama-server (or a given --url)."""
+    parser.add_argument("--url", help=url_help)
+    parser.add_argument("--slots", type=int, default=slots, help=slots_help)
+    parser.add_argument("--threads", type=int, default=1, help="threads of that llama-server (default 1)")
+    parser.add_argument("--ctx", type=int, default=2048, help="context of each of its slots, in tokens (default 2048)")
+    parser.add_argument("--policy", default="checkpoints/trim_agg/trim_agg_b20", help=policy_help)
+    parser.add_argument("--problems", default="gsm8k", help=f"problems {problems_of} (default gsm8k)")
+
+
 def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.bench") -> int:
     ap = argparse.ArgumentParser(prog=prog, description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -110,7 +126,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.bench") -
     e.add_argument("--envs", type=int, default=256, help="number of parallel episodes (default 256)")
     e.add_argument("--steps", type=int, default=2000, help="vector steps per timing run of the batched env (default 2000; "
                                                             "the DummyVecEnv runs 1/20 of them)")
-    e.add_argument("--repeats", type=int, default=5, help="timing runs; the median is reported (default 5)")
+    _repeats(e, 5)
     e.add_argument("--obs", default="agg", choices=["agg", "seq"], help="observation builder (default agg)")
     t = sub.add_parser("train", help="wall time of training one budget, or the whole budget grid",
                        description="Train one budget (or, with --grid, the env YAML's budget grid, one process per "
@@ -120,7 +136,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.bench") -
     t.add_argument("--env", default="math500", help="env YAML or packaged name (default math500)")
     t.add_argument("--budget", type=float, default=None, help="budget in %% (default: the env YAML's budget)")
     t.add_argument("--grid", action="store_true", help="train the env YAML's whole budget_grid instead")
-    t.add_argument("--repeats", type=int, default=1, help="timing runs; the median is reported (default 1)")
+    _repeats(t, 1)
     t.add_argument("--hyperparams", nargs="*", default=[], metavar="KEY:VALUE", help="agent YAML overrides")
     t.add_argument("--runs", default="runs/bench", help="run folder root (default runs/bench)")
     p = sub.add_parser("pomdp", help="seconds to solve TRIM-POMDP for one budget and for the lambda grid",
@@ -130,7 +146,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.bench") -
     p.add_argument("--trees", default="sim:math500:train", help="training trees (default sim:math500:train)")
     p.add_argument("--lams", nargs="*", type=float, default=list(DEFAULT_LAMS),
                    help="lambda grid (default: the 14 budgets of agents/trim_pomdp.yaml)")
-    p.add_argument("--repeats", type=int, default=3, help="timing runs; the median is reported (default 3)")
+    _repeats(p, 3)
     lv = sub.add_parser("live", help="router decision time per step; hybrid vs weak-only vs strong-only problems/s",
                         description="Time each router's decision (observation building + predict) per step on one "
                                     "core, median of --repeats runs; with --url also decode --limit problems with "
@@ -138,15 +154,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.bench") -
                                     "per second and their ratios, then the decoder's and the collector's step "
                                     "generations per second at the new throughput defaults against the old ones.")
     lv.add_argument("--steps", type=int, default=2000, help="decisions per timing run (default 2000)")
-    lv.add_argument("--repeats", type=int, default=5, help="timing runs; the median is reported (default 5)")
-    lv.add_argument("--url", help="OpenAI-compatible server(s) for throughput, e.g. a llama-server with several "
-                                  "--parallel slots, or the URL list that python -m trim_rl.live serve-local prints")
-    lv.add_argument("--slots", type=int, help="without --url: start a llama-server with this many slots and "
-                                              "SmolLM2-135M and measure throughput against it")
-    lv.add_argument("--threads", type=int, default=1, help="threads of that llama-server (default 1)")
-    lv.add_argument("--ctx", type=int, default=2048, help="context of each of its slots, in tokens (default 2048)")
-    lv.add_argument("--policy", default="checkpoints/trim_agg/trim_agg_b20", help="router of the hybrid throughput run")
-    lv.add_argument("--problems", default="gsm8k", help="problems of the throughput run (default gsm8k)")
+    _repeats(lv, 5)
+    _backend_flags(lv, "OpenAI-compatible server(s) for throughput, e.g. a llama-server with several --parallel "
+                       "slots, or the URL list that python -m trim_rl.live serve-local prints",
+                   None, "without --url: start a llama-server with this many slots and SmolLM2-135M and measure "
+                         "throughput against it", "router of the hybrid throughput run", "of the throughput run")
     lv.add_argument("--limit", type=int, default=8, help="problems per throughput run (default 8)")
     lv.add_argument("--max-tokens", type=int, default=64, help="most tokens per step in the throughput run (default 64)")
     lv.add_argument("--max-steps", type=int, default=8, help="most steps per solution in the throughput run (default 8)")
@@ -156,13 +168,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.bench") -
                                     "continuous batching (all at once), one at a time, and strong-only; print "
                                     "requests/s, p50 latency, and the router + scheduler time per step; with "
                                     "--target-share also how closely --target-strong-share holds it on a stream.")
-    sv.add_argument("--url", help="OpenAI-compatible server(s) for the weak and strong model and the self-verify "
-                                  "scorer (default: start a llama-server with --slots slots and SmolLM2-135M)")
-    sv.add_argument("--slots", type=int, default=4, help="slots of the llama-server started without --url (default 4)")
-    sv.add_argument("--threads", type=int, default=1, help="threads of that llama-server (default 1)")
-    sv.add_argument("--ctx", type=int, default=2048, help="context of each of its slots, in tokens (default 2048)")
-    sv.add_argument("--policy", default="checkpoints/trim_agg/trim_agg_b20", help="the routed policy")
-    sv.add_argument("--problems", default="gsm8k", help="problems of the requests (default gsm8k)")
+    _backend_flags(sv, "OpenAI-compatible server(s) for the weak and strong model and the self-verify scorer "
+                       "(default: start a llama-server with --slots slots and SmolLM2-135M)",
+                   4, "slots of the llama-server started without --url (default 4)", "the routed policy",
+                   "of the requests")
     sv.add_argument("--requests", type=int, default=16, help="requests per mode against llama.cpp (default 16)")
     sv.add_argument("--overhead-requests", type=int, default=512,
                     help="requests of the overhead run against an instant backend (default 512)")
@@ -185,7 +194,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.bench") -
                                    "generations online (one episode) next to collecting its tree.")
     o.add_argument("--problems", type=int, default=256, help="simulated problems per timing run (default 256)")
     o.add_argument("--envs", type=int, default=32, help="problems stepped at once (default 32)")
-    o.add_argument("--repeats", type=int, default=3, help="timing runs; the median is reported (default 3)")
+    _repeats(o, 3)
     args = ap.parse_args(argv)
     if args.cmd == "online":
         from trim_rl.live.bench_online import env_vs_decode, generations_per_problem

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.data") ->
     try:
         print(json.dumps(merge_shards(args.out, args.shards, args.force)))
     except (ValueError, OSError) as exc:  # TreeFormatError is a ValueError: file, line and field named
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"{prog} {args.cmd}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: nothing written", file=sys.stderr)

