@@ -94,7 +94,7 @@ def test_step_dp_by_hand(tmp_path):
 def test_step_oracle_rollout_lies_on_greedy_curve(flat, cost, lam):
     pol = OracleStepPolicy(flat, lam)
     rec = rollout(pol, flat, lam=lam)
-    assert pol._env is not None and pol._env.trees is flat  # rollout bound the policy to its env
+    assert pol.env is not None and pol.env.trees is flat  # rollout bound the policy to its env
     expected = (cost == 0) | (cost < 1.0 / lam)
     np.testing.assert_array_equal(rec.correct, expected)
     np.testing.assert_array_equal(rec.strong_tokens, np.where(expected & (cost > 0), cost, 0).astype(np.int64))

@@ -246,7 +246,7 @@ def test_budget_conditioned_lambda_drawn_in_range_and_shown(sim_flat):
     lams = []
     for _ in range(300):
         obs, _ = env.reset()
-        lam = env._lam
+        lam = env.current_lam
         assert lo <= lam <= hi
         assert obs.shape == (7,)
         assert obs[6] == pytest.approx(np.log10(lam), abs=1e-6)
@@ -258,7 +258,23 @@ def test_budget_conditioned_lambda_drawn_in_range_and_shown(sim_flat):
     done, info = False, {}
     while not done:
         _, _, done, _, info = env.step(KEEP)
-    assert info["lam"] == env._lam
+    assert info["lam"] == env.current_lam
+
+
+def test_current_node_tree_and_lam_follow_the_episode(sim_flat):
+    env = RoutingEnv(sim_flat, lam=LAM)
+    assert (env.current_node, env.current_tree, env.current_lam) == (-1, -1, LAM)
+    _, info = env.reset(seed=0, options={"tree": 5, "lam": 0.5})
+    assert (env.current_tree, env.current_node, env.current_lam) == (5, int(sim_flat.tree_root[5]), 0.5)
+    done, path = False, [env.current_node]
+    while not done:
+        _, _, done, _, info = env.step(KEEP)
+        path.append(env.current_node)
+    # the weak path of tree 5, then -1 once the episode ended
+    assert path[-1] == -1 and path[1:-1] == [int(sim_flat.keep_child[n]) for n in path[:-2]]
+    assert info["tree"] == env.current_tree == 5 and info["lam"] == env.current_lam == 0.5
+    env.reset()
+    assert env.current_lam == LAM  # the option's price lasted one episode
 
 
 # ---------------------------------------------------------------------------------------------

@@ -176,3 +176,158 @@ def test_reset_infos_follow_auto_reset_like_dummy(flat):
             _assert_info_equal(vec.reset_infos[i], dummy.reset_infos[i], f"reset_infos step {t} env {i}")
         ended += int(dv.sum())
     assert ended > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# public state and reset options
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("cfg", CONFIGS, ids=["agg", "seq", "agg-bc"])
+def test_current_nodes_trees_and_lams_follow_the_dummy_envs(flat, cfg):
+    vec, dummy = _pair(flat, 4, **cfg)
+    obs = vec.reset()
+    dummy.reset()
+    rng = np.random.default_rng(1)
+    ended = 0
+    for t in range(300):
+        np.testing.assert_array_equal(vec.current_nodes, [e.current_node for e in dummy.envs], err_msg=f"step {t}")
+        np.testing.assert_array_equal(vec.current_trees, [e.current_tree for e in dummy.envs], err_msg=f"step {t}")
+        np.testing.assert_array_equal(vec.current_lams, [e.current_lam for e in dummy.envs], err_msg=f"step {t}")
+        # the current node is the one the observation shows
+        assert (vec.current_nodes >= 0).all()
+        if cfg["obs"] == "agg":
+            np.testing.assert_allclose(obs[:, 0], flat.weak_prm[vec.current_nodes], rtol=1e-6)
+            if cfg.get("budget_conditioned"):
+                np.testing.assert_allclose(obs[:, 6], np.log10(vec.current_lams), rtol=1e-6)
+        actions = (rng.random(N_ENVS) < 0.3).astype(np.int64)
+        obs, _, dv, _ = vec.step(actions)
+        dummy.step(actions)
+        ended += int(dv.sum())
+    assert ended > 20
+    nodes = vec.current_nodes
+    nodes[:] = -5  # a copy: writing to it leaves the env alone
+    assert (vec.current_nodes >= 0).all()
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=["agg", "seq", "agg-bc"])
+def test_reset_options_agree_with_dummy_and_last_one_reset(flat, cfg):
+    vec, dummy = _pair(flat, 9, **cfg)
+    options = [{"tree": 7}, {}, {"lam": 0.25}, {"tree": 2, "lam": 5e-3}, {"tree": flat.n_trees - 1}, {}]
+    vec.set_options(options)
+    dummy.set_options(options)
+    ov, od = vec.reset(), dummy.reset()
+    np.testing.assert_array_equal(ov, od)
+    assert vec.current_trees[[0, 3, 4]].tolist() == [7, 2, flat.n_trees - 1]
+    assert vec.current_lams[2] == 0.25 and vec.current_lams[3] == 5e-3
+    for i in range(N_ENVS):
+        _assert_info_equal(vec.reset_infos[i], dummy.reset_infos[i], f"reset env {i}")
+    rng = np.random.default_rng(2)
+    for t in range(400):
+        actions = (rng.random(N_ENVS) < 0.35).astype(np.int64)
+        ov, rv, dv, iv = vec.step(actions)
+        od, rd, dd, idd = dummy.step(actions)
+        np.testing.assert_array_equal(ov, od, err_msg=f"obs at step {t}")
+        np.testing.assert_array_equal(rv, rd, err_msg=f"rewards at step {t}")
+        np.testing.assert_array_equal(dv, dd, err_msg=f"dones at step {t}")
+        for i in range(N_ENVS):
+            _assert_info_equal(iv[i], idd[i], f"step {t} env {i}")
+    # the option's price lasted one episode: every env is back at its own price now
+    if not cfg.get("budget_conditioned"):
+        assert (vec.current_lams == LAM).all()
+    # options are spent by the reset they applied to: the next reset draws like one without options
+    vec.seed(9)
+    plain = RoutingVecEnv(flat, num_envs=N_ENVS, lam=LAM, **cfg)
+    plain.seed(9)
+    np.testing.assert_array_equal(vec.reset(), plain.reset())
+    np.testing.assert_array_equal(vec.current_trees, plain.current_trees)
+
+
+def test_a_reset_option_out_of_range_is_refused(flat):
+    vec = RoutingVecEnv(flat, num_envs=2, lam=LAM)
+    vec.set_options([{}, {"tree": flat.n_trees}])
+    with pytest.raises(ValueError, match=rf"tree {flat.n_trees} out of range \[0, {flat.n_trees}\)"):
+        vec.reset()
+    vec.set_options({"lam": -1.0})
+    with pytest.raises(ValueError, match="lam must be a finite number >= 0"):
+        vec.reset()
+
+
+# ---------------------------------------------------------------------------------------------
+# every_tree_once: the deterministic sweep
+# ---------------------------------------------------------------------------------------------
+def _sweep(venv: RoutingVecEnv, seed: int) -> tuple[list[np.ndarray], list[dict]]:
+    """Random legal actions from ``seed`` until every env finished one episode: (observations, infos)."""
+    n = venv.num_envs
+    rng = np.random.default_rng(seed)
+    seen, infos = [venv.reset()], [{} for _ in range(n)]
+    finished = np.zeros(n, dtype=bool)
+    while not finished.all():
+        obs, _, dones, step_infos = venv.step((rng.random(n) < 0.4).astype(np.int64))
+        seen.append(obs)
+        for i in np.flatnonzero(dones & ~finished):
+            infos[i] = {k: v for k, v in step_infos[i].items() if k != "terminal_observation"}
+        finished |= dones
+    return seen, infos
+
+
+def test_every_tree_once_plays_each_tree_once(flat):
+    venv = RoutingVecEnv.every_tree_once(flat, lam=LAM, seed=0)
+    assert venv.num_envs == flat.n_trees and venv.schedule == "sequential"
+    venv.reset()
+    assert venv.current_trees.tolist() == list(range(flat.n_trees))
+    np.testing.assert_array_equal(venv.current_nodes, flat.tree_root)
+    _, infos = _sweep(venv, 0)
+    assert [i["tree"] for i in infos] == list(range(flat.n_trees))
+    assert all(i["lam"] == LAM for i in infos)
+
+
+def test_every_tree_once_is_deterministic_for_a_seed(flat):
+    for obs in ("agg", "seq"):
+        a, ia = _sweep(RoutingVecEnv.every_tree_once(flat, lam=LAM, obs=obs, seed=3), 5)
+        b, ib = _sweep(RoutingVecEnv.every_tree_once(flat, lam=LAM, obs=obs, seed=3), 5)
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
+        assert ia == ib
+        _, ic = _sweep(RoutingVecEnv.every_tree_once(flat, lam=LAM, obs=obs, seed=3), 6)
+        assert ia != ic  # the actions decide the outcomes: the comparison above could have failed
+
+
+def test_every_tree_once_budget_conditioned_shows_its_price(flat):
+    lam = 3e-3
+    venv = RoutingVecEnv.every_tree_once(flat, lam=lam, budget_conditioned=True, seed=0)
+    assert venv.observation_space.shape == (7,)
+    obs = venv.reset()
+    assert obs.shape == (flat.n_trees, 7) and venv.observation_space.contains(obs[0])
+    np.testing.assert_allclose(venv.current_lams, lam, rtol=1e-12)
+    np.testing.assert_allclose(obs[:, 6], np.log10(lam), rtol=1e-6)
+    with pytest.raises(ValueError, match="seq observation is not budget-conditioned"):
+        RoutingVecEnv.every_tree_once(flat, lam=lam, obs="seq", budget_conditioned=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# conformance: the env it batches passes the checkers; its own observations lie in its space
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("cfg", CONFIGS, ids=["agg", "seq", "agg-bc"])
+def test_check_env_passes_and_observations_lie_in_the_space(flat, cfg):
+    import warnings
+
+    from gymnasium.utils.env_checker import check_env as gym_check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    single = RoutingEnv(flat, lam=LAM, **cfg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gym_check_env(single, skip_render_check=True)
+    sb3_check_env(RoutingEnv(flat, lam=LAM, **cfg), warn=False, skip_render_check=True)
+    vec = RoutingVecEnv(flat, num_envs=N_ENVS, lam=LAM, **cfg)
+    assert vec.observation_space == single.observation_space and vec.action_space == single.action_space
+    vec.seed(0)
+    obs = vec.reset()
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        assert obs.shape == (N_ENVS,) + vec.observation_space.shape and obs.dtype == np.float32
+        assert all(vec.observation_space.contains(o) for o in obs)
+        obs, _, _, infos = vec.step((rng.random(N_ENVS) < 0.3).astype(np.int64))
+        for info in infos:
+            if "terminal_observation" in info:
+                assert vec.observation_space.contains(info["terminal_observation"])

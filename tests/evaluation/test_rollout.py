@@ -120,3 +120,15 @@ def test_budget_conditioned_policy_sees_lambda(flat):
     rollout(probe, flat, lam=2e-3)
     seen = np.concatenate(probe.seen)
     np.testing.assert_allclose(seen, np.log10(2e-3), rtol=1e-6)
+
+
+def test_same_seed_same_records(flat):
+    """A rollout is a deterministic function of its seed (the env's sweep and the routing errors)."""
+    def play(seed: int) -> Records:
+        return rollout(RandomStepPolicy(0.3, 1), flat, routing_errors=0.2, seed=seed)
+
+    a, b, c = play(4), play(4), play(5)
+    fields = ("correct", "strong_tokens", "weak_tokens", "discarded_weak_tokens", "interventions", "steps")
+    for k in fields:
+        np.testing.assert_array_equal(getattr(a, k), getattr(b, k), err_msg=k)
+    assert any(not np.array_equal(getattr(a, k), getattr(c, k)) for k in fields)

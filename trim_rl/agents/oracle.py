@@ -57,6 +57,11 @@ class OracleStepPolicy:
             raise ValueError("the oracle must play the trees it was solved on")
         self._env = venv
 
+    @property
+    def env(self) -> RoutingVecEnv | None:
+        """The env it was bound to (None before :meth:`bind`)."""
+        return self._env
+
     def predict(self, observation, state: Any = None, episode_start=None, deterministic: bool = True,
                 action_masks=None):
         if self._env is None:
