@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Callable
 
-from trim_rl.fsutil import folder_beside, install_folder, sha256_file
+from trim_rl.fsutil import folder_beside, install_folder, read_json_object, sha256_file
 
 FORMAT = "trim_rl.policy/v1"
 WEIGHTS = "model.safetensors"
@@ -33,18 +33,7 @@ __all__ = ["FORMAT", "WEIGHTS", "META", "CHECKPOINT_FILES", "sha256_file", "read
 
 def read_policy_json(path: Path) -> dict[str, Any]:
     """``policy.json`` as a dict; ``ValueError`` naming the file, line and column when it is not a JSON object."""
-    path = Path(path)
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg})") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not UTF-8 text") from None
-    except ValueError as exc:  # an integer past Python's 4,300-digit limit
-        raise ValueError(f"{path}: not a readable policy file ({exc})") from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(meta).__name__}")
-    return meta
+    return read_json_object(path)
 
 
 def file_in_folder(folder: Path, name, meta_path: Path, key: str = "weights") -> Path:

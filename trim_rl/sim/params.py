@@ -15,6 +15,7 @@ from pathlib import Path
 
 from trim_rl.data.schema import MAX_STEPS
 from trim_rl.data.trees import atomic_output
+from trim_rl.fsutil import read_json_object
 from trim_rl.resources import resource_path
 
 PARAMS_FILE = "sim_params.json"
@@ -166,17 +167,7 @@ def load_params(path: str | os.PathLike | None = None) -> SimParams:
     path = Path(path) if path is not None else resource_path(PARAMS_FILE)
     if path.is_dir():
         raise IsADirectoryError(f"{path}: is a folder, expected a parameter JSON file")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            raw = json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg})") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not UTF-8 text") from None
-    except (ValueError, RecursionError) as exc:  # an integer over Python's int-string limit, deep nesting
-        raise ValueError(f"{path}: not readable JSON ({str(exc).split(';')[0]})") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(raw).__name__}")
+    raw = read_json_object(path)
     for key, kind in (("version", (str, int)), ("model", dict), ("profiles", dict)):
         if key not in raw:
             raise ValueError(f"{path}: key {key!r} is missing")
