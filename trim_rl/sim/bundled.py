@@ -42,28 +42,34 @@ def _check_profile_split(profile: str, split: str, params, what: str) -> None:
         raise ValueError(f"{what}: unknown split {split!r}; choose one of {', '.join(SPLITS)}")
 
 
+def _bundled(profile: str, split: str, seed: int) -> Path | None:
+    """The trees shipped in the package for this seed, if there are any."""
+    if seed == BUNDLED_SEED and profile in BUNDLED_PROFILES and (p := bundled_path(profile, split)).exists():
+        return p
+    return None
+
+
 def _cached_path(profile: str, split: str, seed: int) -> Path | None:
     """Where the trees of one seed are (or will be) read from; None before the spec is checked."""
-    if seed == BUNDLED_SEED and profile in BUNDLED_PROFILES:
-        p = bundled_path(profile, split)
-        if p.exists():
-            return p
-    return cache_dir() / "trees" / f"sim{load_params().version}" / f"{profile}_{split}_seed{seed}.jsonl.gz"
+    return _bundled(profile, split, seed) or _cache_file(profile, split, seed, load_params().version)
+
+
+def _cache_file(profile: str, split: str, seed: int, version) -> Path:
+    """The generated trees' file in the cache (one folder per simulator version)."""
+    return cache_dir() / "trees" / f"sim{version}" / f"{profile}_{split}_seed{seed}.jsonl.gz"
 
 
 def tree_file(profile: str, split: str, seed: int = BUNDLED_SEED, progress=False) -> Path:
     """Path of the simulated trees of ``profile``/``split`` for ``seed``, generating them if needed
     (``progress``: True for a bar of its own, or a tqdm bar to advance)."""
-    if seed == BUNDLED_SEED and profile in BUNDLED_PROFILES:
-        p = bundled_path(profile, split)
-        if p.exists():
-            return p
+    if (bundled := _bundled(profile, split, seed)) is not None:
+        return bundled
     params = load_params()
     # checked before the cache folder is made: a typo must not leave folders or start a generation
     _check_profile_split(profile, split, params, f"sim:{profile}:{split}")
     if not 0 <= int(seed) <= MAX_SEED:
         raise ValueError(f"sim:{profile}:{split}: seed {seed} is not in [0, {MAX_SEED}]")
-    out = cache_dir() / "trees" / f"sim{params.version}" / f"{profile}_{split}_seed{seed}.jsonl.gz"
+    out = _cache_file(profile, split, seed, params.version)
     if not out.exists():
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
