@@ -27,13 +27,14 @@ from collections.abc import Sequence
 from trim_rl.data.grading import Verdict, extract_answer, judge
 from trim_rl.data.problems import Problem
 from trim_rl.data.schema import MAX_STEPS
+from trim_rl.live.aio import run_sync
 from trim_rl.live.engines import Engine, request_seed
 from trim_rl.live.http import EngineError
 from trim_rl.live.prm import PRMScorer
 from trim_rl.live.prompts import solution_text
 from trim_rl.live.results import DECODE_KIND, ResultsFile, write_json
 from trim_rl.live.router import Router
-from trim_rl.live.routing import Backends, Limits, Route, RoutingLoop, StepRecord, run_inline
+from trim_rl.live.routing import Backends, Limits, Route, RoutingLoop, StepRecord
 from trim_rl.live.window import Score
 
 
@@ -133,7 +134,7 @@ class HybridDecoder:
                     bar.update(1)
 
         try:
-            run_inline(rounds())
+            run_sync(rounds())
         except EngineError as exc:
             error = str(exc)
         finally:

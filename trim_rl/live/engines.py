@@ -8,6 +8,9 @@ solution), ``"context"`` when the prompt no longer fits the model's context (not
 solution ends there).  A request the server aborted (``finish_reason: "abort"``) is sent again, and
 is an error after the retries.
 
+Engines are async first: :meth:`Engine.agenerate` is awaited on the caller's event loop (the
+server's); :meth:`Engine.generate` runs it to its end from synchronous code (the batch commands).
+
 Every sampling field is sent explicitly, so a server does not fill the gaps from the model's
 ``generation_config.json`` (vLLM does, e.g. ``repetition_penalty`` 1.05 and ``top_k`` 20 for
 Qwen2.5-Instruct) and HTTP and in-process decoding sample alike.
@@ -15,12 +18,15 @@ Qwen2.5-Instruct) and HTTP and in-process decoding sample alike.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Protocol
 from collections.abc import Sequence
 
+from trim_rl.live.aio import run_sync
 from trim_rl.live.http import ContextLengthError, EngineError, HTTPSettings, check_number, connect
 from trim_rl.live.prompts import DEFAULT_SYSTEM, STEP_SEPARATOR, ChatTemplate, is_final, step_prompt
 
@@ -81,7 +87,13 @@ class Sampling:
 
 
 class Engine(Protocol):
+    """``agenerate`` is the engine's call; ``generate`` the same from synchronous code.  (An engine of
+    one's own may have ``generate`` alone: the routing loop then calls it in place, or in a worker
+    thread where it serves requests.)"""
+
     name: str
+
+    async def agenerate(self, requests: Sequence[StepRequest]) -> list[StepResult]: ...
 
     def generate(self, requests: Sequence[StepRequest]) -> list[StepResult]: ...
 
@@ -207,22 +219,27 @@ class OpenAICompatibleEngine:
                 "return_token_ids": True}  # usage sums the prompts: per-prompt counts come from token_ids
 
     def generate(self, requests: Sequence[StepRequest]) -> list[StepResult]:
+        """:meth:`agenerate`, run to its end."""
+        return run_sync(self.agenerate(requests)) if requests else []
+
+    async def agenerate(self, requests: Sequence[StepRequest]) -> list[StepResult]:
+        """One :class:`StepResult` per request, in order."""
         out: list[StepResult | None] = [None] * len(requests)
         todo = list(range(len(requests)))
         for _attempt in range(self.http.retries + 1):
             groups = [[todo[j] for j in g] for g in self._groups([requests[i] for i in todo])]
-            aborted = self._send(requests, groups, out)
+            aborted = await self._send(requests, groups, out)
             if not aborted:
                 return out  # type: ignore[return-value]
             todo = aborted
         raise EngineError(self.client.url(self.path), f"the server aborted {len(todo)} requests "
                                                       f"{self.http.retries + 1} times (finish_reason 'abort')")
 
-    def _send(self, requests, groups: list[list[int]], out: list) -> list[int]:
+    async def _send(self, requests, groups: list[list[int]], out: list) -> list[int]:
         """Send the groups; fill ``out``; return the indexes the server aborted."""
         payloads = [self._group_payload(requests, g) for g in groups]
         keys = [requests[g[0]].problem for g in groups]
-        replies = self.client.replies(self.path, payloads, keys, context_errors=True)
+        replies = await self.client.areplies(self.path, payloads, keys, context_errors=True)
         aborted: list[int] = []
         again: list[list[int]] = []  # prompts to ask again one per request
         for g, payload, key, reply in zip(groups, payloads, keys, replies):
@@ -230,7 +247,7 @@ class OpenAICompatibleEngine:
                 if len(g) > 1:  # one prompt of the request is too long (the server fails it whole): find it
                     again += [[i] for i in g]
                     continue
-                reply = self._ask_for_room(payload, key, str(reply))
+                reply = await self._ask_for_room(payload, key, str(reply))
                 if reply is None:
                     out[g[0]] = StepResult("", 0, "context")
                     continue
@@ -248,16 +265,16 @@ class OpenAICompatibleEngine:
                     aborted.append(i)
                 else:
                     out[i] = res
-        return aborted + (self._send(requests, again, out) if again else [])
+        return aborted + (await self._send(requests, again, out) if again else [])
 
-    def _ask_for_room(self, payload: dict, key, message: str):
+    async def _ask_for_room(self, payload: dict, key, message: str):
         """vLLM < 0.11 refuses prompt + max_tokens past the context: ask again for the tokens that fit
         (vLLM >= 0.11 and llama.cpp clamp max_tokens themselves).  None: the prompt itself does not fit."""
         room = room_left(message)
         if room is None or not 0 < room < payload["max_tokens"]:
             return None
         try:
-            return self.client.replies(self.path, [{**payload, "max_tokens": room}], [key])[0]
+            return (await self.client.areplies(self.path, [{**payload, "max_tokens": room}], [key]))[0]
         except ContextLengthError:
             return None
 
@@ -313,6 +330,11 @@ class OpenAICompatibleEngine:
 class VLLMEngine:
     """In-process ``vllm.LLM`` with prefix caching; one batched ``generate`` per call.
 
+    ``vllm.LLM.generate`` blocks until the whole batch is done, so :meth:`agenerate` runs it in a worker
+    thread, one call at a time (the engine is not meant to be entered from two threads at once);
+    ``vllm.AsyncLLM`` would stream per request and needs its own engine set-up, for no gain in a
+    round that waits for the whole batch anyway.
+
     Needs the ``[live]`` extra (vllm is imported here only).  ``llm_kwargs`` go to ``vllm.LLM``
     (``--vllm-arg``: ``gpu_memory_utilization``, ``max_model_len`` ...).
     """
@@ -329,8 +351,17 @@ class VLLMEngine:
         self.llm = LLM(model=model, **llm_kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
+        self._lock = threading.Lock()
+
+    async def agenerate(self, requests: Sequence[StepRequest]) -> list[StepResult]:
+        """:meth:`generate` in a worker thread."""
+        return await asyncio.to_thread(self.generate, requests)
 
     def generate(self, requests: Sequence[StepRequest]) -> list[StepResult]:
+        with self._lock:
+            return self._generate(requests)
+
+    def _generate(self, requests: Sequence[StepRequest]) -> list[StepResult]:
         from vllm import SamplingParams
 
         f = self.sampling.fields()

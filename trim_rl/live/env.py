@@ -21,7 +21,6 @@ in a row stops the env (:class:`BackendDown`).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -36,6 +35,7 @@ from trim_rl.data.problems import Problem
 from trim_rl.data.schema import MAX_STEPS
 from trim_rl.envs.observations import make_builder
 from trim_rl.envs.routing_env import check_prices, draw_lambda
+from trim_rl.live.aio import run_sync
 from trim_rl.live.engines import request_seed
 from trim_rl.live.prompts import solution_text
 from trim_rl.live.routing import Backends, Limits, Proposal, Route, RoutingLoop
@@ -93,7 +93,6 @@ class LiveBatch:
         self.limits = Limits(max_steps=max_steps, max_interventions=max_interventions, max_strong_tokens=max_strong_tokens)
         self.loop = RoutingLoop(backends, score_strong="now", isolate=True)
         self.loop.on_backend_error = self._backend_error
-        self._aio: asyncio.AbstractEventLoop | None = None
         self.seed_value = 0
         self._rng = np.random.default_rng(0)
         self._order: np.ndarray = np.arange(len(self.problems))
@@ -115,23 +114,20 @@ class LiveBatch:
         new = object.__new__(type(self))
         memo[id(self)] = new
         for k, v in self.__dict__.items():
-            setattr(new, k, None if k == "_aio" else copy.deepcopy(v, memo))
+            setattr(new, k, copy.deepcopy(v, memo))
         new.loop.on_backend_error = new._backend_error
         return new
 
     def _run(self, coro):
-        # isolation asks a failed batch again item by item with asyncio.gather: it needs an event loop
-        if self._aio is None or self._aio.is_closed():
-            self._aio = asyncio.new_event_loop()
-        return self._aio.run_until_complete(coro)
+        # the backends are awaited: the round runs on this thread's private loop
+        return run_sync(coro)
 
     def _backend_error(self, role: str, exc) -> None:
         self.backend_errors += 1
         log.warning("%s backend: %s", role, exc)
 
     def close(self) -> None:
-        if self._aio is not None and not self._aio.is_closed():
-            self._aio.close()
+        """Nothing to release: the backends and their connections are shared (see :func:`share_backends`)."""
 
     def _start(self, i: int) -> None:
         k = self._next
@@ -275,17 +271,13 @@ def strong_only_tokens(backends: Backends, problems: Sequence[Problem], limits: 
     """Always-strong's strong tokens per problem, measured on ``problems`` (the strong model solving each
     alone, through the same routing loop), and how many problems it was measured on (failed ones left out)."""
     loop = RoutingLoop(backends, score_strong="now", isolate=True)
-    aio = asyncio.new_event_loop()
     tokens = []
-    try:
-        for start in range(0, len(problems), batch):
-            routes = [_Episode(p, start + k, 0, seed, 0.0, limits or Limits(), "strong-only")
-                      for k, p in enumerate(problems[start : start + batch])]
-            while not all(r.done for r in routes):
-                aio.run_until_complete(loop.round([r for r in routes if not r.done]))
-            tokens += [r.strong_tokens for r in routes if r.failure is None]
-    finally:
-        aio.close()
+    for start in range(0, len(problems), batch):
+        routes = [_Episode(p, start + k, 0, seed, 0.0, limits or Limits(), "strong-only")
+                  for k, p in enumerate(problems[start : start + batch])]
+        while not all(r.done for r in routes):
+            run_sync(loop.round([r for r in routes if not r.done]))
+        tokens += [r.strong_tokens for r in routes if r.failure is None]
     return (float(np.mean(tokens)) if tokens else float("nan")), len(tokens)
 
 

@@ -1,8 +1,10 @@
 """An async JSON client for OpenAI-compatible servers, one per backend for a whole run.
 
-Every client's requests run on one event loop in a helper thread (:func:`run_sync`), so the sync
-API works the same from a script and from inside a running event loop (Jupyter), and one
-``httpx.AsyncClient`` keeps its connections for the whole run.
+The client is async first (:meth:`JSONClient.areplies`, :meth:`~JSONClient.apost`, ...): the server
+awaits it on its own event loop.  Its sync methods run the same coroutines with
+:func:`~trim_rl.live.aio.run_sync` (the calling thread's private loop), for the batch commands.  An
+``httpx.AsyncClient`` belongs to one event loop, so the client keeps one per loop that uses it, each
+keeping its connections for the whole run.
 
 A backend may be several URLs (replicas of one model): a request goes to the live server it is keyed
 to (the same problem to the same server, so that server's prefix cache holds its prompt), else to the
@@ -19,12 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import math
-import threading
 import time
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
 from collections.abc import Sequence
+
+from trim_rl.live.aio import run_sync
+
+__all__ = ["ContextLengthError", "EngineError", "EngineTimeout", "HTTPSettings", "JSONClient", "Reply", "check_number",
+           "connect", "is_context_error", "run_sync", "split_urls"]
 
 
 class EngineError(RuntimeError):
@@ -91,40 +97,6 @@ class Reply:
     url: str  # the server that answered (base URL)
 
 
-class _LoopThread:
-    """One event loop in a daemon thread for every client of the process."""
-
-    _lock = threading.Lock()
-    _instance: _LoopThread | None = None
-
-    def __init__(self):
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="trim_rl-http", daemon=True)
-        self.thread.start()
-
-    @classmethod
-    def get(cls) -> _LoopThread:
-        with cls._lock:
-            if cls._instance is None or not cls._instance.thread.is_alive():
-                cls._instance = cls()
-            return cls._instance
-
-
-def run_sync(coro):
-    """Run a coroutine on the helper loop and wait for it; works whether or not the calling thread
-    runs an event loop itself.  An interrupt (Ctrl-C) cancels the coroutine."""
-    runner = _LoopThread.get()
-    if threading.current_thread() is runner.thread:
-        coro.close()
-        raise RuntimeError("run_sync called from the client's own loop thread; await the coroutine instead")
-    fut = asyncio.run_coroutine_threadsafe(coro, runner.loop)
-    try:
-        return fut.result()
-    except BaseException:
-        fut.cancel()
-        raise
-
-
 def split_urls(spec: str | Sequence[str]) -> list[str]:
     """``"http://a:1,http://b:2"`` (or a list of such strings) -> ``["http://a:1", "http://b:2"]``."""
     parts = [spec] if isinstance(spec, str) else list(spec)
@@ -143,7 +115,6 @@ class _Server:
     in_flight: int = 0
     failures: int = 0
     down_until: float = 0.0
-    sem: asyncio.Semaphore | None = None
 
     def live(self, now: float) -> bool:
         return self.down_until <= now
@@ -162,7 +133,8 @@ class JSONClient:
         self.servers = [_Server(u) for u in split_urls(self.base_url)]
         self.base_url = self.servers[0].url
         self.headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        self._client = None
+        # event loop -> (its httpx.AsyncClient, server URL -> its semaphore): both belong to one loop
+        self._per_loop: dict[asyncio.AbstractEventLoop, tuple[Any, dict[str, asyncio.Semaphore]]] = {}
         self._turn = 0
 
     @property
@@ -173,14 +145,23 @@ class JSONClient:
         return f"{server or self.base_url}/{path.lstrip('/')}"
 
     # -- on the loop -----------------------------------------------------------------------------
-    def _http(self):
+    def _state(self) -> tuple[Any, dict[str, asyncio.Semaphore]]:
+        """The running loop's httpx client and per-server semaphores (made on first use)."""
         import httpx
 
-        if self._client is None:
+        loop = asyncio.get_running_loop()
+        state = self._per_loop.get(loop)
+        if state is None:
+            for gone in [lp for lp in self._per_loop if lp.is_closed()]:  # a closed loop's client is dead
+                del self._per_loop[gone]
             n = max(1, self.settings.concurrency) * len(self.servers)
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.settings.timeout),
-                                             limits=httpx.Limits(max_connections=n, max_keepalive_connections=n))
-        return self._client
+            client = httpx.AsyncClient(timeout=httpx.Timeout(self.settings.timeout),
+                                       limits=httpx.Limits(max_connections=n, max_keepalive_connections=n))
+            state = self._per_loop[loop] = (client, {})
+        return state
+
+    def _http(self):
+        return self._state()[0]
 
     def _pick(self, key: str | None) -> _Server:
         now = time.monotonic()
@@ -204,13 +185,15 @@ class JSONClient:
     async def _attempt(self, server: _Server, method: str, path: str, payload):
         import httpx
 
-        if server.sem is None:
-            server.sem = asyncio.Semaphore(max(1, self.settings.concurrency))
+        client, sems = self._state()
+        sem = sems.get(server.url)
+        if sem is None:
+            sem = sems[server.url] = asyncio.Semaphore(max(1, self.settings.concurrency))
         server.in_flight += 1  # queued or sent: what the next pick should see as this server's load
         try:
-            async with server.sem:
+            async with sem:
                 async with asyncio.timeout(self.settings.timeout):
-                    return await self._http().request(method, self.url(path, server.url), json=payload,
+                    return await client.request(method, self.url(path, server.url), json=payload,
                                                       headers=self.headers)
         except TimeoutError:
             raise httpx.TimeoutException(f"no complete answer within {self.settings.timeout:g} s") from None
@@ -271,20 +254,43 @@ class JSONClient:
             for t in tasks:
                 t.cancel()
 
-    async def _close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    # -- sync API --------------------------------------------------------------------------------
-    def replies(self, path: str, payloads: Sequence[dict], keys: Sequence[str | None] | None = None,
-                context_errors: bool = False) -> list:
+    # -- async API -------------------------------------------------------------------------------
+    async def areplies(self, path: str, payloads: Sequence[dict], keys: Sequence[str | None] | None = None,
+                       context_errors: bool = False) -> list:
         """POST each payload (concurrently); replies in order.  ``keys`` send equal keys to one server.
         With ``context_errors`` a prompt too long for the model gives its :class:`ContextLengthError` in
         its place instead of stopping the batch."""
         if not payloads:
             return []
-        return run_sync(self._many("POST", path, payloads, keys, context_errors))
+        return await self._many("POST", path, payloads, keys, context_errors)
+
+    async def apost_many(self, path: str, payloads: Sequence[dict],
+                         keys: Sequence[str | None] | None = None) -> list[Any]:
+        return [r.data for r in await self.areplies(path, payloads, keys)]
+
+    async def apost(self, path: str, payload: dict) -> Any:
+        return (await self.apost_many(path, [payload]))[0]
+
+    async def aget(self, path: str) -> Any:
+        return (await self._request("GET", path, None)).data
+
+    async def aclose(self) -> None:
+        """Close the running loop's connections."""
+        state = self._per_loop.pop(asyncio.get_running_loop(), None)
+        if state is not None:
+            await state[0].aclose()
+
+    async def await_ready(self, wait_s: float) -> None:
+        """:meth:`wait_ready`, awaited."""
+        await self._wait_ready(wait_s)
+
+    # -- sync API (the same coroutines, run by run_sync) -------------------------------------------
+    def replies(self, path: str, payloads: Sequence[dict], keys: Sequence[str | None] | None = None,
+                context_errors: bool = False) -> list:
+        """:meth:`areplies`, run to its end."""
+        if not payloads:
+            return []
+        return run_sync(self.areplies(path, payloads, keys, context_errors))
 
     def post_many(self, path: str, payloads: Sequence[dict], keys: Sequence[str | None] | None = None) -> list[Any]:
         return [r.data for r in self.replies(path, payloads, keys)]
@@ -293,10 +299,11 @@ class JSONClient:
         return self.post_many(path, [payload])[0]
 
     def get(self, path: str) -> Any:
-        return run_sync(self._request("GET", path, None)).data
+        return run_sync(self.aget(path))
 
     def close(self) -> None:
-        run_sync(self._close())
+        """Close the connections of this thread's private loop (the one the sync methods use)."""
+        run_sync(self.aclose())
 
     def wait_ready(self, wait_s: float) -> None:
         """Poll ``GET /health`` on every server until each answers (200, or 404 from a server without
@@ -337,8 +344,14 @@ class JSONClient:
     def model_card(self, model: str | None = None) -> dict:
         """The ``/v1/models`` entry of ``model`` (default: the first the server lists); vLLM's cards
         carry ``owned_by: "vllm"`` and ``max_model_len``."""
+        return self._card(self.get("/v1/models"), model)
+
+    async def amodel_card(self, model: str | None = None) -> dict:
+        """:meth:`model_card`, awaited."""
+        return self._card(await self.aget("/v1/models"), model)
+
+    def _card(self, answer, model: str | None) -> dict:
         url = self.url("/v1/models")
-        answer = self.get("/v1/models")
         data = answer.get("data") if isinstance(answer, dict) else None
         if not isinstance(data, list) or not data or not all(isinstance(d, dict) and "id" in d for d in data):
             raise EngineError(url, "the server lists no model" if data == [] else f"unexpected answer: {str(answer)[:300]}")

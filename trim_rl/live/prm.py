@@ -15,18 +15,23 @@ STEP pooling, ``step_tag_id`` 151651 set by its model config) and applies the so
 pooler config: the rows at the step tag are picked with the token ids of ``/tokenize``), logits, and
 one probability or logit per step.
 
-Every scorer has :meth:`score_last_detail`, which fits over-long inputs into the scorer's context by
+Scorers are async first (``ascore_last_detail``, ``ascore_last``, ``ascore``, awaited on the
+caller's event loop); their sync methods of the same names without the ``a`` run them to their end
+(the batch commands).  Every scorer has :meth:`score_last_detail`, which fits over-long inputs into the scorer's context by
 leaving out the earliest steps (:mod:`trim_rl.live.window`); a step that cannot be scored at all has
 the value None, and the decoder and collector use :data:`UNSCORED` for it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import Protocol
 from collections.abc import Sequence
 
+from trim_rl.live.aio import run_sync
 from trim_rl.live.http import ContextLengthError, EngineError, HTTPSettings, check_number, connect
 from trim_rl.live.prompts import ChatTemplate
 from trim_rl.live.window import Score, StepWindow
@@ -42,6 +47,8 @@ UNSCORED = 0.5
 
 class PRMScorer(Protocol):
     name: str
+
+    async def ascore_last_detail(self, items: Sequence[Item]) -> list[Score]: ...
 
     def score(self, items: Sequence[Item]) -> list[list[float | None]]: ...
 
@@ -97,29 +104,53 @@ class _QwenPRMPrompt:
                                      {"role": "assistant", "content": answer}], add_generation_prompt=False)
 
 
+def _last(scores: list[Score]) -> list[Score]:
+    return [Score(None if s.value is None else s.value[-1], s.dropped) for s in scores]
+
+
+def _every(scores: list[Score], items: Sequence[Item]) -> list[list[float | None]]:
+    return [[None] * s.dropped + (list(s.value) if s.value is not None else [None] * (len(steps) - s.dropped))
+            for s, (_, steps) in zip(scores, items)]
+
+
 class _Windowed:
-    """``score_last`` / ``score`` on top of ``_all`` (one go) and ``_each`` (per item), with the
-    earliest steps dropped where an input does not fit."""
+    """``score_last`` / ``score`` (and their async forms) on top of ``_aall`` (one go) and ``_aeach``
+    (per item), with the earliest steps dropped where an input does not fit."""
 
     window: StepWindow
 
-    def score_last_detail(self, items: Sequence[Item]) -> list[Score]:
+    async def _awindowed(self, items: Sequence[Item]) -> list[Score]:
+        return await self.window.arun(items, self._aall, self._aeach)
+
+    def _windowed(self, items: Sequence[Item]) -> list[Score]:
+        return run_sync(self._awindowed(items)) if items else []
+
+    async def ascore_last_detail(self, items: Sequence[Item]) -> list[Score]:
         """Per item: the newest step's score (None: unscored) and the earliest steps left out."""
-        return [Score(None if s.value is None else s.value[-1], s.dropped)
-                for s in self.window.run(items, self._all, self._each)]
+        return _last(await self._awindowed(items))
+
+    def score_last_detail(self, items: Sequence[Item]) -> list[Score]:
+        """:meth:`ascore_last_detail`, run to its end."""
+        return _last(self._windowed(items))
+
+    async def ascore_last(self, items: Sequence[Item]) -> list[float | None]:
+        return [s.value for s in await self.ascore_last_detail(items)]
 
     def score_last(self, items: Sequence[Item]) -> list[float | None]:
         return [s.value for s in self.score_last_detail(items)]
 
-    def score(self, items: Sequence[Item]) -> list[list[float | None]]:
+    async def ascore(self, items: Sequence[Item]) -> list[list[float | None]]:
         """Every step's score; steps left out of an over-long input have None."""
-        return [[None] * s.dropped + (list(s.value) if s.value is not None else [None] * (len(steps) - s.dropped))
-                for s, (_, steps) in zip(self.window.run(items, self._all, self._each), items)]
+        return _every(await self._awindowed(items), items)
 
-    def _all(self, items: list[Item]) -> list[list[float]]:
+    def score(self, items: Sequence[Item]) -> list[list[float | None]]:
+        """:meth:`ascore`, run to its end."""
+        return _every(self._windowed(items), items)
+
+    async def _aall(self, items: list[Item]) -> list[list[float]]:
         raise NotImplementedError
 
-    def _each(self, items: list[Item]) -> list:
+    async def _aeach(self, items: list[Item]) -> list:
         raise NotImplementedError
 
 
@@ -144,8 +175,8 @@ class VLLMPoolingPRM(_Windowed):
         # such field); the prompt is rendered here, so no BOS is added
         return {"model": self.model, "input": prompts, "encoding_format": "float", "add_special_tokens": False}
 
-    def _pool(self, chunks: list[list[str]], context_errors: bool = False) -> list:
-        return self.client.replies("/pooling", [self._payload(c) for c in chunks], context_errors=context_errors)
+    async def _pool(self, chunks: list[list[str]], context_errors: bool = False) -> list:
+        return await self.client.areplies("/pooling", [self._payload(c) for c in chunks], context_errors=context_errors)
 
     def _rows(self, reply, n: int) -> list:
         where = self.client.url("/pooling", reply.url)
@@ -158,34 +189,34 @@ class VLLMPoolingPRM(_Windowed):
             raise EngineError(where, f"unexpected answer: {len(rows)} outputs for {n} inputs: {str(reply.data)[:200]}")
         return rows
 
-    def _probs(self, problem_steps: Item, prompt: str, rows, reply) -> list[float]:
+    async def _probs(self, problem_steps: Item, prompt: str, rows, reply) -> list[float]:
         where = self.client.url("/pooling", reply.url)
         probs = step_probabilities(rows, len(problem_steps[1]), None, self.step_tag_id, where)
         if probs is None:  # per-token rows: find the step tags
-            tok = self.client.post("/tokenize", {"model": self.model, "prompt": prompt, "add_special_tokens": False})
+            tok = await self.client.apost("/tokenize", {"model": self.model, "prompt": prompt, "add_special_tokens": False})
             probs = step_probabilities(rows, len(problem_steps[1]), tok.get("tokens"), self.step_tag_id, where)
         return probs
 
-    def _all(self, items: list[Item]) -> list[list[float]]:
+    async def _aall(self, items: list[Item]) -> list[list[float]]:
         prompts = [self.builder.prompt(p, s) for p, s in items]
         n_chunks = max(len(self.client.servers), math.ceil(len(prompts) / self.MAX_INPUTS))
         size = max(1, math.ceil(len(prompts) / n_chunks))
         chunks = [prompts[i : i + size] for i in range(0, len(prompts), size)]
         out, i = [], 0
-        for chunk, reply in zip(chunks, self._pool(chunks)):
+        for chunk, reply in zip(chunks, await self._pool(chunks)):
             for rows in self._rows(reply, len(chunk)):
-                out.append(self._probs(items[i], prompts[i], rows, reply))
+                out.append(await self._probs(items[i], prompts[i], rows, reply))
                 i += 1
         return out
 
-    def _each(self, items: list[Item]) -> list:
+    async def _aeach(self, items: list[Item]) -> list:
         prompts = [self.builder.prompt(p, s) for p, s in items]
         out = []
-        for item, prompt, reply in zip(items, prompts, self._pool([[p] for p in prompts], context_errors=True)):
+        for item, prompt, reply in zip(items, prompts, await self._pool([[p] for p in prompts], context_errors=True)):
             if isinstance(reply, ContextLengthError):
                 out.append(reply)
             else:
-                out.append(self._probs(item, prompt, self._rows(reply, 1)[0], reply))
+                out.append(await self._probs(item, prompt, self._rows(reply, 1)[0], reply))
         return out
 
 
@@ -210,7 +241,8 @@ class VLLMInProcessPRM(_Windowed):
     """A PRM in-process with vLLM; ``llm_kwargs`` go to ``vllm.LLM`` (``--vllm-arg prm:KEY=VALUE``).
 
     Inputs are tokenised here (exactly as the engine would) so an over-long one is shortened before it
-    reaches the engine; the step tags are found in each output's ``prompt_token_ids``.
+    reaches the engine; the step tags are found in each output's ``prompt_token_ids``.  ``LLM.encode``
+    blocks, so the async methods run the sync ones in a worker thread, one call at a time.
     """
 
     def __init__(self, model: str, step_tag_id: int = STEP_TAG_ID, prompt: _QwenPRMPrompt | None = None, **llm_kwargs):
@@ -226,6 +258,14 @@ class VLLMInProcessPRM(_Windowed):
             self.llm = LLM(model=model, task="reward", **llm_kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
+        self._lock = threading.Lock()
+
+    def _windowed(self, items: Sequence[Item]) -> list[Score]:
+        with self._lock:
+            return self.window.run(items, self._all, self._each)
+
+    async def _awindowed(self, items: Sequence[Item]) -> list[Score]:
+        return await asyncio.to_thread(self._windowed, items)
 
     def _encode(self, items: list[Item]) -> list:
         prompts = [self.builder.prompt(p, s) for p, s in items]
@@ -297,11 +337,11 @@ class SelfVerifyScorer(_Windowed):
     def _payloads(self, items) -> list[dict]:
         return [self._payload([self.prompt(p, s)]) for p, s in items]
 
-    def _all(self, items: list[Item]) -> list[list[float]]:
+    async def _aall(self, items: list[Item]) -> list[list[float]]:
         k = self.prompts_per_request
         groups = [list(range(i, min(i + k, len(items)))) for i in range(0, len(items), k)]
         payloads = [self._payload([self.prompt(*items[i]) for i in g]) for g in groups]
-        replies = self.client.replies("/v1/completions", payloads, [items[g[0]][0] for g in groups])
+        replies = await self.client.areplies("/v1/completions", payloads, [items[g[0]][0] for g in groups])
         out: list = [None] * len(items)
         again: list[int] = []
         for g, reply in zip(groups, replies):
@@ -316,22 +356,27 @@ class SelfVerifyScorer(_Windowed):
             for i, v in zip(g, values):
                 out[i] = [v]
         if again:
-            for i, v in zip(again, self._all([items[i] for i in again])):
+            for i, v in zip(again, await self._aall([items[i] for i in again])):
                 out[i] = v
         return out
 
-    def _each(self, items: list[Item]) -> list:
-        got = self.client.replies("/v1/completions", self._payloads(items), [p for p, _ in items], context_errors=True)
+    async def _aeach(self, items: list[Item]) -> list:
+        got = await self.client.areplies("/v1/completions", self._payloads(items), [p for p, _ in items], context_errors=True)
         return [r if isinstance(r, ContextLengthError) else self._p_yes(r, 1) for r in got]
 
-    def score(self, items: Sequence[Item]) -> list[list[float | None]]:
+    async def ascore(self, items: Sequence[Item]) -> list[list[float | None]]:
+        """Every step's score, each asked as the newest step of its prefix."""
         flat = [(p, list(s[: i + 1])) for p, s in items for i in range(len(s))]
-        scores = self.score_last(flat)
+        scores = await self.ascore_last(flat)
         out, i = [], 0
         for _, s in items:
             out.append(scores[i : i + len(s)])
             i += len(s)
         return out
+
+    def score(self, items: Sequence[Item]) -> list[list[float | None]]:
+        """:meth:`ascore`, run to its end."""
+        return run_sync(self.ascore(items)) if items else []
 
     def _p_yes(self, reply, n: int) -> list[float]:
         """P(yes) of each of the ``n`` questions of a request, in order."""

@@ -15,9 +15,10 @@ the step-routing server with deferred scoring (one scorer call a round) and ``is
 fails for more than a timeout is asked again one route at a time, and a route whose call, router or
 input fails fails alone.  Token accounting, limits and the step records live on the route.
 
-Engines and scorers are synchronous (their HTTP runs on the live layer's shared async clients);
-``executor`` runs them off the caller's event loop (the server's); None calls them in place, so that a
-batch command runs its rounds with :func:`run_inline`, without an event loop of its own.
+Engines and scorers are awaited (``agenerate``, ``ascore_last_detail``) on the loop that runs the
+rounds: the server's own, or a batch command's private one (:func:`trim_rl.live.aio.run_sync`).  A
+backend with the sync method alone (an engine of one's own, a test's fake) is called in place, or, with
+``offload_sync`` (the server), in a worker thread so that it cannot block the loop.
 """
 
 from __future__ import annotations
@@ -25,19 +26,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from trim_rl.data.schema import MAX_STEPS
 from trim_rl.envs.observations import StepHistory
+from trim_rl.live.aio import awaitable, run_inline
 from trim_rl.live.engines import StepRequest, StepResult
 from trim_rl.live.http import EngineError, EngineTimeout
 from trim_rl.live.prm import UNSCORED
 from trim_rl.live.prompts import is_final
 from trim_rl.live.window import Score
 
+__all__ = ["MODES", "Backends", "Failure", "Limits", "Proposal", "Route", "RoutingLoop", "StepRecord", "run_inline"]
 log = logging.getLogger(__name__)
 MODES = ("hybrid", "weak-only", "strong-only")
 
@@ -236,28 +238,18 @@ class Proposal:
         return UNSCORED if self.score.value is None else self.score.value
 
 
-def run_inline(coro):
-    """The result of a coroutine that never suspends (a :class:`RoutingLoop` without executor or isolation
-    makes every backend call in place), run without an event loop: Ctrl-C and SIGTERM then reach the
-    caller as they reach any synchronous code, with nothing of asyncio in between."""
-    try:
-        coro.send(None)
-    except StopIteration as stop:
-        return stop.value
-    coro.close()
-    raise RuntimeError("the coroutine suspended: run it on an event loop")
-
-
 class RoutingLoop:
     """Runs rounds over routes (see the module notes).  ``score_strong``: "now" (a second scorer call a
     round, every strong step scored) or "next_round" (the score rides with the next draft's call; a
-    strong step that ends the solution stays unscored); ``isolate``: one route's fault stays its own."""
+    strong step that ends the solution stays unscored); ``isolate``: one route's fault stays its own;
+    ``offload_sync``: a backend without the async method runs in a worker thread (else in place)."""
 
     def __init__(self, backends: Backends, score_strong: str = "now", isolate: bool = False,
-                 executor: Executor | None = None):
+                 offload_sync: bool = False):
         if score_strong not in ("now", "next_round"):
             raise ValueError(f"score_strong {score_strong!r}: expected 'now' or 'next_round'")
-        self.b, self.defer, self.isolate, self.executor = backends, score_strong == "next_round", isolate, executor
+        self.b, self.defer, self.isolate = backends, score_strong == "next_round", isolate
+        self.offload_sync = offload_sync
         self.generations = 0  # engine requests, for the benchmarks
         self.wait_s = 0.0  # time spent awaiting backends
         self.on_backend_error: Callable[[str, EngineError], None] | None = None
@@ -280,12 +272,8 @@ class RoutingLoop:
         that decides by itself (the live env: its agent's actions) calls :meth:`resolve` with them."""
         by_weak = [r for r in routes if r.mode != "strong-only"]
         by_strong = [r for r in routes if r.mode == "strong-only"]
-        if self.executor is None:  # in place: one after the other (a batch command has one of the two)
-            weak_drafts = await self._waiting(self._generate("weak", by_weak))
-            strong_steps = await self._waiting(self._generate("strong", by_strong))
-        else:
-            weak_drafts, strong_steps = await self._waiting(asyncio.gather(self._generate("weak", by_weak),
-                                                                           self._generate("strong", by_strong)))
+        weak_drafts, strong_steps = await self._waiting(asyncio.gather(self._generate("weak", by_weak),
+                                                                       self._generate("strong", by_strong)))
         for r, s in zip(by_strong, strong_steps):
             self._take(r, s, lambda res, r=r: r.accept(res, "strong"))
         routed = []
@@ -331,7 +319,7 @@ class RoutingLoop:
             for it in r.scorer_items(d.text):
                 items.append(it)
                 owner.append(r)
-        scores = await self._waiting(self._call("scorer", self.b.scorer.score_last_detail, items))
+        scores = await self._waiting(self._call("scorer", self._method(self.b.scorer, "score_last_detail"), items))
         got: dict[int, list] = {}
         for r, sc in zip(owner, scores):
             got.setdefault(id(r), []).append(sc)
@@ -387,7 +375,8 @@ class RoutingLoop:
                 r.accept(s, "strong", None, "regenerate", draft=(d.text, d.tokens, sc), defer=True)
             return
         items = [(r.problem, r.texts + [s.text]) for r, _, _, s in fits]
-        scores = await self._waiting(self._call("scorer", self.b.scorer.score_last_detail, items)) if items else []
+        scores = (await self._waiting(self._call("scorer", self._method(self.b.scorer, "score_last_detail"), items))
+                  if items else [])
         for (r, d, sc, s), ssc in zip(fits, scores):
             if isinstance(ssc, Failure):
                 r.fail(ssc)
@@ -401,14 +390,22 @@ class RoutingLoop:
             return []
         self.generations += len(routes)
         engine = getattr(self.b, role)
-        return await self._call(role, engine.generate, [r.step_request(role) for r in routes])
+        return await self._call(role, self._method(engine, "generate"), [r.step_request(role) for r in routes])
 
-    async def _run(self, fn: Callable[[list], list], items: list) -> list:
-        if self.executor is None:
-            return fn(items)
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, items)
+    def _method(self, backend, name: str) -> Callable[[list], Awaitable[list]]:
+        """The backend's ``a<name>`` coroutine method, else its sync ``name`` wrapped as one."""
+        fn = getattr(backend, "a" + name, None)
+        if fn is not None and asyncio.iscoroutinefunction(fn):
+            return fn
+        sync = getattr(backend, name)
+        if self.offload_sync:
+            return lambda items: asyncio.to_thread(sync, items)
+        return awaitable(sync)
 
-    async def _call(self, role: str, fn: Callable[[list], list], items: list) -> list:
+    async def _run(self, fn: Callable[[list], Awaitable[list]], items: list) -> list:
+        return await fn(items)
+
+    async def _call(self, role: str, fn: Callable[[list], Awaitable[list]], items: list) -> list:
         """``fn(items)``: one result per item, or a :class:`Failure` for each item whose call failed."""
         if not items:
             return []

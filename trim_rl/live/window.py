@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, NamedTuple
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
+from trim_rl.live.aio import awaitable, run_inline
 from trim_rl.live.http import ContextLengthError
 
 Item = tuple[str, Sequence[str]]  # (problem, steps)
@@ -53,17 +54,22 @@ class StepWindow:
             score_each: Callable[[list[Item]], list]) -> list[Score]:
         """``score_all(items)`` scores every item in one go and raises ContextLengthError if any is too
         long; ``score_each(items)`` gives a value or a ContextLengthError per item."""
+        return run_inline(self.arun(items, awaitable(score_all), awaitable(score_each)))
+
+    async def arun(self, items: Sequence[Item], score_all: Callable[[list[Item]], Awaitable[list]],
+                   score_each: Callable[[list[Item]], Awaitable[list]]) -> list[Score]:
+        """:meth:`run` with coroutine functions for ``score_all`` and ``score_each``."""
         if not items:
             return []
         ks = [self._start(p, s) for p, s in items]
         views = [(p, list(s)[k:]) for (p, s), k in zip(items, ks)]
         try:
-            return [Score(v, k) for v, k in zip(score_all(views), ks)]
+            return [Score(v, k) for v, k in zip(await score_all(views), ks)]
         except ContextLengthError:
             pass
         out: list[Score | None] = [None] * len(items)
         search: dict[int, _Search] = {}
-        for i, v in enumerate(score_each(views)):
+        for i, v in enumerate(await score_each(views)):
             if isinstance(v, ContextLengthError):
                 if ks[i] >= len(items[i][1]) - 1:
                     out[i] = Score(None, ks[i])
@@ -76,7 +82,7 @@ class StepWindow:
             for i, st in search.items():
                 last = len(items[i][1]) - 1
                 trials[i] = min(st.bad + st.step, last) if st.good is None else (st.bad + st.good) // 2
-            got = score_each([(items[i][0], list(items[i][1])[k:]) for i, k in trials.items()])
+            got = await score_each([(items[i][0], list(items[i][1])[k:]) for i, k in trials.items()])
             for (i, k), v in zip(trials.items(), got):
                 st, last = search[i], len(items[i][1]) - 1
                 if isinstance(v, ContextLengthError):

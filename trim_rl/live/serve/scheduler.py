@@ -5,9 +5,9 @@ arrived meanwhile join at the next round (up to ``max_active``, the rest wait in
 ``max_queue``); a request leaves as soon as its solution ends.
 
 The engines and scorers of the live layer are reused as they are (prompt building, parsing, retries
-over replicas, context fitting): their calls are synchronous, running their HTTP on the live layer's
-shared async clients (one per backend, on its own loop thread), so the loop awaits each batched call
-from a worker thread and the server's event loop never blocks.
+over replicas, context fitting): they are async, and the loop awaits each batched call on the server's
+own event loop (no worker thread between; an in-process vLLM engine runs its blocking call in a
+worker thread of its own, and a backend with a sync API alone is called in a worker thread).
 
 Admission: a request is admitted whole (all its prompts) while the requests decoded or waiting, its
 own included, number at most ``max_active + max_queue``; else 429 with Retry-After.  A request with
@@ -26,7 +26,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 from trim_rl.live.http import EngineError
 from trim_rl.live.routing import Backends, RoutingLoop
@@ -53,10 +52,7 @@ class Scheduler:
         self.active: list[Job] = []
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
-        # backend calls block in the engines' sync API: one thread per call in flight (a split batch
-        # asks every request at once)
-        self._pool = ThreadPoolExecutor(max_workers=max(8, min(64, self.s.max_active)), thread_name_prefix="trim-call")
-        self.loop = RoutingLoop(backends, score_strong="next_round", isolate=True, executor=self._pool)
+        self.loop = RoutingLoop(backends, score_strong="next_round", isolate=True, offload_sync=True)
         self.loop.on_backend_error = self._backend_failed
         self.rounds = 0
         self.latency_s: deque[float] = deque(maxlen=256)  # of finished requests, for Retry-After
@@ -127,7 +123,6 @@ class Scheduler:
             job.fail(ServeError(503, "the server is shutting down", None, "shutting_down"))
         self.active.clear()
         self.waiting.clear()
-        self._pool.shutdown(wait=False, cancel_futures=True)
         if self.decisions is not None:
             self.decisions.close()
 
