@@ -1,4 +1,4 @@
-"""The top-level Python API: ``trim_rl.train``, ``.evaluate`` and ``.export`` are plain functions with
+"""The top-level Python API: ``trim_rl.train``, ``.resume``, ``.evaluate`` and ``.export`` are plain functions with
 their own signatures, whatever else of the package is imported (no module shares their names)."""
 
 import subprocess
@@ -8,7 +8,7 @@ CODE = """
 import inspect, types
 import trim_rl
 import trim_rl.cli.evaluate, trim_rl.cli.export, trim_rl.cli.train, trim_rl.training.budget, trim_rl.evaluation
-for name in ("train", "evaluate", "export"):
+for name in ("train", "resume", "evaluate", "export"):
     fn = getattr(trim_rl, name)
     assert isinstance(fn, types.FunctionType), (name, type(fn))
     assert fn.__module__ == "trim_rl.api" and fn.__doc__, name

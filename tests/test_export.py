@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from trim_rl.cli.export import export_run
+from trim_rl.api import export as export_run
 from tests.conftest import REPO
 
 # slow as a whole: make test-fast leaves it out

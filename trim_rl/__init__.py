@@ -10,6 +10,7 @@ The Python API (each name is imported on first use, so ``import trim_rl`` stays 
     import trim_rl
     trees = trim_rl.load_trees("sim:math500:test")
     run = trim_rl.train("trim_agg", "math500", budget=15)      # a Run; run.export("checkpoints/mine")
+    trim_rl.resume("runs/trim_agg/RUN")                      # an interrupted run continued
     policy = trim_rl.load_policy("checkpoints/trim_agg/trim_agg_b15")
     result = trim_rl.evaluate(["thr", policy], trees)        # the metrics evaluate.py writes
 """
@@ -21,11 +22,11 @@ from typing import TYPE_CHECKING
 from trim_rl._registration import register_envs
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each name is imported on first use
-    from trim_rl.api import Evaluation, Run, evaluate, export, load_policy, load_trees, make_env, train
+    from trim_rl.api import Evaluation, Run, evaluate, export, load_policy, load_trees, make_env, resume, train
 
 register_envs()
 
-_API = ("load_trees", "make_env", "load_policy", "train", "evaluate", "export", "Run", "Evaluation")
+_API = ("load_trees", "make_env", "load_policy", "train", "resume", "evaluate", "export", "Run", "Evaluation")
 
 
 def __getattr__(name):
@@ -37,4 +38,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'trim_rl' has no attribute {name!r}")
 
 
-__all__ = ["__version__", "load_trees", "make_env", "load_policy", "train", "evaluate", "export", "Run", "Evaluation"]
+__all__ = ["__version__", "load_trees", "make_env", "load_policy", "train", "resume", "evaluate", "export", "Run",
+           "Evaluation"]

@@ -190,7 +190,7 @@ def test_demo_and_evaluate_refuse_a_bad_pool_before_any_work(tmp_path, monkeypat
         raise AssertionError("work started before the arguments were checked")
 
     monkeypatch.setattr(bundled, "generate_file", forbidden)
-    monkeypatch.setattr(demo, "evaluate_main", forbidden)
+    monkeypatch.setattr("trim_rl.api.evaluate_policies", forbidden)
     monkeypatch.setattr("trim_rl.api.train", forbidden)
     for main in (demo.main, evaluate_cli.main):
         rc = main(["--out", str(tmp_path / "o"), "--trees", "sim:math500:test", "sim:math500:test:3,3"])

@@ -114,7 +114,7 @@ def test_the_api_refuses_alike_before_any_folder(tiny_env, tmp_path):
                             ({"budget_grid": [5, 20], "workers": 0}, r"workers: expected an integer >= 1, got 0"),
                             ({"budget_grid": [5, 5]}, r"--budget-grid: 5 is given twice"),
                             ({"lam": 1e-3, "init_from": POMDP_CK}, r"a TRIM-POMDP checkpoint"),
-                            ({"agent": "trim_pomdp", "init_from": POMDP_CK}, r"init_from: applies to PPO agents")]:
+                            ({"agent": "trim_pomdp", "init_from": POMDP_CK}, r"--init-from: applies to PPO agents")]:
         with pytest.raises(ValueError, match=message):
             trim_rl.train(kwargs.pop("agent", "trim_agg"), str(tiny_env), runs=runs, **kwargs)
         assert not runs.exists()

@@ -32,8 +32,8 @@ def test_the_table_holds_each_runs_figures(tmp_path):
 def test_train_cli_prints_it_after_the_run_lines(tmp_path, monkeypatch, capsys):
     d = _run(tmp_path, "math500_quick__b15__0__z", {"requested_budget": 15.0, "lam": 0.002, "calib_cost_pct": 15.2,
                                                     "val_cost_pct": 15.2, "val_accuracy": 0.55})
-    monkeypatch.setattr(cli, "check_inputs", lambda *a, **k: None)
-    monkeypatch.setattr(cli, "train_one", lambda *a, **k: d)
+    monkeypatch.setattr("trim_rl.api.check_inputs", lambda *a, **k: None)
+    monkeypatch.setattr("trim_rl.api.train_one", lambda *a, **k: d)
     assert cli.main(["--env", "math500_quick", "--budget", "15", "--runs", str(tmp_path / "runs"), "--no-progress"]) == 0
     out, err = capsys.readouterr()
     assert out.strip() == f"run: {d}"  # stdout stays what scripts read

@@ -1,6 +1,9 @@
 """The main job (``make demo``): train TRIM-Agg for a grid of budgets on the bundled MATH-500 setting,
 export each policy, and evaluate them next to TRIM-Thr, the baselines, the oracles and the shipped
-checkpoints on a pool of held-out test seeds; the report's main table is printed at the end."""
+checkpoints on a pool of held-out test seeds; the report's main table is printed at the end.
+
+Made of the Python API alone: :func:`trim_rl.train` with a budget grid, :meth:`Run.export
+<trim_rl.api.Run.export>`, :func:`trim_rl.evaluate` and writing its report."""
 
 from __future__ import annotations
 
@@ -10,9 +13,9 @@ from pathlib import Path
 
 from trim_rl.argtypes import OneLineParser, int_between, positive_float, seed_int
 from trim_rl.cli_errors import run_cli
+from trim_rl.evaluation.evaluation import DEFAULT_POLICIES
 from trim_rl.evaluation.metrics import MAX_BOOTSTRAP
 from trim_rl.evaluation.report import check_output_folder
-from trim_rl.cli.evaluate import main as evaluate_main
 from trim_rl.sim.bundled import check_tree_spec, resolve_tree_spec
 
 DEMO_BUDGETS = (5.0, 12.0, 20.0, 26.0)
@@ -75,8 +78,13 @@ def _main(args) -> int:
     for folder in (shipped / "trim_agg", shipped / "trim_pomdp"):
         if folder.exists() and any(folder.glob("*/policy.json")):
             checkpoints.append(str(folder))
-    cmd = ["--trees", *args.trees, "--out", str(out), "--seed", str(args.seed), "--bootstrap", str(args.bootstrap)]
-    return evaluate_main([*cmd, "--checkpoints", *checkpoints] if checkpoints else cmd)
+    # what evaluate.py --trees ... --out OUT --checkpoints ... prints, with its default policies
+    result = api.evaluate(DEFAULT_POLICIES, list(args.trees), checkpoints=checkpoints, n_boot=args.bootstrap,
+                          seed=args.seed, out=out, progress=True)
+    print(f"report: {out / 'report.md'}")
+    print(f"metrics: {out / 'metrics.json'}")
+    print("\n" + result.table())
+    return 0
 
 
 def pregenerate(args) -> None:

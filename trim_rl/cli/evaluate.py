@@ -1,4 +1,9 @@
-"""``evaluate.py``: sweep policies over held-out trees and write metrics, points, report and plot."""
+"""``evaluate.py``: sweep policies over held-out trees and write metrics, points, report and plot.
+
+A thin layer over the Python API: the flags of an evaluation become one call of
+:func:`trim_rl.api.evaluate`, which checks everything; this module writes and prints what it returns.
+``--report paper``, ``--robustness`` and ``--logged`` are other reports, each one call of its own
+function."""
 
 from __future__ import annotations
 
@@ -10,15 +15,13 @@ from trim_rl.argtypes import OneLineParser, fraction, int_between, nonneg_float,
 from trim_rl.agents.query import QUERY_ROUTERS
 from trim_rl.cli_errors import run_cli
 from trim_rl.configs import ConfigError
-from trim_rl.evaluation.evaluation import DEFAULT_POLICIES, DEFAULT_TREES, evaluate_policies, load_pool, make_query_context
+from trim_rl.evaluation.evaluation import DEFAULT_POLICIES, DEFAULT_TREES
 from trim_rl.evaluation.metrics import MAX_BOOTSTRAP
 from trim_rl.evaluation.paper import paper_report
-from trim_rl.evaluation.perturb import describe, perturb_prm
-from trim_rl.evaluation.report import check_output_folder, terminal_table, write_all
+from trim_rl.evaluation.report import check_output_folder
 from trim_rl.evaluation.robustness import robustness_report
-from trim_rl.evaluation.sweep import LABELS, find_checkpoints
-from trim_rl.sim.bundled import check_tree_spec, resolve_tree_spec
-
+from trim_rl.evaluation.sweep import LABELS
+from trim_rl.sim.bundled import check_tree_spec
 
 
 def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
@@ -76,16 +79,13 @@ def main(argv: list[str] | None = None, prog: str = "evaluate.py") -> int:
     return run_cli(prog, lambda: _main(args))
 
 
-def _check_args(args) -> list[str]:
-    """Every argument checked before any work; returns the built-in policy names."""
-    if args.trees is None:  # the robustness sweep reruns every policy per noise level: one seed
-        args.trees = ["sim:math500:test" if args.robustness else DEFAULT_TREES]
+def _check_report_args(args) -> None:
+    """``--report paper`` and ``--robustness`` (which take no --policies): their other flags checked
+    before any work."""
     names = [n.strip() for n in args.policies.split(",") if n.strip()]
     unknown = [n for n in names if n not in LABELS and n not in QUERY_ROUTERS]
     if unknown:
         raise ConfigError(f"--policies: unknown {', '.join(unknown)}; available: {', '.join([*LABELS, *QUERY_ROUTERS])}")
-    if not names and not args.checkpoints and not args.robustness and args.report != "paper":
-        raise ConfigError(f"--policies {args.policies!r}: names no policy (and no --checkpoints given)")
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise ConfigError(f"--policies: {twice[0]} is named twice")
@@ -94,11 +94,6 @@ def _check_args(args) -> list[str]:
     for flag, spec in (("--trees", args.trees), ("--train-trees", args.train_trees), ("--val-trees", args.val_trees)):
         if spec is not None:
             check_tree_spec(spec, flag)
-    learned = [n for n in names if n in ("sw", "mf", "clf")]
-    if learned and not args.trees[0].startswith("sim:") and (args.train_trees is None or args.val_trees is None):
-        raise ConfigError(f"--policies {learned[0]}: a learned query router needs --train-trees and --val-trees when "
-                          "--trees is a file")
-    return names
 
 
 def _main(args) -> int:
@@ -106,41 +101,36 @@ def _main(args) -> int:
         from trim_rl.evaluation.offpolicy import cli_logged
 
         return cli_logged(args.logged, args.checkpoints, args.out, args.seed, args.quiet)
-    names = _check_args(args)
+    if args.trees is None:  # the robustness sweep reruns every policy per noise level: one seed
+        args.trees = ["sim:math500:test" if args.robustness else DEFAULT_TREES]
     if args.report == "paper":
+        _check_report_args(args)
         out = Path(args.out or "reports/paper")
         paper_report(out, checkpoints=args.checkpoints or None, n_boot=args.bootstrap, seed=args.seed,
                      routing_errors=args.routing_errors, progress=not args.quiet)
         print(f"report: {out / 'report.md'}")
         return 0
     if args.robustness:
+        _check_report_args(args)
         trees = args.trees[0] if len(args.trees) == 1 else args.trees
         out = robustness_report(trees, args.checkpoints, seed=args.seed, n_boot=args.bootstrap,
                                 out=args.out, progress=not args.quiet)
         print(f"report: {out}")
         return 0
-    checkpoints = find_checkpoints(args.checkpoints) if args.checkpoints else []
-    pool, groups = load_pool(args.trees, progress=not args.quiet)
-    trees = perturb_prm(pool, args.prm_noise, args.prm_flip, args.seed)
-    perturbed = describe(args.prm_noise, args.prm_flip)
-    query_ctx = None
-    if any(n in ("sw", "mf", "clf") for n in names):
-        query_ctx = make_query_context(args.trees[0], args.train_trees, args.val_trees, args.seed, not args.quiet)
-    if args.out:
-        out = Path(args.out)
-    else:
-        first = resolve_tree_spec(args.trees[0])[0]
-        out = Path("reports") / (first.name.split(".")[0] + ("_pool" if len(groups) > 1 else ""))
-    result = evaluate_policies(trees, names, n_boot=args.bootstrap, seed=args.seed,
-                               routing_errors=args.routing_errors, progress=not args.quiet,
-                               trees_label=" ".join(args.trees) + (f" ({perturbed})" if perturbed else ""),
-                               checkpoints=checkpoints, query_ctx=query_ctx, groups=groups)
-    result.update(prm_noise=args.prm_noise, prm_flip=args.prm_flip)
-    write_all(out, result)
+    # trim_rl.api imports torch
+    from trim_rl import api
+
+    result = api.evaluate(args.policies, args.trees, checkpoints=args.checkpoints, n_boot=args.bootstrap,
+                          seed=args.seed, routing_errors=args.routing_errors, prm_noise=args.prm_noise,
+                          prm_flip=args.prm_flip, train_trees=args.train_trees, val_trees=args.val_trees,
+                          out=args.out, progress=not args.quiet)
+    out = Path(args.out) if args.out else result.default_out
+    if not args.out:
+        result.write(out)
     print(f"report: {out / 'report.md'}")
     print(f"metrics: {out / 'metrics.json'}")
     if not args.quiet:  # the result itself, after minutes of work, not only where it was written
-        print("\n" + terminal_table(result))
+        print("\n" + result.table())
     return 0
 
 

@@ -1,5 +1,6 @@
 """``python -m trim_rl.export RUN_DIR --out checkpoints/NAME``: install a run's policy as a deployment checkpoint
-(the command line of :func:`trim_rl.training.exporting.export_run`, which says what it writes and refuses)."""
+(the command line of :func:`trim_rl.api.export`; :func:`trim_rl.training.exporting.export_run` says what it
+writes and refuses)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ import sys
 
 from trim_rl.argtypes import OneLineParser
 from trim_rl.cli_errors import run_cli
-from trim_rl.training.exporting import export_run
-
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.export") -> int:
@@ -28,7 +27,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.export") 
 
 
 def _main(args) -> int:
-    print(f"checkpoint: {export_run(args.run_dir, args.out, args.which)}")
+    # trim_rl.api imports torch
+    from trim_rl import api
+
+    print(f"checkpoint: {api.export(args.run_dir, args.out, args.which)}")
     return 0
 
 

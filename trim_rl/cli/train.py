@@ -1,23 +1,22 @@
-"""``train.py`` / ``trim-rl train``: train routing policies from YAML configs (thin CLI over :mod:`trim_rl.train`)."""
+"""``train.py`` / ``trim-rl train``: train routing policies from YAML configs.
+
+A thin layer over the Python API: the flags become one call of :func:`trim_rl.api.train` (or
+:func:`trim_rl.api.resume` for ``--resume``), which checks everything; this module prints what it
+returns (``run: PATH`` lines on stdout, the summary table on stderr)."""
 
 from __future__ import annotations
 
 import argparse
 import shlex
 import sys
+import warnings
 
 from trim_rl.argtypes import OneLineParser
 from trim_rl.cli_errors import run_cli
 from trim_rl.configs import ConfigError
 from trim_rl.live.online import add_live_flags, cli_live, is_live_run, live_flags_given
-from trim_rl.resources import config_file
-from trim_rl.training.budget import check_budget
-from trim_rl.training.checks import check_path_given, check_runs_root, check_seed, check_workers
-from trim_rl.training.config import load_agent, load_env
-from trim_rl.training.pomdp import train_pomdp
-from trim_rl.training.run import AlreadyFinished, Interrupted, Target, check_inputs, resume, train_grid, train_one
-from trim_rl.training.targets import resolve_targets
-from trim_rl.training.warm_start import apply_init_from
+from trim_rl.training.checks import check_path_given, check_seed, check_workers
+from trim_rl.training.run import AlreadyFinished, Interrupted
 from trim_rl.training.summary import print_summary
 
 PROG = "train.py"
@@ -29,7 +28,8 @@ NEW_RUN_ONLY = {"agent": DEFAULT_AGENT, "env": DEFAULT_ENV, "seed": 0, "runs": D
 
 
 def _argtype(check, flag: str):
-    """An argparse type from a check of :mod:`trim_rl.training.checks` (the API runs the same check)."""
+    """An argparse type from a check of :mod:`trim_rl.training.checks` (text to a number; the API runs the
+    same check on the number)."""
 
     def parse(text: str) -> int:
         try:
@@ -50,7 +50,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         prog=prog,
         description="Train a step-level routing policy for a cost budget (TRIM-Agg / TRIM-Seq: exact-value policy "
                     "iteration on the trees, then MaskablePPO; or TRIM-POMDP, fitted and solved).  A budget is the "
-                    "strong model's token spend as a %% of always-strong's, measured on held-out trees; the trainer "
+                    "strong model's token spend as a % of always-strong's, measured on held-out trees; the trainer "
                     "finds the price lambda itself.  Each run writes runs/<agent>/<env>__<target>__<seed>__<time>/ "
                     "with config.yml, command.txt, git_hash.txt, TensorBoard events (tb/), each stage's policy "
                     "(stages/), model.zip + state.json (for --resume), the finished checkpoint (policy/) and "
@@ -101,10 +101,15 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
 
 
 def _main(args, command: str, prog: str) -> int:
+    # trim_rl.api imports torch
+    from trim_rl import api
+
     try:
-        for k in ("agent", "env", "resume", "init_from", "runs"):
-            check_path_given(getattr(args, k), f"--{k.replace('_', '-')}")
+        check_path_given(args.resume, "--resume")  # an empty --resume= is not "no --resume"
         if args.live or (args.resume and is_live_run(args.resume)):
+            # online training has its own command line (trim_rl.live.online); an empty path would mean the default
+            for k in ("agent", "env", "init_from", "runs"):
+                check_path_given(getattr(args, k), f"--{k.replace('_', '-')}")
             return cli_live(args, command, prog)
         if live_flags_given(args):
             raise ConfigError(f"{live_flags_given(args)[0]}: applies to online training; add --live")
@@ -115,58 +120,36 @@ def _main(args, command: str, prog: str) -> int:
                 raise ConfigError(f"{given[0]}: --resume continues a run with its own config (agent, env, target, "
                                   f"seed, folder); give only --hyperparams with it")
             try:
-                run = resume(args.resume, args.hyperparams, command, progress=not args.no_progress,
-                             verbose=args.verbose)
+                run = api.resume(args.resume, args.hyperparams, progress=not args.no_progress, verbose=args.verbose,
+                                 command=command)
             except AlreadyFinished as done:
                 more = (f"; to train it on, resume with --hyperparams total_timesteps:N above {done.timesteps}"
                         if done.timesteps is not None else "")
                 print(f"already finished: {done.run_dir} (nothing to resume; export it with python -m "
                       f"trim_rl.export{more})")
                 return 0
-            print(f"run: {run}")
+            print(f"run: {run.path}")
             return 0
-        for k, default in NEW_RUN_ONLY.items():
-            if getattr(args, k) is None:
-                setattr(args, k, default)
-        check_runs_root(args.runs)
-        agent = load_agent(config_file("agents", args.agent), args.hyperparams)
-        env = load_env(config_file("envs", args.env))
-        if args.init_from is not None:
-            apply_init_from(agent, args.init_from)
-        targets, grid, flag = resolve_targets(agent, env, args.budget, args.budget_grid, args.lam, args.lam_grid)
-        if agent.algo == "pomdp":
-            dirs = train_pomdp(agent, env, targets, args.seed, args.runs, command, progress=not args.no_progress)
-            for d in dirs:
-                print(f"run: {d}")
-            print_summary(dirs)
-            return 0
-        if agent.budget_conditioned:  # one budget-conditioned policy serves every budget
-            if flag.startswith("--"):
-                print(f"{prog}: {flag} is not used: agent {agent.name} is budget-conditioned and serves every budget "
-                      f"through its budget table", file=sys.stderr)
-            targets, grid = [Target()], False
-        # check every input (trees, budgets against them, the start) before any run folder is made
-        inputs = check_inputs(agent, env, targets[0], progress=not args.no_progress, flag=flag)
-        if grid:
-            for t in targets:
-                if t.budget is not None:
-                    check_budget(t.budget, inputs.calib, flag, f"the calibration trees ({env.calib_spec})")
-            results = train_grid(agent, env, targets, args.seed, args.runs, args.workers, command,
-                                 progress=not args.no_progress)
-            failed = [r for r in results if r.error]
-            for r in results:
+        new = {k: default if getattr(args, k) is None else getattr(args, k) for k, default in NEW_RUN_ONLY.items()}
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("always", api.UnusedArgumentWarning)
+                warnings.showwarning = lambda message, *rest, **kw: print(f"{prog}: {message}", file=sys.stderr)
+                result = api.train(new["agent"], new["env"], budget=args.budget, budget_grid=args.budget_grid,
+                                   lam=args.lam, lam_grid=args.lam_grid, seed=new["seed"], runs=new["runs"],
+                                   hyperparams=args.hyperparams, init_from=args.init_from, workers=new["workers"],
+                                   progress=not args.no_progress, verbose=args.verbose, command=command)
+        except api.GridFailed as failed:
+            for r in failed.results:
                 print(f"run: {r.run_dir}" if not r.error else f"failed: {r.target.label}: {r.error}"
                       + (f" ({r.run_dir})" if r.run_dir else ""))
-            print_summary([r.run_dir for r in results if not r.error and r.run_dir])
-            if failed:
-                print(f"{prog}: {len(failed)} of {len(results)} runs failed: "
-                      + "; ".join(f"{r.target.label}: {r.error}" for r in failed), file=sys.stderr)
-                return 1
-            return 0
-        run = train_one(agent, env, targets[0], args.seed, args.runs, command=command,
-                        progress=not args.no_progress, verbose=args.verbose, inputs=inputs)
-        print(f"run: {run}")
-        print_summary([run])
+            print_summary([run.path for run in failed.runs])
+            print(f"{prog}: {len(failed.failed)} of {len(failed.results)} runs failed: {failed}", file=sys.stderr)
+            return 1
+        runs = result if isinstance(result, list) else [result]
+        for run in runs:
+            print(f"run: {run.path}")
+        print_summary([run.path for run in runs])
         return 0
     except Interrupted as exc:
         if exc.removed:

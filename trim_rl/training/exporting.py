@@ -39,6 +39,8 @@ def _run_config(run_dir: Path) -> dict:
 def export_run(run_dir: str | Path, out: str | Path, which: str = "best") -> Path:
     """Install the run's policy at ``out`` (``which``: ``best``, the finished calibrated policy, or
     ``last``, PPO's last actor as it is, uncalibrated, for inspection)."""
+    if which not in ("best", "last"):  # anything else would install the best policy without a word
+        raise ValueError(f"--which: expected best or last, got {which!r}")
     run_dir, out = Path(run_dir), Path(out)
     cfg = _run_config(run_dir)
     here, there = run_dir.resolve(), out.resolve()
