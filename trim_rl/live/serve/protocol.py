@@ -114,13 +114,20 @@ class ChatChoice(BaseModel):
     trim: dict[str, Any] = Field(description="policy, lam, finish and, with return_steps, the step trace")
 
 
-class ChatCompletionResponse(BaseModel):
+class _Response(BaseModel):
+    """What the chat and completion responses share; a subclass narrows ``object`` and ``choices``
+    (an overridden field keeps its place, so the JSON keys stay in OpenAI's order)."""
     id: str
-    object: Literal["chat.completion"] = "chat.completion"
+    object: str
     created: int = Field(default_factory=lambda: int(time.time()))
     model: str
-    choices: list[ChatChoice]
+    choices: list[Any]
     usage: Usage
+
+
+class ChatCompletionResponse(_Response):
+    object: Literal["chat.completion"] = "chat.completion"
+    choices: list[ChatChoice]
 
 
 class CompletionChoice(BaseModel):
@@ -131,13 +138,9 @@ class CompletionChoice(BaseModel):
     trim: dict[str, Any]
 
 
-class CompletionResponse(BaseModel):
-    id: str
+class CompletionResponse(_Response):
     object: Literal["text_completion"] = "text_completion"
-    created: int = Field(default_factory=lambda: int(time.time()))
-    model: str
     choices: list[CompletionChoice]
-    usage: Usage
 
 
 class ModelCard(BaseModel):
