@@ -55,9 +55,22 @@ def _history(*steps) -> StepHistory:
 # ---------------------------------------------------------------------------------------------
 # load_policy
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("spec", ["weak-only", "strong-only"])
-def test_fixed_modes_have_no_policy(spec):
-    assert load_policy(spec) is None
+@pytest.mark.parametrize("spec, mode, action", [("weak-only", "weak-only", 0), ("always-weak", "weak-only", 0),
+                                                 ("strong-only", "strong-only", 1), ("always-strong", "strong-only", 1)])
+def test_fixed_modes_decode_without_a_router_and_load_as_constant_policies(spec, mode, action):
+    from trim_rl.agents.baselines import ConstantPolicy
+    from trim_rl.agents.catalog import decode_mode
+
+    assert decode_mode(spec) == mode
+    policy = load_policy(spec)  # offline (and through the registry) both spellings are the constant policy
+    assert isinstance(policy, ConstantPolicy) and policy.action == action
+
+
+@pytest.mark.parametrize("spec", ["thr:0.5", str(AGG), str(POMDP)])
+def test_routed_specs_decode_hybrid(spec):
+    from trim_rl.agents.catalog import decode_mode
+
+    assert decode_mode(spec) == "hybrid"
 
 
 def test_threshold_spec():
@@ -72,9 +85,10 @@ def test_bad_threshold_specs(spec):
 
 
 def test_missing_or_empty_folder(tmp_path):
+    # both are errors the live command line reports in one line (exit 2)
     with pytest.raises(ValueError, match="checkpoint folder"):
         load_policy(str(tmp_path / "nope"))
-    with pytest.raises(ValueError, match="checkpoint folder"):
+    with pytest.raises(FileNotFoundError, match="not a checkpoint folder"):
         load_policy(str(tmp_path))  # exists, but no policy.json
 
 

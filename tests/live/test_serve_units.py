@@ -61,6 +61,19 @@ def test_policy_specs_name_their_model_ids():
     assert not served["agg"].budget_conditioned and served["b"].budget_conditioned and served["b"].lam == 2e-3
 
 
+def test_both_spellings_of_a_fixed_mode_serve_it_under_the_name_given():
+    served, default = load_served(["always-weak", "weak-only", "strong=always-strong", "thr:0.5"])
+    assert default == "always-weak" and list(served) == ["always-weak", "weak-only", "strong", "thr:0.5"]
+    for name, mode in (("always-weak", "weak-only"), ("weak-only", "weak-only"), ("strong", "strong-only")):
+        assert served[name].mode == mode and served[name].router is None  # no router: no scorer call
+    assert served["thr:0.5"].mode == "hybrid" and served["thr:0.5"].router.policy.k == 0.5
+
+
+def test_an_unknown_policy_is_refused_with_the_valid_names(tmp_path):
+    with pytest.raises(ValueError, match=r"--policy nope: unknown policy 'nope'; valid: thr:K, always-weak \(weak-only\)"):
+        load_served(["nope"])
+
+
 def test_error_locations_read_as_request_fields():
     assert field_path(("body", "trim", "budget")) == "trim.budget"
     assert field_path(("body", "messages", 0, "content", "str")) == "messages[0].content"

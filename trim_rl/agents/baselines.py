@@ -6,13 +6,11 @@ from typing import Any
 
 import numpy as np
 
-from trim_rl.agents.base import apply_mask, current_prm
+from trim_rl.agents.base import PolicyBase, apply_mask, current_prm
 
 
-class ThresholdPolicy:
+class ThresholdPolicy(PolicyBase):
     """TRIM-Thr: regenerate when the current step's PRM score is below ``k``."""
-
-    obs = "agg"
 
     def __init__(self, k: float):
         if not 0.0 <= k <= 1.0:
@@ -25,11 +23,9 @@ class ThresholdPolicy:
         return apply_mask(a, action_masks), state
 
 
-class ConstantPolicy:
+class ConstantPolicy(PolicyBase):
     """Always keep (``action=0``, always-weak) or always regenerate (``action=1``, always-strong
     within the tree's intervention budget)."""
-
-    obs = "agg"
 
     def __init__(self, action: int):
         self.action = int(action)
@@ -40,10 +36,8 @@ class ConstantPolicy:
         return apply_mask(np.full(n, self.action), action_masks), state
 
 
-class RandomStepPolicy:
+class RandomStepPolicy(PolicyBase):
     """Regenerate each step with probability ``p`` (a fixed seed makes it reproducible)."""
-
-    obs = "agg"
 
     def __init__(self, p: float, seed: int = 0):
         if not 0.0 <= p <= 1.0:

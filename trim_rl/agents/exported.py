@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from trim_rl.agents.base import PolicyBase
 from trim_rl.agents.checkpoint import (FORMAT, WEIGHTS, file_in_folder, price_field, read_policy_json, requested_budget,
                                       sha256_file)
 from trim_rl.agents.networks import PolicyNet
@@ -80,7 +81,7 @@ def _least_weights(net: dict, obs: str, meta_path: Path) -> int:
     return extra + sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
 
 
-class ExportedPolicy:
+class ExportedPolicy(PolicyBase):
     """A trained policy loaded from a checkpoint folder, on the SB3-style ``predict`` protocol."""
 
     def __init__(self, folder: str | Path):

@@ -26,10 +26,13 @@ from functools import lru_cache
 
 import numpy as np
 
+from trim_rl.agents import catalog
 from trim_rl.data.flat import FlatTrees
 
-LEARNED = ("sw", "mf", "clf")
-QUERY_ROUTERS = ("sw", "mf", "clf", "automix", "automix-min", "random-query", "smoothie")
+#: the query-level routers (names of :data:`trim_rl.agents.catalog.POLICIES` at level ``query``) and the
+#: learned ones among them (fitted on train, tuned on val)
+QUERY_ROUTERS = catalog.names(catalog.QUERY)
+LEARNED = tuple(e.name for e in catalog.POLICIES if e.level == catalog.QUERY and e.sweep == "learned")
 
 
 def source_ids(trees: FlatTrees) -> list[str]:

@@ -1,9 +1,11 @@
 """Every policy by name: built-in routers, checkpoint folders of every kind, one place.
 
-``load_policy(spec)`` understands ``thr:K`` (TRIM-Thr at threshold K), ``always-weak``,
-``always-strong`` (regenerate every step the tree allows), ``random:P`` and a checkpoint folder
-(``policy.json`` of kind ``network`` or ``pomdp``).  ``load_checkpoint(folder)`` dispatches a
-checkpoint on its ``kind``; :data:`CHECKPOINT_LOADERS` is the registry.
+``load_policy(spec)`` understands the step policies of the policy table
+(:data:`trim_rl.agents.catalog.POLICIES`): ``thr:K`` (TRIM-Thr at threshold K), ``always-weak`` (alias
+``weak-only``), ``always-strong`` (alias ``strong-only``; regenerate every step the tree allows),
+``random:P``, and a checkpoint folder (``policy.json`` of kind ``network`` or ``pomdp``).
+``load_checkpoint(folder)`` dispatches a checkpoint on its ``kind``; :data:`CHECKPOINT_LOADERS` is the
+registry.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from collections.abc import Callable
 
-from trim_rl.agents.baselines import ConstantPolicy, RandomStepPolicy, ThresholdPolicy
+from trim_rl.agents import catalog
+from trim_rl.agents.base import PolicyBase
 from trim_rl.agents.checkpoint import META, read_policy_json
 from trim_rl.agents.exported import ExportedPolicy
 from trim_rl.agents.pomdp.policy import load_pomdp
@@ -40,20 +43,28 @@ def _number(text: str, spec: str, lo: float, hi: float) -> float:
     return v
 
 
-def load_policy(spec: str | Path, seed: int = 0):
-    """A policy from its name (see the module docstring)."""
+def loadable() -> str:
+    """The specs :func:`load_policy` takes, as its error lists them."""
+    specs = [e.spec + (f" ({', '.join(e.aliases)})" if e.aliases else "")
+             for e in catalog.POLICIES if e.factory is not None]
+    return ", ".join(specs) + " or a checkpoint folder"
+
+
+def load_policy(spec: str | Path, seed: int = 0) -> PolicyBase:
+    """A policy from its name (see the module docstring); ``seed`` seeds a random one."""
     s = str(spec)
-    if s.startswith("thr:"):
-        return ThresholdPolicy(_number(s[4:], s, 0.0, 1.0))
-    if s == "always-weak":
-        return ConstantPolicy(0)
-    if s == "always-strong":
-        return ConstantPolicy(1)
-    if s.startswith("random:"):
-        return RandomStepPolicy(_number(s[7:], s, 0.0, 1.0), seed)
+    name, colon, value = s.partition(":")
+    entry = catalog.find(name)
+    if entry is not None and entry.factory is not None and bool(colon) == bool(entry.param):
+        return entry.make(_number(value, s, 0.0, 1.0) if entry.param else None, seed)
     p = Path(s)
     if (p / META).exists():
         return load_checkpoint(p)
     if p.exists():
         raise FileNotFoundError(f"{p}: not a checkpoint folder (no policy.json)")
-    raise ValueError(f"policy {s!r}: expected thr:K, always-weak, always-strong, random:P or a checkpoint folder")
+    if entry is not None and entry.factory is None:
+        raise ValueError(f"policy {s!r} is evaluated from the trees (evaluate.py --policies), not loaded as a "
+                         f"router; valid: {loadable()}")
+    if entry is not None and entry.param:
+        raise ValueError(f"policy {s!r}: expected {entry.spec}, a number in [0, 1] after ':'")
+    raise catalog.unknown(s, loadable())

@@ -9,17 +9,17 @@ from pathlib import Path
 
 import numpy as np
 
-from trim_rl.agents.query import QUERY_ROUTERS
+from trim_rl.agents import catalog
 from trim_rl.data.flat import FlatTrees
 from trim_rl.evaluation.metrics import MAX_BOOTSTRAP, policy_metrics
-from trim_rl.evaluation.query_sweep import LABELS as QUERY_LABELS
 from trim_rl.evaluation.query_sweep import QueryContext, sweep_query
 from trim_rl.evaluation.report import DIBC_NOTE
 from trim_rl.evaluation.rollout import weak_only_records
-from trim_rl.evaluation.sweep import LABELS, Point, checkpoint_families, sweep, sweep_checkpoints
+from trim_rl.evaluation.sweep import Point, checkpoint_families, sweep, sweep_checkpoints
 from trim_rl.sim.bundled import load_trees
 
-DEFAULT_POLICIES = "thr,always-weak,always-strong,random,oracle-step,oracle-query"
+#: every step-level family of the policy table: thr,always-weak,always-strong,random,oracle-step,oracle-query
+DEFAULT_POLICIES = ",".join(catalog.names(catalog.STEP))
 #: the README's pool: ten math500 test seeds that no training (train 0-11, val 0-3), calibration or
 #: model selection (the bundled test seed 0, and 3 and 9 of earlier reports) has seen
 POOL_SEEDS = "100-109"
@@ -37,6 +37,9 @@ def evaluate_policies(trees: FlatTrees, names: list[str], n_boot: int = 1000, se
     a bootstrap over test problems (every draw of a problem on every seed resampled together), and
     each policy also gets its per-seed figures and their spread (``per_seed``, ``spread``)."""
     check_settings(n_boot, seed, routing_errors)
+    # built-in names by their canonical spelling (weak-only -> always-weak), each once; unknown ones refused
+    # before any work
+    names = list(dict.fromkeys(catalog.canonical(n) for n in names))
     families = checkpoint_families(checkpoints or [])
     weak = weak_only_records(trees)
     pooled = groups is not None and len(groups) > 1
@@ -61,7 +64,7 @@ def evaluate_policies(trees: FlatTrees, names: list[str], n_boot: int = 1000, se
         diagnostics = None
         if name in families:
             points: list[Point] = sweep_checkpoints(families[name], trees, seed=seed, routing_errors=routing_errors)
-        elif name in QUERY_ROUTERS:
+        elif catalog.lookup(name).level == catalog.QUERY:
             points, diagnostics = sweep_query(name, trees, query_ctx)
             if not points:  # not applicable to these trees
                 result.setdefault("not_applicable", {})[name] = diagnostics
@@ -82,7 +85,7 @@ def evaluate_policies(trees: FlatTrees, names: list[str], n_boot: int = 1000, se
             pt["interventions"] = float(p.records.interventions.mean())
             if p.requested_budget is not None:
                 pt["requested_budget"] = float(p.requested_budget)
-        m["label"] = LABELS.get(name, QUERY_LABELS.get(name, name))
+        m["label"] = catalog.label(name)
         if diagnostics:
             m["diagnostics"] = diagnostics
         m["seconds"] = round(time.perf_counter() - t0, 2)

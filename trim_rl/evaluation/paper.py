@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from trim_rl.agents import catalog
 from trim_rl.agents.query import _auc
 from trim_rl.data.flat import FlatTrees, load_flat
 from trim_rl.data.trees import atomic_output
@@ -30,8 +31,9 @@ from trim_rl.evaluation.sweep import find_checkpoints
 from trim_rl.resources import project_folder
 from trim_rl.sim.bundled import tree_file
 
-STEP_POLICIES = ["thr", "always-weak", "always-strong", "random", "oracle-step", "oracle-query"]
-QUERY_POLICIES = ["sw", "mf", "clf", "automix", "automix-min", "random-query", "smoothie"]
+#: Table 1's policies: every step-level family and every query-level router of the policy table
+STEP_POLICIES = list(catalog.names(catalog.STEP))
+QUERY_POLICIES = list(catalog.names(catalog.QUERY))
 TABLE1_PROFILES = ("math500", "aime")
 CROSS_TARGETS = ("olympiadbench", "minerva")
 

@@ -6,15 +6,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from trim_rl.agents import catalog
 from trim_rl.agents import query as Q
 from trim_rl.data.flat import FlatTrees
 from trim_rl.evaluation.rollout import Records, weak_only_records
 from trim_rl.evaluation.sweep import Point
 
-FRACTIONS = [round(0.05 * i, 2) for i in range(21)]
-LABELS = {"sw": "RouteLLM SW ranking", "mf": "RouteLLM matrix factorisation", "clf": "RouteLLM classifier",
-          "automix": "AutoMix-PRM (final step)", "automix-min": "AutoMix-PRM (min step)",
-          "random-query": "random query router", "smoothie": "Smoothie (label-free)"}
+#: the query-level routers' sweep grid (:data:`trim_rl.agents.catalog.FRACTIONS`, as a list)
+FRACTIONS = list(catalog.FRACTIONS)
+#: query-level name -> display label, a view of :data:`trim_rl.agents.catalog.POLICIES`
+LABELS = catalog.QUERY_LABELS
 
 
 @dataclass
@@ -49,42 +50,55 @@ def _records(trees: FlatTrees, routed: np.ndarray, weak: Records, weak_first: bo
     )
 
 
+def _random_query(name: str, trees: FlatTrees, ctx: QueryContext | None, weak: Records) -> tuple[list[Point], dict]:
+    pts = []
+    for p in catalog.lookup(name).grid:
+        rec = Records(correct=(1 - p) * weak.correct + p * trees.strong_only_correct,
+                      strong_tokens=p * trees.strong_only_tokens,
+                      weak_tokens=(1 - p) * weak.weak_tokens, discarded_weak_tokens=np.zeros(trees.n_trees),
+                      interventions=np.zeros(trees.n_trees), steps=weak.steps)
+        pts.append(Point(p, rec))
+    return pts, {"note": "expected accuracy and cost of routing a random fraction of the problems"}
+
+
+def _smoothie(name: str, trees: FlatTrees, ctx: QueryContext | None, weak: Records) -> tuple[list[Point], dict]:
+    has_text = any("text" in str(h) for h in trees.headers[:1])
+    return [], {"not_applicable": "needs solution texts in the trees (real collected data); "
+                                  "simulated trees carry none" if not has_text else "not implemented"}
+
+
+def _automix(name: str, trees: FlatTrees, ctx: QueryContext | None, weak: Records) -> tuple[list[Point], dict]:
+    entry = catalog.lookup(name)
+    last, mins = Q.weak_final_prm(trees)
+    score = 1.0 - (mins if entry.sweep == "automix-min" else last)
+    pts = [Point(round(1.0 - thr, 6) if np.isfinite(thr) else "none", _records(trees, r, weak, True))
+           for thr, r in Q.quantile_routes(score, entry.grid)]
+    return pts, {"test_auc_weak_fails": Q._auc(score, ~weak.correct),
+                 "setting": "PRM threshold: re-solve with the strong model when the score is below it"}
+
+
+def _learned(name: str, trees: FlatTrees, ctx: QueryContext | None, weak: Records) -> tuple[list[Point], dict]:
+    if ctx is None:
+        raise ValueError(f"router {name!r} needs train/val trees (QueryContext)")
+    tr, va, te = Q.problem_table(ctx.train), Q.problem_table(ctx.val), Q.problem_table(trees)
+    router, info = Q.fit_learned(name, tr, ctx.embeddings(tr), va, ctx.embeddings(va), seed=ctx.seed)
+    per_problem = router.score(ctx.embeddings(te))
+    score = per_problem[te.tree_problem]
+    # route whole problems: quantiles over problems, applied to all their draws
+    pts = []
+    for thr, routed_p in Q.quantile_routes(per_problem, catalog.lookup(name).grid):
+        pts.append(Point(round(thr, 6) if np.isfinite(thr) else "none",
+                         _records(trees, routed_p[te.tree_problem], weak, False)))
+    return pts, {**info, "test_auc_weak_fails": Q._auc(score, ~weak.correct),
+                 "test_auc_weak_fails_per_problem": Q._auc(per_problem, te.weak < 0.5)}
+
+
+#: how each query-level entry's ``sweep`` turns into operating points
+SWEEPS = {"random-query": _random_query, "smoothie": _smoothie, "automix-final": _automix, "automix-min": _automix,
+          "learned": _learned}
+
+
 def sweep_query(name: str, trees: FlatTrees, ctx: QueryContext | None) -> tuple[list[Point], dict]:
     """(points, diagnostics) of one query-level router on ``trees``."""
-    weak = weak_only_records(trees)
-    fails = ~weak.correct
-    if name == "random-query":
-        pts = []
-        for p in FRACTIONS:
-            rec = Records(correct=(1 - p) * weak.correct + p * trees.strong_only_correct,
-                          strong_tokens=p * trees.strong_only_tokens,
-                          weak_tokens=(1 - p) * weak.weak_tokens, discarded_weak_tokens=np.zeros(trees.n_trees),
-                          interventions=np.zeros(trees.n_trees), steps=weak.steps)
-            pts.append(Point(p, rec))
-        return pts, {"note": "expected accuracy and cost of routing a random fraction of the problems"}
-    if name == "smoothie":
-        has_text = any("text" in str(h) for h in trees.headers[:1])
-        return [], {"not_applicable": "needs solution texts in the trees (real collected data); "
-                                      "simulated trees carry none" if not has_text else "not implemented"}
-    if name in ("automix", "automix-min"):
-        last, mins = Q.weak_final_prm(trees)
-        score = 1.0 - (last if name == "automix" else mins)
-        pts = [Point(round(1.0 - thr, 6) if np.isfinite(thr) else "none", _records(trees, r, weak, True))
-               for thr, r in Q.quantile_routes(score, FRACTIONS)]
-        return pts, {"test_auc_weak_fails": Q._auc(score, fails),
-                     "setting": "PRM threshold: re-solve with the strong model when the score is below it"}
-    if name in Q.LEARNED:
-        if ctx is None:
-            raise ValueError(f"router {name!r} needs train/val trees (QueryContext)")
-        tr, va, te = Q.problem_table(ctx.train), Q.problem_table(ctx.val), Q.problem_table(trees)
-        router, info = Q.fit_learned(name, tr, ctx.embeddings(tr), va, ctx.embeddings(va), seed=ctx.seed)
-        per_problem = router.score(ctx.embeddings(te))
-        score = per_problem[te.tree_problem]
-        # route whole problems: quantiles over problems, applied to all their draws
-        pts = []
-        for thr, routed_p in Q.quantile_routes(per_problem, FRACTIONS):
-            pts.append(Point(round(thr, 6) if np.isfinite(thr) else "none",
-                             _records(trees, routed_p[te.tree_problem], weak, False)))
-        return pts, {**info, "test_auc_weak_fails": Q._auc(score, fails),
-                     "test_auc_weak_fails_per_problem": Q._auc(per_problem, te.weak < 0.5)}
-    raise ValueError(f"unknown query router {name!r}; available: {', '.join(Q.QUERY_ROUTERS)}")
+    entry = catalog.lookup(name, catalog.QUERY)
+    return SWEEPS[entry.sweep](entry.name, trees, ctx, weak_only_records(trees))

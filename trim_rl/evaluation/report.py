@@ -9,6 +9,7 @@ import math
 import os
 from pathlib import Path
 
+from trim_rl.agents import catalog
 from trim_rl.evaluation.metrics import json_safe
 from trim_rl.fsutil import atomic_output, folder_beside
 
@@ -98,8 +99,8 @@ def inf_notes(result: dict) -> list[str]:
     return notes
 
 
-_BUILTIN_LABELS = {"TRIM-Thr", "random step router", "step-level oracle", "query-level oracle", "always-weak",
-                   "always-strong"}
+# the step-level families' labels: no checkpoint family's note is added to theirs
+_BUILTIN_LABELS = frozenset(catalog.STEP_LABELS.values())
 
 
 def markdown(result: dict) -> str:
@@ -241,8 +242,9 @@ def line_styles(n: int) -> list[tuple[str, str]]:
     return [(PALETTE[i % k], LINE_STYLES[(i // k) % len(LINE_STYLES)]) for i in range(n)]
 
 
-# how a built-in policy is drawn, whatever its place in the list: TRIM-Thr black, oracles dotted,
-# query-level routers dashed, the random router dash-dotted; always-weak / -strong are points
+# how a built-in policy is drawn (keyed by its canonical name in the policy table), whatever its place in
+# the list: TRIM-Thr black, oracles dotted, query-level routers dashed, the random router dash-dotted;
+# always-weak / -strong are points
 FIXED = {"thr": ("#000000", "-"), "always-weak": ("#7f7f7f", None), "always-strong": ("#4d4d4d", None),
          "random": ("#a6a6a6", "-."), "oracle-step": ("#b15928", ":"), "oracle-query": ("#fb9a99", ":")}
 
@@ -250,17 +252,19 @@ FIXED = {"thr": ("#000000", "-"), "always-weak": ("#7f7f7f", None), "always-stro
 def _styles(result: dict) -> dict[str, tuple[str, str | None]]:
     """(colour, line style; None for a point) per policy: fixed ones for the built-ins, the palette for
     the rest (checkpoint families first, solid; query-level routers dashed)."""
-    from trim_rl.agents.query import QUERY_ROUTERS
-
     names = list(result["policies"])
     free = iter(line_styles(len(names)))
     out = {}
-    for name in sorted(names, key=lambda n: n in QUERY_ROUTERS):
+
+    def query_level(name: str) -> bool:
+        return catalog.is_builtin(name, catalog.QUERY)
+
+    for name in sorted(names, key=query_level):
         if name in FIXED:
             out[name] = FIXED[name]
         else:
             colour, ls = next(free)
-            out[name] = (colour, "--" if name in QUERY_ROUTERS and ls == "-" else ls)
+            out[name] = (colour, "--" if query_level(name) and ls == "-" else ls)
     return out
 
 

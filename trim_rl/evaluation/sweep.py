@@ -9,19 +9,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trim_rl.agents.baselines import ConstantPolicy, RandomStepPolicy, ThresholdPolicy
+from trim_rl.agents import catalog
+from trim_rl.agents.catalog import ORACLE_POINTS, PolicyEntry
 from trim_rl.agents.oracle import min_cost_to_correct, query_oracle_cost
 from trim_rl.data.flat import FlatTrees
 from trim_rl.evaluation.rollout import Records, query_records, rollout, weak_only_records
 
-THRESHOLDS = [round(0.05 * i, 2) for i in range(21)]
-RANDOM_P = [round(0.1 * i, 1) for i in range(11)]
-ORACLE_POINTS = 80
+#: the sweep grids of TRIM-Thr and the random step router (:mod:`trim_rl.agents.catalog`'s, as lists)
+THRESHOLDS = list(catalog.THRESHOLDS)
+RANDOM_P = list(catalog.RANDOM_P)
 
-LABELS = {
-    "thr": "TRIM-Thr", "always-weak": "always-weak", "always-strong": "always-strong",
-    "random": "random step router", "oracle-step": "step-level oracle", "oracle-query": "query-level oracle",
-}
+#: step-level name -> display label, a view of :data:`trim_rl.agents.catalog.POLICIES` (aliases look up too)
+LABELS = catalog.STEP_LABELS
 
 
 @dataclass
@@ -46,35 +45,52 @@ def _oracle_curve(trees: FlatTrees, cost: np.ndarray, base: np.ndarray, to_stron
     return pts
 
 
+def _rollout_grid(entry: PolicyEntry, trees: FlatTrees, seed: int, routing_errors: float) -> list[Point]:
+    """The entry's step policy rolled over the trees at each setting of its grid."""
+    return [Point(s, rollout(entry.make(s, seed), trees, routing_errors=routing_errors, seed=seed)) for s in entry.grid]
+
+
+def _weak_only(entry: PolicyEntry, trees: FlatTrees, seed: int, routing_errors: float) -> list[Point]:
+    # the weak path is read off the trees; with routing errors the constant policy's flipped decisions are played
+    return [Point(entry.grid[0], weak_only_records(trees) if routing_errors == 0 else
+                  rollout(entry.make(None, seed), trees, routing_errors=routing_errors, seed=seed))]
+
+
+def _strong_only(entry: PolicyEntry, trees: FlatTrees, seed: int, routing_errors: float) -> list[Point]:
+    return [Point(entry.grid[0], query_records(trees, np.ones(trees.n_trees, dtype=bool)))]
+
+
+def _oracle_step(entry: PolicyEntry, trees: FlatTrees, seed: int, routing_errors: float) -> list[Point]:
+    c, _ = min_cost_to_correct(trees)
+    w = weak_only_records(trees)
+    base = c == 0
+
+    def records(bought):
+        ok = base | bought
+        # where the weak path is already correct the oracle pays nothing; elsewhere its DP path
+        return Records(ok, np.where(bought, c, 0).astype(np.int64), w.weak_tokens, np.zeros_like(w.steps),
+                       np.zeros_like(w.steps), w.steps)
+
+    return _oracle_curve(trees, c, base, records)
+
+
+def _oracle_query(entry: PolicyEntry, trees: FlatTrees, seed: int, routing_errors: float) -> list[Point]:
+    w = weak_only_records(trees)
+    c = query_oracle_cost(w.correct, trees.strong_only_correct, trees.strong_only_tokens)
+    return _oracle_curve(trees, c, w.correct, lambda bought: query_records(trees, bought))
+
+
+#: how each step-level entry's ``sweep`` turns into operating points
+SWEEPS: dict[str, Callable[[PolicyEntry, FlatTrees, int, float], list[Point]]] = {
+    "rollout": _rollout_grid, catalog.WEAK_ONLY: _weak_only, catalog.STRONG_ONLY: _strong_only,
+    "oracle-step": _oracle_step, "oracle-query": _oracle_query,
+}
+
+
 def sweep(name: str, trees: FlatTrees, seed: int = 0, routing_errors: float = 0.0) -> list[Point]:
-    """Operating points of a built-in policy family on ``trees``."""
-    if name == "thr":
-        return [Point(k, rollout(ThresholdPolicy(k), trees, routing_errors=routing_errors, seed=seed)) for k in THRESHOLDS]
-    if name == "always-weak":
-        return [Point("weak", weak_only_records(trees) if routing_errors == 0 else
-                      rollout(ConstantPolicy(0), trees, routing_errors=routing_errors, seed=seed))]
-    if name == "always-strong":
-        return [Point("strong", query_records(trees, np.ones(trees.n_trees, dtype=bool)))]
-    if name == "random":
-        return [Point(p, rollout(RandomStepPolicy(p, seed), trees, routing_errors=routing_errors, seed=seed))
-                for p in RANDOM_P]
-    if name == "oracle-step":
-        c, _ = min_cost_to_correct(trees)
-        w = weak_only_records(trees)
-        base = c == 0
-
-        def records(bought):
-            ok = base | bought
-            # where the weak path is already correct the oracle pays nothing; elsewhere its DP path
-            return Records(ok, np.where(bought, c, 0).astype(np.int64), w.weak_tokens, np.zeros_like(w.steps),
-                           np.zeros_like(w.steps), w.steps)
-
-        return _oracle_curve(trees, c, base, records)
-    if name == "oracle-query":
-        w = weak_only_records(trees)
-        c = query_oracle_cost(w.correct, trees.strong_only_correct, trees.strong_only_tokens)
-        return _oracle_curve(trees, c, w.correct, lambda bought: query_records(trees, bought))
-    raise ValueError(f"unknown policy {name!r}; built-in: {', '.join(LABELS)}")
+    """Operating points of a built-in step-level policy family (name or alias) on ``trees``."""
+    entry = catalog.lookup(name, catalog.STEP)
+    return SWEEPS[entry.sweep](entry, trees, seed, routing_errors)
 
 
 def find_checkpoints(paths: list[str]) -> list:
@@ -152,7 +168,7 @@ def sweep_checkpoints(policies: list, trees: FlatTrees, seed: int = 0, routing_e
     without a table: per lambda of ``eval_lams``)."""
     pts = []
     for pol in policies:
-        table = getattr(pol, "budget_table", None)
+        table = pol.budget_table
         if pol.budget_conditioned and table is not None:
             lo, hi = table.range()
             for b in table_budgets(lo, hi):
@@ -164,5 +180,5 @@ def sweep_checkpoints(policies: list, trees: FlatTrees, seed: int = 0, routing_e
                 pts.append(Point(float(lam), rollout(pol, trees, lam=float(lam), routing_errors=routing_errors, seed=seed)))
         else:
             pts.append(Point(float(pol.lam), rollout(pol, trees, lam=float(pol.lam), routing_errors=routing_errors,
-                                                     seed=seed), getattr(pol, "requested_budget", None)))
+                                                     seed=seed), pol.requested_budget))
     return sorted(pts, key=lambda p: (p.requested_budget is None, -(p.requested_budget or 0), p.setting))

@@ -1,9 +1,10 @@
 """The router of live decoding: a policy plus the env's observation builder, one problem at a time.
 
-``--policy`` specs: ``weak-only``, ``strong-only``, or anything :func:`trim_rl.agents.registry.load_policy`
-reads: ``thr:K`` (TRIM-Thr), a checkpoint folder (an exported TRIM-Agg / TRIM-Seq network or a
-TRIM-POMDP table).  A budget-conditioned checkpoint needs a budget (its budget table gives the
-price) or a price.
+``--policy`` specs are those of :func:`trim_rl.agents.registry.load_policy` (re-exported here):
+``thr:K`` (TRIM-Thr), a checkpoint folder (an exported TRIM-Agg / TRIM-Seq network or a TRIM-POMDP
+table), and ``always-weak`` / ``always-strong`` (aliases ``weak-only`` / ``strong-only``), which live
+decoding runs without a router (:func:`trim_rl.agents.catalog.decode_mode`).  A budget-conditioned
+checkpoint needs a budget (its budget table gives the price) or a price.
 """
 
 from __future__ import annotations
@@ -13,45 +14,34 @@ from typing import Any
 
 import numpy as np
 
-from trim_rl.agents.registry import load_policy as registry_load_policy
-from trim_rl.envs.observations import StepHistory, make_builder
+from trim_rl.agents.base import PolicyBase
+from trim_rl.agents.registry import load_policy
+from trim_rl.envs.observations import StepHistory
 
-MODES = ("weak-only", "strong-only")
-
-
-def load_policy(spec: str):
-    """A policy (SB3 ``predict`` protocol) from a ``--policy`` spec; None for the two fixed modes."""
-    if spec in MODES:
-        return None
-    try:
-        return registry_load_policy(spec)
-    except FileNotFoundError as exc:
-        raise ValueError(f"policy {spec!r}: {exc}") from None
+__all__ = ["Router", "load_policy"]
 
 
 class Router:
     """Decides keep (0) / regenerate (1) for one weak step from the accepted history."""
 
-    def __init__(self, policy, lam: float | None = None, budget: float | None = None):
+    def __init__(self, policy: PolicyBase, lam: float | None = None, budget: float | None = None):
         """``budget`` (% of always-strong's strong tokens) picks a budget-conditioned checkpoint's price
         from its budget table; ``lam`` gives the price directly."""
         self.policy = policy
-        builder = getattr(policy, "builder", None)
-        self.builder = builder() if callable(builder) else make_builder(getattr(policy, "obs", "agg"),
-                                                                         bool(getattr(policy, "budget_conditioned", False)))
+        self.builder = policy.builder()
         conditioned = bool(getattr(self.builder, "budget_conditioned", False))
         if budget is not None:
             if lam is not None:
                 raise ValueError("--budget and --lam: choose one")
             if not conditioned:
-                trained = getattr(policy, "requested_budget", None)
+                trained = policy.requested_budget
                 raise ValueError("--budget: this policy is not budget-conditioned (it spends what it was trained for"
                                  + (f": {trained:g}%" if trained is not None else "") + "); pass a budget-conditioned "
                                  "checkpoint to choose the budget per run")
             lam = policy.lam_for_budget(float(budget), "--budget")
         self.lam, self.budget = lam, budget
         if conditioned and lam is None:
-            lam = getattr(policy, "lam", None)
+            lam = policy.lam
             if lam is None:
                 raise ValueError("this policy is budget-conditioned: give --budget PCT (or the price with --lam)")
             self.lam = float(lam)

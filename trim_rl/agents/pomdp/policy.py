@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from trim_rl import __version__
-from trim_rl.agents.base import apply_mask
+from trim_rl.agents.base import PolicyBase, apply_mask
 from trim_rl.agents.checkpoint import FORMAT, file_in_folder, price_field, read_policy_json, requested_budget, sha256_file
 from trim_rl.agents.pomdp.belief import BeliefFilter, BeliefState
 from trim_rl.agents.pomdp.model import POMDPModel
@@ -31,11 +31,12 @@ ARRAYS = "policy.npz"
 FAMILY = "TRIM-POMDP"
 
 
-class POMDPPolicy:
+class POMDPPolicy(PolicyBase):
     """A solved TRIM-POMDP policy for one lambda."""
 
     obs = "agg"
     budget_conditioned = False
+    stateful = True  # predict carries each problem's belief in ``state``
 
     def __init__(self, model: POMDPModel, solution: Solution, folder: str | Path | None = None,
                  meta: dict[str, Any] | None = None, family: str = FAMILY):

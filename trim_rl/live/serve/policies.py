@@ -1,12 +1,13 @@
 """The served policies (``--policy [NAME=]SPEC``, repeatable) and the price of each request.
 
 SPEC is what ``decode --policy`` takes: a checkpoint folder (an exported TRIM-Agg / TRIM-Seq network
-or a TRIM-POMDP table), ``thr:K``, or ``weak-only`` / ``strong-only`` (decoding without a router).
-NAME is the model id clients send (default: the folder's name, or SPEC itself).
+or a TRIM-POMDP table), ``thr:K``, or ``always-weak`` / ``always-strong`` (also spelled ``weak-only`` /
+``strong-only``: decoding without a router).  NAME is the model id clients send (default: the
+folder's name, or SPEC itself, as spelled).
 
-Policies are loaded, and budgets turned into prices, through :func:`load_policy` and
-:func:`lam_for_budget` alone: the policy registry (``trim_rl.agents.registry``) and a checkpoint's
-budget table (``ExportedPolicy.lam_for_budget``).
+Policies are loaded, and budgets turned into prices, through the policy registry
+(:func:`trim_rl.agents.registry.load_policy`; the policy table says which specs are fixed modes) and
+a checkpoint's budget table (:meth:`~trim_rl.agents.base.PolicyBase.lam_for_budget`).
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from trim_rl.agents.catalog import HYBRID, decode_mode
 from trim_rl.live.serve.errors import ServeError, bad_request
 
 if TYPE_CHECKING:
+    from trim_rl.agents.base import PolicyBase
     from trim_rl.live.router import Router
     from trim_rl.live.serve.control import PriceController
 
-MODES = ("weak-only", "strong-only")
 #: At this price one strong token costs what a correct answer is worth, so no regeneration (at least
 #: one token, at most +1 of reward) can pay for itself: the server keeps every step, whatever a
 #: budget-conditioned network (trained on prices far below) would extrapolate there.
@@ -31,27 +33,15 @@ NO_REGEN_PRICE = 1.0
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-def load_policy(spec: str):
-    """A policy (SB3 ``predict`` protocol) from a ``--policy`` spec other than the fixed modes."""
-    # trim_rl.agents.registry imports torch
-    from trim_rl.agents.registry import load_policy as load
-
-    return load(spec)
-
-
-def lam_for_budget(policy, budget: float, what: str) -> float:
+def lam_for_budget(policy: PolicyBase, budget: float, what: str) -> float:
     """The price at which a budget-conditioned checkpoint spends ``budget`` % of always-strong's strong
     tokens, from its budget table; ValueError naming ``what`` (out of the table's range, no table)."""
-    convert = getattr(policy, "lam_for_budget", None)
-    if convert is None:
-        raise ValueError(f"{what}: this checkpoint carries no budget table to turn a budget into a price; "
-                         "give the price itself (trim.lam)")
-    return float(convert(budget, what))
+    return float(policy.lam_for_budget(budget, what))
 
 
-def lam_range(policy) -> tuple[float, float] | None:
+def lam_range(policy: PolicyBase) -> tuple[float, float] | None:
     """The prices a budget-conditioned checkpoint was trained on (policy.json ``lam_range``)."""
-    r = (getattr(policy, "meta", None) or {}).get("lam_range")
+    r = policy.meta.get("lam_range")
     try:
         lo, hi = float(r[0]), float(r[1])
     except (TypeError, ValueError, IndexError, KeyError):
@@ -112,8 +102,8 @@ def parse_spec(item: str) -> tuple[str, str]:
 def load_served(items: list[str], default: str | None = None, lam: float | None = None,
                 budget: float | None = None) -> tuple[dict[str, ServedPolicy], str]:
     """The served policies by name, and the default's name (``default``, else the first)."""
-    # trim_rl.live.router imports torch
-    from trim_rl.live.router import Router
+    # trim_rl.live.router imports torch (and the registry with it)
+    from trim_rl.live.router import Router, load_policy
 
     if lam is not None and budget is not None:
         raise ValueError("--lam and --budget: give one default price, not both")
@@ -124,8 +114,9 @@ def load_served(items: list[str], default: str | None = None, lam: float | None 
         name, spec = parse_spec(item)
         if name in served:
             raise ValueError(f"--policy: the name {name!r} is given twice (name them: --policy NAME=SPEC)")
-        if spec in MODES:
-            served[name] = ServedPolicy(name, spec, spec)
+        mode = decode_mode(spec)
+        if mode != HYBRID:  # a fixed mode: no router (and no scorer call)
+            served[name] = ServedPolicy(name, spec, mode)
             continue
         try:
             policy = load_policy(spec)
@@ -137,15 +128,14 @@ def load_served(items: list[str], default: str | None = None, lam: float | None 
     if (lam is not None or budget is not None) and not conditioned:
         raise ValueError(f"{'--lam' if lam is not None else '--budget'}: no served policy is budget-conditioned")
     for p in conditioned:
-        own = getattr(p.router.policy, "lam", None)
-        wanted = getattr(p.router.policy, "requested_budget", None)
+        own, wanted = p.router.policy.lam, p.router.policy.requested_budget
         if lam is not None:
             p.lam = float(lam)
         elif budget is not None:
             p.lam = lam_for_budget(p.router.policy, budget, "--budget")
         elif own is not None:
             p.lam = float(own)
-        elif wanted is not None and hasattr(p.router.policy, "lam_for_budget"):
+        elif wanted is not None:
             p.lam = lam_for_budget(p.router.policy, wanted, f"--policy {p.spec} (its requested budget)")
     if default is not None and default not in served:
         raise ValueError(f"--default-policy {default!r}: not a served policy ({', '.join(served)})")
