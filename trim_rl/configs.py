@@ -4,7 +4,9 @@ A config is a dataclass; :func:`from_mapping` builds one from a mapping and name
 of the first value that does not fit (``agents/x.yaml: learning_rate: expected a number > 0, got
 'fast'``).  Types understood: ``bool``, ``int``, ``float``, ``str``, ``Literal[...]``,
 ``list[T]``, ``dict``, ``T | None`` and nested config dataclasses; a field's ``metadata["check"]``
-adds a range check ``(predicate, "what is expected")``.
+adds a range check ``(predicate, "what is expected")`` (:func:`check`; :func:`expect` words the
+type error the same way).  A :class:`Sparse` block remembers which keys its file gave and is
+written back with those only, so a run's ``config.yml`` holds what the YAML said.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["ConfigError", "load_yaml_file", "from_mapping", "to_mapping", "check", "Yaml12Loader"]
+__all__ = ["ConfigError", "load_yaml_file", "from_mapping", "to_mapping", "check", "expect", "Sparse", "Yaml12Loader"]
 
 
 class ConfigError(ValueError):
@@ -85,6 +87,43 @@ def load_yaml_file(path: str | Path) -> dict:
 def check(predicate, expected: str) -> dict:
     """Field metadata: a range check and what the message says is expected."""
     return {"check": (predicate, expected)}
+
+
+def expect(expected: str, predicate=None) -> dict:
+    """Field metadata: like :func:`check`, and a value of the wrong type is refused with the same
+    words (``expected a valid int, got 2.5``)."""
+    return {"check": (predicate or (lambda v: True), expected), "expect": True}
+
+
+@dataclasses.dataclass
+class Sparse:
+    """A config block whose unset keys mean "the default of the code that reads it": it is written
+    back (:func:`to_mapping`) and iterated with the keys its file gave only, in the file's order,
+    plus any field set to a non-default value since."""
+
+    _given: tuple[str, ...] = dataclasses.field(default=(), init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        # built in code: the keys given are those that differ from their defaults
+        self._given = tuple(f.name for f in _init_fields(self) if getattr(self, f.name) != _default(f))
+
+    def given_keys(self) -> list[str]:
+        """The keys set: those its file gave, then those changed from their defaults since."""
+        changed = [f.name for f in _init_fields(self) if f.name not in self._given
+                   and getattr(self, f.name) != _default(f)]
+        return [*self._given, *changed]
+
+
+def _init_fields(obj) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(obj) if f.init]
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
 
 
 def _type_name(tp) -> str:
@@ -190,21 +229,32 @@ def from_mapping(cls, data: dict, where: str, path: str = ""):
     kwargs = {}
     for name, value in data.items():
         key = f"{path}.{name}" if path else name
-        v = _convert(value, hints[name], where, key)
         chk = fields[name].metadata.get("check")
+        try:
+            v = _convert(value, hints[name], where, key)
+        except ConfigError:
+            if not fields[name].metadata.get("expect"):
+                raise
+            raise ConfigError(f"{where}: {key}: expected {chk[1]}, got {value!r}") from None
         if chk is not None and v is not None and not chk[0](v):
             raise ConfigError(f"{where}: {key}: expected {chk[1]}, got {value!r}")
         kwargs[name] = v
     try:
-        return cls(**kwargs)
+        obj = cls(**kwargs)
     except ConfigError as exc:
         raise ConfigError(f"{at}: {exc}") from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{at}: {exc}") from None
+    if isinstance(obj, Sparse):
+        obj._given = tuple(data)
+    return obj
 
 
 def to_mapping(obj) -> Any:
-    """Plain data (for ``config.yml``) of a config dataclass, recursively."""
+    """Plain data (for ``config.yml``) of a config dataclass, recursively (a :class:`Sparse` block:
+    the keys set only)."""
+    if isinstance(obj, Sparse):
+        return {k: to_mapping(getattr(obj, k)) for k in obj.given_keys()}
     if dataclasses.is_dataclass(obj):
         return {f.name: to_mapping(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, (list, tuple)):

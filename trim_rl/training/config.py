@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from trim_rl.configs import ConfigError, check, from_mapping, load_yaml_file, parse_yaml, to_mapping
+from trim_rl.agents.pomdp.config import FitConfig, SolverConfig
+from trim_rl.configs import ConfigError, Sparse, check, expect, from_mapping, load_yaml_file, parse_yaml, to_mapping
+from trim_rl.resources import project_folder
 from trim_rl.training.checks import check_memory
 from trim_rl.training.policy_iteration import PolicyIterationConfig
 
@@ -23,22 +25,47 @@ STAGES = ("policy_iteration", "distill", "ppo")
 
 _pos = check(lambda v: v > 0, "a number > 0")
 _pos_int = check(lambda v: v >= 1, "an integer >= 1")
-_unit = check(lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
 # a price is correct answers per strong token: at 1 no regeneration pays for itself, so a higher
 # one trains the same never-regenerate policy (and a huge one overflows PPO's returns)
 _price = check(lambda v: 0 < v <= 1, "a price > 0 and at most 1")
 _prices = check(lambda v: len(v) >= 1 and all(0 < x <= 1 for x in v) and len(set(v)) == len(v),
                 "a list of distinct prices > 0 and at most 1")
 
-# MaskablePPO keyword arguments an agent YAML may set under ``hyperparams``, with their checks
-PPO_KEYS: dict[str, tuple[type, Any]] = {
-    "n_steps": (int, lambda v: v >= 1), "batch_size": (int, lambda v: v >= 2), "n_epochs": (int, lambda v: v >= 1),
-    "learning_rate": (float, lambda v: v >= 0), "gamma": (float, lambda v: 0 <= v <= 1),
-    "gae_lambda": (float, lambda v: 0 <= v <= 1), "clip_range": (float, lambda v: v > 0),
-    "ent_coef": (float, lambda v: v >= 0), "vf_coef": (float, lambda v: v >= 0),
-    "max_grad_norm": (float, lambda v: v > 0), "target_kl": (float, lambda v: v > 0),
-    "normalize_advantage": (bool, None),
-}
+
+def _ppo(tp: str, predicate=None) -> dict:
+    # the words of the type table this block replaced ("expected a valid int, got 2.5")
+    return expect(f"a valid {tp}", predicate)
+
+
+@dataclass
+class PPOHyperparams(Sparse, Mapping):
+    """MaskablePPO keyword arguments (``hyperparams`` of an agent YAML).  A field left out keeps
+    SB3's default (the field's default here); as a mapping it holds the keys the YAML set, which
+    are what :func:`trim_rl.training.ppo_stage.make_model` passes to MaskablePPO."""
+
+    n_steps: int = field(default=2048, metadata=_ppo("int", lambda v: v >= 1))
+    batch_size: int = field(default=64, metadata=_ppo("int", lambda v: v >= 2))
+    n_epochs: int = field(default=10, metadata=_ppo("int", lambda v: v >= 1))
+    learning_rate: float = field(default=3.0e-4, metadata=_ppo("float", lambda v: v >= 0))
+    gamma: float = field(default=0.99, metadata=_ppo("float", lambda v: 0 <= v <= 1))
+    gae_lambda: float = field(default=0.95, metadata=_ppo("float", lambda v: 0 <= v <= 1))
+    clip_range: float = field(default=0.2, metadata=_ppo("float", lambda v: v > 0))
+    ent_coef: float = field(default=0.0, metadata=_ppo("float", lambda v: v >= 0))
+    vf_coef: float = field(default=0.5, metadata=_ppo("float", lambda v: v >= 0))
+    max_grad_norm: float = field(default=0.5, metadata=_ppo("float", lambda v: v > 0))
+    target_kl: float | None = field(default=None, metadata=_ppo("float", lambda v: v > 0))
+    normalize_advantage: bool = field(default=True, metadata=_ppo("bool"))
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.given_keys():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.given_keys())
+
+    def __len__(self) -> int:
+        return len(self.given_keys())
 
 
 @dataclass
@@ -86,39 +113,23 @@ class DistillConfig:
 
 
 @dataclass
-class PomdpFit:
-    """TRIM-POMDP's fit (``fit``; see :func:`trim_rl.agents.pomdp.fit.fit_model`)."""
-
-    n_bins: int = field(default=20, metadata=check(lambda v: v >= 2, "an integer >= 2"))
-    bandwidth: float = field(default=0.02, metadata=_pos)
-    token_bins: int = field(default=4, metadata=_pos_int)
-    n_classes: int = field(default=2, metadata=_pos_int)
-    regen_prob: float = field(default=0.2, metadata=check(lambda v: 0 < v < 1, "a number in (0, 1)"))
-    min_labelled: float = field(default=0.5, metadata=_unit)
-    use_token_evidence: bool = True
-    table: str | None = None
-
-
-@dataclass
-class PomdpSolver:
-    """TRIM-POMDP's solver grids (``solver``; see :class:`trim_rl.agents.pomdp.solver.SolverConfig`)."""
-
-    p_grid: int = field(default=101, metadata=check(lambda v: v >= 2, "an integer >= 2"))
-    obs_bins: int = field(default=20, metadata=check(lambda v: v >= 2, "an integer >= 2"))
-    simplex_grid: int = field(default=51, metadata=check(lambda v: v >= 2, "an integer >= 2"))
-
-
-@dataclass
 class AgentConfig:
-    """An agent YAML (``agents/*.yaml``).  ``algo: maskable_ppo`` runs the stages of ``recipe``;
-    ``algo: pomdp`` fits and solves TRIM-POMDP (keys ``fit``, ``solver``, ``lam_grid``, ``validate``)."""
+    """An agent YAML (``agents/*.yaml``), tagged by its ``algo``: a :class:`PPOAgentConfig` or a
+    :class:`PomdpAgentConfig` (:data:`AGENT_TYPES`); these are the keys both have."""
 
     algo: Literal["maskable_ppo", "pomdp"] = "maskable_ppo"
     name: str = ""
     obs: Literal["agg", "seq"] = "agg"
     budget_conditioned: bool = False
+
+
+@dataclass
+class PPOAgentConfig(AgentConfig):
+    """``algo: maskable_ppo``: the stages of ``recipe`` (policy iteration, distillation, PPO) on a network."""
+
+    algo: Literal["maskable_ppo"] = "maskable_ppo"
     recipe: list[Literal["policy_iteration", "distill", "ppo"]] = field(default_factory=lambda: ["ppo"])
-    policy_iteration: dict = field(default_factory=dict)
+    policy_iteration: PolicyIterationConfig = field(default_factory=PolicyIterationConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     lam_range: list[float] | None = field(default=None, metadata=check(
         lambda v: len(v) == 2 and 0 < v[0] < v[1] <= 1, "[low, high] with 0 < low < high <= 1"))
@@ -128,59 +139,61 @@ class AgentConfig:
     lam_warmup: LamWarmup | None = None
     initial_regen_prob: float = field(default=0.5, metadata=check(lambda v: 0 < v < 1, "a number in (0, 1)"))
     budget_control: float = field(default=0.0, metadata=check(lambda v: v >= 0, "a number >= 0"))
-    hyperparams: dict = field(default_factory=dict)
+    hyperparams: PPOHyperparams = field(default_factory=PPOHyperparams)
     policy_kwargs: NetworkSpec = field(default_factory=NetworkSpec)
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     init_from: str | None = None
-    # TRIM-POMDP (algo: pomdp)
-    fit: PomdpFit = field(default_factory=PomdpFit)
-    solver: PomdpSolver = field(default_factory=PomdpSolver)
-    lam_grid: list[float] | None = field(default=None, metadata=_prices)
-    validate: bool = True
 
     @property
     def pi(self) -> PolicyIterationConfig:
-        return PolicyIterationConfig(**self.policy_iteration)
+        """The policy-iteration settings (``policy_iteration``)."""
+        return self.policy_iteration
 
     @property
     def has_ppo(self) -> bool:
         return "ppo" in self.recipe
 
 
-PPO_ONLY = ("recipe", "policy_iteration", "distill", "total_timesteps", "n_envs", "eval_freq", "lam_warmup",
-            "initial_regen_prob", "budget_control", "hyperparams", "policy_kwargs", "init_from", "lam_range",
-            "device")
-POMDP_ONLY = ("fit", "solver", "lam_grid", "validate")
+@dataclass
+class PomdpAgentConfig(AgentConfig):
+    """``algo: pomdp``: fit TRIM-POMDP on the training trees and solve it for each price."""
+
+    algo: Literal["pomdp"] = "pomdp"
+    fit: FitConfig = field(default_factory=FitConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    lam_grid: list[float] | None = field(default=None, metadata=_prices)
+    validate: bool = True
 
 
-def _check_agent(agent: AgentConfig, data: dict, where: str) -> AgentConfig:
-    """Cross-field checks of an agent config (one key set per algorithm, a recipe that makes sense)."""
-    own = POMDP_ONLY if agent.algo == "pomdp" else PPO_ONLY
-    other = [k for k in data if k in (PPO_ONLY if agent.algo == "pomdp" else POMDP_ONLY)]
+AGENT_TYPES: dict[str, type[AgentConfig]] = {"maskable_ppo": PPOAgentConfig, "pomdp": PomdpAgentConfig}
+
+
+def _own_keys(cls: type[AgentConfig]) -> list[str]:
+    """The keys of one algo's agent config that the other algo does not have."""
+    common = {f.name for f in dataclasses.fields(AgentConfig)}
+    return [f.name for f in dataclasses.fields(cls) if f.name not in common]
+
+
+def _typed_agent(data: dict, where: str) -> AgentConfig:
+    """The agent config of ``data``'s ``algo`` (default ``maskable_ppo``), every field checked."""
+    algo = data.get("algo", "maskable_ppo")
+    cls = AGENT_TYPES.get(algo) if isinstance(algo, str) else None
+    if cls is None:
+        raise ConfigError(f"{where}: algo: expected one of {', '.join(repr(a) for a in AGENT_TYPES)}, got {algo!r}")
+    own = _own_keys(cls)
+    others = {k for c in AGENT_TYPES.values() if c is not cls for k in _own_keys(c)}
+    other = [k for k in data if k in others and k not in own]
     if other:
-        raise ConfigError(f"{where}: {other[0]}: not a key of algo {agent.algo!r} (its keys: {', '.join(own)})")
-    if agent.algo == "pomdp":
-        check_memory(agent, where)
-        return agent
-    for key, value in agent.hyperparams.items():
-        if key not in PPO_KEYS:
-            raise ConfigError(f"{where}: hyperparams.{key}: unknown PPO setting; allowed: {', '.join(PPO_KEYS)}")
-        tp, ok = PPO_KEYS[key]
-        good = isinstance(value, bool) if tp is bool else (
-            not isinstance(value, bool) and isinstance(value, (int, float) if tp is float else int))
-        if good and tp is float:
-            good = math.isfinite(float(value))
-        if not good or (ok is not None and not ok(value)):
-            raise ConfigError(f"{where}: hyperparams.{key}: expected a valid {tp.__name__}, got {value!r}")
-    allowed_pi = sorted(f.name for f in dataclasses.fields(PolicyIterationConfig))
-    for k in agent.policy_iteration:
-        if k not in allowed_pi:
-            raise ConfigError(f"{where}: policy_iteration.{k}: unknown key; allowed under policy_iteration: "
-                              f"{', '.join(allowed_pi)}")
-    try:
-        _ = agent.pi  # builds (and so checks) the policy-iteration settings
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: policy_iteration: {exc}") from None
+        raise ConfigError(f"{where}: {other[0]}: not a key of algo {algo!r} (its keys: {', '.join(own)})")
+    agent = from_mapping(cls, data, where)
+    if isinstance(agent, PPOAgentConfig):
+        _check_ppo(agent, where)
+    check_memory(agent, where)
+    return agent
+
+
+def _check_ppo(agent: PPOAgentConfig, where: str) -> None:
+    """Cross-field checks of a PPO-family agent (a recipe that makes sense, sizes PPO can run)."""
     if not agent.recipe or len(set(agent.recipe)) != len(agent.recipe):
         raise ConfigError(f"{where}: recipe: expected stages in order, each once, from {', '.join(STAGES)}")
     order = [STAGES.index(s) for s in agent.recipe]
@@ -205,18 +218,16 @@ def _check_agent(agent: AgentConfig, data: dict, where: str) -> AgentConfig:
     if agent.obs == "agg" and agent.policy_kwargs.encoder is not None:
         raise ConfigError(f"{where}: policy_kwargs.encoder: only a seq agent has an encoder")
     hp = agent.hyperparams
-    if "batch_size" in hp and "n_steps" in hp and hp["batch_size"] > hp["n_steps"] * agent.n_envs:
-        raise ConfigError(f"{where}: hyperparams.batch_size: {hp['batch_size']} is more than one rollout "
-                          f"(n_steps x n_envs = {hp['n_steps'] * agent.n_envs})")
-    buf = hp.get("n_steps", 2048) * agent.n_envs
-    batch = min(hp.get("batch_size", 64), buf)
-    if hp.get("normalize_advantage", True) and (batch == 1 or buf % batch == 1):
+    buf = hp.n_steps * agent.n_envs
+    if hp.batch_size > buf:
+        raise ConfigError(f"{where}: hyperparams.batch_size: {hp.batch_size} is more than one rollout "
+                          f"(n_steps x n_envs = {buf})")
+    batch = min(hp.batch_size, buf)
+    if hp.normalize_advantage and (batch == 1 or buf % batch == 1):
         # the advantages of a one-row minibatch normalise to NaN, and PPO stops on NaN logits mid-run
         raise ConfigError(f"{where}: hyperparams.batch_size: a rollout of {buf} steps (n_steps x n_envs) in "
                           f"minibatches of {batch} leaves one of a single step, whose advantages cannot be "
                           f"normalised; choose sizes that avoid it")
-    check_memory(agent, where)
-    return agent
 
 
 TreeSpec = str | list[str]
@@ -251,8 +262,8 @@ class EnvConfig:
 def load_agent(path: str | Path, overrides: list[str] | None = None) -> AgentConfig:
     """An agent YAML with ``--hyperparams`` overrides applied, checked; ``name`` defaults to the file stem."""
     where = str(path)
-    data = apply_overrides(load_yaml_file(path), overrides or [])
-    agent = _check_agent(from_mapping(AgentConfig, data, where), data, where)
+    data = apply_overrides(_read_config("agents", path), overrides or [])
+    agent = _typed_agent(data, where)
     if not agent.name:
         agent.name = Path(path).stem
     if ".." in Path(agent.name).parts or "/" in agent.name or "\\" in agent.name:
@@ -262,12 +273,12 @@ def load_agent(path: str | Path, overrides: list[str] | None = None) -> AgentCon
 
 def agent_from_dict(data: dict, where: str = "agent config") -> AgentConfig:
     """An agent config from plain data (a run's ``config.yml``), checked like a file."""
-    return _check_agent(from_mapping(AgentConfig, data, where), data, where)
+    return _typed_agent(data, where)
 
 
 def load_env(path: str | Path) -> EnvConfig:
     """An env YAML, checked (it must name its ``train`` and ``val`` trees); ``name`` defaults to the file stem."""
-    data = load_yaml_file(path)
+    data = _read_config("envs", path)
     for key, what in REQUIRED_TREES.items():
         if data.get(key) is None:
             raise ConfigError(f"{path}: {key}: missing; an env YAML names {what} (a tree file or "
@@ -288,7 +299,7 @@ def apply_overrides(agent: dict, overrides: list[str]) -> dict:
     """``key:value`` pairs; keys are PPO hyper-parameters, top-level agent keys, or dotted paths
     (``policy_kwargs.net_arch:[32,32]``); values are parsed as YAML 1.2."""
     out = copy.deepcopy(agent)
-    top = {f.name for f in dataclasses.fields(AgentConfig)}
+    top = {f.name for cls in AGENT_TYPES.values() for f in dataclasses.fields(cls)}
     for item in overrides:
         if ":" not in item:
             raise ConfigError(f"--hyperparams {item!r}: use key:value")
@@ -311,8 +322,18 @@ def apply_overrides(agent: dict, overrides: list[str]) -> dict:
 
 def config_dict(obj) -> dict:
     """Plain data of a config, as written to ``config.yml`` (an agent's keys of its own algo only)."""
-    data = to_mapping(obj)
-    if isinstance(obj, AgentConfig):
-        drop = PPO_ONLY if obj.algo == "pomdp" else POMDP_ONLY
-        data = {k: v for k, v in data.items() if k not in drop}
-    return data
+    return to_mapping(obj)
+
+
+def packaged_names(kind: str) -> list[str]:
+    """The names of the agent (``kind`` ``agents``) or env (``envs``) YAMLs that come with trim_rl."""
+    return sorted(p.stem for p in project_folder(kind).glob("*.yaml"))
+
+
+def _read_config(kind: str, path: str | Path) -> dict:
+    """The mapping of an agent or env YAML; a missing file is one line listing the packaged names."""
+    try:
+        return load_yaml_file(path)
+    except FileNotFoundError as exc:
+        names = ", ".join(packaged_names(kind)) or "none"
+        raise FileNotFoundError(f"{exc}; the packaged {kind}: {names} (or give a YAML file's path)") from None

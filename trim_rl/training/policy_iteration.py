@@ -26,42 +26,40 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from trim_rl.configs import Sparse, check
 from trim_rl.data.flat import FlatTrees
 from trim_rl.data.tree_dp import cost_pct, levels_bottom_up, play, policy_outcomes, reach_probability
 from trim_rl.envs.observations import AggObservation
 from trim_rl.evaluation.sweep import THRESHOLDS
 
 
+_pos_int = check(lambda v: v >= 1, "an integer >= 1")
+_pos = check(lambda v: v > 0, "a number > 0")
+
+
 @dataclass
-class PolicyIterationConfig:
-    """Settings of the policy-iteration stage (the ``policy_iteration`` block of an agent YAML)."""
+class PolicyIterationConfig(Sparse):
+    """Settings of the policy-iteration stage (the ``policy_iteration`` block of an agent YAML);
+    checked where the YAML is read (:func:`trim_rl.configs.from_mapping`)."""
 
-    rounds: int = 8  # evaluate / fit / improve rounds
-    explore: float = 0.1  # fit weights: reach probability when each decision is flipped this often
-    samples: int = 400_000  # nodes drawn per round (with replacement, in proportion to reach)
-    epochs: int = 3  # passes over the drawn nodes per round (the network is warm-started)
-    batch_size: int = 4096
-    learning_rate: float = 1.0e-3
-    token_scale: float = 500.0  # tokens are regressed in these units (about one solution)
-    start_threshold: float | None = None  # None: the TRIM-Thr threshold whose spend is nearest the budget
-    logit_scale: float = 3.0  # greedy margin of the median decision once folded into logits
-
-    def __post_init__(self):
-        checks = {"rounds": self.rounds >= 1, "explore": 0.0 <= self.explore < 0.5, "samples": self.samples >= 1,
-                  "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1,
-                  "learning_rate": self.learning_rate > 0, "token_scale": self.token_scale > 0,
-                  "logit_scale": self.logit_scale > 0,
-                  "start_threshold": self.start_threshold is None or 0.0 <= self.start_threshold <= 1.0}
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"policy_iteration: {bad[0]} = {getattr(self, bad[0])!r} is out of range")
+    rounds: int = field(default=8, metadata=_pos_int)  # evaluate / fit / improve rounds
+    # fit weights: reach probability when each decision is flipped this often
+    explore: float = field(default=0.1, metadata=check(lambda v: 0.0 <= v < 0.5, "a number in [0, 0.5)"))
+    samples: int = field(default=400_000, metadata=_pos_int)  # nodes drawn per round (with replacement, by reach)
+    epochs: int = field(default=3, metadata=_pos_int)  # passes over the drawn nodes per round (warm-started)
+    batch_size: int = field(default=4096, metadata=_pos_int)
+    learning_rate: float = field(default=1.0e-3, metadata=_pos)
+    token_scale: float = field(default=500.0, metadata=_pos)  # tokens are regressed in these units (~one solution)
+    # None: the TRIM-Thr threshold whose spend is nearest the budget
+    start_threshold: float | None = field(default=None, metadata=check(lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]"))
+    logit_scale: float = field(default=3.0, metadata=_pos)  # greedy margin of the median decision once folded into logits
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
 
 
 @dataclass

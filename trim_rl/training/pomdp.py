@@ -21,12 +21,12 @@ from trim_rl.evaluation.rollout import rollout
 from trim_rl.fsutil import write_json, write_text
 from trim_rl.sim.bundled import load_trees
 from trim_rl.training.budget import check_budget
-from trim_rl.training.config import AgentConfig, EnvConfig, config_dict
+from trim_rl.training.config import EnvConfig, PomdpAgentConfig, config_dict
 from trim_rl.training.policy_iteration import bisect_monotone
 from trim_rl.training.run import git_hash, new_run_dir
 
 
-def train_pomdp(agent: AgentConfig, env: EnvConfig, targets: list, seed: int = 0, runs_root: str | Path = "runs",
+def train_pomdp(agent: PomdpAgentConfig, env: EnvConfig, targets: list, seed: int = 0, runs_root: str | Path = "runs",
                 command: str | None = None, progress: bool = True) -> list[Path]:
     """One run folder per target under ``runs_root/<agent name>/``; returns them in order.
 
@@ -34,7 +34,7 @@ def train_pomdp(agent: AgentConfig, env: EnvConfig, targets: list, seed: int = 0
     # trim_rl.agents.pomdp imports scipy
     from trim_rl.agents.pomdp.fit import fit_model
     from trim_rl.agents.pomdp.policy import POMDPPolicy
-    from trim_rl.agents.pomdp.solver import SolverConfig, solve
+    from trim_rl.agents.pomdp.solver import solve
 
     t0 = time.perf_counter()
     train = load_trees(env.train, progress)
@@ -45,7 +45,7 @@ def train_pomdp(agent: AgentConfig, env: EnvConfig, targets: list, seed: int = 0
             check_budget(t.budget, calib, "--budget", f"the calibration trees ({env.calib_spec})")
     model = fit_model(train, **vars(agent.fit), source=str(env.train))
     fit_s = time.perf_counter() - t0
-    cfg_solver = SolverConfig(**vars(agent.solver))
+    cfg_solver = agent.solver
     ref = float(calib.strong_only_tokens.sum())
 
     def cost_at(lam: float) -> float:

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from trim_rl.envs.observations import make_builder
-from trim_rl.training.config import AgentConfig, NetworkSpec
+from trim_rl.training.config import NetworkSpec, PPOAgentConfig
 
 # SB3 actor parameter prefixes and their names in PolicyNet
 ACTOR_PREFIXES = (("features_extractor.encoder.", "extractor."), ("mlp_extractor.policy_net.", "pi."),
@@ -34,7 +34,7 @@ def network_meta(obs: str, budget_conditioned: bool, spec: NetworkSpec) -> dict:
             "encoder": None if obs != "seq" else dict(vars(spec.encoder))}
 
 
-def new_actor(agent: AgentConfig):
+def new_actor(agent: PPOAgentConfig):
     """A fresh :class:`PolicyNet` shaped like the agent's actor."""
     # trim_rl.agents.networks imports torch
     from trim_rl.agents.networks import PolicyNet
@@ -43,7 +43,7 @@ def new_actor(agent: AgentConfig):
     return PolicyNet(agent.obs, m["obs_dim"], m["net_arch"], m["activation"], m["encoder"])
 
 
-def sb3_policy_kwargs(agent: AgentConfig) -> dict:
+def sb3_policy_kwargs(agent: PPOAgentConfig) -> dict:
     import torch
 
     # trim_rl.agents.ppo imports stable_baselines3
@@ -58,8 +58,8 @@ def sb3_policy_kwargs(agent: AgentConfig) -> dict:
     return kwargs
 
 
-def make_model(agent: AgentConfig, venv, seed: int, verbose: int = 0):
-    """MaskablePPO for ``agent`` on ``venv`` (the YAML's ``hyperparams``, network and device)."""
+def make_model(agent: PPOAgentConfig, venv, seed: int, verbose: int = 0):
+    """MaskablePPO for ``agent`` on ``venv`` (the ``hyperparams`` the YAML set, network and device)."""
     from sb3_contrib import MaskablePPO
 
     return MaskablePPO("MlpPolicy", venv, policy_kwargs=sb3_policy_kwargs(agent), seed=seed, verbose=verbose,
@@ -85,7 +85,7 @@ def copy_actor_in(model, net) -> None:
         raise ValueError(f"weights {sorted(missing)[:3]} have no place in the agent's actor")
 
 
-def actor_net(model, agent: AgentConfig):
+def actor_net(model, agent: PPOAgentConfig):
     """The SB3 model's actor as a PolicyNet (a copy, in eval mode)."""
     net = new_actor(agent)
     mapped = {key: v.detach().clone().cpu() for k, v in model.policy.state_dict().items() if (key := actor_key(k))}

@@ -26,7 +26,7 @@ from trim_rl.configs import ConfigError
 from trim_rl.envs.observations import make_builder
 from trim_rl.fsutil import write_json, write_text
 from trim_rl.training.budget import NodeMargins, build_table, calibrate_offset, shift_regenerate_logit, spend
-from trim_rl.training.config import AgentConfig, EnvConfig, NetworkSpec
+from trim_rl.training.config import EnvConfig, NetworkSpec, PPOAgentConfig
 from trim_rl.training.distill import distill
 from trim_rl.training.policy_iteration import conditioned_policy_iteration, policy_iteration
 from trim_rl.training.ppo_stage import actor_net, copy_actor_in, make_model, network_meta, new_actor, save_model
@@ -40,7 +40,7 @@ RECIPE_NAMES = {("policy_iteration", "ppo"): "policy iteration + PPO",
                 ("ppo",): "PPO"}
 
 
-def family_of(agent: AgentConfig) -> str:
+def family_of(agent: PPOAgentConfig) -> str:
     """The checkpoint family: the design's names; PPO from a random start keeps its own."""
     fam = FAMILIES[agent.obs] + (" (budget-conditioned)" if agent.budget_conditioned else "")
     if agent.init_from:
@@ -50,12 +50,12 @@ def family_of(agent: AgentConfig) -> str:
     return fam
 
 
-def recipe_meta(agent: AgentConfig) -> dict:
+def recipe_meta(agent: PPOAgentConfig) -> dict:
     return {"name": RECIPE_NAMES.get(tuple(agent.recipe), " + ".join(agent.recipe)), "stages": list(agent.recipe),
             **({"init_from": agent.init_from} if agent.init_from else {})}
 
 
-def _stage_meta(agent: AgentConfig, stage: str, lam, extra: dict) -> dict:
+def _stage_meta(agent: PPOAgentConfig, stage: str, lam, extra: dict) -> dict:
     obs = "agg" if stage == "policy_iteration" else agent.obs
     return {"family": f"{FAMILIES[obs]} ({stage.replace('_', ' ')} stage)",
             "observation": make_builder(obs, agent.budget_conditioned).config(), "lam": lam,
@@ -65,12 +65,12 @@ def _stage_meta(agent: AgentConfig, stage: str, lam, extra: dict) -> dict:
             "stage": stage, **extra}
 
 
-def _agg_spec(agent: AgentConfig):
+def _agg_spec(agent: PPOAgentConfig):
     return NetworkSpec(list(agent.policy_kwargs.net_arch) if agent.obs == "agg" else [64, 64],
                        agent.policy_kwargs.activation if agent.obs == "agg" else "tanh", None)
 
 
-def run_recipe(run_dir: Path, agent: AgentConfig, env: EnvConfig, target: Target, seed: int, inputs: Inputs,
+def run_recipe(run_dir: Path, agent: PPOAgentConfig, env: EnvConfig, target: Target, seed: int, inputs: Inputs,
                progress: bool = False, verbose: int = 0, resuming: bool = False, on_resume=None) -> None:
     """Run the agent's stages into ``run_dir``; ``resuming`` continues PPO from the saved state and
     calls ``on_resume`` once that state has loaded."""
@@ -120,7 +120,7 @@ def _rounds_bar(total: int, desc: str, progress: bool):
 
 
 def _policy_iteration(agent, target, seed, inputs, logger, progress, stop):
-    cfg = agent.pi
+    cfg = agent.policy_iteration
     bar = _rounds_bar(cfg.rounds, "policy iteration", progress)
 
     def on_round(rec: dict) -> None:
@@ -163,7 +163,7 @@ def _distill(agent, teacher, seed, inputs, logger, progress):
     return net, agreement
 
 
-def _evaluator(agent: AgentConfig, target: Target, inputs: Inputs, lams_bc: list[float]):
+def _evaluator(agent: PPOAgentConfig, target: Target, inputs: Inputs, lams_bc: list[float]):
     builder = make_builder(agent.obs, agent.budget_conditioned)
     if agent.budget_conditioned:
         return ConditionedEvaluator(inputs.val, builder, lams_bc)
@@ -242,7 +242,7 @@ def _ppo(run_dir, agent, target, seed, inputs, net, lam, state, logger, progress
                                                   "env_steps_per_s": round(remaining / max(seconds, 1e-9), 1)}
 
 
-def load_model(path: Path, venv, agent: AgentConfig):
+def load_model(path: Path, venv, agent: PPOAgentConfig):
     """The run's own SB3 zip (written by this package), to resume with the run's settings; a damaged
     zip or one saved with another observation space is refused by name."""
     import zipfile
@@ -262,7 +262,7 @@ def load_model(path: Path, venv, agent: AgentConfig):
         raise ConfigError(f"{path}: damaged ({type(exc).__name__}: {exc}); the run cannot be resumed from it") from None
 
 
-def _finish(run_dir: Path, agent: AgentConfig, env: EnvConfig, target: Target, inputs: Inputs, net, lam, logger):
+def _finish(run_dir: Path, agent: PPOAgentConfig, env: EnvConfig, target: Target, inputs: Inputs, net, lam, logger):
     """Calibrate the spend (budget) or measure the table (budget-conditioned), then write ``policy/``
     and ``result.json``."""
     builder = make_builder(agent.obs, agent.budget_conditioned)

@@ -23,8 +23,9 @@ from trim_rl import __version__
 from trim_rl.agents.base import PolicyBase, apply_mask
 from trim_rl.agents.checkpoint import FORMAT, file_in_folder, price_field, read_policy_json, requested_budget, sha256_file
 from trim_rl.agents.pomdp.belief import BeliefFilter, BeliefState
+from trim_rl.agents.pomdp.config import SolverConfig
 from trim_rl.agents.pomdp.model import POMDPModel
-from trim_rl.agents.pomdp.solver import QFunction, Solution, SolverConfig
+from trim_rl.agents.pomdp.solver import QFunction, Solution
 from trim_rl.fsutil import atomic_output, write_text
 
 ARRAYS = "policy.npz"

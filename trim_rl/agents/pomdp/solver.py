@@ -24,17 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from trim_rl.agents.pomdp.config import SolverConfig
 from trim_rl.agents.pomdp.model import POMDPModel
-
-
-@dataclass
-class SolverConfig:
-    p_grid: int = 101  # points of the prefix belief grid
-    obs_bins: int = 20  # PRM score bins of the planner's expectations
-    simplex_grid: int = 51  # points per axis of the policy table over (b0, b2)
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 @dataclass
