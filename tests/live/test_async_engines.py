@@ -144,3 +144,101 @@ def test_run_sync_runs_one_coroutine_from_sync_code_and_from_inside_a_loop(serve
         return run_sync(eng.agenerate([StepRequest("p")]))
 
     assert asyncio.run(notebook_cell()) == want
+
+
+# ---------------------------------------------------------------------------------------------
+# the in-process engine and PRM: vllm.LLM blocks, so their async methods run it in a worker thread,
+# one call at a time (a stand-in for vllm.LLM here; the real one runs in test_vllm_inprocess.py)
+# ---------------------------------------------------------------------------------------------
+class _FakeLLM:
+    """What VLLMEngine and VLLMInProcessPRM use of ``vllm.LLM``; counts the threads inside it at once."""
+
+    def __init__(self, model: str, **kwargs):
+        from types import SimpleNamespace
+
+        self.model, self.inside, self.most_inside, self.calls = model, 0, 0, 0
+        self.lock = threading.Lock()
+        self.llm_engine = SimpleNamespace(model_config=SimpleNamespace(max_model_len=4096))
+
+    def get_tokenizer(self):
+        return self
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        from trim_rl.live.prm import STEP_TAG_ID
+
+        ids: list[int] = []
+        for i, part in enumerate(text.split(STEP_TAG)):
+            ids += ([STEP_TAG_ID] if i else []) + [_h(part[j : j + 4]) % 1000 for j in range(0, len(part), 4)]
+        return ids
+
+    def _enter(self) -> None:
+        import time
+
+        with self.lock:
+            self.inside += 1
+            self.calls += 1
+            self.most_inside = max(self.most_inside, self.inside)
+        time.sleep(0.02)  # long enough for another thread to come in, were it let in
+        with self.lock:
+            self.inside -= 1
+
+    def generate(self, prompts, params, use_tqdm=False):
+        from types import SimpleNamespace
+
+        self._enter()
+        out = []
+        for p, sp in zip(prompts, params):
+            text = f"Step {_h(repr(p['prompt_token_ids'])) % 997} (seed {sp.seed})."
+            out.append(SimpleNamespace(outputs=[SimpleNamespace(text=text, finish_reason="stop", stop_reason="\n\n",
+                                                                token_ids=list(range(len(text) // 4)))]))
+        return out
+
+    def reward(self, prompts, use_tqdm=False):
+        from types import SimpleNamespace
+
+        self._enter()
+        out = []
+        for p in prompts:
+            ids = p["prompt_token_ids"]
+            rows = [[1 - (_h(repr(ids[: i + 1])) % 100) / 100, (_h(repr(ids[: i + 1])) % 100) / 100] for i in range(len(ids))]
+            out.append(SimpleNamespace(outputs=SimpleNamespace(data=SimpleNamespace(tolist=lambda rows=rows: rows)),
+                                       prompt_token_ids=ids))
+        return out
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    import sys
+    from types import ModuleType
+
+    mod = ModuleType("vllm")
+    mod.LLM = _FakeLLM
+
+    class SamplingParams:
+        def __init__(self, seed=None, **fields):
+            self.seed, self.fields = seed, fields
+
+    mod.SamplingParams = SamplingParams
+    monkeypatch.setitem(sys.modules, "vllm", mod)
+    return mod
+
+
+def test_in_process_engine_and_prm_awaited_at_once_run_one_call_at_a_time(fake_vllm):
+    from trim_rl.live.engines import VLLMEngine
+    from trim_rl.live.prm import VLLMInProcessPRM
+
+    eng, prm_ = VLLMEngine("weak", Sampling(temperature=0.7)), VLLMInProcessPRM("prm")
+    calls = [[StepRequest(f"problem {i}", ("First step.",) * j, seed=10 * i + j) for j in range(2)] for i in range(4)]
+    items = [[(f"problem {i}", [f"step {k} of {i}" for k in range(j + 1)]) for j in range(3)] for i in range(4)]
+    sequential = [eng.generate(c) for c in calls]
+    scored = [prm_.score_last_detail(c) for c in items]
+
+    async def together():
+        return await asyncio.gather(asyncio.gather(*(eng.agenerate(c) for c in calls)),
+                                    asyncio.gather(*(prm_.ascore_last_detail(c) for c in items)))
+
+    got, got_scores = asyncio.run(together())
+    assert list(got) == sequential and list(got_scores) == scored
+    assert len({r.text for c in got for r in c}) == 8 and len({s.value for c in got_scores for s in c}) > 1
+    for llm in (eng.llm, prm_.llm):  # every call went in, never two at once
+        assert llm.calls == 8 and llm.most_inside == 1
