@@ -84,8 +84,9 @@ class RoutingVecEnv(VecEnv):
         (drawn from the one-point range ``(lam, lam)``).
         """
         f = resolve_trees(trees)
+        price = {"lam_range": (lam, lam)} if budget_conditioned else {}
         venv = cls(f, num_envs=f.n_trees, lam=lam, obs=obs, budget_conditioned=budget_conditioned,
-                   lam_range=(lam, lam) if budget_conditioned else (1e-4, 1e-2), schedule="sequential")
+                   schedule="sequential", **price)
         venv.seed(seed)
         return venv
 
