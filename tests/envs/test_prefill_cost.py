@@ -38,13 +38,13 @@ def test_a_regenerate_pays_the_weighted_prefix_in_the_env(flat):
         env.reset(seed=3, options={"tree": 4})
     kept = 0
     for _ in range(2):  # keep two weak steps, then regenerate
-        n = plain._node
+        n = plain.current_node
         kept += int(flat.weak_tokens[n])
         if flat.weak_final[n]:
             pytest.skip("the tree ends before a regenerate")
         plain.step(KEEP)
         heavy.step(KEEP)
-    n = plain._node
+    n = plain.current_node
     assert flat.regen_child[n] >= 0
     _, r0, *_ = plain.step(REGENERATE)
     _, r1, *_ = heavy.step(REGENERATE)
