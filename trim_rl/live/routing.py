@@ -24,6 +24,7 @@ backend with the sync method alone (an engine of one's own, a test's fake) is ca
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -395,24 +396,21 @@ class RoutingLoop:
     def _method(self, backend, name: str) -> Callable[[list], Awaitable[list]]:
         """The backend's ``a<name>`` coroutine method, else its sync ``name`` wrapped as one."""
         fn = getattr(backend, "a" + name, None)
-        if fn is not None and asyncio.iscoroutinefunction(fn):
+        if fn is not None and inspect.iscoroutinefunction(fn):
             return fn
         sync = getattr(backend, name)
         if self.offload_sync:
             return lambda items: asyncio.to_thread(sync, items)
         return awaitable(sync)
 
-    async def _run(self, fn: Callable[[list], Awaitable[list]], items: list) -> list:
-        return await fn(items)
-
     async def _call(self, role: str, fn: Callable[[list], Awaitable[list]], items: list) -> list:
         """``fn(items)``: one result per item, or a :class:`Failure` for each item whose call failed."""
         if not items:
             return []
         if not self.isolate:  # a failed call fails the caller (live decode ends the run, resumably)
-            return list(await self._run(fn, list(items)))
+            return list(await fn(list(items)))
         try:
-            out = list(await self._run(fn, list(items)))
+            out = list(await fn(list(items)))
             if len(out) == len(items):
                 return out
             raise EngineError(role, f"{len(out)} results for {len(items)} inputs")
@@ -425,7 +423,7 @@ class RoutingLoop:
             if len(items) == 1:
                 return [Failure(role)]
         # a refusal, a bad answer or a bad item: ask for each item alone, so that only its own routes fail
-        alone = await asyncio.gather(*(self._run(fn, [it]) for it in items), return_exceptions=True)
+        alone = await asyncio.gather(*(fn([it]) for it in items), return_exceptions=True)
         out = []
         for r in alone:
             if isinstance(r, EngineError):
