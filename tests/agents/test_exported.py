@@ -62,7 +62,7 @@ def test_exported_policy_matches_sb3_on_1000_observations(trees, tmp_path, agent
     from sb3_contrib import MaskablePPO
 
     from trim_rl.agents.registry import load_checkpoint
-    from trim_rl.cli.export import export_run
+    from trim_rl.training.exporting import export_run
 
     run = _train(trees, tmp_path, agent_yaml)
     ck = export_run(run, tmp_path / "ck")
@@ -89,7 +89,7 @@ def test_exported_policy_matches_sb3_on_1000_observations(trees, tmp_path, agent
 
 
 def test_checkpoint_loads_without_stable_baselines3(trees, tmp_path):
-    from trim_rl.cli.export import export_run
+    from trim_rl.training.exporting import export_run
 
     ck = export_run(_train(trees, tmp_path, "trim_agg.yaml"), tmp_path / "ck")
     code = (
@@ -111,7 +111,7 @@ def test_checkpoint_loads_without_stable_baselines3(trees, tmp_path):
 
 def test_tampered_weights_are_rejected(trees, tmp_path):
     from trim_rl.agents.registry import load_checkpoint
-    from trim_rl.cli.export import export_run
+    from trim_rl.training.exporting import export_run
 
     ck = export_run(_train(trees, tmp_path, "trim_agg.yaml"), tmp_path / "ck")
     w = ck / "model.safetensors"
@@ -145,7 +145,7 @@ def test_a_budget_checkpoint_is_the_best_actor_shifted_to_its_budget(trees, tmp_
     from sb3_contrib import MaskablePPO
 
     from trim_rl.agents.registry import load_checkpoint
-    from trim_rl.cli.export import export_run
+    from trim_rl.training.exporting import export_run
 
     run = _train(trees, tmp_path, "trim_agg.yaml", budget=15.0)
     pol = load_checkpoint(export_run(run, tmp_path / "ck"))

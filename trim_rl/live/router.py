@@ -29,7 +29,7 @@ class Router:
         from its budget table; ``lam`` gives the price directly."""
         self.policy = policy
         self.builder = policy.builder()
-        conditioned = bool(getattr(self.builder, "budget_conditioned", False))
+        conditioned = bool(self.builder.budget_conditioned)
         if budget is not None:
             if lam is not None:
                 raise ValueError("--budget and --lam: choose one")

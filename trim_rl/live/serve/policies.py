@@ -62,7 +62,7 @@ class ServedPolicy:
 
     @property
     def budget_conditioned(self) -> bool:
-        return self.router is not None and bool(getattr(self.router.builder, "budget_conditioned", False))
+        return self.router is not None and bool(self.router.builder.budget_conditioned)
 
     def price(self, budget: float | None, lam: float | None) -> tuple[float | None, bool]:
         """The price of one request and whether the controller set it; a ServeError (400) naming the
