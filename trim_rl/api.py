@@ -294,6 +294,8 @@ def evaluate(policies: str | Sequence[Any] = ("thr", "always-weak", "always-stro
     ``--out``) or, for the numbers, as this function does."""
     spec = trees if trees is not None else "sim:math500:test"
     names, found, raw = _policy_names(policies)
+    if isinstance(checkpoints, (str, Path)):
+        checkpoints = [checkpoints]
     found = [*found, *map(str, checkpoints)]
     if not names and not found:
         raise ConfigError(f"--policies {raw!r}: names no policy (and no --checkpoints given)")
@@ -316,9 +318,10 @@ def evaluate(policies: str | Sequence[Any] = ("thr", "always-weak", "always-stro
         if not specs[0].startswith("sim:") and (train_trees is None or val_trees is None):
             raise ConfigError(f"--policies {learned[0]}: a learned query router needs --train-trees and --val-trees "
                               "when --trees is a file")
-    checkpoints = [p if hasattr(p, "family") else None for p in found]
-    folders = [str(p) for p, ck in zip(found, checkpoints) if ck is None]
-    checkpoints = [ck for ck in checkpoints if ck is not None] + (find_checkpoints(folders) if folders else [])
+    if all(isinstance(p, (str, Path)) for p in found):  # one search: a folder found twice is loaded once
+        checkpoints = find_checkpoints([str(p) for p in found]) if found else []
+    else:  # in the order given
+        checkpoints = [ck for p in found for ck in ([p] if hasattr(p, "family") else find_checkpoints([str(p)]))]
     default_out = None
     if specs is not None:
         flat, groups = load_pool(specs if isinstance(spec, (list, tuple)) else specs[0], progress)
