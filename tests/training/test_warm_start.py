@@ -84,7 +84,7 @@ def test_cli_records_init_from_and_refuses_a_missing_checkpoint(tiny_env, tiny_a
     cfg = yaml.safe_load((d / "config.yml").read_text())
     assert cfg["agent"]["init_from"] == str(ck.resolve()) and cfg["agent"]["recipe"] == ["ppo"]
     from trim_rl.agents.registry import load_checkpoint
-    from trim_rl.cli.export import export_run
+    from trim_rl.training.exporting import export_run
 
     pol = load_checkpoint(export_run(d, tmp_path / "exported"))
     assert pol.family == "TRIM-Agg (fine-tuned)" and pol.meta["source"]["init_from"] == str(ck.resolve())
@@ -95,7 +95,7 @@ def test_cli_records_init_from_and_refuses_a_missing_checkpoint(tiny_env, tiny_a
 
 
 def test_train_py_starts_from_the_checkpoint_it_is_given(tiny_env, tiny_args, tmp_path):
-    from trim_rl.cli.export import export_run
+    from trim_rl.training.exporting import export_run
 
     ck = checkpoint(tmp_path)
     runs = tmp_path / "runs"
