@@ -221,8 +221,7 @@ def target_probs(policy, episodes: list[Episode]) -> list[np.ndarray]:
     state carried, for a stateful policy).  A policy with ``action_probs`` gives its probabilities; the
     others act deterministically (probability 1 for their action)."""
     out = []
-    stateless = not getattr(policy, "stateful", False) and type(policy).__name__ != "POMDPPolicy"
-    if stateless:  # one call for every decision
+    if not policy.stateful:  # one call for every decision
         obs = np.concatenate([e.obs for e in episodes])
         masks = np.concatenate([e.masks for e in episodes])
         acts = np.concatenate([e.actions for e in episodes])
@@ -342,9 +341,9 @@ def evaluate_logged(path: str | Path, policies: dict, seed: int = 0, flag: str =
            "behaviour_accuracy": _nanmean([e.correct for e in episodes]),
            "behaviour_strong_tokens": float(np.mean([e.strong_tokens for e in episodes])), "policies": {}}
     for name, policy in policies.items():
-        want = _obs_shape(policy)
-        if want is not None and tuple(want) != tuple(dim):
-            raise LogError(f"--checkpoints {name}: it reads observations of shape {tuple(want)}, the log holds "
+        want = tuple(policy.builder().space.shape)
+        if want != tuple(dim):
+            raise LogError(f"--checkpoints {name}: it reads observations of shape {want}, the log holds "
                            f"{tuple(dim)} (another observation or budget conditioning)")
         out["policies"][name] = estimate(episodes, policy, seed)
     return out
@@ -353,15 +352,6 @@ def evaluate_logged(path: str | Path, policies: dict, seed: int = 0, flag: str =
 def _nanmean(x) -> float | None:
     x = np.asarray(x, dtype=float)
     return float(np.nanmean(x)) if np.any(~np.isnan(x)) else None
-
-
-def _obs_shape(policy):
-    builder = getattr(policy, "builder", None)
-    try:
-        b = builder() if callable(builder) else None
-    except Exception:
-        b = None
-    return None if b is None else b.space.shape
 
 
 def format_table(result: dict) -> str:
@@ -382,12 +372,13 @@ def format_table(result: dict) -> str:
 
 def load_targets(items: list[str], flag: str = "--checkpoints") -> dict:
     """Target policies by name: checkpoint folders (or folders holding them) and specs such as ``thr:0.3``."""
+    from trim_rl.agents import catalog
     from trim_rl.agents.registry import load_policy
     from trim_rl.evaluation.sweep import find_checkpoints
 
     out = {}
     for item in items:
-        if ":" in item or item in ("always-weak", "always-strong"):
+        if ":" in item or catalog.find(item) is not None:
             try:
                 out[item] = load_policy(item)
             except ValueError as exc:

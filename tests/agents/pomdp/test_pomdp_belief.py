@@ -31,14 +31,13 @@ def test_filter_follows_the_actions_played_even_when_they_are_flipped(bundled_te
     trees = bundled_test.subset(np.arange(60))
     policy = POMDPPolicy(fitted, solve(fitted, 1.6e-3))
     expected = node_beliefs(policy.filter, trees)
-    venv = RoutingVecEnv(trees, num_envs=trees.n_trees, schedule="sequential")
-    venv.seed(0)
+    venv = RoutingVecEnv.every_tree_once(trees, seed=0)
     obs, state, start = venv.reset(), None, np.ones(trees.n_trees, dtype=bool)
     rng = np.random.default_rng(0)
     flipped = 0
     for _ in range(40):
         masks = venv.action_masks()
-        nodes = venv._node.copy()
+        nodes = venv.current_nodes
         a, state = policy.predict(obs, state, start, action_masks=masks)
         assert isinstance(state, BeliefState)
         assert np.allclose(state.states, expected[nodes], atol=1e-6)
@@ -51,8 +50,7 @@ def test_filter_follows_the_actions_played_even_when_they_are_flipped(bundled_te
 def test_one_observation_at_a_time_matches_the_batch(bundled_test, fitted):
     trees = bundled_test.subset(np.arange(8))
     policy = POMDPPolicy(fitted, solve(fitted, 8e-4))
-    venv = RoutingVecEnv(trees, num_envs=trees.n_trees, schedule="sequential")
-    venv.seed(1)
+    venv = RoutingVecEnv.every_tree_once(trees, seed=1)
     obs = venv.reset()
     behaviour = RandomStepPolicy(0.4, seed=3)
     batch_state, live = None, [None] * trees.n_trees
