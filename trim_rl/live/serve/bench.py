@@ -26,8 +26,6 @@ from pathlib import Path
 from trim_rl.data.problems import load_problems
 from trim_rl.live.local import LlamaCppServer
 
-REPO = Path(__file__).resolve().parents[3]
-
 
 @contextmanager
 def serve_process(args: list[str], log: Path):
