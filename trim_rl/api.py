@@ -110,13 +110,13 @@ class GridFailed(RuntimeError):
         super().__init__("; ".join(f"{r.target.label}: {r.error}" for r in self.failed))
 
 
-def train(agent: str | Path = "trim_agg", env: str | Path = "math500", *, budget: float | None = None,
+def train(agent: str | Path = "trim_agg", env: str | Path | None = None, *, budget: float | None = None,
           budget_grid: Sequence[float] | None = None, lam: float | None = None, lam_grid: Sequence[float] | None = None,
           seed: int = 0, runs: str | Path = "runs", hyperparams: Sequence[str] = (), init_from: str | Path | None = None,
           workers: int | None = None, progress: bool = False, verbose: int = 0, command: str | None = None,
           live: dict | None = None) -> Run | list[Run]:
     """Train like ``train.py`` (which is this function's command line): an agent YAML and an env YAML
-    (paths or packaged names), one target (``budget`` % of always-strong's strong tokens, or a price
+    (paths or packaged names; ``env`` defaults to ``math500``), one target (``budget`` % of always-strong's strong tokens, or a price
     ``lam``) or a grid of them.  With no target, the env YAML's ``budget``.  Returns the :class:`Run`,
     or a list for a grid; a grid whose runs partly fail raises :class:`GridFailed` (a ``RuntimeError``
     naming each failed target) after the others finished.
@@ -130,23 +130,27 @@ def train(agent: str | Path = "trim_agg", env: str | Path = "math500", *, budget
 
     ``live`` trains online against live backends instead of trees (``train.py --live``): a mapping of
     :func:`trim_rl.live.online.train_live`'s settings, at least ``weak_url``, ``strong_url`` and
-    ``problems`` (``env`` and the grids do not apply)."""
+    ``problems`` (``env``, the grids and ``workers`` do not apply)."""
+    for name, value in (("--agent", agent), ("--env", env), ("--init-from", init_from), ("--runs", runs)):
+        check_path_given(value, name)
+    if isinstance(hyperparams, str):  # one "key:value" string would be read character by character
+        hyperparams = [hyperparams]
     if live is not None:
-        if budget_grid is not None or lam_grid is not None:
-            raise ValueError("live: online training takes one budget or price, not a grid")
         if not isinstance(live, dict):
-            raise ValueError(f"live: expected a mapping of online-training settings, got {type(live).__name__}")
+            raise ConfigError(f"live: expected a mapping of online-training settings, got {type(live).__name__}")
+        for name, value in (("--env", env), ("--budget-grid", budget_grid), ("--lam-grid", lam_grid),
+                            ("--workers", workers)):
+            if value is not None:
+                raise ConfigError(f"{name}: --live trains one policy on live problems (--problems); give one "
+                                  f"--budget or --lam")
         from trim_rl.live.online import train_live
 
         return Run(train_live(agent, budget=budget, lam=lam, seed=seed, runs=runs, hyperparams=tuple(hyperparams),
-                              init_from=init_from, progress=progress, **live))
-    for name, value in (("--agent", agent), ("--env", env), ("--init-from", init_from), ("--runs", runs)):
-        check_path_given(value, name)
+                              init_from=init_from, progress=progress, verbose=verbose, command=command, **live))
+    env = "math500" if env is None else env
     check_seed(seed, "--seed")
     check_workers(workers, "--workers")
     check_runs_root(runs, "--runs")
-    if isinstance(hyperparams, str):  # one "key:value" string would be read character by character
-        hyperparams = [hyperparams]
     a = load_agent(config_file("agents", agent), list(hyperparams))
     e = load_env(config_file("envs", env))
     if init_from is not None:

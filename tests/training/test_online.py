@@ -156,7 +156,7 @@ def test_the_python_api_trains_online_with_live(server, tmp_path):
     run = trim_rl.train(lam=2e-3, runs=tmp_path, live=live,
                         hyperparams=["n_envs:2", "n_steps:8", "batch_size:8", "n_epochs:1", "total_timesteps:16"])
     assert (run.path / "policy" / "policy.json").is_file() and (run.path / "rollouts.jsonl").is_file()
-    with pytest.raises(ValueError, match="live: online training takes one budget"):
+    with pytest.raises(ValueError, match="--budget-grid: --live trains one policy"):
         trim_rl.train(budget_grid=[5, 10], runs=tmp_path, live=live)
 
 

@@ -14,7 +14,7 @@ import warnings
 from trim_rl.argtypes import OneLineParser
 from trim_rl.cli_errors import run_cli
 from trim_rl.configs import ConfigError
-from trim_rl.live.online import add_live_flags, cli_live, is_live_run, live_flags_given
+from trim_rl.live.online import add_live_flags, is_live_run, live_flags_given, live_settings
 from trim_rl.training.checks import check_path_given, check_seed, check_workers
 from trim_rl.training.run import AlreadyFinished, Interrupted
 from trim_rl.training.summary import print_summary
@@ -103,31 +103,22 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
 def _main(args, command: str, prog: str) -> int:
     # trim_rl.api imports torch
     from trim_rl import api
+    from trim_rl.live.http import EngineError
+    from trim_rl.live.online import ServersFailed
 
     try:
         check_path_given(args.resume, "--resume")  # an empty --resume= is not "no --resume"
-        if args.live or (args.resume and is_live_run(args.resume)):
-            # online training has its own command line (trim_rl.live.online); an empty path would mean the default
-            for k in ("agent", "env", "init_from", "runs"):
-                check_path_given(getattr(args, k), f"--{k.replace('_', '-')}")
-            return cli_live(args, command, prog)
-        if live_flags_given(args):
+        online = args.live or (args.resume is not None and is_live_run(args.resume))
+        if not online and live_flags_given(args):
             raise ConfigError(f"{live_flags_given(args)[0]}: applies to online training; add --live")
         if args.resume is not None:
-            given = [f"--{k.replace('_', '-')}" for k in ("budget", "budget_grid", "lam", "lam_grid", "init_from",
-                                                        *NEW_RUN_ONLY) if getattr(args, k) is not None]
-            if given:
-                raise ConfigError(f"{given[0]}: --resume continues a run with its own config (agent, env, target, "
-                                  f"seed, folder); give only --hyperparams with it")
-            try:
-                run = api.resume(args.resume, args.hyperparams, progress=not args.no_progress, verbose=args.verbose,
-                                 command=command)
-            except AlreadyFinished as done:
-                more = (f"; to train it on, resume with --hyperparams total_timesteps:N above {done.timesteps}"
-                        if done.timesteps is not None else "")
-                print(f"already finished: {done.run_dir} (nothing to resume; export it with python -m "
-                      f"trim_rl.export{more})")
-                return 0
+            return _resume(api, args, command, prog, online)
+        if args.live:
+            run = api.train(args.agent or DEFAULT_AGENT, args.env, budget=args.budget, budget_grid=args.budget_grid,
+                            lam=args.lam, lam_grid=args.lam_grid, seed=0 if args.seed is None else args.seed,
+                            runs=args.runs or DEFAULT_RUNS, hyperparams=args.hyperparams, init_from=args.init_from,
+                            workers=args.workers, progress=not args.no_progress, verbose=args.verbose,
+                            command=command, live=live_settings(args))
             print(f"run: {run.path}")
             return 0
         new = {k: default if getattr(args, k) is None else getattr(args, k) for k, default in NEW_RUN_ONLY.items()}
@@ -160,3 +151,37 @@ def _main(args, command: str, prog: str) -> int:
                "checkpoint; start it again"
         print(f"{prog}: interrupted; the run's state is saved in {exc.run_dir} ({hint})", file=sys.stderr)
         return 130
+    except (ServersFailed, EngineError) as exc:  # servers, not usage: exit 1
+        from trim_rl.live.online import servers_failed_line
+
+        print(servers_failed_line(exc, prog), file=sys.stderr)
+        return 1
+
+
+def _resume(api, args, command: str, prog: str, online: bool) -> int:
+    """``--resume RUN``: only ``--hyperparams`` may come with it (a run keeps its own config)."""
+    given = [f"--{k.replace('_', '-')}" for k in ("budget", "budget_grid", "lam", "lam_grid", "init_from",
+                                                *NEW_RUN_ONLY) if getattr(args, k) is not None]
+    if online:
+        given = (["--live"] if args.live else []) + live_flags_given(args) + given
+        if given:
+            raise ConfigError(f"{given[0]}: --resume continues an online run with its own servers and problems; "
+                              f"give only --hyperparams with it")
+    elif given:
+        raise ConfigError(f"{given[0]}: --resume continues a run with its own config (agent, env, target, seed, "
+                          f"folder); give only --hyperparams with it")
+    try:
+        run = api.resume(args.resume, args.hyperparams, progress=not args.no_progress, verbose=args.verbose,
+                         command=command)
+    except AlreadyFinished as done:
+        if online:
+            print(f"already finished: {done.run_dir} (nothing to resume; extend it with --hyperparams "
+                  f"total_timesteps:N above {done.timesteps})")
+            return 0
+        more = (f"; to train it on, resume with --hyperparams total_timesteps:N above {done.timesteps}"
+                if done.timesteps is not None else "")
+        print(f"already finished: {done.run_dir} (nothing to resume; export it with python -m "
+              f"trim_rl.export{more})")
+        return 0
+    print(f"run: {run.path}")
+    return 0

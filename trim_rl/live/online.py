@@ -535,10 +535,12 @@ def live_flags_given(args) -> list[str]:
     return [f"--{k.replace('_', '-')}" for k in LIVE_FLAGS if getattr(args, k, None) is not None]
 
 
-def spec_from_args(args) -> LiveSpec:
+def live_settings(args) -> dict:
+    """``train.py``'s ``--live`` flags as :func:`trim_rl.train`'s ``live`` mapping (the flags given, and
+    each ``--live-option KEY=VALUE`` with VALUE read as YAML); the values are checked by :func:`train_live`."""
     from trim_rl.live.backends import BackendConfig
 
-    options: dict = {}
+    settings: dict = {}
     for item in args.live_option or []:
         key, eq, text = item.partition("=")
         key = key.strip().replace("-", "_")
@@ -546,90 +548,37 @@ def spec_from_args(args) -> LiveSpec:
         if not eq or key not in names:
             raise ConfigError(f"--live-option {item!r}: expected KEY=VALUE with KEY one of {', '.join(names)}")
         try:
-            options[key] = yaml.safe_load(text)
+            settings[key] = yaml.safe_load(text)
         except yaml.YAMLError:
-            options[key] = text
-    for k in ("weak_model", "strong_model", "prm_model", "prm", "max_tokens"):
-        if getattr(args, k) is not None:
-            options[k] = getattr(args, k)
-    if args.max_tokens is not None and args.max_tokens < 1:
-        raise ConfigError(f"--max-tokens: expected at least 1, got {args.max_tokens}")
-    if args.max_interventions is not None and args.max_interventions < 0:
-        raise ConfigError(f"--max-interventions: expected at least 0, got {args.max_interventions}")
-    if not args.problems:
-        raise ConfigError("--problems: needed with --live (a benchmark name, a .jsonl file, or sim:PROFILE:SPLIT[:DRAWS] "
-                          "for the simulated backend)")
-    if args.strong_ref_problems is not None and args.strong_ref_problems < 0:
-        raise ConfigError(f"--strong-ref-problems: expected at least 0, got {args.strong_ref_problems}")
-    return LiveSpec(args.weak_url, args.strong_url, args.prm_url, args.problems, options,
-                    args.max_interventions, 2048 if args.checkpoint_every is None else args.checkpoint_every,
-                    64 if args.strong_ref_problems is None else args.strong_ref_problems)
+            settings[key] = text
+    settings.update({k: getattr(args, k) for k in LIVE_FLAGS if k != "live_option" and getattr(args, k) is not None})
+    return settings
 
 
-def cli_live(args, command: str, prog: str) -> int:
-    """``train.py --live ...`` and ``train.py --resume RUN`` of an online run."""
-    from trim_rl.live.http import EngineError
-    from trim_rl.resources import config_file
-    from trim_rl.training.config import load_agent
-    from trim_rl.training.run import AlreadyFinished
-    from trim_rl.training.warm_start import apply_init_from
-
-    if args.resume:
-        given = (["--live"] if args.live else []) + live_flags_given(args) + [
-            f"--{k.replace('_', '-')}" for k in ("budget", "budget_grid", "lam", "lam_grid", "init_from", "agent", "env",
-                                                 "seed", "runs", "workers") if getattr(args, k, None) is not None]
-        if given:
-            flag = given[0]
-            raise ConfigError(f"{flag}: --resume continues an online run with its own servers and problems; give "
-                              f"only --hyperparams with it")
-        try:
-            run = resume_online(args.resume, args.hyperparams, command, progress=not args.no_progress,
-                                verbose=args.verbose)
-        except (ServersFailed, EngineError) as exc:
-            return _servers_failed(prog, exc)
-        except AlreadyFinished as done:
-            print(f"already finished: {done.run_dir} (nothing to resume; extend it with --hyperparams "
-                  f"total_timesteps:N above {done.timesteps})")
-            return 0
-        print(f"run: {run}")
-        return 0
-    for flag in ("env", "budget_grid", "lam_grid", "workers"):
-        if getattr(args, flag) is not None:
-            raise ConfigError(f"--{flag.replace('_', '-')}: --live trains one policy on live problems (--problems); "
-                              f"give one --budget or --lam")
-    agent = load_agent(config_file("agents", args.agent or "trim_agg"), args.hyperparams)
-    if args.init_from:
-        apply_init_from(agent, args.init_from)
-    agent.recipe = ["ppo"]  # online, PPO is the whole recipe (policy iteration needs trees)
-    target = Target(args.budget, args.lam)
-    try:
-        run = train_online(agent, spec_from_args(args), target, 0 if args.seed is None else args.seed,
-                           args.runs or "runs", command, progress=not args.no_progress, verbose=args.verbose)
-    except (ServersFailed, EngineError) as exc:
-        return _servers_failed(prog, exc)
-    print(f"run: {run}")
-    return 0
+def _at_least(value, lo: int, flag: str) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < lo):
+        raise ConfigError(f"{flag}: expected at least {lo}, got {value}")
 
 
-def _servers_failed(prog: str, exc) -> int:
-    """One line for servers that failed (not a usage error: exit 1)."""
+def servers_failed_line(exc, prog: str) -> str:
+    """The one line of servers that failed (not a usage error), with what was saved of the run."""
     where = ""
     if isinstance(exc, ServersFailed):
         where = (f"; the run's state is saved in {exc.run_dir} (resume with: {prog} --resume {exc.run_dir})"
                  if exc.resumable else f"; nothing was saved ({exc.run_dir} removed)")
-    print(f"{prog}: the servers failed: {str(exc).splitlines()[0]}{where}", file=sys.stderr)
-    return 1
+    return f"{prog}: the servers failed: {str(exc).splitlines()[0]}{where}"
 
 
-def train_live(agent: str | Path = "trim_agg", *, weak_url: str, strong_url: str, prm_url: str | None = None,
-               problems: str, budget: float | None = None, lam: float | None = None, seed: int = 0,
-               runs: str | Path = "runs", hyperparams: list[str] | tuple = (), init_from: str | Path | None = None,
-               max_interventions: int | None = None, checkpoint_every: int = 2048, strong_ref_problems: int = 64,
-               progress: bool = False, **options) -> Path:
-    """``train.py --live`` from Python; returns the run folder.  ``options`` are ``live decode``'s other
-    settings by name (``weak_model``, ``max_tokens``, ``retries``, ...; see
-    :class:`trim_rl.live.backends.BackendConfig`).  Everything is checked (``ConfigError`` naming the argument)
-    before any folder is made."""
+def train_live(agent: str | Path = "trim_agg", *, weak_url: str | None = None, strong_url: str | None = None,
+               prm_url: str | None = None, problems: str | None = None, budget: float | None = None,
+               lam: float | None = None, seed: int = 0, runs: str | Path = "runs", hyperparams: list[str] | tuple = (),
+               init_from: str | Path | None = None, max_interventions: int | None = None, checkpoint_every: int = 2048,
+               strong_ref_problems: int = 64, progress: bool = False, verbose: int = 0, command: str | None = None,
+               **options) -> Path:
+    """``train.py --live`` from Python (:func:`trim_rl.train` with ``live=`` calls it); returns the run
+    folder.  ``options`` are ``live decode``'s other settings by name (``weak_model``, ``max_tokens``,
+    ``retries``, ...; see :class:`trim_rl.live.backends.BackendConfig`).  Everything is checked before any
+    folder is made or server called: a ``ConfigError`` naming the flag of ``train.py`` (``--problems``)."""
     from trim_rl.live.backends import BackendConfig
     from trim_rl.resources import config_file
     from trim_rl.training.config import load_agent
@@ -639,11 +588,16 @@ def train_live(agent: str | Path = "trim_agg", *, weak_url: str, strong_url: str
     if unknown:
         raise ConfigError(f"{unknown[0]}: not a live decode setting "
                           f"(expected one of {', '.join(BackendConfig.option_names())})")
+    _at_least(options.get("max_tokens"), 1, "--max-tokens")
+    _at_least(max_interventions, 0, "--max-interventions")
+    if not problems:
+        raise ConfigError("--problems: needed with --live (a benchmark name, a .jsonl file, or sim:PROFILE:SPLIT[:DRAWS] "
+                          "for the simulated backend)")
+    _at_least(strong_ref_problems, 0, "--strong-ref-problems")
     a = load_agent(config_file("agents", agent), list(hyperparams))
     if init_from is not None:
-        apply_init_from(a, init_from, "init_from")
-    a.recipe = ["ppo"]
+        apply_init_from(a, init_from, "--init-from")
+    a.recipe = ["ppo"]  # online, PPO is the whole recipe (policy iteration needs trees)
     spec = LiveSpec(weak_url, strong_url, prm_url, problems, dict(options), max_interventions, checkpoint_every,
                     strong_ref_problems)
-    load_problem_spec(problems, "problems")
-    return train_online(a, spec, Target(budget, lam), seed, runs, progress=progress)
+    return train_online(a, spec, Target(budget, lam), seed, runs, command, progress=progress, verbose=verbose)
