@@ -23,10 +23,10 @@ from trim_rl.agents import catalog
 from trim_rl.agents.query import _auc
 from trim_rl.data.flat import FlatTrees, load_flat
 from trim_rl.data.trees import atomic_output
-from trim_rl.evaluation.evaluation import evaluate_policies
+from trim_rl.evaluation.evaluation import check_settings, evaluate_policies
 from trim_rl.evaluation.metrics import json_safe
 from trim_rl.evaluation.query_sweep import QueryContext
-from trim_rl.evaluation.report import write_all
+from trim_rl.evaluation.report import check_output_folder, write_all
 from trim_rl.evaluation.sweep import find_checkpoints
 from trim_rl.resources import project_folder
 from trim_rl.sim.bundled import tree_file
@@ -127,6 +127,11 @@ def _ratio_line(result: dict) -> str:
 
 def paper_report(out: str | Path, checkpoints=None, n_boot: int = 1000, seed: int = 0, routing_errors: float = 0.0,
                  progress: bool = True) -> dict:
+    """``evaluate.py --report paper`` (its command line): Table 1 on the math500 and aime test trees,
+    Table 2 across benchmarks, Pareto plots and PRM diagnostics, written into ``out``; returns the
+    summary.  Everything is checked before any tree is generated."""
+    check_settings(n_boot, seed, routing_errors)
+    check_output_folder(out, "--out")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summary: dict = {"table1": {}, "table2": {}, "prm_diagnostics": {}, "routing_errors": routing_errors}
