@@ -22,3 +22,14 @@ def test_shipped_checkpoints_are_split_by_profile():
     assert {"TRIM-Agg", "TRIM-Seq", "TRIM-Agg (budget-conditioned)", "TRIM-POMDP"} <= {c.family for c in math500}
     assert aime and all(trained_on(c.meta) == "aime" for c in aime)
     assert not {c.folder.resolve() for c in aime} & {c.folder.resolve() for c in math500}
+
+
+def test_paper_report_refuses_bad_settings_before_any_work(tmp_path):
+    from trim_rl.evaluation.paper import paper_report
+
+    with pytest.raises(ValueError, match="n_boot: expected"):
+        paper_report(tmp_path / "r", n_boot=0)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="--out"):
+        paper_report(tmp_path / "file" / "r")
+    assert not (tmp_path / "r").exists()
