@@ -396,18 +396,31 @@ def load_targets(items: list[str], flag: str = "--checkpoints") -> dict:
     return out
 
 
-def cli_logged(logged: str, checkpoints: list[str], out: str | None = None, seed: int = 0, quiet: bool = False) -> int:
-    """``evaluate.py --logged LOG --checkpoints ...``: print (and with ``out`` write ``offpolicy.json``)."""
+def estimate_from_log(log: str | Path, checkpoints: list[str], seed: int = 0, out: str | Path | None = None) -> dict:
+    """``evaluate.py --logged LOG --checkpoints ...`` (its command line): every target policy (checkpoint
+    folders, or folders holding them, and specs such as ``thr:0.3``) estimated on the decision log;
+    with ``out``, also written to ``out/offpolicy.json`` (atomically).  Everything is checked before any
+    estimate: a ``ConfigError`` naming the flag (``--logged``, ``--checkpoints``, ``--out``)."""
     from trim_rl.configs import ConfigError
+    from trim_rl.evaluation.report import check_output_folder
+    from trim_rl.fsutil import write_json
 
+    if out is not None:
+        check_output_folder(out, "--out")
     try:
-        result = evaluate_logged(logged, load_targets(checkpoints), seed)
+        result = evaluate_logged(log, load_targets(list(checkpoints)), seed)
     except LogError as exc:
         raise ConfigError(str(exc)) from None
-    if out:
+    if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
-        path = Path(out) / "offpolicy.json"
-        path.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-        print(f"metrics: {path}")
+        write_json(Path(out) / "offpolicy.json", result)
+    return result
+
+
+def cli_logged(logged: str, checkpoints: list[str], out: str | None = None, seed: int = 0, quiet: bool = False) -> int:
+    """``evaluate.py --logged``: :func:`estimate_from_log`, printed."""
+    result = estimate_from_log(logged, checkpoints, seed, out)
+    if out:
+        print(f"metrics: {Path(out) / 'offpolicy.json'}")
     print(json.dumps(result, indent=1) if quiet else format_table(result))
     return 0
