@@ -84,6 +84,17 @@ class _Checker:
             self.fail(f"{where}{key}", f"must be <= {hi}, got an integer of {len(str(v))} digits")
         return v
 
+    def child(self, node, key, where, i, n):
+        """A link from node ``i`` of ``n`` to a child: -1 for null, else a node index (not the root, not ``i``)."""
+        v = self.get(node, key, where)
+        if v is None:
+            return -1
+        if isinstance(v, bool) or not isinstance(v, int):
+            self.fail(f"{where}{key}", f"must be a node index or null, got {_type(v)} {v!r}")
+        if not 0 < v < n or v == i:
+            self.fail(f"{where}{key}", f"child index {v} out of range (tree has {n} nodes; node 0 is the root)")
+        return v
+
     def bool_(self, obj, key, where="", required=True):
         return self._typed(obj, key, where, required, bool, "true or false", show_value=True)
 
@@ -168,23 +179,9 @@ def validate_tree(obj: Any, path=None, line: int | None = None) -> CheckedTree:
         if not isinstance(node, dict):
             c.fail(f"nodes[{i}]", f"must be an object, got {_type(node)}")
         wt, wp, wf, wc, wsc = _step(c, c.dict_(node, "weak", w), f"{w}weak.")
-        if "keep" not in node:
-            c.fail(f"{w}keep", "missing required field")
-        keep = node["keep"]
-        if keep is None:
-            keep = -1
-        elif isinstance(keep, bool) or not isinstance(keep, int):
-            c.fail(f"{w}keep", f"must be a node index or null, got {_type(keep)} {keep!r}")
-        elif not 0 < keep < n or keep == i:
-            c.fail(f"{w}keep", f"child index {keep} out of range (tree has {n} nodes; node 0 is the root)")
+        keep = c.child(node, "keep", w, i, n)
         if "regenerate" in node:
-            regen = node["regenerate"]
-            if regen is None:
-                regen = -1
-            elif isinstance(regen, bool) or not isinstance(regen, int):
-                c.fail(f"{w}regenerate", f"must be a node index or null, got {_type(regen)} {regen!r}")
-            elif not 0 < regen < n or regen == i:
-                c.fail(f"{w}regenerate", f"child index {regen} out of range (tree has {n} nodes; node 0 is the root)")
+            regen = c.child(node, "regenerate", w, i, n)
             strong = c.dict_(node, "strong", w)
         else:
             regen = -2
@@ -218,12 +215,7 @@ def _check_structure(c: _Checker, t: CheckedTree, k_max: int) -> None:
         d = int(depth[i])
         last = d == MAX_STEPS - 1
         keep, regen = t.keep[i], t.regenerate[i]
-        if keep == -1 and not (t.weak_final[i] or last):
-            c.fail(f"{w}keep", "is null but the weak step is not final (and the depth limit is not reached)")
-        if keep >= 0 and t.weak_final[i]:
-            c.fail(f"{w}keep", f"must be null: the weak step is final, got child {keep}")
-        if keep >= 0 and last:
-            c.fail(f"{w}keep", f"must be null: node is at the depth limit ({MAX_STEPS} steps)")
+        _check_link_end(c, f"{w}keep", keep, "weak", t.weak_final[i], last)
         if regen == -2 and inter[i] < k_max:
             c.fail(
                 f"{w}regenerate",
@@ -234,12 +226,7 @@ def _check_structure(c: _Checker, t: CheckedTree, k_max: int) -> None:
                 f"{w}regenerate",
                 f"present past max_interventions: the path already used {inter[i]} of {k_max} regenerations",
             )
-        if regen == -1 and not (t.strong_final[i] or last):
-            c.fail(f"{w}regenerate", "is null but the strong step is not final (and the depth limit is not reached)")
-        if regen >= 0 and t.strong_final[i]:
-            c.fail(f"{w}regenerate", f"must be null: the strong step is final, got child {regen}")
-        if regen >= 0 and last:
-            c.fail(f"{w}regenerate", f"must be null: node is at the depth limit ({MAX_STEPS} steps)")
+        _check_link_end(c, f"{w}regenerate", regen, "strong", t.strong_final[i], last)
         for action, child in ((0, keep), (1, regen)):
             if child < 0:
                 continue
@@ -258,6 +245,17 @@ def _check_structure(c: _Checker, t: CheckedTree, k_max: int) -> None:
         j = int(unreachable[0])
         c.fail(f"nodes[{j}]", "is not reachable from node 0 (no parent points to it)")
     t.depth, t.interventions, t.parent, t.parent_action = depth, inter, parent, parent_action
+
+
+def _check_link_end(c: _Checker, fld: str, child: int, model: str, final: bool, last: bool) -> None:
+    """A keep / regenerate link (``child``: -1 null, -2 absent) is null exactly where the path ends: the
+    ``model``'s step is ``final`` or the node is the ``last`` one the depth limit allows."""
+    if child == -1 and not (final or last):
+        c.fail(fld, f"is null but the {model} step is not final (and the depth limit is not reached)")
+    if child >= 0 and final:
+        c.fail(fld, f"must be null: the {model} step is final, got child {child}")
+    if child >= 0 and last:
+        c.fail(fld, f"must be null: node is at the depth limit ({MAX_STEPS} steps)")
 
 
 def _is_ancestor(parent: np.ndarray, a: int, b: int) -> bool:
