@@ -19,6 +19,19 @@ from trim_rl.data.trees import iter_trees
 
 ABSENT = -2
 
+# FlatTrees fields by kind: per-tree arrays and strings, the per-node columns taken from the checked
+# trees as they are (with their dtypes), and the per-node history derived from them
+_TREE_ARRAYS = ("max_interventions", "strong_only_tokens", "strong_only_steps", "strong_only_correct", "level")
+_TREE_TEXTS = ("problem_id", "dataset", "split", "problem", "answer")
+_NODE_COLUMNS = {
+    "depth": np.int64, "interventions": np.int64, "parent_action": np.int8,
+    "weak_tokens": np.int64, "weak_prm": np.float64, "weak_final": bool, "weak_correct": np.int8,
+    "weak_step_correct": np.int8,
+    "strong_present": bool, "strong_tokens": np.int64, "strong_prm": np.float64, "strong_final": bool,
+    "strong_correct": np.int8, "strong_step_correct": np.int8,
+}
+_HISTORY = ("prev_min", "prev_prod", "in_prm", "in_tokens")
+
 
 @dataclass
 class FlatTrees:
@@ -76,6 +89,16 @@ class FlatTrees:
     def regen_allowed(self) -> np.ndarray:
         return self.regen_child != ABSENT
 
+    def levels(self) -> list[np.ndarray]:
+        """The node indices at depth 0, 1, 2, ... (ascending within a depth): parents come before
+        their children."""
+        if self.n_nodes == 0:
+            return []
+        order = np.argsort(self.depth, kind="stable")
+        depth_sorted = self.depth[order]
+        bounds = np.searchsorted(depth_sorted, np.arange(int(depth_sorted[-1]) + 2))
+        return [order[bounds[d] : bounds[d + 1]] for d in range(int(depth_sorted[-1]) + 1)]
+
     # --- the cost of an escalation --------------------------------------------------------------
     def unseen_prefix_tokens(self) -> np.ndarray:
         """Per node: the tokens of the weak steps accepted on its path since the strong model last wrote a
@@ -83,8 +106,7 @@ class FlatTrees:
         anew when its backend keeps no prefix cache.  The problem's prompt is not in the tree and is
         not counted."""
         unseen = np.zeros(self.n_nodes, dtype=np.int64)
-        order = np.argsort(self.depth, kind="stable")
-        for nodes in np.split(order, np.flatnonzero(np.diff(self.depth[order])) + 1):  # parents before children
+        for nodes in self.levels():
             kc, rc = self.keep_child[nodes], self.regen_child[nodes]
             unseen[kc[kc >= 0]] = (unseen[nodes] + self.weak_tokens[nodes])[kc >= 0]
             unseen[rc[rc >= 0]] = 0  # the strong model wrote this step: it has seen the whole path
@@ -138,7 +160,7 @@ class FlatTrees:
             return out
 
         counts = self.n_nodes_per_tree[trees]
-        roots = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if len(trees) else np.zeros(0, np.int64)
+        roots = _roots(counts)
         tree_of = np.full(self.n_trees, -1, dtype=np.int64)
         tree_of[trees] = np.arange(len(trees))
         parent = self.parent[nodes].copy()
@@ -147,47 +169,27 @@ class FlatTrees:
         return FlatTrees(
             tree_root=roots,
             n_nodes_per_tree=counts.copy(),
-            max_interventions=self.max_interventions[trees],
-            strong_only_tokens=self.strong_only_tokens[trees],
-            strong_only_steps=self.strong_only_steps[trees],
-            strong_only_correct=self.strong_only_correct[trees],
-            level=self.level[trees],
-            problem_id=pick(self.problem_id),
-            dataset=pick(self.dataset),
-            split=pick(self.split),
-            problem=pick(self.problem),
-            answer=pick(self.answer),
+            **{k: getattr(self, k)[trees] for k in _TREE_ARRAYS},
+            **{k: pick(getattr(self, k)) for k in _TREE_TEXTS},
             tree_index=tree_of[self.tree_index[nodes]],
-            depth=self.depth[nodes],
-            interventions=self.interventions[nodes],
             parent=parent,
-            parent_action=self.parent_action[nodes],
-            weak_tokens=self.weak_tokens[nodes],
-            weak_prm=self.weak_prm[nodes],
-            weak_final=self.weak_final[nodes],
-            weak_correct=self.weak_correct[nodes],
-            weak_step_correct=self.weak_step_correct[nodes],
-            strong_present=self.strong_present[nodes],
-            strong_tokens=self.strong_tokens[nodes],
-            strong_prm=self.strong_prm[nodes],
-            strong_final=self.strong_final[nodes],
-            strong_correct=self.strong_correct[nodes],
-            strong_step_correct=self.strong_step_correct[nodes],
+            **{k: getattr(self, k)[nodes] for k in (*_NODE_COLUMNS, *_HISTORY)},
             keep_child=child(self.keep_child),
             regen_child=child(self.regen_child),
-            prev_min=self.prev_min[nodes],
-            prev_prod=self.prev_prod[nodes],
-            in_prm=self.in_prm[nodes],
-            in_tokens=self.in_tokens[nodes],
             sources=list(self.sources),
             headers=pick(self.headers) if self.headers else [],
         )
 
 
+def _roots(counts: np.ndarray) -> np.ndarray:
+    """The global index of each tree's root when trees of ``counts`` nodes are concatenated."""
+    return np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if counts.size else np.zeros(0, np.int64)
+
+
 def flatten(checked: list[CheckedTree], sources: list[str] | None = None) -> FlatTrees:
     """Concatenate checked trees into a :class:`FlatTrees`."""
     counts = np.array([t.n_nodes for t in checked], dtype=np.int64)
-    roots = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if len(checked) else np.zeros(0, np.int64)
+    roots = _roots(counts)
 
     def cat(name, dtype):
         if not checked:
@@ -211,27 +213,10 @@ def flatten(checked: list[CheckedTree], sources: list[str] | None = None) -> Fla
         strong_only_steps=np.array([t.header["strong_only"]["steps"] for t in checked], dtype=np.int64),
         strong_only_correct=np.array([t.header["strong_only"]["correct"] for t in checked], dtype=bool),
         level=np.array([np.nan if t.header["level"] is None else t.header["level"] for t in checked], dtype=np.float64),
-        problem_id=[t.header["problem_id"] for t in checked],
-        dataset=[t.header["dataset"] for t in checked],
-        split=[t.header["split"] for t in checked],
-        problem=[t.header["problem"] for t in checked],
-        answer=[t.header["answer"] for t in checked],
+        **{k: [t.header[k] for t in checked] for k in _TREE_TEXTS},
         tree_index=tree_index,
-        depth=cat("depth", np.int64),
-        interventions=cat("interventions", np.int64),
         parent=parent,
-        parent_action=cat("parent_action", np.int8),
-        weak_tokens=cat("weak_tokens", np.int64),
-        weak_prm=cat("weak_prm", np.float64),
-        weak_final=cat("weak_final", bool),
-        weak_correct=cat("weak_correct", np.int8),
-        weak_step_correct=cat("weak_step_correct", np.int8),
-        strong_present=cat("strong_present", bool),
-        strong_tokens=cat("strong_tokens", np.int64),
-        strong_prm=cat("strong_prm", np.float64),
-        strong_final=cat("strong_final", bool),
-        strong_correct=cat("strong_correct", np.int8),
-        strong_step_correct=cat("strong_step_correct", np.int8),
+        **{k: cat(k, dtype) for k, dtype in _NODE_COLUMNS.items()},
         keep_child=child("keep"),
         regen_child=child("regenerate"),
         prev_min=np.ones(int(counts.sum())),
@@ -247,13 +232,7 @@ def flatten(checked: list[CheckedTree], sources: list[str] | None = None) -> Fla
 
 def _fill_history(f: FlatTrees) -> None:
     """Propagate accepted-step features from parents to children, level by level."""
-    if f.n_nodes == 0:
-        return
-    order = np.argsort(f.depth, kind="stable")
-    depth_sorted = f.depth[order]
-    bounds = np.searchsorted(depth_sorted, np.arange(depth_sorted[-1] + 2))
-    for d in range(1, int(depth_sorted[-1]) + 1):
-        nodes = order[bounds[d] : bounds[d + 1]]
+    for nodes in f.levels()[1:]:
         par = f.parent[nodes]
         regen = f.parent_action[nodes] == 1
         score = np.where(regen, f.strong_prm[par], f.weak_prm[par])

@@ -63,13 +63,7 @@ def node_beliefs(filt: BeliefFilter, trees: FlatTrees) -> np.ndarray:
     f = trees
     n = f.n_nodes
     b = np.zeros((n, filt.D, 3))
-    if n == 0:
-        return b.sum(axis=1)
-    order = np.argsort(f.depth, kind="stable")
-    ds = f.depth[order]
-    bounds = np.searchsorted(ds, np.arange(int(ds[-1]) + 2))
-    for d in range(int(ds[-1]) + 1):
-        nodes = order[bounds[d]: bounds[d + 1]]
+    for d, nodes in enumerate(f.levels()):
         pre = filt.start(nodes.size)
         if d > 0:
             par = f.parent[nodes]

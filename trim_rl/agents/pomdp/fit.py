@@ -48,16 +48,11 @@ def tree_labels(f: FlatTrees, regen_prob: float = 0.2) -> TreeLabels:
     """Latent states of every node's candidates from the trees' ``step_correct`` labels."""
     n = f.n_nodes
     prefix = np.ones(n, dtype=np.int8)
-    if n:
-        order = np.argsort(f.depth, kind="stable")
-        ds = f.depth[order]
-        bounds = np.searchsorted(ds, np.arange(ds[-1] + 2))
-        for d in range(1, int(ds[-1]) + 1):
-            nodes = order[bounds[d]: bounds[d + 1]]
-            par = f.parent[nodes]
-            sc = np.where(f.parent_action[nodes] == 1, f.strong_step_correct[par], f.weak_step_correct[par])
-            pk = prefix[par]
-            prefix[nodes] = np.where((pk == 0) | (sc == 0), 0, np.where((pk == 1) & (sc == 1), 1, -1))
+    for nodes in f.levels()[1:]:
+        par = f.parent[nodes]
+        sc = np.where(f.parent_action[nodes] == 1, f.strong_step_correct[par], f.weak_step_correct[par])
+        pk = prefix[par]
+        prefix[nodes] = np.where((pk == 0) | (sc == 0), 0, np.where((pk == 1) & (sc == 1), 1, -1))
     weak = _candidate_state(prefix, f.weak_step_correct)
     strong = np.where(f.strong_present, _candidate_state(prefix, f.strong_step_correct), -1).astype(np.int8)
     return TreeLabels(prefix, weak, strong, reach_probability(f, regen_prob))
