@@ -10,6 +10,7 @@ low-score component (see :mod:`trim_rl.sim.model`).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -56,7 +57,15 @@ def load_prm_table(name: str = "math_train") -> PRMTable:
     files = {"math_train": "prm_obs_math_train_bin0.05.json", "omnimath": "prm_obs_omnimath_bin0.02.json"}
     if name not in files:
         raise ValueError(f"unknown PRM table {name!r}; choose one of {sorted(files)}")
-    path = resource_path("calibration", files[name])
+    mass = read_table_mass(resource_path("calibration", files[name]))
+    for s in range(N_STATES):
+        mass[s] /= mass[s].sum()
+    return PRMTable(name=name, n_bins=mass.shape[1], mass=mass)
+
+
+def read_table_mass(path: str | os.PathLike) -> np.ndarray:
+    """The joint mass ``[state, min_prior_bin, current_bin]`` of a measured table file
+    (``prm_obs_*.json``): each bin centre's probability added to its grid cell, not normalised."""
     with open(path, encoding="utf-8") as fh:
         raw = json.load(fh)
     bin_size = float(raw["bin_size"])
@@ -69,8 +78,7 @@ def load_prm_table(name: str = "math_train") -> PRMTable:
         ix = np.clip((centers[:, 0] / bin_size).astype(int), 0, n - 1)
         iy = np.clip((centers[:, 1] / bin_size).astype(int), 0, n - 1)
         np.add.at(mass[s], (ix, iy), prob)
-        mass[s] /= mass[s].sum()
-    return PRMTable(name=name, n_bins=n, mass=mass)
+    return mass
 
 
 @lru_cache(maxsize=4)

@@ -10,7 +10,6 @@ fixes m; the planner uses the marginal P(x | s).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +17,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from trim_rl.resources import resource_path
-
-N_STATES = 3
+from trim_rl.sim.prm_scores import N_STATES, read_table_mass
 
 
 @dataclass
@@ -85,17 +83,7 @@ class ObservationModel:
         """The measured ProcessBench table (``prm_obs_*.json``; default the MATH-train one, shipped)."""
         if path is None:
             path = resource_path("calibration", "prm_obs_math_train_bin0.05.json")
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-        size = float(raw["bin_size"])
-        n = int(round(1.0 / size))
-        mass = np.zeros((N_STATES, n, n))
-        for s in range(N_STATES):
-            st = raw["states"][str(s)]
-            c = np.asarray(st["bin_centers"], dtype=np.float64)
-            ix = np.clip((c[:, 0] / size).astype(np.int64), 0, n - 1)
-            iy = np.clip((c[:, 1] / size).astype(np.int64), 0, n - 1)
-            np.add.at(mass[s], (ix, iy), np.asarray(st["prob"], dtype=np.float64))
-        return cls.from_mass(mass, n_eff, source=f"table:{Path(path).name}")
+        return cls.from_mass(read_table_mass(path), n_eff, source=f"table:{Path(path).name}")
 
     # -- evaluation ----------------------------------------------------------------------------------
     def likelihood(self, min_prior: np.ndarray, score: np.ndarray) -> np.ndarray:
