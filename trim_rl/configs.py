@@ -178,10 +178,10 @@ def _convert(value: Any, tp, where: str, path: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise bad
         return [_convert(v, inner, where, f"{path}[{i}]") for i, v in enumerate(value)]
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise bad
+    if tp in (bool, str, dict):  # no conversion: a value of that very type (a dict copied)
+        if not isinstance(value, tp):
+            raise bad
+        return dict(value) if tp is dict else value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer() and abs(value) < 2 ** 53:
@@ -195,14 +195,6 @@ def _convert(value: Any, tp, where: str, path: str) -> Any:
         if not math.isfinite(v):
             raise ConfigError(f"{where}: {path}: expected a finite number, got {value!r}")
         return v
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise bad
-    if tp is dict:
-        if isinstance(value, dict):
-            return dict(value)
-        raise bad
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
