@@ -57,6 +57,13 @@ _FILLER = "we carry the simulated computation one step further and check the res
 _CACHE = 1 << 18  # drawn steps kept (about 200 bytes each)
 
 
+def _remember(cache: dict, key, value) -> None:
+    """``cache[key] = value``, first dropping the oldest entry when the cache holds ``_CACHE`` already."""
+    if len(cache) >= _CACHE:
+        cache.pop(next(iter(cache)))
+    cache[key] = value
+
+
 class Tag(NamedTuple):
     model: int  # WEAK / STRONG
     state: int
@@ -79,6 +86,15 @@ class SimInputError(ValueError):
     def __init__(self, message: str, param: str | None = None, status: int = 400, kind: str = "BadRequestError"):
         super().__init__(message)
         self.param, self.status, self.kind = param, status, kind
+
+
+def _texts(p: dict, key: str) -> list[str]:
+    """A request's ``key``: a string or a non-empty list of strings, as a list."""
+    texts = p.get(key)
+    texts = [texts] if isinstance(texts, str) else texts
+    if not isinstance(texts, list) or not texts or not all(isinstance(q, str) for q in texts):
+        raise SimInputError(f"{key}: expected a string or a non-empty list of strings", key)
+    return texts
 
 
 def problem_text(profile: str, split: str, index: int, draw: int, source: str = "") -> str:
@@ -208,9 +224,7 @@ class SimBackend:
             pp = self._split(split)
             one = ProfileProblems([pp.problems[i]], pp.level[i : i + 1], pp.z[i : i + 1], pp.z_len[i : i + 1])
             ep = make_episodes(self.m, self.prof, one, 1, _rng(self.seed, self.profile, ref, "episode"))
-            if len(self._episodes) >= _CACHE:
-                self._episodes.pop(next(iter(self._episodes)))
-            self._episodes[ref] = ep
+            _remember(self._episodes, ref, ep)
         return ep
 
     def _draw(self, ref, prior: tuple[Tag, ...], model: int, nonce: str, state: int, min_prior: float) -> Draw:
@@ -222,9 +236,7 @@ class SimBackend:
             s = draw_steps(self.m, self.prof, self._episode(ref), np.zeros(1, dtype=np.int64),
                            np.array([len(prior)]), np.array([state]), np.array([min_prior]), model, rng)
             d = Draw(int(s.state[0]), float(s.prm[0]), bool(s.final[0]), int(s.tokens[0]))
-            if len(self._draws) >= _CACHE:
-                self._draws.pop(next(iter(self._draws)))
-            self._draws[key] = d
+            _remember(self._draws, key, d)
         return d
 
     def replay(self, ref, tags: Sequence[Tag], field: str = "prompt") -> tuple[list[Draw], int, float]:
@@ -293,10 +305,7 @@ class SimBackend:
 
     def _completions(self, p: dict) -> tuple[dict, int]:
         role = self._role(p, "weak", ("weak", "strong"), "Completions")
-        prompts = p.get("prompt")
-        prompts = [prompts] if isinstance(prompts, str) else prompts
-        if not isinstance(prompts, list) or not prompts or not all(isinstance(q, str) for q in prompts):
-            raise SimInputError("prompt: expected a string or a non-empty list of strings", "prompt")
+        prompts = _texts(p, "prompt")
         if p.get("stream"):
             raise SimInputError("stream: the simulated backend answers whole completions only", "stream")
         if p.get("n", 1) != 1:
@@ -351,10 +360,7 @@ class SimBackend:
 
     def _pooling(self, p: dict) -> dict:
         role = self._role(p, "prm", ("prm",), "pooling")
-        inputs = p.get("input")
-        inputs = [inputs] if isinstance(inputs, str) else inputs
-        if not isinstance(inputs, list) or not inputs or not all(isinstance(q, str) for q in inputs):
-            raise SimInputError("input: expected a string or a non-empty list of strings", "input")
+        inputs = _texts(p, "input")
         if p.get("task") not in (None, "token_classify"):
             raise SimInputError(f"Unsupported task: {p['task']!r} Supported tasks: ('token_classify',)", "task")
         for q in inputs:
