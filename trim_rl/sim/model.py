@@ -110,26 +110,40 @@ def draw_steps(m: ModelParams, prof: ProfileParams, ep: Episodes, idx: np.ndarra
     return Steps(state=state, prm=np.round(prm, 4), final=final, tokens=tokens, flagged=flagged)
 
 
+class Paths:
+    """One solution per episode, written step by step: whether it is still going, the latent state
+    of its prefix (0 every step correct so far, 1 a step wrong), the min PRM score of its accepted
+    steps, its steps and, once it has ended, whether it is correct."""
+
+    def __init__(self, n: int):
+        self.alive = np.ones(n, dtype=bool)
+        self.state = np.zeros(n, dtype=np.int64)
+        self.min_prior = np.ones(n)
+        self.steps = np.zeros(n, dtype=np.int64)
+        self.correct = np.zeros(n, dtype=bool)
+
+    def accept(self, a: np.ndarray, d: int, state: np.ndarray, prm: np.ndarray, final: np.ndarray) -> None:
+        """Solutions ``a`` take their step at depth ``d`` (latent ``state``, PRM score ``prm``); those
+        where it is ``final``, or the last step allowed, end."""
+        self.steps[a] += 1
+        self.state[a] = np.where(state == 2, 1, self.state[a])
+        self.min_prior[a] = np.minimum(self.min_prior[a], prm)
+        done = final | (d == MAX_STEPS - 1)
+        self.correct[a[done]] = final[done] & (self.state[a[done]] == 0)
+        self.alive[a[done]] = False
+
+
 def strong_only(m: ModelParams, prof: ProfileParams, ep: Episodes, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """The strong model solving each episode's problem alone: tokens, steps, correct."""
     n = len(ep)
     idx = np.arange(n)
-    alive = np.ones(n, dtype=bool)
-    state = np.zeros(n, dtype=np.int64)
-    min_prior = np.ones(n)
+    paths = Paths(n)
     tokens = np.zeros(n, dtype=np.int64)
-    steps = np.zeros(n, dtype=np.int64)
-    correct = np.zeros(n, dtype=bool)
     for d in range(MAX_STEPS):
-        a = np.flatnonzero(alive)
+        a = np.flatnonzero(paths.alive)
         if a.size == 0:
             break
-        s = draw_steps(m, prof, ep, idx[a], np.full(a.size, d), state[a], min_prior[a], STRONG, rng)
+        s = draw_steps(m, prof, ep, idx[a], np.full(a.size, d), paths.state[a], paths.min_prior[a], STRONG, rng)
         tokens[a] += s.tokens
-        steps[a] += 1
-        state[a] = np.where(s.state == 2, 1, state[a])
-        min_prior[a] = np.minimum(min_prior[a], s.prm)
-        fin = s.final | (d == MAX_STEPS - 1)
-        correct[a[fin]] = s.final[fin] & (state[a[fin]] == 0)
-        alive[a[fin]] = False
-    return {"tokens": tokens, "steps": steps, "correct": correct}
+        paths.accept(a, d, s.state, s.prm, s.final)
+    return {"tokens": tokens, "steps": paths.steps, "correct": paths.correct}

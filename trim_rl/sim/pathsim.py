@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from trim_rl.data.schema import MAX_STEPS
-from trim_rl.sim.model import STRONG, WEAK, Episodes, draw_steps, make_episodes
+from trim_rl.sim.model import STRONG, WEAK, Episodes, Paths, draw_steps, make_episodes
 from trim_rl.sim.params import ModelParams, ProfileParams
 from trim_rl.sim.profiles import ProfileProblems
 
@@ -78,19 +78,16 @@ def simulate(m: ModelParams, prof: ProfileParams, pp: ProfileProblems, settings:
 def _run(m: ModelParams, prof: ProfileParams, ep: Episodes, noise: _Noise, setting: Setting, k_max: int) -> PathStats:
     n = len(ep)
     idx_all = np.arange(n)
-    alive = np.ones(n, dtype=bool)
-    state = np.zeros(n, dtype=np.int64)
-    min_prior = np.ones(n)
-    correct = np.zeros(n, dtype=bool)
+    paths = Paths(n)
+    state, min_prior = paths.state, paths.min_prior
     calls = np.zeros(n, dtype=np.int64)
     S = np.zeros(n, dtype=np.int64)
     W = np.zeros(n, dtype=np.int64)
     D = np.zeros(n, dtype=np.int64)
-    steps = np.zeros(n, dtype=np.int64)
     capped = np.zeros(n, dtype=bool)
     rec: list[tuple[np.ndarray, ...]] = []
     for d in range(MAX_STEPS):
-        a = idx_all[alive]
+        a = idx_all[paths.alive]
         if a.size == 0:
             break
         depth = np.full(a.size, d)
@@ -117,11 +114,6 @@ def _run(m: ModelParams, prof: ProfileParams, ep: Episodes, noise: _Noise, setti
                 calls[r] += 1
             W[a[~regen]] += w.tokens[~regen]
         rec.append((acc_state, min_prior[a].copy(), acc_prm, a, depth))
-        steps[a] += 1
-        state[a] = np.where(acc_state == 2, 1, state[a])
-        min_prior[a] = np.minimum(min_prior[a], acc_prm)
-        done = acc_final | (d == MAX_STEPS - 1)
-        correct[a[done]] = acc_final[done] & (state[a[done]] == 0)
-        alive[a[done]] = False
+        paths.accept(a, d, acc_state, acc_prm, acc_final)
     cat = [np.concatenate(x) for x in zip(*rec)]
-    return PathStats(correct, S, calls, W, D, steps, capped, *cat)
+    return PathStats(paths.correct, S, calls, W, D, paths.steps, capped, *cat)
