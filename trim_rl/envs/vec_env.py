@@ -8,7 +8,7 @@ the same random generator a ``RoutingEnv`` seeded ``seed + i`` would, read from 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -24,7 +24,60 @@ from trim_rl.envs.routing_env import check_prices, draw_lambda, resolve_trees
 _BLOCK = 256
 
 
-class RoutingVecEnv(VecEnv):
+class MaskedVecEnv(VecEnv):
+    """The SB3 plumbing both routing ``VecEnv`` s share (this module's and the live one): the actions
+    :meth:`step_async` stores, ``action_masks`` as the one per-env method, public attributes read by
+    :meth:`get_attr`, the price ``lam`` set by :meth:`set_attr` (checked against ``lam_range``), and
+    ``reset_infos`` like ``DummyVecEnv``'s.  A subclass says how a price applies (:meth:`_set_lam`) and
+    what names the episode an env just began (:meth:`_begun`)."""
+
+    render_mode = None
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions).reshape(self.num_envs)
+
+    def _begun(self) -> tuple[str, list]:
+        """The ``reset_infos`` key naming each env's current episode, and its value per env."""
+        raise NotImplementedError
+
+    def _set_reset_infos(self, envs: Iterable[int] | None = None) -> None:
+        """The reset infos of the episodes that just began in ``envs`` (None: a reset, every env's): the
+        action mask and the episode's name."""
+        masks = self.action_masks()
+        key, names = self._begun()
+        if envs is None:
+            self.reset_infos = [{} for _ in range(self.num_envs)]
+            envs = range(self.num_envs)
+        for i in envs:
+            self.reset_infos[i] = {"action_mask": masks[i], key: names[i]}
+
+    def _set_lam(self, lam: float) -> None:
+        """Price every strong token at ``lam`` from now on (a checked price)."""
+        raise NotImplementedError
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        if not hasattr(self, attr_name) or attr_name.startswith("_"):
+            raise AttributeError(attr_name)
+        return [getattr(self, attr_name) for _ in self._get_indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        if attr_name == "lam":
+            check_prices(float(value), self.lam_range)
+            self._set_lam(float(value))
+            return
+        raise AttributeError(f"{type(self).__name__} does not support setting {attr_name!r}")
+
+    def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
+        if method_name == "action_masks":
+            masks = self.action_masks()
+            return [masks[i] for i in self._get_indices(indices)]
+        raise AttributeError(f"{type(self).__name__} has no per-env method {method_name!r}")
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
+        return [False for _ in self._get_indices(indices)]
+
+
+class RoutingVecEnv(MaskedVecEnv):
     """Batched :class:`RoutingEnv` (same arguments plus ``num_envs`` and ``schedule``).
 
     ``schedule="random"`` draws trees like ``RoutingEnv``; ``schedule="sequential"`` makes env ``i``
@@ -36,8 +89,6 @@ class RoutingVecEnv(VecEnv):
     episode at ``x``.  :attr:`current_nodes`, :attr:`current_trees` and :attr:`current_lams` read
     where each env is.
     """
-
-    render_mode = None
 
     def __init__(self, trees: FlatTrees | str | os.PathLike | list, num_envs: int = 8, lam: float = 1e-3, obs: str = "agg",
                  budget_conditioned: bool = False, lam_range: tuple[float, float] = (1e-4, 1e-2),
@@ -175,7 +226,7 @@ class RoutingVecEnv(VecEnv):
         self._reset_seeds()
         self._reset_options()
         self._start(self._arange, options)
-        self.reset_infos = [{"action_mask": m, "tree": int(t)} for m, t in zip(self.action_masks(), self._tree)]
+        self._set_reset_infos()
         return self._observe()
 
     def action_masks(self) -> np.ndarray:
@@ -184,8 +235,8 @@ class RoutingVecEnv(VecEnv):
         out[:, 1] = self.trees.regen_child[self._node] != ABSENT
         return out
 
-    def step_async(self, actions: np.ndarray) -> None:
-        self._actions = np.asarray(actions).reshape(self.num_envs)
+    def _begun(self) -> tuple[str, list]:
+        return "tree", self._tree.tolist()
 
     def step_wait(self) -> VecEnvStepReturn:
         f, n = self.trees, self._node
@@ -226,42 +277,25 @@ class RoutingVecEnv(VecEnv):
                     "terminal_observation": term.copy(), "TimeLimit.truncated": False,
                 }
             self._start(ended)
-            masks = self.action_masks()
-            for i in ended.tolist():  # like DummyVecEnv: the reset info of the episode that just began
-                self.reset_infos[i] = {"action_mask": masks[i], "tree": int(self._tree[i])}
+            self._set_reset_infos(ended.tolist())
         return self._observe(), rew.astype(np.float32), done, infos
 
     def close(self) -> None:
         pass
 
-    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
-        if not hasattr(self, attr_name) or attr_name.startswith("_"):
-            raise AttributeError(attr_name)
-        return [getattr(self, attr_name) for _ in self._get_indices(indices)]
+    def _set_lam(self, lam: float) -> None:
+        self.lam = lam
+        if not self.budget_conditioned:
+            self._lam[:] = self.lam
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
-        if attr_name == "lam":
-            check_prices(float(value), self.lam_range)
-            self.lam = float(value)
-            if not self.budget_conditioned:
-                self._lam[:] = self.lam
-            return
         if attr_name == "lam_range":  # budget-conditioned: applies from the next episode on
             lo, hi = (float(v) for v in value)
             if not 0 < lo <= hi:
                 raise ValueError(f"lam_range must satisfy 0 < low <= high, got {value}")
             self.lam_range = (lo, hi)
             return
-        raise AttributeError(f"RoutingVecEnv does not support setting {attr_name!r}")
-
-    def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
-        if method_name == "action_masks":
-            masks = self.action_masks()
-            return [masks[i] for i in self._get_indices(indices)]
-        raise AttributeError(f"RoutingVecEnv has no per-env method {method_name!r}")
-
-    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
-        return [False for _ in self._get_indices(indices)]
+        super().set_attr(attr_name, value, indices)
 
     def seed(self, seed: int | None = None) -> Sequence[int | None]:
         return super().seed(seed)
