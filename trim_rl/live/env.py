@@ -108,13 +108,7 @@ class LiveBatch:
     def __deepcopy__(self, memo):
         # a copy (gymnasium's checker makes one) shares the backends: their HTTP clients and locks are
         # the process's, not the env's
-        import copy
-
-        share_backends(self.backends, memo)
-        new = object.__new__(type(self))
-        memo[id(self)] = new
-        for k, v in self.__dict__.items():
-            setattr(new, k, copy.deepcopy(v, memo))
+        new = copy_sharing_backends(self, self.backends, memo)
         new.loop.on_backend_error = new._backend_error
         return new
 
@@ -181,6 +175,7 @@ class LiveBatch:
         rew = np.zeros(self.n, dtype=np.float64)
         dones = np.zeros(self.n, dtype=bool)
         infos: list[dict[str, Any]] = [{"TimeLimit.truncated": False} for _ in range(self.n)]
+        result = (rew, dones, infos, last_obs)
         cont = []
         for i, r in enumerate(self.routes):
             r.decisions += 1
@@ -188,14 +183,12 @@ class LiveBatch:
             rew[i] -= r.lam * spent
             infos[i]["step_strong_tokens"] = spent  # the decision's own cost (the decision log records it)
             if r.done:
-                rew[i] += self._end(i, infos, last_obs[i])
-                infos[i]["step_strong_tokens"] = spent
-                dones[i] = True
+                self._end(i, result)
                 if not self.auto_reset:
                     continue
                 self._start(i)
             cont.append(i)
-        self._fill(cont, (rew, dones, infos, last_obs))
+        self._fill(cont, result)
         return self.observe(), rew, dones, infos
 
     def _fill(self, envs: list[int], result) -> None:
@@ -215,11 +208,7 @@ class LiveBatch:
                 if r.failure is not None:
                     failed_in_row += 1
                 if r.decisions and result is not None:  # the episode this step acted on ends here
-                    rew, dones, infos, last_obs = result
-                    spent = infos[i].get("step_strong_tokens", 0)
-                    rew[i] += self._end(i, infos, last_obs[i])
-                    infos[i]["step_strong_tokens"] = spent
-                    dones[i] = True
+                    self._end(i, result)
                     if not self.auto_reset:
                         continue
                 else:
@@ -246,9 +235,12 @@ class LiveBatch:
         elif started:
             self.empty += 1  # ended before its first decision (its prompt does not fit the context)
 
-    def _end(self, i: int, infos: list[dict], last_obs: np.ndarray) -> float:
-        """Close env ``i``'s episode: fill its info; returns the terminal reward (1 when correct)."""
+    def _end(self, i: int, result: tuple[np.ndarray, np.ndarray, list[dict], list[np.ndarray]]) -> None:
+        """Close env ``i``'s episode in the step's ``result`` (rewards, dones, infos, last observations): its
+        info (keeping the decision's own ``step_strong_tokens``), the terminal reward (1 when correct), done."""
+        rew, dones, infos, last_obs = result
         r = self.routes[i]
+        spent = infos[i].get("step_strong_tokens", 0)
         self.episodes += 1
         base = {"tree": r.index, "problem_id": r.item.problem_id, "lam": r.lam, "steps": r.decisions,
                 "interventions": r.interventions, "strong_tokens": r.strong_tokens, "weak_tokens": r.weak_tokens,
@@ -257,13 +249,15 @@ class LiveBatch:
         if r.failure is not None:
             self._drop(r, started=False)
             infos[i] = {**base, "correct": False, "dropped": True, "error": self._why(r),
-                        "terminal_observation": last_obs.copy(), "TimeLimit.truncated": True}
-            return 0.0
-        ok = grade(r.texts, r.item.answer)
-        infos[i] = {**base, "correct": ok, "finish": r.why,
-                    "terminal_observation": np.zeros(self.builder.space.shape, dtype=np.float32),
-                    "TimeLimit.truncated": False}
-        return 1.0 if ok else 0.0
+                        "terminal_observation": last_obs[i].copy(), "TimeLimit.truncated": True}
+        else:
+            ok = grade(r.texts, r.item.answer)
+            infos[i] = {**base, "correct": ok, "finish": r.why,
+                        "terminal_observation": np.zeros(self.builder.space.shape, dtype=np.float32),
+                        "TimeLimit.truncated": False}
+            rew[i] += 1.0 if ok else 0.0
+        infos[i]["step_strong_tokens"] = spent
+        dones[i] = True
 
 
 def strong_only_tokens(backends: Backends, problems: Sequence[Problem], limits: Limits | None = None, seed: int = 0,
@@ -309,14 +303,7 @@ class LiveRoutingEnv(gym.Env):
         self._active = False
 
     def __deepcopy__(self, memo):
-        import copy
-
-        share_backends(self.batch.backends, memo)  # also named by the registry's spec kwargs
-        new = object.__new__(type(self))
-        memo[id(self)] = new
-        for k, v in self.__dict__.items():
-            setattr(new, k, copy.deepcopy(v, memo))
-        return new
+        return copy_sharing_backends(self, self.batch.backends, memo)  # also named by the registry's spec kwargs
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
@@ -350,6 +337,18 @@ def share_backends(backends: Backends, memo: dict) -> None:
     """Make a deep copy share ``backends`` (their HTTP clients and locks belong to the process)."""
     for b in (backends, backends.weak, backends.strong, backends.scorer):
         memo[id(b)] = b
+
+
+def copy_sharing_backends(obj, backends: Backends, memo: dict):
+    """A deep copy of ``obj`` (its ``__deepcopy__``) that shares ``backends`` (see :func:`share_backends`)."""
+    import copy
+
+    share_backends(backends, memo)
+    new = object.__new__(type(obj))
+    memo[id(obj)] = new
+    for k, v in obj.__dict__.items():
+        setattr(new, k, copy.deepcopy(v, memo))
+    return new
 
 
 def load_problem_set(problems) -> list[Problem]:
