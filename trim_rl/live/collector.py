@@ -113,6 +113,20 @@ class TreeCollector:
         k = self.s.max_interventions
         nodes: list[list[dict]] = [[{}] for _ in chunk]
         level = [_Open(t, 0, (), 0) for t in range(len(chunk))]
+
+        def grow(o: _Open, role: str, edge: str, r: StepResult, sc: Score | None, inter: int) -> _Open | None:
+            """Write ``role``'s step ``r`` (scored ``sc``) at ``o``'s node; a solution that goes on gets the
+            node's ``edge`` child, returned as an open node of the next level (``inter`` steps regenerated)."""
+            tree = nodes[o.tree]
+            node = tree[o.node]
+            node[role], open_ = self._step(chunk[o.tree], o.steps, r, sc)
+            node[edge] = None
+            if not open_:
+                return None
+            node[edge] = len(tree)
+            tree.append({})
+            return _Open(o.tree, node[edge], o.steps + (r.text,), inter)
+
         while level:
             def req(o: _Open, role: str) -> StepRequest:
                 p = chunk[o.tree]
@@ -133,24 +147,11 @@ class TreeCollector:
             strong_scored = iter(zip(strong, scores[len(level):]))  # in the order of with_strong, a sub-list of level
             nxt = []
             for o, w, wp in zip(level, weak, w_scores):
-                tree = nodes[o.tree]
-                node = tree[o.node]
-                problem = chunk[o.tree]
-                node["weak"], open_ = self._step(problem, o.steps, w, wp)
-                node["keep"] = None
-                if open_:
-                    node["keep"] = len(tree)
-                    tree.append({})
-                    nxt.append(_Open(o.tree, node["keep"], o.steps + (w.text,), o.inter))
+                nxt.append(grow(o, "weak", "keep", w, wp, o.inter))
                 if o.inter < k:
                     s, sp = next(strong_scored)
-                    node["strong"], open_ = self._step(problem, o.steps, s, sp)
-                    node["regenerate"] = None
-                    if open_:
-                        node["regenerate"] = len(tree)
-                        tree.append({})
-                        nxt.append(_Open(o.tree, node["regenerate"], o.steps + (s.text,), o.inter + 1))
-            level = nxt
+                    nxt.append(grow(o, "strong", "regenerate", s, sp, o.inter + 1))
+            level = [o for o in nxt if o is not None]
         return nodes
 
     def trees(self, chunk: list[Problem]) -> list[dict]:
