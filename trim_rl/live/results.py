@@ -23,22 +23,27 @@ from trim_rl.data.trees import atomic_output, dumps_line
 DECODE_KIND = "trim_rl.live.decode/v1"
 
 
+def _other_kind(row: dict, field: str, expected: str, noun: str) -> str | None:
+    """Why ``row`` is not a ``noun`` line by its ``field`` (``kind`` or ``schema``; None when it is
+    ``expected``): the line's other field names what it is, where it has one."""
+    if row.get(field) == expected:
+        return None
+    other = "schema" if field == "kind" else "kind"
+    what = f"{other} {row[other]!r}" if other in row else f"{field} {row.get(field)!r}"
+    return f"not a {noun} line ({what}; expected {field} {expected!r})"
+
+
 def decode_row_check(row: dict) -> str | None:
     """Why ``row`` is not a decode results row (None when it is)."""
-    if row.get("kind") != DECODE_KIND:
-        what = f"schema {row['schema']!r}" if "schema" in row else f"kind {row.get('kind')!r}"
-        return f"not a decode results line ({what}; expected kind {DECODE_KIND!r})"
-    if not isinstance(row.get("settings"), dict):
+    why = _other_kind(row, "kind", DECODE_KIND, "decode results")
+    if why is None and not isinstance(row.get("settings"), dict):
         return "field 'settings' missing"
-    return None
+    return why
 
 
 def tree_row_check(row: dict) -> str | None:
     """Why ``row`` is not a collected tree (None when it is)."""
-    if row.get("schema") != SCHEMA:
-        what = f"kind {row['kind']!r}" if "kind" in row else f"schema {row.get('schema')!r}"
-        return f"not a tree line ({what}; expected schema {SCHEMA!r})"
-    return None
+    return _other_kind(row, "schema", SCHEMA, "tree")
 
 
 class ResultsFile:
