@@ -75,12 +75,19 @@ def throughput(url: str, policy: str, problems: str = "gsm8k", limit: int = 8, m
                 router = Router(load_policy(policy)) if mode == "hybrid" else None
                 dec = HybridDecoder(weak if mode != "strong-only" else None, strong, scorer if mode == "hybrid" else None,
                                     router, DecodeSettings(max_steps=max_steps, concurrency=limit, mode=mode), policy)
-                t0 = time.perf_counter()
-                s = dec.run(probs, ResultsFile(Path(tmp) / f"{mode}_{r}.jsonl"), progress=False)
-                if not s["complete"]:
-                    raise RuntimeError(f"{mode} decoding stopped: {s['error']}")
-                rates[mode].append(len(probs) / (time.perf_counter() - t0))
+                seconds = _timed_run(dec, probs, Path(tmp) / f"{mode}_{r}.jsonl", f"{mode} decoding")
+                rates[mode].append(len(probs) / seconds)
     return {m: statistics.median(v) for m, v in rates.items()}
+
+
+def _timed_run(runner, probs: list, out: Path, what: str) -> float:
+    """Seconds ``runner`` (a decoder or a collector) takes over ``probs``, its results written to ``out``;
+    a run that stops before the end raises, naming ``what`` stopped."""
+    t0 = time.perf_counter()
+    s = runner.run(probs, ResultsFile(out), progress=False)
+    if not s["complete"]:
+        raise RuntimeError(f"{what} stopped: {s['error']}")
+    return time.perf_counter() - t0
 
 
 def _engines(url: str, max_tokens: int, concurrency: int):
@@ -114,18 +121,12 @@ def defaults_throughput(url: str, problems: str = "gsm8k", limit: int = 16, max_
                 dec = HybridDecoder(weak, strong, scorer, Router(load_policy("thr:0.5")),
                                     DecodeSettings(max_steps=max_steps, concurrency=cfg["batch"], seed=r), "thr:0.5")
                 m0 = llama_metrics(url)
-                t0 = time.perf_counter()
-                s = dec.run(probs, ResultsFile(Path(tmp) / f"decode_{name}_{r}.jsonl"), progress=False)
-                if not s["complete"]:
-                    raise RuntimeError(f"decoding stopped: {s['error']}")
-                rates["decode"][name].append(dec.generations / (time.perf_counter() - t0))
+                seconds = _timed_run(dec, probs, Path(tmp) / f"decode_{name}_{r}.jsonl", "decoding")
+                rates["decode"][name].append(dec.generations / seconds)
                 m1 = llama_metrics(url)
                 col = TreeCollector(weak, strong, scorer, CollectSettings(1, max_steps, cfg["chunk"], seed=r))
-                t0 = time.perf_counter()
-                s = col.run(probs, ResultsFile(Path(tmp) / f"collect_{name}_{r}.jsonl"), progress=False)
-                if not s["complete"]:
-                    raise RuntimeError(f"collection stopped: {s['error']}")
-                rates["collect"][name].append(col.stats["generations"] / (time.perf_counter() - t0))
+                seconds = _timed_run(col, probs, Path(tmp) / f"collect_{name}_{r}.jsonl", "collection")
+                rates["collect"][name].append(col.stats["generations"] / seconds)
                 for what, prof in (("decode", backend_profile(m1, m0)), ("collect", backend_profile(llama_metrics(url), m1))):
                     if prof is not None:
                         profiles[what][name].append(prof)
