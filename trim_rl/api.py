@@ -296,6 +296,8 @@ def evaluate(policies: str | Sequence[Any] = ("thr", "always-weak", "always-stro
     Everything is checked before any tree is generated or policy run: a ``ValueError`` (or a
     ``FileNotFoundError``) naming the argument as ``evaluate.py`` spells it (``--policies``, ``--trees``,
     ``--out``) or, for the numbers, as this function does."""
+    from trim_rl.argtypes import refuse_repeats
+
     spec = trees if trees is not None else "sim:math500:test"
     names, found, raw = _policy_names(policies)
     if isinstance(checkpoints, (str, Path)):
@@ -303,9 +305,7 @@ def evaluate(policies: str | Sequence[Any] = ("thr", "always-weak", "always-stro
     found = [*found, *map(str, checkpoints)]
     if not names and not found:
         raise ConfigError(f"--policies {raw!r}: names no policy (and no --checkpoints given)")
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise ConfigError(f"--policies: {twice[0]} is named twice")
+    refuse_repeats(names, lambda n: f"--policies: {n} is named twice", ConfigError)
     check_settings(n_boot, seed, routing_errors)
     _check_prm(prm_noise, prm_flip)
     if out is not None:

@@ -1,9 +1,14 @@
-"""Shared pieces of the command lines: a parser whose errors are one line, and checked number types."""
+"""Shared pieces of the command lines: a parser whose errors are one line, checked number types, the
+refusal of a value given twice, the flags that several commands share (each defined once: name, type,
+default, help, the help's ``(default N)`` written from the default itself), and how a command parses its
+flags and runs under :func:`trim_rl.cli_errors.run_cli`."""
 
 from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable, Iterable
+from typing import Any
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -18,6 +23,24 @@ def int_at_least(lo: int):
     return int_between(lo, None)
 
 
+def _checked(convert: Callable[[str], Any], accept: Callable[[Any], bool], what: str, name: str):
+    """An argparse type: ``convert(text)`` where it converts and ``accept`` takes the value; otherwise
+    ``expected WHAT, got TEXT``; ``name`` is the type's name."""
+
+    def parse(text: str):
+        try:
+            v = convert(text)
+            ok = accept(v)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return v
+
+    parse.__name__ = name
+    return parse
+
+
 def number_in(lo: float, hi: float = math.inf, *, lo_open: bool = False, hi_open: bool = False,
               what: str | None = None):
     """An argparse type: a finite number in the interval from ``lo`` to ``hi`` (each end closed unless
@@ -28,17 +51,10 @@ def number_in(lo: float, hi: float = math.inf, *, lo_open: bool = False, hi_open
         else:
             what = f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
 
-    def parse(text: str) -> float:
-        try:
-            v = float(text)
-        except ValueError:
-            v = math.nan
-        if not (math.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return v
+    def within(v: float) -> bool:
+        return math.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
 
-    parse.__name__ = what.removeprefix("a ")
-    return parse
+    return _checked(float, within, what, what.removeprefix("a "))
 
 
 #: a finite number >= 0
@@ -55,18 +71,7 @@ def int_between(lo: int, hi: int | None, what: str | None = None):
     """An argparse type: an integer in [``lo``, ``hi``] (``hi`` keeps a size within memory or time; None:
     no upper bound); ``what`` names it in the error (default: the interval)."""
     what = what or (f"an integer >= {lo}" if hi is None else f"an integer in [{lo}, {hi}]")
-
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            v = None
-        if v is None or v < lo or (hi is not None and v > hi):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return v
-
-    parse.__name__ = what.removeprefix("an ")
-    return parse
+    return _checked(int, lambda v: lo <= v and (hi is None or v <= hi), what, what.removeprefix("an "))
 
 
 #: a random seed: an integer in [0, 2**32 - 1]
@@ -98,3 +103,102 @@ def output_file(text: str) -> str:
                 raise argparse.ArgumentTypeError(f"{text!r}: not writable")
             break
     return text
+
+
+def refuse_repeats(items: Iterable, message: Callable[[Any], str], error: type[Exception] = ValueError) -> None:
+    """Raise ``error(message(item))`` for the first (smallest) item that ``items`` holds more than once."""
+    items = list(items)
+    twice = sorted({x for x in items if items.count(x) > 1})
+    if twice:
+        raise error(message(twice[0]))
+
+
+# flags that several command lines share
+
+DEFAULT_AGENT = "trim_agg"
+DEFAULT_ENV = "math500"
+DEFAULT_PROBLEMS = "gsm8k"
+DEFAULT_BOOTSTRAP = 1000
+HYPERPARAMS_HELP = ("override agent YAML entries, e.g. learning_rate:1e-4 total_timesteps:50000 "
+                    "policy_kwargs.net_arch:[32,32] policy_iteration.rounds:4 (values parsed as YAML 1.2)")
+
+
+def with_default(text: str, default: Any) -> str:
+    """``TEXT (default DEFAULT)``: a flag's help, its default written from the value itself."""
+    return f"{text} (default {default})"
+
+
+def run_command(parser: argparse.ArgumentParser, argv: list[str] | None, body: Callable[[argparse.Namespace], int]) -> int:
+    """Parse ``argv`` and run ``body`` on the flags under :func:`~trim_rl.cli_errors.run_cli` (user errors:
+    one line naming ``parser.prog``, exit code 2)."""
+    from trim_rl.cli_errors import run_cli
+
+    args = parser.parse_args(argv)
+    return run_cli(parser.prog, lambda: body(args))
+
+
+def add_seed(parser, what: str, note: str = "") -> None:
+    """``--seed``, 0 to 2**32 - 1 (what numpy, torch and scikit-learn all take), default 0; ``note``
+    follows the default in the help."""
+    parser.add_argument("--seed", type=seed_int, default=0, help=f"{what}, 0 to 2**32 - 1 (default 0{note})")
+
+
+def add_port(parser, default: int, what: str = "port") -> None:
+    """``--port`` of a server the command starts (0: any free port)."""
+    parser.add_argument("--port", type=port_number, default=default, help=f"{what} (default {default}; 0: any free port)")
+
+
+def add_host_port(parser, port: int) -> None:
+    """``--host`` and ``--port`` of a server the command runs (default: only this machine)."""
+    host = "127.0.0.1"
+    parser.add_argument("--host", default=host, help=with_default("address to listen on", host))
+    add_port(parser, port)
+
+
+def add_problems(parser, lead: str = "") -> None:
+    """``--problems``: a shipped benchmark or a JSON Lines file (:func:`trim_rl.data.problems.load_problems`)."""
+    parser.add_argument("--problems", default=DEFAULT_PROBLEMS,
+                        help=with_default(f"{lead}math500, gsm8k, aime, aime24, amc23, olympiadbench, minerva, or a "
+                                          ".jsonl file with problem/question and answer fields", DEFAULT_PROBLEMS))
+
+
+def add_limit(parser, type=int, default: int | None = None, where: str = "") -> None:
+    """``--limit``: only the first N problems (``where`` says of what)."""
+    text = f"only the first N problems{where}"
+    parser.add_argument("--limit", type=type, default=default,
+                        help=text if default is None else with_default(text, default))
+
+
+def add_max_tokens(parser, default: int, type=int, where: str = "") -> None:
+    """``--max-tokens``: the most tokens one step may generate."""
+    parser.add_argument("--max-tokens", type=type, default=default, help=with_default(f"most tokens per step{where}", default))
+
+
+def add_max_steps(parser, default: int, type=int, where: str = "") -> None:
+    """``--max-steps``: the most steps of one solution."""
+    parser.add_argument("--max-steps", type=type, default=default,
+                        help=with_default(f"most steps per solution{where}", default))
+
+
+def add_quiet(parser, also: str = "") -> None:
+    """``--quiet``: no progress bar (``also``: what else it leaves out)."""
+    parser.add_argument("--quiet", action="store_true", help=f"no progress bar{also}")
+
+
+def add_bootstrap(parser, what: str, most: int) -> None:
+    """``--bootstrap``: resamples of the evaluation's intervals, 1 to ``most``."""
+    parser.add_argument("--bootstrap", type=int_between(1, most), default=DEFAULT_BOOTSTRAP,
+                        help=f"bootstrap resamples {what} (default {DEFAULT_BOOTSTRAP}, at most {most})")
+
+
+def add_agent_env(parser) -> None:
+    """``--agent`` and ``--env`` of a command that trains: YAML files or packaged names."""
+    parser.add_argument("--agent", default=DEFAULT_AGENT,
+                        help=with_default("agent YAML (or packaged name) to train", DEFAULT_AGENT))
+    parser.add_argument("--env", default=DEFAULT_ENV,
+                        help=with_default("env YAML (or packaged name): trees and budgets", DEFAULT_ENV))
+
+
+def add_hyperparams(parser, help: str = HYPERPARAMS_HELP) -> None:
+    """``--hyperparams KEY:VALUE ...``: overrides of the agent YAML."""
+    parser.add_argument("--hyperparams", nargs="*", default=[], metavar="KEY:VALUE", help=help)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from trim_rl.argtypes import MAX_SEED, refuse_repeats
 from trim_rl.data.flat import FlatTrees, concat, load_flat
 from trim_rl.data.flat_cache import cache_root, load_flat_cached
 from trim_rl.resources import resource_path
@@ -26,7 +27,6 @@ def bundled_path(profile: str, split: str) -> Path:
 
 
 MAX_SPEC_SEEDS = 100  # each seed is one tree file, generated once (math500 test: ~20 s)
-MAX_SEED = 2**32 - 1
 # A spec's trees are held as flat arrays (~120 bytes a node) and joined into one copy: estimated at
 # half the profile's node cap a tree (math500 test trees average ~520 of 3,000 nodes, AIME ~1,500).
 FLAT_BYTES_PER_NODE = 120
@@ -106,9 +106,7 @@ def parse_seeds(text: str, spec: str) -> list[int]:
     bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
     if bad:
         raise ValueError(f"tree spec {spec!r}: seed {bad[0]} is not in [0, {MAX_SEED}]")
-    twice = sorted({s for s in seeds if seeds.count(s) > 1})
-    if twice:
-        raise ValueError(f"tree spec {spec!r}: seed {twice[0]} is named twice (its trees would count twice)")
+    refuse_repeats(seeds, lambda s: f"tree spec {spec!r}: seed {s} is named twice (its trees would count twice)")
     return seeds
 
 
