@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from trim_rl.argtypes import add_agent_env, add_hyperparams, add_limit, add_max_steps, add_max_tokens, add_problems
 from trim_rl.envs.routing_env import RoutingEnv
 from trim_rl.evaluation.robustness import DEFAULT_LAMS
 from trim_rl.live.bench import DEFAULT_POLICIES, decision_times, defaults_throughput, throughput
@@ -112,7 +113,7 @@ def _backend_flags(parser: argparse.ArgumentParser, url_help: str, slots: int | 
     parser.add_argument("--threads", type=int, default=1, help="threads of that llama-server (default 1)")
     parser.add_argument("--ctx", type=int, default=2048, help="context of each of its slots, in tokens (default 2048)")
     parser.add_argument("--policy", default="checkpoints/trim_agg/trim_agg_b20", help=policy_help)
-    parser.add_argument("--problems", default="gsm8k", help=f"problems {problems_of} (default gsm8k)")
+    add_problems(parser, f"problems {problems_of}: ")
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.bench") -> int:
@@ -132,12 +133,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.bench") -
                        description="Train one budget (or, with --grid, the env YAML's budget grid, one process per "
                                    "core) with the given agent and print the wall time, tree loading and every "
                                    "stage included, and each stage's seconds; the median of --repeats runs.")
-    t.add_argument("--agent", default="trim_agg", help="agent YAML or packaged name (default trim_agg)")
-    t.add_argument("--env", default="math500", help="env YAML or packaged name (default math500)")
+    add_agent_env(t)
     t.add_argument("--budget", type=float, default=None, help="budget in %% (default: the env YAML's budget)")
     t.add_argument("--grid", action="store_true", help="train the env YAML's whole budget_grid instead")
     _repeats(t, 1)
-    t.add_argument("--hyperparams", nargs="*", default=[], metavar="KEY:VALUE", help="agent YAML overrides")
+    add_hyperparams(t)
     t.add_argument("--runs", default="runs/bench", help="run folder root (default runs/bench)")
     p = sub.add_parser("pomdp", help="seconds to solve TRIM-POMDP for one budget and for the lambda grid",
                        description="Fit TRIM-POMDP on the training trees once, then time value iteration (and the "
@@ -159,9 +159,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.bench") -
                        "slots, or the URL list that python -m trim_rl.live serve-local prints",
                    None, "without --url: start a llama-server with this many slots and SmolLM2-135M and measure "
                          "throughput against it", "router of the hybrid throughput run", "of the throughput run")
-    lv.add_argument("--limit", type=int, default=8, help="problems per throughput run (default 8)")
-    lv.add_argument("--max-tokens", type=int, default=64, help="most tokens per step in the throughput run (default 64)")
-    lv.add_argument("--max-steps", type=int, default=8, help="most steps per solution in the throughput run (default 8)")
+    add_limit(lv, default=8, where=" in each throughput run")
+    add_max_tokens(lv, 64, where=" in the throughput run")
+    add_max_steps(lv, 8, where=" in the throughput run")
     sv = sub.add_parser("serve", help="the step-routing server: batching vs one at a time vs strong-only",
                         description="Start python -m trim_rl.live serve in front of llama.cpp's llama-server (--slots "
                                     "slots decoded together, or --url) and send the same GSM8K requests through OpenAI's client with "
@@ -176,8 +176,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.bench") -
     sv.add_argument("--overhead-requests", type=int, default=512,
                     help="requests of the overhead run against an instant backend (default 512)")
     sv.add_argument("--overhead-concurrency", type=int, default=64, help="at once in the overhead run (default 64)")
-    sv.add_argument("--max-tokens", type=int, default=16, help="most tokens per step (default 16)")
-    sv.add_argument("--max-steps", type=int, default=3, help="most steps per solution (default 3)")
+    add_max_tokens(sv, 16)
+    add_max_steps(sv, 3)
     sv.add_argument("--target-share", type=float, help="also run --target-strong-share at this share")
     sv.add_argument("--compare", action="store_true",
                     help="instead: weak SmolLM2-135M and strong Gemma 3 270M (a llama-server each, --slots slots): "

@@ -11,8 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from trim_rl.argtypes import OneLineParser, int_between, positive_float, seed_int
-from trim_rl.cli_errors import run_cli
+from trim_rl.argtypes import (OneLineParser, add_agent_env, add_bootstrap, add_hyperparams, add_seed, positive_float,
+                              refuse_repeats, run_command)
 from trim_rl.evaluation.evaluation import DEFAULT_POLICIES
 from trim_rl.evaluation.metrics import MAX_BOOTSTRAP
 from trim_rl.evaluation.report import check_output_folder
@@ -27,15 +27,12 @@ DEMO_TREES = "sim:math500:test:0-2"
 def build_parser(prog: str = "python -m trim_rl.demo") -> argparse.ArgumentParser:
     ap = OneLineParser(prog=prog, description=__doc__)
     ap.add_argument("--out", default="reports/demo", help="output folder (default reports/demo)")
-    ap.add_argument("--agent", default="trim_agg", help="agent YAML (or packaged name) to train (default trim_agg)")
-    ap.add_argument("--env", default="math500", help="env YAML (or packaged name): trees and budgets (default math500)")
+    add_agent_env(ap)
     ap.add_argument("--budgets", nargs="+", type=positive_float, default=list(DEMO_BUDGETS),
                     help=f"budgets to train, %% of always-strong's strong tokens (default {' '.join(map(str, DEMO_BUDGETS))})")
-    ap.add_argument("--hyperparams", nargs="*", default=[], metavar="KEY:VALUE",
-                    help="override agent YAML entries (as train.py --hyperparams), e.g. for a quick run")
-    ap.add_argument("--seed", type=seed_int, default=0, help="training and evaluation seed, 0 to 2**32 - 1 (default 0)")
-    ap.add_argument("--bootstrap", type=int_between(1, MAX_BOOTSTRAP), default=1000,
-                    help=f"bootstrap resamples of the evaluation (default 1000, at most {MAX_BOOTSTRAP})")
+    add_hyperparams(ap, "override agent YAML entries (as train.py --hyperparams), e.g. for a quick run")
+    add_seed(ap, "training and evaluation seed")
+    add_bootstrap(ap, "of the evaluation", MAX_BOOTSTRAP)
     ap.add_argument("--trees", nargs="+", default=[DEMO_TREES], metavar="SPEC",
                     help=f"test trees: several seeds or files are pooled, with the per-seed spread (default {DEMO_TREES}: "
                          "the bundled test seed and two more, generated on first use)")
@@ -44,15 +41,13 @@ def build_parser(prog: str = "python -m trim_rl.demo") -> argparse.ArgumentParse
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.demo") -> int:
-    args = build_parser(prog).parse_args(argv)
-    return run_cli(prog, lambda: _main(args))
+    return run_command(build_parser(prog), argv, _main)
 
 
 def _main(args) -> int:
     # before the first training: a run of several minutes must not end on a flag it could have refused
-    twice = sorted({b for b in args.budgets if args.budgets.count(b) > 1})
-    if twice and not args.no_train:
-        raise ValueError(f"--budgets: {twice[0]:g} is named twice")
+    if not args.no_train:
+        refuse_repeats(args.budgets, lambda b: f"--budgets: {b:g} is named twice")
     check_output_folder(args.out, "--out")
     check_tree_spec(args.trees, "--trees")
 

@@ -11,9 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from trim_rl.argtypes import OneLineParser, fraction, int_between, nonneg_float, seed_int
+from trim_rl.argtypes import OneLineParser, add_bootstrap, add_quiet, add_seed, fraction, nonneg_float, refuse_repeats, run_command
 from trim_rl.agents.query import QUERY_ROUTERS
-from trim_rl.cli_errors import run_cli
 from trim_rl.configs import ConfigError
 from trim_rl.evaluation.evaluation import DEFAULT_POLICIES, DEFAULT_TREES
 from trim_rl.evaluation.metrics import MAX_BOOTSTRAP
@@ -51,10 +50,8 @@ def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
                     help="exported checkpoint folders (or folders holding them); checkpoints of one family "
                          "(policy.json 'family', e.g. TRIM-Agg) form one frontier, one point per checkpoint (its budget or price)")
     ap.add_argument("--out", default=None, help="output folder (default reports/<trees name>)")
-    ap.add_argument("--bootstrap", type=int_between(1, MAX_BOOTSTRAP), default=1000,
-                    help=f"bootstrap resamples for the 95%% intervals (default 1000, at most {MAX_BOOTSTRAP})")
-    ap.add_argument("--seed", type=seed_int, default=0,
-                    help="seed of the bootstrap, the random router and routing errors (0 to 2**32 - 1)")
+    add_bootstrap(ap, "for the 95%% intervals", MAX_BOOTSTRAP)
+    add_seed(ap, "seed of the bootstrap, the random router and routing errors")
     ap.add_argument("--routing-errors", type=fraction, default=0.0,
                     help="flip this fraction of each step policy's decisions (ablation; default 0)")
     ap.add_argument("--prm-noise", type=nonneg_float, default=0.0, metavar="SIGMA",
@@ -66,7 +63,7 @@ def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
                     help="instead of one evaluation: CPT(80%%) of TRIM-Thr, TRIM-POMDP (from --checkpoints, or "
                          "fitted on the training trees and solved) and every --checkpoints family at several PRM "
                          "noise and flip levels (python -m trim_rl.evaluation.robustness has all the options)")
-    ap.add_argument("--quiet", action="store_true", help="no progress bar, and no table in the terminal (only the paths)")
+    add_quiet(ap, ", and no table in the terminal (only the paths)")
     ap.add_argument("--logged", default=None, metavar="LOG",
                     help="instead of trees: estimate the --checkpoints policies (folders, or thr:K) from a decision log "
                          "(RUN/rollouts.jsonl of train.py --live, or serve --log-decisions): importance weighting, "
@@ -75,8 +72,7 @@ def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, prog: str = "evaluate.py") -> int:
-    args = build_parser(prog).parse_args(argv)
-    return run_cli(prog, lambda: _main(args))
+    return run_command(build_parser(prog), argv, _main)
 
 
 def _check_report_args(args) -> None:
@@ -86,9 +82,7 @@ def _check_report_args(args) -> None:
     unknown = [n for n in names if n not in LABELS and n not in QUERY_ROUTERS]
     if unknown:
         raise ConfigError(f"--policies: unknown {', '.join(unknown)}; available: {', '.join([*LABELS, *QUERY_ROUTERS])}")
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise ConfigError(f"--policies: {twice[0]} is named twice")
+    refuse_repeats(names, lambda n: f"--policies: {n} is named twice", ConfigError)
     if args.out:
         check_output_folder(args.out, "--out")
     for flag, spec in (("--trees", args.trees), ("--train-trees", args.train_trees), ("--val-trees", args.val_trees)):

@@ -11,7 +11,7 @@ import shlex
 import sys
 import warnings
 
-from trim_rl.argtypes import OneLineParser
+from trim_rl.argtypes import DEFAULT_AGENT, DEFAULT_ENV, OneLineParser, add_hyperparams
 from trim_rl.cli_errors import run_cli
 from trim_rl.configs import ConfigError
 from trim_rl.live.online import add_live_flags, is_live_run, live_flags_given, live_settings
@@ -20,8 +20,6 @@ from trim_rl.training.run import AlreadyFinished, Interrupted
 from trim_rl.training.summary import print_summary
 
 PROG = "train.py"
-DEFAULT_AGENT = "trim_agg"
-DEFAULT_ENV = "math500"
 DEFAULT_RUNS = "runs"
 # what a new run takes; a resumed run has its own (given with --resume, they are refused, not ignored)
 NEW_RUN_ONLY = {"agent": DEFAULT_AGENT, "env": DEFAULT_ENV, "seed": 0, "runs": DEFAULT_RUNS, "workers": None}
@@ -71,9 +69,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                         help="expert: a fixed price of one strong token (in correct answers) instead of a budget")
     target.add_argument("--lam-grid", nargs="*", type=float, default=None, metavar="LAM",
                         help="expert: one policy per price; with no values: the env (or POMDP agent) YAML's lam_grid")
-    ap.add_argument("--hyperparams", nargs="*", default=[], metavar="KEY:VALUE",
-                    help="override agent YAML entries, e.g. learning_rate:1e-4 total_timesteps:50000 "
-                         "policy_kwargs.net_arch:[32,32] policy_iteration.rounds:4 (values parsed as YAML 1.2)")
+    add_hyperparams(ap)
     ap.add_argument("--seed", type=_argtype(check_seed, "--seed"), default=None,
                     help="seed of training (trees drawn, network init, PPO), an integer in [0, 2**32 - 1]; default 0")
     ap.add_argument("--resume", default=None, metavar="RUN_DIR",

@@ -22,8 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trim_rl.argtypes import OneLineParser, int_between, output_file, positive_float, seed_int
-from trim_rl.cli_errors import run_cli
+from trim_rl.argtypes import OneLineParser, add_seed, int_between, output_file, positive_float, run_command
 from trim_rl.data.flat import FlatTrees
 from trim_rl.data.tree_dp import levels_bottom_up, policy_outcomes, reach_probability
 from trim_rl.data.trees import atomic_output
@@ -134,10 +133,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.evaluatio
     ap.add_argument("--lams", type=positive_float, nargs="+", default=list(DEFAULT_LAMS),
                     help="prices of one strong token, one policy each (default: %(default)s)")
     ap.add_argument("--iters", type=int_between(1, 1000), default=6, help="policy-iteration rounds per lambda (default: 6)")
-    ap.add_argument("--seed", type=seed_int, default=0, help="seed of the regression, 0 to 2**32 - 1 (default: 0)")
+    add_seed(ap, "seed of the regression")
     ap.add_argument("--out", type=output_file, help="also write the figures as JSON to this file")
-    args = ap.parse_args(argv)
-    return run_cli(prog, lambda: _main(args))
+    return run_command(ap, argv, _main)
 
 
 def _main(args) -> int:

@@ -13,7 +13,8 @@ import signal
 import sys
 from pathlib import Path
 
-from trim_rl.argtypes import OneLineParser, int_at_least, nonneg_float, port_number, positive_float
+from trim_rl.argtypes import (OneLineParser, add_limit, add_max_steps, add_max_tokens, add_port, add_problems, add_quiet,
+                              int_at_least, nonneg_float, positive_float)
 from trim_rl.data.problems import BENCHMARKS, load_problems
 from trim_rl.data.schema import MAX_STEPS
 from trim_rl.live.backends import BackendConfig, build_engines, build_scorer
@@ -71,7 +72,7 @@ def _common(p: argparse.ArgumentParser, problems: bool = True) -> None:
                         "gpu_memory_utilization=0.3 or max_model_len=8192; ROLE weak, strong or prm sets it for one "
                         "engine only (prm:gpu_memory_utilization=0.25); VALUE is read as JSON, else as text; repeatable")
     s = p.add_argument_group("sampling (sent explicitly, so a server's generation_config.json does not fill gaps)")
-    s.add_argument("--max-tokens", type=POSITIVE, default=BackendConfig.max_tokens, help="most tokens per step (default 256)")
+    add_max_tokens(s, BackendConfig.max_tokens, POSITIVE)
     s.add_argument("--weak-temperature", type=nonneg_float, default=BackendConfig.weak_temperature,
                    help="weak model's sampling temperature (default 0)")
     s.add_argument("--strong-temperature", type=nonneg_float, default=BackendConfig.strong_temperature,
@@ -98,15 +99,13 @@ def _common(p: argparse.ArgumentParser, problems: bool = True) -> None:
     if not problems:  # serve: requests bring the problems
         return
     d = p.add_argument_group("problems and output")
-    d.add_argument("--problems", default="gsm8k",
-                   help="math500, gsm8k, aime, aime24, amc23, olympiadbench, minerva, or a .jsonl file with "
-                        "problem/question and answer fields (default gsm8k)")
-    d.add_argument("--limit", type=NONNEG, help="only the first N problems (after --offset)")
+    add_problems(d)
+    add_limit(d, NONNEG, where=" (after --offset)")
     d.add_argument("--offset", type=NONNEG, default=0, help="skip the first N problems (default 0)")
     d.add_argument("--out", help="results file (.jsonl), appended one line per finished problem; a re-run "
                                  "with the same settings skips those")
     d.add_argument("--seed", type=int, default=0, help="seed of every sampled step (default 0)")
-    d.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(d)
 
 
 def build_parser(prog: str = "python -m trim_rl.live") -> argparse.ArgumentParser:
@@ -129,7 +128,7 @@ def build_parser(prog: str = "python -m trim_rl.live") -> argparse.ArgumentParse
     r.add_argument("--lam", type=POSITIVE_FLOAT, default=None,
                    help="for a budget-conditioned checkpoint: the price of a strong token instead of --budget")
     r.add_argument("--max-interventions", type=NONNEG, help="most regenerations per problem (default: no limit)")
-    r.add_argument("--max-steps", type=POSITIVE, default=MAX_STEPS, help=f"stop a solution after N steps (default {MAX_STEPS})")
+    add_max_steps(r, MAX_STEPS, POSITIVE)
     r.add_argument("--batch", type=POSITIVE, default=256,
                    help="problems decoded at once, in lock step (default 256, for a GPU server)")
     col = sub.add_parser("collect", help="build trim_rl.tree/v1 files from real engines",
@@ -154,7 +153,7 @@ def build_parser(prog: str = "python -m trim_rl.live") -> argparse.ArgumentParse
                          description="Start llama.cpp's llama-server (built by make live-cpu) with SmolLM2-135M-Instruct "
                                      "or Gemma 3 270M (GGUF files that PyPI packages ship) for the CPU recipe: --parallel "
                                      "slots in one process, decoded together; runs until interrupted.")
-    srv.add_argument("--port", type=port_number, default=8080, help="port on 127.0.0.1 (default 8080; 0: any free port)")
+    add_port(srv, 8080, "port on 127.0.0.1")
     srv.add_argument("--model", default="smollm2",
                      help="smollm2 (SmolLM2-135M-Instruct, default), gemma3 (Gemma 3 270M) or a .gguf file")
     srv.add_argument("--n-ctx", type=POSITIVE, default=4096, help="context length of each slot (default 4096)")

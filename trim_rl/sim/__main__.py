@@ -7,8 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from trim_rl.argtypes import OneLineParser, int_at_least, int_between, output_file, seed_int
-from trim_rl.cli_errors import run_cli
+from trim_rl.argtypes import OneLineParser, add_limit, add_seed, int_at_least, int_between, output_file, run_command
 from trim_rl.sim import calibrate as C
 from trim_rl.sim.bundled import BUNDLED_PROFILES, BUNDLED_SEED, bundled_path
 from trim_rl.sim.generate import generate_file, plan
@@ -43,9 +42,9 @@ def _parser(prog: str = "python -m trim_rl.sim") -> OneLineParser:
                        description="Draw trajectory trees of one split of a profile. Same arguments, same bytes.")
     g.add_argument("--profile", default="math500", help="math500 | aime | olympiadbench | minerva (default math500)")
     g.add_argument("--split", default="test", choices=["train", "val", "test"], help="problem split (default test)")
-    g.add_argument("--seed", type=seed_int, default=0, help="random seed, 0 to 2**32 - 1 (default 0)")
+    add_seed(g, "random seed")
     g.add_argument("--out", type=output_file, help="output file (.jsonl or .jsonl.gz)")
-    g.add_argument("--limit", type=int_at_least(1), default=None, help="only the first N problems of the split (N >= 1)")
+    add_limit(g, int_at_least(1), where=" of the split (N >= 1)")
     g.add_argument("--draws", type=int_at_least(1), default=None,
                    help="trees per problem (default: the profile's; one file may take at most about 12 GB "
                         "of memory to generate, ~11000 trees)")
@@ -56,7 +55,7 @@ def _parser(prog: str = "python -m trim_rl.sim") -> OneLineParser:
                        description="Evaluate TRIM-Thr at the thresholds of the measured sweep on the profile's test "
                                    "trees and print both tables; optionally write them (and a plot) into the README.")
     r.add_argument("--profile", default="math500", help="profile (only math500 has a real sweep; default math500)")
-    r.add_argument("--seed", type=seed_int, default=0, help="seed of the test trees (default 0: the bundled ones)")
+    add_seed(r, "seed of the test trees", ": the bundled ones")
     r.add_argument("--trees", default=None, help="evaluate this tree file instead of generated trees")
     r.add_argument("--readme", default=None, help="page (Markdown) to update between the sim-report markers, e.g. docs/simulator.md")
     r.add_argument("--plot", type=output_file, default=None, help="write the curve plot (PNG) here")
@@ -75,8 +74,7 @@ def _check_writable(out: str | None) -> None:
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.sim") -> int:
-    args = _parser(prog).parse_args(argv)
-    return run_cli(prog, lambda: _main(args))
+    return run_command(_parser(prog), argv, _main)
 
 
 def _main(args) -> int:

@@ -20,7 +20,7 @@ import socket
 import sys
 import threading
 
-from trim_rl.argtypes import int_at_least, int_between, nonneg_float, output_file, port_number, seed_int
+from trim_rl.argtypes import add_host_port, add_limit, add_seed, int_at_least, int_between, nonneg_float, output_file
 from trim_rl.netutil import bind_listener
 from trim_rl.sim.backend import DEFAULT_MAX_MODEL_LEN, SimBackend, SimInputError, error_body, write_problems
 
@@ -166,9 +166,8 @@ def add_parser(sub) -> None:
                                    "calibrated simulator. Problems are named in their text ('sim problem I of "
                                    "PROFILE/SPLIT, draw D'); --write-problems writes them with their answers.")
     s.add_argument("--profile", default="math500", help="simulator profile (default math500)")
-    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    s.add_argument("--port", type=port_number, default=8000, help="port (default 8000; 0: any free port)")
-    s.add_argument("--seed", type=seed_int, default=0, help="random seed, 0 to 2**32 - 1 (default 0)")
+    add_host_port(s, 8000)
+    add_seed(s, "random seed")
     s.add_argument("--token-latency-ms", type=nonneg_float, default=0.0,
                    help="milliseconds per generated token of a call's longest completion (default 0)")
     s.add_argument("--prefill-latency-ms", type=nonneg_float, default=0.0,
@@ -183,7 +182,7 @@ def add_parser(sub) -> None:
                    help="split of --write-problems (default test)")
     s.add_argument("--draws", type=int_between(1, 1000), default=1,
                    help="episodes per problem for --write-problems (default 1)")
-    s.add_argument("--limit", type=int_at_least(1), default=None, help="--write-problems: only the first N problems")
+    add_limit(s, int_at_least(1), where=" of --write-problems")
 
 
 def main(args) -> int:

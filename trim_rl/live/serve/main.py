@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from trim_rl.argtypes import int_at_least, int_between, nonneg_float, number_in, port_number, positive_float
+from trim_rl.argtypes import add_host_port, add_max_steps, int_at_least, int_between, nonneg_float, number_in, positive_float
 from trim_rl.netutil import bind_listener
 from trim_rl.data.schema import MAX_STEPS
 from trim_rl.live.backends import BackendConfig, build_engines, build_scorer
@@ -60,11 +60,9 @@ def add_parser(sub, common: Callable[[argparse.ArgumentParser], None]) -> None:
                    help="default budget (%% of always-strong's strong tokens) for budget-conditioned checkpoints "
                         "with a budget table")
     r.add_argument("--max-interventions", type=NONNEG, help="most regenerations per request (default: no limit)")
-    r.add_argument("--max-steps", type=_steps, default=MAX_STEPS,
-                   help=f"most steps per solution, and the most a request may ask for (default {MAX_STEPS})")
+    add_max_steps(r, MAX_STEPS, _steps, ", and the most a request may ask for")
     s = p.add_argument_group("server")
-    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    s.add_argument("--port", type=port_number, default=8000, help="port (default 8000; 0: any free port)")
+    add_host_port(s, 8000)
     s.add_argument("--max-active", type=POSITIVE, default=256,
                    help="requests decoded at once, one step each per round (default 256)")
     s.add_argument("--max-queue", type=NONNEG, default=1024,
