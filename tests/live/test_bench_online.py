@@ -1,8 +1,10 @@
-"""``python -m trim_rl.bench online``: its two measurements on a small scale (what they count, not how fast)."""
+"""``python -m trim_rl.bench online``: its measurements on a small scale (what they count, not how fast)."""
 
 from __future__ import annotations
 
 import pytest
+
+from tests.conftest import REPO
 
 pytest.importorskip("uvicorn")
 
@@ -28,3 +30,46 @@ def test_env_and_decode_both_step_every_problem_against_the_simulated_backend():
     r = env_vs_decode(n_problems=6, envs=3, repeats=1)
     assert r["problems"] == 6 and r["env_steps_s"] > 0 and r["decode_steps_s"] > 0
     assert r["ratio"] == pytest.approx(r["env_steps_s"] / r["decode_steps_s"])
+
+
+TINY = dict(max_steps=128, eval_every=64, hyperparams=("n_envs:4", "n_steps:16", "batch_size:32", "n_epochs:2"),
+            strong_ref_problems=8)
+
+
+def test_problems_to_reach_returns_a_seeded_curve_and_the_generations_either_way():
+    from trim_rl.live.bench_online import budget_tolerance, problems_to_reach, reach_lines
+
+    r = problems_to_reach(**TINY)
+    lines = reach_lines(r)
+    assert len(lines) == 2 + len(r["curve"]) + 1 and "not reached within" in lines[-1]
+    assert r["budget"] == 16 and r["tolerance"] == budget_tolerance(16) == pytest.approx(3.2)
+    assert budget_tolerance(5) == 3
+    t = r["target"]
+    assert 0.5 < t["accuracy"] < 0.7 and 14 < t["cost_pct"] < 19 and 0 < t["se"] < 0.02
+    assert [p["env_steps"] for p in r["curve"]] == [64, 128]
+    for a, b in zip(r["curve"], r["curve"][1:]):
+        assert a["episodes"] <= b["episodes"] and a["problems"] <= b["problems"] and a["generations"] < b["generations"]
+    last = r["curve"][-1]
+    # the problems: finished episodes, the 4 in flight, the 8 solved strong-only for the budget's unit
+    assert last["problems"] == last["episodes"] + 4 + 8 and r["problems"] == last["problems"]
+    # a generation a decision at least (each env step keeps or regenerates a weak draft)
+    assert r["online_generations"] == last["generations"] >= last["env_steps"]
+    assert r["tree_generations"] == pytest.approx(r["problems"] * r["tree_generations_per_problem"])
+    assert r["ratio"] == pytest.approx(r["tree_generations"] / r["online_generations"])
+    assert not r["reached"] and r["gap"] is not None and r["message"].startswith("not reached within")
+    # seeded: the same curve again (but for the wall clock)
+    again = problems_to_reach(**TINY)
+    assert [{k: v for k, v in p.items() if k != "wall_s"} for p in again["curve"]] == \
+        [{k: v for k, v in p.items() if k != "wall_s"} for p in r["curve"]]
+
+
+def test_a_reachable_target_is_reported_reached_and_training_stops_there():
+    from trim_rl.live.bench_online import problems_to_reach
+
+    # a 5% checkpoint's accuracy with a 50% budget's room: the first policy PPO makes (it regenerates
+    # freely) reaches it
+    r = problems_to_reach(REPO / "checkpoints" / "trim_agg" / "trim_agg_b5", 50, **{**TINY, "max_steps": 640})
+    assert r["reached"] and r["gap"] is None and r["message"].startswith("reached after")
+    assert len(r["curve"]) < 10 and r["problems"] == r["curve"][-1]["problems"]
+    p = r["curve"][-1]
+    assert p["accuracy"] >= r["target"]["accuracy"] - r["target"]["se"] and p["cost_pct"] <= 60
