@@ -116,3 +116,29 @@ def test_run_command(capsys):
     with pytest.raises(SystemExit) as exc:
         A.run_command(ap, ["--n", "x"], body)
     assert exc.value.code == 2
+
+
+def test_add_field_flags_from_a_dataclass():
+    from dataclasses import dataclass, field
+
+    @dataclass(frozen=True)
+    class Config:
+        url: str | None = field(default=None, metadata=A.flag("the server", "engines", required=True, nargs="+"))
+        extra: tuple[str, ...] = field(default=(), metadata=A.flag("repeatable", "engines", action="append"))
+        size: int = field(default=4, metadata=A.flag("slots (default %(default)s)", "requests", type=A.int_at_least(1)))
+        mb: float = field(default=8.0, metadata=A.flag("body size", flag="--body-mb"))
+        hidden: int = 0  # no metadata: no flag
+
+    ap = A.OneLineParser(prog="cmd")
+    groups = A.add_field_flags(ap, Config)
+    assert list(groups) == ["engines", "requests"]
+    assert [a.dest for a in groups["engines"]._group_actions] == ["url", "extra"]
+    assert "slots (default 4)" in ap.format_help()
+    args = ap.parse_args(["--url", "a", "b", "--extra", "x", "--extra", "y"])
+    assert (args.url, args.extra, args.size, args.body_mb) == (["a", "b"], ["x", "y"], 4, 8.0)
+    assert not hasattr(args, "hidden")
+    assert ap.parse_args(["--url", "a"]).extra == []  # the append default is a fresh list, not the field's tuple
+    with pytest.raises(SystemExit):
+        ap.parse_args(["--url", "a", "--size", "0"])
+    with pytest.raises(SystemExit):
+        ap.parse_args([])  # --url is required

@@ -6,6 +6,7 @@ flags and runs under :func:`trim_rl.cli_errors.run_cli`."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -111,6 +112,39 @@ def refuse_repeats(items: Iterable, message: Callable[[Any], str], error: type[E
     twice = sorted({x for x in items if items.count(x) > 1})
     if twice:
         raise error(message(twice[0]))
+
+
+# flags made from a typed config's fields (as vLLM's EngineArgs.add_cli_args)
+
+
+def flag(help: str, group: str | None = None, **kwargs) -> dict:
+    """A dataclass field's ``metadata``: the flag :func:`add_field_flags` makes of it: ``--NAME`` (or
+    ``flag=``), its ``help``, the title of its argument ``group`` and ``add_argument``'s other keywords
+    (type, metavar, nargs, choices, action, required); its default is the field's."""
+    return {"cli": {"help": help, "group": group, **kwargs}}
+
+
+def add_field_flags(parser: argparse.ArgumentParser, cls, groups: dict | None = None) -> dict:
+    """Add a flag for each field of the dataclass ``cls`` whose metadata is a :func:`flag`, in the order
+    of the fields, each in its argument group (created on first use, or taken from ``groups`` by title);
+    returns the groups by title."""
+    groups = {} if groups is None else groups
+    for f in dataclasses.fields(cls):
+        if "cli" not in f.metadata:
+            continue
+        kwargs = dict(f.metadata["cli"])
+        title = kwargs.pop("group")
+        if title is None:
+            where = parser
+        elif title in groups:
+            where = groups[title]
+        else:
+            where = groups[title] = parser.add_argument_group(title)
+        if not kwargs.get("required") and "default" not in kwargs:
+            default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+            kwargs["default"] = list(default) if kwargs.get("action") == "append" else default
+        where.add_argument(kwargs.pop("flag", "--" + f.name.replace("_", "-")), **kwargs)
+    return groups
 
 
 # flags that several command lines share

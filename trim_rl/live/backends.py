@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
+from trim_rl.argtypes import add_field_flags, flag, int_at_least, nonneg_float
 from trim_rl.live.engines import Sampling, make_engine
 from trim_rl.live.http import HTTPSettings, split_urls
 from trim_rl.live.prm import SelfVerifyScorer, VLLMInProcessPRM, VLLMPoolingPRM
 from trim_rl.live.prompts import ChatTemplate
+
+ENGINES, REQUESTS = "engines", "requests"
+SAMPLING = "sampling (sent explicitly, so a server's generation_config.json does not fill gaps)"
+_POSITIVE = int_at_least(1)
+_REPLICAS = ("; several URLs (comma-separated or repeated) are replicas of one model: requests are spread over them, "
+             "and one that fails is left out and tried again later")
 
 
 def parse_vllm_args(items: list[str]) -> dict[str, dict]:
@@ -44,31 +51,68 @@ def flag_url(spec: list[str] | None) -> str | None:
 @dataclass(frozen=True)
 class BackendConfig:
     """The engine, scorer, sampling and request settings of the live commands, built once from their
-    flags (:meth:`from_cli_args`) or from Python (:meth:`from_options`, by the flags' names); the
-    flags' defaults are these.  URLs are comma-separated replica lists (or ``vllm:MODEL``)."""
+    flags (:meth:`from_cli_args`) or from Python (:meth:`from_options`, by the flags' names); each
+    field's metadata is its flag (:meth:`add_cli_args`), whose default is the field's.  URLs are
+    comma-separated replica lists (or ``vllm:MODEL``)."""
 
-    weak_url: str | None = None
-    strong_url: str | None = None
-    prm_url: str | None = None
-    weak_model: str | None = None
-    strong_model: str | None = None
-    prm_model: str | None = None
-    prm: str = "vllm"  # vllm | self-verify
-    chat_template: str = "chatml"
-    vllm_arg: tuple[str, ...] = ()
-    max_tokens: int = 256
-    weak_temperature: float = 0.0
-    strong_temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0
-    min_p: float = 0.0
-    repetition_penalty: float = 1.0
-    concurrency: int = 256
-    prompts_per_request: int | None = None
-    timeout: float = 120.0
-    retries: int = 3
-    wait_ready: float = 60.0
-    api_key: str | None = None
+    weak_url: str | None = field(default=None, metadata=flag(
+        "weak model: an OpenAI-compatible server (http://127.0.0.1:8001) or vllm:MODEL for in-process vLLM"
+        + _REPLICAS, ENGINES, required=True, nargs="+"))
+    strong_url: str | None = field(default=None, metadata=flag(
+        "strong model, same forms as --weak-url (needed to regenerate steps)", ENGINES, nargs="+"))
+    prm: str = field(default="vllm", metadata=flag(
+        "step scorer: 'vllm' = a process reward model behind vllm serve's /pooling (--prm-url); 'self-verify' = "
+        "ask a completions model whether the newest step is correct and read P(yes) from its logprobs "
+        "(--prm-url, default the weak server)", ENGINES, choices=("vllm", "self-verify")))
+    prm_url: str | None = field(default=None, metadata=flag(
+        "server of the step scorer (for --prm vllm: vllm serve Qwen/Qwen2.5-Math-PRM-7B), or vllm:MODEL in-process"
+        + _REPLICAS, ENGINES, nargs="+"))
+    weak_model: str | None = field(default=None, metadata=flag(
+        "model name sent to the weak server (default: the first it lists)", ENGINES))
+    strong_model: str | None = field(default=None, metadata=flag(
+        "model name sent to the strong server (default: the first it lists)", ENGINES))
+    prm_model: str | None = field(default=None, metadata=flag(
+        "model name sent to the scorer's server (default: the first it lists)", ENGINES))
+    chat_template: str = field(default="chatml", metadata=flag(
+        "chat template of the generating models: chatml (Qwen2.5, SmolLM2), llama3, llama3.1 (Llama 3.1-3.3, "
+        "with its system header), or a .jinja file", ENGINES))
+    vllm_arg: tuple[str, ...] = field(default=(), metadata=flag(
+        "an argument of vllm.LLM for the in-process engines (vllm:MODEL), e.g. gpu_memory_utilization=0.3 or "
+        "max_model_len=8192; ROLE weak, strong or prm sets it for one engine only (prm:gpu_memory_utilization=0.25); "
+        "VALUE is read as JSON, else as text; repeatable", ENGINES, action="append", metavar="[ROLE:]KEY=VALUE"))
+    max_tokens: int = field(default=256, metadata=flag(
+        "most tokens per step (default %(default)s)", SAMPLING, type=_POSITIVE))
+    weak_temperature: float = field(default=0.0, metadata=flag(
+        "weak model's sampling temperature (default 0)", SAMPLING, type=nonneg_float))
+    strong_temperature: float = field(default=0.0, metadata=flag(
+        "strong model's sampling temperature (default 0)", SAMPLING, type=nonneg_float))
+    top_p: float = field(default=1.0, metadata=flag("nucleus sampling, both models (default 1: off)", SAMPLING, type=float))
+    top_k: int = field(default=0, metadata=flag("top-k sampling, both models (default 0: off)", SAMPLING, type=int))
+    min_p: float = field(default=0.0, metadata=flag(
+        "min-p sampling, both models (default 0: off)", SAMPLING, type=nonneg_float))
+    repetition_penalty: float = field(default=1.0, metadata=flag(
+        "repetition penalty, both models (default 1: off)", SAMPLING, type=nonneg_float))
+    concurrency: int = field(default=256, metadata=flag(
+        "requests in flight per server (default 256, for a GPU server; vLLM batches up to its --max-num-seqs)",
+        REQUESTS, type=_POSITIVE))
+    prompts_per_request: int | None = field(default=None, metadata=flag(
+        "prompts per /v1/completions request for greedy steps (default: 32 against vLLM, 1 elsewhere; sampled "
+        "steps go one per request, each with its own seed)", REQUESTS, type=_POSITIVE))
+    timeout: float = field(default=120.0, metadata=flag(
+        "seconds one attempt of a request may take as a whole before it is retried (default 120)", REQUESTS,
+        type=nonneg_float))
+    retries: int = field(default=3, metadata=flag(
+        "retries per request, with exponential backoff (default 3)", REQUESTS, type=int_at_least(0)))
+    wait_ready: float = field(default=60.0, metadata=flag(
+        "seconds to wait for each server's GET /health before the first request (default 60)", REQUESTS,
+        type=nonneg_float))
+    api_key: str | None = field(default=None, metadata=flag("bearer token for the servers (default none)", REQUESTS))
+
+    @classmethod
+    def add_cli_args(cls, parser: argparse.ArgumentParser) -> None:
+        """The engine, sampling and request flags of ``live decode``, ``collect`` and ``serve``, one per field,
+        in argument groups of those names."""
+        add_field_flags(parser, cls)
 
     #: the settings besides the three URLs, by name (what ``--live-option`` and ``from_options`` take)
     @classmethod
@@ -79,8 +123,8 @@ class BackendConfig:
     def from_cli_args(cls, args: argparse.Namespace) -> BackendConfig:
         values = {name: getattr(args, name) for name in cls.option_names() if hasattr(args, name)}
         values["vllm_arg"] = tuple(values.get("vllm_arg") or ())
-        return cls(flag_url(getattr(args, "weak_url", None)), flag_url(getattr(args, "strong_url", None)),
-                   flag_url(getattr(args, "prm_url", None)), **values)
+        urls = {name: flag_url(getattr(args, name, None)) for name in ("weak_url", "strong_url", "prm_url")}
+        return cls(**urls, **values)
 
     @classmethod
     def from_options(cls, weak_url: str | None, strong_url: str | None = None, prm_url: str | None = None,
@@ -92,7 +136,7 @@ class BackendConfig:
         values = dict(options or {})
         if "vllm_arg" in values:
             values["vllm_arg"] = tuple(values["vllm_arg"] or ())
-        return cls(weak_url, strong_url, prm_url, **values)
+        return cls(weak_url=weak_url, strong_url=strong_url, prm_url=prm_url, **values)
 
     def sampling_meta(self, template_name: str) -> dict:
         """The sampling settings a results file records (a re-run with others is refused)."""

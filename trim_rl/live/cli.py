@@ -13,8 +13,8 @@ import signal
 import sys
 from pathlib import Path
 
-from trim_rl.argtypes import (OneLineParser, add_limit, add_max_steps, add_max_tokens, add_port, add_problems, add_quiet,
-                              int_at_least, nonneg_float, positive_float)
+from trim_rl.argtypes import (OneLineParser, add_limit, add_max_steps, add_port, add_problems, add_quiet,
+                              int_at_least, positive_float)
 from trim_rl.data.problems import BENCHMARKS, load_problems
 from trim_rl.data.schema import MAX_STEPS
 from trim_rl.live.backends import BackendConfig, build_engines, build_scorer
@@ -47,55 +47,7 @@ POSITIVE_FLOAT = positive_float
 
 
 def _common(p: argparse.ArgumentParser, problems: bool = True) -> None:
-    g = p.add_argument_group("engines")
-    urls = ("; several URLs (comma-separated or repeated) are replicas of one model: requests are spread over "
-            "them, and one that fails is left out and tried again later")
-    g.add_argument("--weak-url", required=True, nargs="+",
-                   help="weak model: an OpenAI-compatible server (http://127.0.0.1:8001) or vllm:MODEL for in-process "
-                        "vLLM" + urls)
-    g.add_argument("--strong-url", nargs="+", help="strong model, same forms as --weak-url (needed to regenerate steps)")
-    g.add_argument("--prm", choices=("vllm", "self-verify"), default=BackendConfig.prm,
-                   help="step scorer: 'vllm' = a process reward model behind vllm serve's /pooling (--prm-url); "
-                        "'self-verify' = ask a completions model whether the newest step is correct and read "
-                        "P(yes) from its logprobs (--prm-url, default the weak server)")
-    g.add_argument("--prm-url", nargs="+",
-                   help="server of the step scorer (for --prm vllm: vllm serve Qwen/Qwen2.5-Math-PRM-7B), or "
-                        "vllm:MODEL in-process" + urls)
-    g.add_argument("--weak-model", help="model name sent to the weak server (default: the first it lists)")
-    g.add_argument("--strong-model", help="model name sent to the strong server (default: the first it lists)")
-    g.add_argument("--prm-model", help="model name sent to the scorer's server (default: the first it lists)")
-    g.add_argument("--chat-template", default=BackendConfig.chat_template,
-                   help="chat template of the generating models: chatml (Qwen2.5, SmolLM2), llama3, llama3.1 "
-                        "(Llama 3.1-3.3, with its system header), or a .jinja file")
-    g.add_argument("--vllm-arg", action="append", default=[], metavar="[ROLE:]KEY=VALUE",
-                   help="an argument of vllm.LLM for the in-process engines (vllm:MODEL), e.g. "
-                        "gpu_memory_utilization=0.3 or max_model_len=8192; ROLE weak, strong or prm sets it for one "
-                        "engine only (prm:gpu_memory_utilization=0.25); VALUE is read as JSON, else as text; repeatable")
-    s = p.add_argument_group("sampling (sent explicitly, so a server's generation_config.json does not fill gaps)")
-    add_max_tokens(s, BackendConfig.max_tokens, POSITIVE)
-    s.add_argument("--weak-temperature", type=nonneg_float, default=BackendConfig.weak_temperature,
-                   help="weak model's sampling temperature (default 0)")
-    s.add_argument("--strong-temperature", type=nonneg_float, default=BackendConfig.strong_temperature,
-                   help="strong model's sampling temperature (default 0)")
-    s.add_argument("--top-p", type=float, default=BackendConfig.top_p, help="nucleus sampling, both models (default 1: off)")
-    s.add_argument("--top-k", type=int, default=BackendConfig.top_k, help="top-k sampling, both models (default 0: off)")
-    s.add_argument("--min-p", type=nonneg_float, default=BackendConfig.min_p, help="min-p sampling, both models (default 0: off)")
-    s.add_argument("--repetition-penalty", type=nonneg_float, default=BackendConfig.repetition_penalty,
-                   help="repetition penalty, both models (default 1: off)")
-    h = p.add_argument_group("requests")
-    h.add_argument("--concurrency", type=POSITIVE, default=BackendConfig.concurrency,
-                   help="requests in flight per server (default 256, for a GPU server; vLLM batches up to its "
-                        "--max-num-seqs)")
-    h.add_argument("--prompts-per-request", type=POSITIVE,
-                   help="prompts per /v1/completions request for greedy steps (default: 32 against vLLM, 1 "
-                        "elsewhere; sampled steps go one per request, each with its own seed)")
-    h.add_argument("--timeout", type=nonneg_float, default=BackendConfig.timeout,
-                   help="seconds one attempt of a request may take as a whole before it is retried (default 120)")
-    h.add_argument("--retries", type=NONNEG, default=BackendConfig.retries,
-                   help="retries per request, with exponential backoff (default 3)")
-    h.add_argument("--wait-ready", type=nonneg_float, default=BackendConfig.wait_ready,
-                   help="seconds to wait for each server's GET /health before the first request (default 60)")
-    h.add_argument("--api-key", help="bearer token for the servers (default none)")
+    BackendConfig.add_cli_args(p)
     if not problems:  # serve: requests bring the problems
         return
     d = p.add_argument_group("problems and output")
