@@ -142,3 +142,16 @@ def test_add_field_flags_from_a_dataclass():
         ap.parse_args(["--url", "a", "--size", "0"])
     with pytest.raises(SystemExit):
         ap.parse_args([])  # --url is required
+
+
+def test_add_command_describes_it_by_its_function():
+    def frobnicate(args):
+        """Frobnicate the widgets: every one,
+        twice."""
+
+    ap = A.OneLineParser(prog="cmd")
+    sub = ap.add_subparsers(dest="cmd")
+    p = A.add_command(sub, "frob", frobnicate, "frobnicate")
+    assert p.description == "Frobnicate the widgets: every one,\ntwice."
+    assert "Frobnicate the widgets: every one, twice." in p.format_help()
+    assert "frobnicate" in ap.format_help()

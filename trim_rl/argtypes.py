@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import math
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -160,6 +161,12 @@ HYPERPARAMS_HELP = ("override agent YAML entries, e.g. learning_rate:1e-4 total_
 def with_default(text: str, default: Any) -> str:
     """``TEXT (default DEFAULT)``: a flag's help, its default written from the value itself."""
     return f"{text} (default {default})"
+
+
+def add_command(sub, name: str, run: Callable, help: str) -> argparse.ArgumentParser:
+    """The sub-command ``name`` of the subparsers ``sub``; its ``--help`` description is the docstring of
+    ``run``, the function that runs it, so that the text lives once, next to the code."""
+    return sub.add_parser(name, help=help, description=inspect.getdoc(run))
 
 
 def run_command(parser: argparse.ArgumentParser, argv: list[str] | None, body: Callable[[argparse.Namespace], int]) -> int:

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from trim_rl.argtypes import add_agent_env, add_hyperparams, add_limit, add_max_steps, add_max_tokens, add_problems
+from trim_rl.argtypes import add_agent_env, add_command, add_hyperparams, add_limit, add_max_steps, add_max_tokens, add_problems
 from trim_rl.envs.routing_env import RoutingEnv
 from trim_rl.evaluation.robustness import DEFAULT_LAMS
 from trim_rl.live.bench import DEFAULT_POLICIES, decision_times, defaults_throughput, throughput
@@ -119,40 +119,27 @@ def _backend_flags(parser: argparse.ArgumentParser, url_help: str, slots: int | 
 def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.bench") -> int:
     ap = argparse.ArgumentParser(prog=prog, description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    e = sub.add_parser("env", help="batched VecEnv vs DummyVecEnv steps per second",
-                       description="Env steps per second (one env step = one decision in one episode) of the "
-                                   "numpy-batched RoutingVecEnv and of SB3's DummyVecEnv over the same number of "
-                                   "RoutingEnvs, on the same trees and actions; prints the median ratio last.")
+    e = add_command(sub, "env", env_command, "batched VecEnv vs DummyVecEnv steps per second")
     e.add_argument("--trees", default="sim:math500:test", help="tree file or sim:PROFILE:SPLIT (default the bundled test trees)")
     e.add_argument("--envs", type=int, default=256, help="number of parallel episodes (default 256)")
     e.add_argument("--steps", type=int, default=2000, help="vector steps per timing run of the batched env (default 2000; "
                                                             "the DummyVecEnv runs 1/20 of them)")
     _repeats(e, 5)
     e.add_argument("--obs", default="agg", choices=["agg", "seq"], help="observation builder (default agg)")
-    t = sub.add_parser("train", help="wall time of training one budget, or the whole budget grid",
-                       description="Train one budget (or, with --grid, the env YAML's budget grid, one process per "
-                                   "core) with the given agent and print the wall time, tree loading and every "
-                                   "stage included, and each stage's seconds; the median of --repeats runs.")
+    t = add_command(sub, "train", train_command, "wall time of training one budget, or the whole budget grid")
     add_agent_env(t)
     t.add_argument("--budget", type=float, default=None, help="budget in %% (default: the env YAML's budget)")
     t.add_argument("--grid", action="store_true", help="train the env YAML's whole budget_grid instead")
     _repeats(t, 1)
     add_hyperparams(t)
     t.add_argument("--runs", default="runs/bench", help="run folder root (default runs/bench)")
-    p = sub.add_parser("pomdp", help="seconds to solve TRIM-POMDP for one budget and for the lambda grid",
-                       description="Fit TRIM-POMDP on the training trees once, then time value iteration (and the "
-                                   "policy table) for one budget and for every lambda of the grid on one core; "
-                                   "prints the medians of --repeats runs.")
+    p = add_command(sub, "pomdp", pomdp_command, "seconds to solve TRIM-POMDP for one budget and for the lambda grid")
     p.add_argument("--trees", default="sim:math500:train", help="training trees (default sim:math500:train)")
     p.add_argument("--lams", nargs="*", type=float, default=list(DEFAULT_LAMS),
                    help="lambda grid (default: the 14 budgets of agents/trim_pomdp.yaml)")
     _repeats(p, 3)
-    lv = sub.add_parser("live", help="router decision time per step; hybrid vs weak-only vs strong-only problems/s",
-                        description="Time each router's decision (observation building + predict) per step on one "
-                                    "core, median of --repeats runs; with --url also decode --limit problems with "
-                                    "hybrid routing, weak-only and strong-only against that server and print problems "
-                                    "per second and their ratios, then the decoder's and the collector's step "
-                                    "generations per second at the new throughput defaults against the old ones.")
+    lv = add_command(sub, "live", live_command,
+                     "router decision time per step; hybrid vs weak-only vs strong-only problems/s")
     lv.add_argument("--steps", type=int, default=2000, help="decisions per timing run (default 2000)")
     _repeats(lv, 5)
     _backend_flags(lv, "OpenAI-compatible server(s) for throughput, e.g. a llama-server with several --parallel "
@@ -162,12 +149,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.bench") -
     add_limit(lv, default=8, where=" in each throughput run")
     add_max_tokens(lv, 64, where=" in the throughput run")
     add_max_steps(lv, 8, where=" in the throughput run")
-    sv = sub.add_parser("serve", help="the step-routing server: batching vs one at a time vs strong-only",
-                        description="Start python -m trim_rl.live serve in front of llama.cpp's llama-server (--slots "
-                                    "slots decoded together, or --url) and send the same GSM8K requests through OpenAI's client with "
-                                    "continuous batching (all at once), one at a time, and strong-only; print "
-                                    "requests/s, p50 latency, and the router + scheduler time per step; with "
-                                    "--target-share also how closely --target-strong-share holds it on a stream.")
+    sv = add_command(sub, "serve", serve_command, "the step-routing server: batching vs one at a time vs strong-only")
     _backend_flags(sv, "OpenAI-compatible server(s) for the weak and strong model and the self-verify scorer "
                        "(default: start a llama-server with --slots slots and SmolLM2-135M)",
                    4, "slots of the llama-server started without --url (default 4)", "the routed policy",
@@ -187,75 +169,109 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.bench") -
                     help="budget-conditioned checkpoint of the --target-share run")
     sv.add_argument("--control-requests", type=int, default=128, help="requests of the --target-share stream")
     sv.add_argument("--control-concurrency", type=int, default=16, help="in flight in the --target-share stream")
-    o = sub.add_parser("online", help="live env steps/s vs live decode; generations per problem online vs a tree",
-                       description="Against the simulated backend (no latency): env steps per second of "
-                                   "LiveRoutingVecEnv next to live decode's steps per second, TRIM-Thr(0.5) on the same "
-                                   "problems (medians of --repeats, the ratio last); then what one problem costs in "
-                                   "generations online (one episode) next to collecting its tree.")
+    o = add_command(sub, "online", online_command,
+                    "live env steps/s vs live decode; generations per problem online vs a tree")
     o.add_argument("--problems", type=int, default=256, help="simulated problems per timing run (default 256)")
     o.add_argument("--envs", type=int, default=32, help="problems stepped at once (default 32)")
     _repeats(o, 3)
     args = ap.parse_args(argv)
-    if args.cmd == "online":
-        from trim_rl.live.bench_online import env_vs_decode, generations_per_problem
+    return COMMANDS[args.cmd](args)
 
-        r = env_vs_decode(args.problems, args.envs, args.repeats)
-        print(f"simulated backend, {r['problems']} problems, {r['envs']} at once, TRIM-Thr(0.5), median of {r['repeats']}:")
-        print(f"  LiveRoutingVecEnv: {r['env_steps_s']:,.0f} env steps/s")
-        print(f"  live decode:       {r['decode_steps_s']:,.0f} steps/s")
-        print(f"  ratio env / decode: {r['ratio']:.2f}")
-        g = generations_per_problem()
-        print(f"generations per problem ({g['trees']}): its tree {g['tree_generations']:.1f} (+ as many PRM calls), "
-              f"one online episode {g['online_generations']:.1f} (+ as many PRM calls): {g['ratio']:.1f}x")
-        return 0
-    if args.cmd == "serve":
-        return serve_main(args)
-    if args.cmd == "live":
-        times = decision_times(DEFAULT_POLICIES, args.steps, args.repeats)
-        print(f"router decision time per step (one core, median of {args.repeats} runs of {args.steps} decisions):")
-        for name, ms in times.items():
-            print(f"  {name:<11} {ms:.4f} ms  ({DEFAULT_POLICIES[name]})")
-        server = None
-        if args.url is None and args.slots:
-            from trim_rl.live.local import LlamaCppServer
 
-            server = LlamaCppServer(parallel=args.slots, n_ctx=args.ctx, n_threads=args.threads)
-            args.url = server.start()
-            print(f"llama-server: {args.slots} slots of {args.ctx} tokens, {server.n_threads} threads, "
-                  f"{server.model.name}", flush=True)
-        try:
-            if args.url:
-                _live_throughput(args)
-        finally:
-            if server is not None:
-                server.stop()
-        return 0
-    if args.cmd == "pomdp":
-        r = bench_pomdp(args.trees, args.lams, args.repeats)
-        print(f"fit on {args.trees}: {r['fit_s']:.1f} s (once)")
-        print(f"solve one budget (lambda {r['lam']:g}): {r['one_s']:.2f} s, median of {args.repeats} runs, one core")
-        print(f"solve the grid ({len(args.lams)} budgets): {r['grid_s']:.1f} s, median of {args.repeats} runs, one core")
-        return 0
-    if args.cmd == "train":
-        r = bench_train(args.agent, args.env, args.budget, args.grid, args.runs, args.repeats, args.hyperparams)
-        for run, st in zip(r["runs"], r["stages"]):
-            parts = ", ".join(f"{k.replace('_seconds', '')} {v:.0f} s" for k, v in st.items() if k.endswith("seconds"))
-            print(f"run: {run}  ({parts})")
-        what = f"the grid of {r['budgets']} budgets" if args.grid else "one budget"
-        print(f"wall time of {what}, every stage and tree loading included: {r['wall_s']:.0f} s "
-              f"(median of {args.repeats})")
-        return 0
-    if args.cmd == "env":
-        import torch
+def env_command(args) -> int:
+    """Env steps per second (one env step = one decision in one episode) of the numpy-batched
+    RoutingVecEnv and of SB3's DummyVecEnv over the same number of RoutingEnvs, on the same trees and
+    actions; prints the median ratio last."""
+    import torch
 
-        torch.set_num_threads(1)
-        r = bench_env(args.trees, args.envs, args.steps, args.repeats, args.obs)
-        print(f"envs: {args.envs}, obs: {args.obs}, median of {args.repeats} runs")
-        print(f"RoutingVecEnv (batched numpy): {r['batched']:,.0f} env steps/s")
-        print(f"DummyVecEnv over RoutingEnv:   {r['dummy']:,.0f} env steps/s")
-        print(f"ratio: {r['ratio']:.1f}")
-        return 0
-    return 2
+    torch.set_num_threads(1)
+    r = bench_env(args.trees, args.envs, args.steps, args.repeats, args.obs)
+    print(f"envs: {args.envs}, obs: {args.obs}, median of {args.repeats} runs")
+    print(f"RoutingVecEnv (batched numpy): {r['batched']:,.0f} env steps/s")
+    print(f"DummyVecEnv over RoutingEnv:   {r['dummy']:,.0f} env steps/s")
+    print(f"ratio: {r['ratio']:.1f}")
+    return 0
+
+
+def train_command(args) -> int:
+    """Train one budget (or, with --grid, the env YAML's budget grid, one process per core) with the
+    given agent and print the wall time, tree loading and every stage included, and each stage's seconds;
+    the median of --repeats runs."""
+    r = bench_train(args.agent, args.env, args.budget, args.grid, args.runs, args.repeats, args.hyperparams)
+    for run, st in zip(r["runs"], r["stages"]):
+        parts = ", ".join(f"{k.replace('_seconds', '')} {v:.0f} s" for k, v in st.items() if k.endswith("seconds"))
+        print(f"run: {run}  ({parts})")
+    what = f"the grid of {r['budgets']} budgets" if args.grid else "one budget"
+    print(f"wall time of {what}, every stage and tree loading included: {r['wall_s']:.0f} s "
+          f"(median of {args.repeats})")
+    return 0
+
+
+def pomdp_command(args) -> int:
+    """Fit TRIM-POMDP on the training trees once, then time value iteration (and the policy table) for
+    one budget and for every lambda of the grid on one core; prints the medians of --repeats runs."""
+    r = bench_pomdp(args.trees, args.lams, args.repeats)
+    print(f"fit on {args.trees}: {r['fit_s']:.1f} s (once)")
+    print(f"solve one budget (lambda {r['lam']:g}): {r['one_s']:.2f} s, median of {args.repeats} runs, one core")
+    print(f"solve the grid ({len(args.lams)} budgets): {r['grid_s']:.1f} s, median of {args.repeats} runs, one core")
+    return 0
+
+
+def live_command(args) -> int:
+    """Time each router's decision (observation building + predict) per step on one core, median of
+    --repeats runs; with --url also decode --limit problems with hybrid routing, weak-only and
+    strong-only against that server and print problems per second and their ratios, then the decoder's
+    and the collector's step generations per second at the new throughput defaults against the old
+    ones."""
+    times = decision_times(DEFAULT_POLICIES, args.steps, args.repeats)
+    print(f"router decision time per step (one core, median of {args.repeats} runs of {args.steps} decisions):")
+    for name, ms in times.items():
+        print(f"  {name:<11} {ms:.4f} ms  ({DEFAULT_POLICIES[name]})")
+    server = None
+    if args.url is None and args.slots:
+        from trim_rl.live.local import LlamaCppServer
+
+        server = LlamaCppServer(parallel=args.slots, n_ctx=args.ctx, n_threads=args.threads)
+        args.url = server.start()
+        print(f"llama-server: {args.slots} slots of {args.ctx} tokens, {server.n_threads} threads, "
+              f"{server.model.name}", flush=True)
+    try:
+        if args.url:
+            _live_throughput(args)
+    finally:
+        if server is not None:
+            server.stop()
+    return 0
+
+
+def serve_command(args) -> int:
+    """Start python -m trim_rl.live serve in front of llama.cpp's llama-server (--slots slots decoded
+    together, or --url) and send the same GSM8K requests through OpenAI's client with continuous batching
+    (all at once), one at a time, and strong-only; print requests/s, p50 latency, and the router +
+    scheduler time per step; with --target-share also how closely --target-strong-share holds it on a
+    stream."""
+    return serve_main(args)
+
+
+def online_command(args) -> int:
+    """Against the simulated backend (no latency): env steps per second of LiveRoutingVecEnv next to live
+    decode's steps per second, TRIM-Thr(0.5) on the same problems (medians of --repeats, the ratio last);
+    then what one problem costs in generations online (one episode) next to collecting its tree."""
+    from trim_rl.live.bench_online import env_vs_decode, generations_per_problem
+
+    r = env_vs_decode(args.problems, args.envs, args.repeats)
+    print(f"simulated backend, {r['problems']} problems, {r['envs']} at once, TRIM-Thr(0.5), median of {r['repeats']}:")
+    print(f"  LiveRoutingVecEnv: {r['env_steps_s']:,.0f} env steps/s")
+    print(f"  live decode:       {r['decode_steps_s']:,.0f} steps/s")
+    print(f"  ratio env / decode: {r['ratio']:.2f}")
+    g = generations_per_problem()
+    print(f"generations per problem ({g['trees']}): its tree {g['tree_generations']:.1f} (+ as many PRM calls), "
+          f"one online episode {g['online_generations']:.1f} (+ as many PRM calls): {g['ratio']:.1f}x")
+    return 0
+
+
+COMMANDS = {"env": env_command, "train": train_command, "pomdp": pomdp_command, "live": live_command,
+            "serve": serve_command, "online": online_command}
 
 
 def _live_throughput(args) -> None:

@@ -13,7 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
-from trim_rl.argtypes import (OneLineParser, add_limit, add_max_steps, add_port, add_problems, add_quiet,
+from trim_rl.argtypes import (OneLineParser, add_command, add_limit, add_max_steps, add_port, add_problems, add_quiet,
                               int_at_least, positive_float)
 from trim_rl.data.problems import BENCHMARKS, load_problems
 from trim_rl.data.schema import MAX_STEPS
@@ -65,10 +65,7 @@ def build_parser(prog: str = "python -m trim_rl.live") -> argparse.ArgumentParse
                 description="Route real generation step by step (decode), collect trajectory trees (collect), or "
                             "serve a router as an OpenAI-compatible server (serve).")
     sub = p.add_subparsers(dest="command", required=True)
-    dec = sub.add_parser("decode", help="hybrid decoding with a trained router",
-                         description="Decode problems: the weak model drafts each step, the scorer scores it, the "
-                                     "policy keeps it or has the strong model regenerate it. Writes one JSON line per "
-                                     "finished problem to --out and a summary to OUT.summary.json.")
+    dec = add_command(sub, "decode", decode, "hybrid decoding with a trained router")
     _common(dec)
     r = dec.add_argument_group("router")
     r.add_argument("--policy", required=True,
@@ -83,10 +80,7 @@ def build_parser(prog: str = "python -m trim_rl.live") -> argparse.ArgumentParse
     add_max_steps(r, MAX_STEPS, POSITIVE)
     r.add_argument("--batch", type=POSITIVE, default=256,
                    help="problems decoded at once, in lock step (default 256, for a GPU server)")
-    col = sub.add_parser("collect", help="build trim_rl.tree/v1 files from real engines",
-                         description="Expand each problem's tree breadth-first (weak and strong candidates at every "
-                                     "prefix, up to K regenerations per path) and append it to --out; the file "
-                                     "trains in RoutingEnv as is.")
+    col = add_command(sub, "collect", collect, "build trim_rl.tree/v1 files from real engines")
     _common(col)
     t = col.add_argument_group("tree")
     t.add_argument("--max-interventions", "-K", type=NONNEG, default=1, help="regenerations per path, K (default 1)")
@@ -101,10 +95,8 @@ def build_parser(prog: str = "python -m trim_rl.live") -> argparse.ArgumentParse
     t.add_argument("--estimate", type=POSITIVE, nargs="?", const=3, metavar="PILOT",
                    help="collect a pilot of PILOT problems (default 3) into a temporary file and print the expected "
                         "nodes per tree, generations, tokens and wall time of the whole selection; writes no --out")
-    srv = sub.add_parser("serve-local", help="run llama.cpp's llama-server with SmolLM2-135M (or Gemma 3 270M) on the CPU",
-                         description="Start llama.cpp's llama-server (built by make live-cpu) with SmolLM2-135M-Instruct "
-                                     "or Gemma 3 270M (GGUF files that PyPI packages ship) for the CPU recipe: --parallel "
-                                     "slots in one process, decoded together; runs until interrupted.")
+    srv = add_command(sub, "serve-local", serve_local,
+                      "run llama.cpp's llama-server with SmolLM2-135M (or Gemma 3 270M) on the CPU")
     add_port(srv, 8080, "port on 127.0.0.1")
     srv.add_argument("--model", default="smollm2",
                      help="smollm2 (SmolLM2-135M-Instruct, default), gemma3 (Gemma 3 270M) or a .gguf file")
@@ -117,6 +109,9 @@ def build_parser(prog: str = "python -m trim_rl.live") -> argparse.ArgumentParse
 
 
 def serve_local(args) -> int:
+    """Start llama.cpp's llama-server (built by make live-cpu) with SmolLM2-135M-Instruct or Gemma 3 270M
+    (GGUF files that PyPI packages ship) for the CPU recipe: --parallel slots in one process, decoded
+    together; runs until interrupted."""
     import time
 
     if args.model not in MODELS and not Path(args.model).is_file():
@@ -186,6 +181,9 @@ def policy_id(spec: str) -> str:
 
 
 def decode(args) -> int:
+    """Decode problems: the weak model drafts each step, the scorer scores it, the policy keeps it or has
+    the strong model regenerate it. Writes one JSON line per finished problem to --out and a summary to
+    OUT.summary.json."""
     # trim_rl.live.decoder and trim_rl.live.router import torch
     from trim_rl.live.decoder import DecodeSettings, HybridDecoder, summary_path
     from trim_rl.agents.catalog import HYBRID, decode_mode
@@ -223,6 +221,8 @@ def decode(args) -> int:
 
 
 def collect(args) -> int:
+    """Expand each problem's tree breadth-first (weak and strong candidates at every prefix, up to K
+    regenerations per path) and append it to --out; the file trains in RoutingEnv as is."""
     out = ResultsFile(_need_out(args), check=tree_row_check) if args.estimate is None else None
     problems = _problems(args, args.shard)
     if not problems:

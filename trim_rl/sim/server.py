@@ -20,7 +20,7 @@ import socket
 import sys
 import threading
 
-from trim_rl.argtypes import add_host_port, add_limit, add_seed, int_at_least, int_between, nonneg_float, output_file
+from trim_rl.argtypes import add_command, add_host_port, add_limit, add_seed, int_at_least, int_between, nonneg_float, output_file
 from trim_rl.netutil import bind_listener
 from trim_rl.sim.backend import DEFAULT_MAX_MODEL_LEN, SimBackend, SimInputError, error_body, write_problems
 
@@ -160,11 +160,7 @@ class SimServer:
 
 def add_parser(sub) -> None:
     """The ``serve`` subcommand of ``python -m trim_rl.sim``."""
-    s = sub.add_parser("serve", help="simulated weak, strong and PRM servers (OpenAI-compatible, vLLM-style /pooling)",
-                       description="Answer as the weak, strong and PRM servers of vLLM would (models sim-weak, "
-                                   "sim-strong, sim-prm), drawing steps, their correctness and PRM scores from the "
-                                   "calibrated simulator. Problems are named in their text ('sim problem I of "
-                                   "PROFILE/SPLIT, draw D'); --write-problems writes them with their answers.")
+    s = add_command(sub, "serve", main, "simulated weak, strong and PRM servers (OpenAI-compatible, vLLM-style /pooling)")
     s.add_argument("--profile", default="math500", help="simulator profile (default math500)")
     add_host_port(s, 8000)
     add_seed(s, "random seed")
@@ -186,7 +182,11 @@ def add_parser(sub) -> None:
 
 
 def main(args) -> int:
-    """Run ``serve`` from parsed flags (user errors are ValueErrors naming the flag)."""
+    """Answer as the weak, strong and PRM servers of vLLM would (models sim-weak, sim-strong, sim-prm),
+    drawing steps, their correctness and PRM scores from the calibrated simulator. Problems are named in
+    their text ('sim problem I of PROFILE/SPLIT, draw D'); --write-problems writes them with their
+    answers."""
+    # run from parsed flags; user errors are ValueErrors naming the flag
     from trim_rl.cli_errors import Terminated
     from trim_rl.sim.params import load_params
 

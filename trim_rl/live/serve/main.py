@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from trim_rl.argtypes import add_host_port, add_max_steps, int_at_least, int_between, nonneg_float, number_in, positive_float
+from trim_rl.argtypes import add_command, add_host_port, add_max_steps, int_at_least, int_between, nonneg_float, number_in, positive_float
 from trim_rl.netutil import bind_listener
 from trim_rl.data.schema import MAX_STEPS
 from trim_rl.live.backends import BackendConfig, build_engines, build_scorer
@@ -39,12 +39,7 @@ _steps = int_between(1, MAX_STEPS, f"a number of steps from 1 to {MAX_STEPS}")
 
 def add_parser(sub, common: Callable[[argparse.ArgumentParser], None]) -> None:
     """The ``serve`` subcommand; ``common`` adds the engine, sampling and request flags of ``decode``."""
-    p = sub.add_parser("serve", help="an OpenAI-compatible step-routing server in front of the backends",
-                       description="Serve trained routers as OpenAI-compatible endpoints (/v1/chat/completions, "
-                                   "/v1/completions, /v1/models, /health, /metrics): each request's solution is "
-                                   "drafted step by step by the weak model, scored, and routed by its policy; "
-                                   "concurrent requests share the backends step by step (continuous batching). "
-                                   "See docs/serving.md.")
+    p = add_command(sub, "serve", serve, "an OpenAI-compatible step-routing server in front of the backends")
     common(p)
     r = p.add_argument_group("router")
     r.add_argument("--policy", action="append", required=True, metavar="[NAME=]SPEC",
@@ -183,6 +178,10 @@ def prepare(args):
 
 
 def serve(args) -> int:
+    """Serve trained routers as OpenAI-compatible endpoints (/v1/chat/completions, /v1/completions,
+    /v1/models, /health, /metrics): each request's solution is drafted step by step by the weak model,
+    scored, and routed by its policy; concurrent requests share the backends step by step (continuous
+    batching). See docs/serving.md."""
     missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
     if missing:
         raise ModuleNotFoundError(f"the server needs {' and '.join(missing)}: pip install 'trim_rl[serve]'",
