@@ -52,14 +52,11 @@ def evaluate_policies(trees: FlatTrees, names: list[str], n_boot: int = 1000, se
         result["pool"] = {"seeds": [g for g, _ in groups], "trees_per_seed": [int(n) for _, n in groups],
                           "n_test_problems": int(clusters.max()) + 1}
     replicates = {}
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    from tqdm import tqdm
 
-        bar = tqdm(total=len(names) + len(families), desc="evaluate", unit="policy", file=sys.stderr)
+    bar = tqdm(total=len(names) + len(families), desc="evaluate", unit="policy", file=sys.stderr, disable=not progress)
     for name in [*names, *families]:
-        if bar is not None:
-            bar.set_postfix_str(name)
+        bar.set_postfix_str(name)
         t0 = time.perf_counter()
         diagnostics = None
         if name in families:
@@ -68,8 +65,7 @@ def evaluate_policies(trees: FlatTrees, names: list[str], n_boot: int = 1000, se
             points, diagnostics = sweep_query(name, trees, query_ctx)
             if not points:  # not applicable to these trees
                 result.setdefault("not_applicable", {})[name] = diagnostics
-                if bar is not None:
-                    bar.update(1)
+                bar.update(1)
                 continue
         else:
             points = sweep(name, trees, seed=seed, routing_errors=routing_errors)
@@ -91,10 +87,8 @@ def evaluate_policies(trees: FlatTrees, names: list[str], n_boot: int = 1000, se
         m["seconds"] = round(time.perf_counter() - t0, 2)
         result["references"] = m["references"]
         result["policies"][name] = m
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+        bar.update(1)
+    bar.close()
     if pooled and "thr" in result["policies"]:
         result["ratios"] = cpt_ratios(result["policies"], replicates, "thr")
     return result

@@ -23,7 +23,7 @@ from trim_rl.sim.bundled import load_trees
 from trim_rl.training.budget import check_budget
 from trim_rl.training.config import EnvConfig, PomdpAgentConfig, config_dict
 from trim_rl.training.policy_iteration import bisect_monotone
-from trim_rl.training.run import git_hash, new_run_dir
+from trim_rl.training.run import git_hash, new_run_dir, write_run_record
 
 
 def train_pomdp(agent: PomdpAgentConfig, env: EnvConfig, targets: list, seed: int = 0, runs_root: str | Path = "runs",
@@ -52,11 +52,9 @@ def train_pomdp(agent: PomdpAgentConfig, env: EnvConfig, targets: list, seed: in
         rec = rollout(POMDPPolicy(model, solve(model, lam, cfg_solver)), calib, lam=lam)
         return float(100.0 * rec.strong_tokens.sum() / ref)
 
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    from tqdm import tqdm
 
-        bar = tqdm(total=len(targets), desc="budgets", unit="policy", file=sys.stderr)
+    bar = tqdm(total=len(targets), desc="budgets", unit="policy", file=sys.stderr, disable=not progress)
     out = []
     for target in targets:
         t1 = time.perf_counter()
@@ -71,9 +69,7 @@ def train_pomdp(agent: PomdpAgentConfig, env: EnvConfig, targets: list, seed: in
         try:
             cfg = {"agent": config_dict(agent), "env": config_dict(env), "target": target.to_dict(), "seed": seed,
                    "git": git_hash(), "versions": {"python": sys.version.split()[0], "numpy": np.__version__}}
-            write_text(run_dir / "config.yml", yaml.safe_dump(cfg, sort_keys=False))
-            write_text(run_dir / "git_hash.txt", cfg["git"] + "\n")
-            write_text(run_dir / "command.txt", (command or " ".join([sys.executable, *sys.argv])) + "\n")
+            write_run_record(run_dir, cfg, command)
             sol = solve(model, lam, cfg_solver)
             policy = POMDPPolicy(model, sol)
             validation = None
@@ -102,8 +98,6 @@ def train_pomdp(agent: PomdpAgentConfig, env: EnvConfig, targets: list, seed: in
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise
         out.append(run_dir)
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+        bar.update(1)
+    bar.close()
     return out

@@ -35,7 +35,7 @@ from trim_rl.training.checks import check_seed, check_workers
 from trim_rl.training.config import AgentConfig, EnvConfig, agent_from_dict, apply_overrides, config_dict, env_from_dict
 from trim_rl.training.context import Inputs, Interrupted, Target, make_logger, stop_on_signals  # noqa: F401 (re-exported)
 from trim_rl.training.recipe import run_recipe
-from trim_rl.training.warm_start import check_checkpoint
+from trim_rl.training.warm_start import load_init_from
 
 
 def git_hash() -> str:
@@ -60,6 +60,24 @@ def new_run_dir(root: Path, agent: AgentConfig, env: EnvConfig, target: Target, 
         except FileExistsError:
             continue
     raise FileExistsError(f"{base}: too many runs with this name")
+
+
+def write_run_record(run_dir: Path, cfg: dict, command: str | None) -> None:
+    """A new run folder's record: ``config.yml`` (``cfg``, which holds the ``git`` hash), ``git_hash.txt``
+    and ``command.txt`` (``command``; default this process's command line)."""
+    write_text(run_dir / "config.yml", yaml.safe_dump(cfg, sort_keys=False))
+    write_text(run_dir / "git_hash.txt", cfg["git"] + "\n")
+    write_text(run_dir / "command.txt", _command_line(command) + "\n")
+
+
+def append_command(run_dir: Path, command: str | None) -> None:
+    """Add ``command`` (default: this process's command line) to the run's ``command.txt``, as a resume does."""
+    with open(run_dir / "command.txt", "a", encoding="utf-8") as fh:
+        fh.write(_command_line(command) + "\n")
+
+
+def _command_line(command: str | None) -> str:
+    return command or " ".join([sys.executable, *sys.argv])
 
 
 def check_inputs(agent: AgentConfig, env: EnvConfig, target: Target, progress: bool = False,
@@ -92,16 +110,10 @@ def check_inputs(agent: AgentConfig, env: EnvConfig, target: Target, progress: b
     calib = val if calib_is_val else load_trees(env.calib_spec, progress)
     if target.budget is not None and not agent.budget_conditioned:
         check_budget(target.budget, calib, flag, f"the calibration trees ({env.calib_spec})")
-    init_net, init_lam = None, None
-    if agent.init_from:
-        try:
-            ck = check_checkpoint(agent.init_from, agent)
-        except (ValueError, FileNotFoundError) as exc:
-            raise ConfigError(f"--init-from: {exc}") from None
-        init_net, init_lam = ck.net, ck.meta.get("lam")
-        if target.budget is not None and target.lam is None and not agent.budget_conditioned and not init_lam:
-            raise ConfigError(f"{flag}: --init-from {agent.init_from}: its policy.json has no lam to start the "
-                              f"price from; give --lam")
+    init_net, init_lam = load_init_from(agent)
+    if agent.init_from and not init_lam and target.budget is not None and target.lam is None and not agent.budget_conditioned:
+        raise ConfigError(f"{flag}: --init-from {agent.init_from}: its policy.json has no lam to start the "
+                          f"price from; give --lam")
     return Inputs(train, val, calib, calib_is_val, init_net, init_lam)
 
 
@@ -154,9 +166,7 @@ def train_one(agent: AgentConfig, env: EnvConfig, target: Target, seed: int = 0,
     try:
         cfg = {"agent": config_dict(agent), "env": config_dict(env), "target": target.to_dict(), "seed": int(seed),
                "git": git_hash(), "versions": _versions()}
-        write_text(run_dir / "config.yml", yaml.safe_dump(cfg, sort_keys=False))
-        write_text(run_dir / "git_hash.txt", cfg["git"] + "\n")
-        write_text(run_dir / "command.txt", (command or " ".join([sys.executable, *sys.argv])) + "\n")
+        write_run_record(run_dir, cfg, command)
         with RunLock(run_dir):
             run_recipe(run_dir, agent, env, target, seed, inputs, progress=progress, verbose=verbose)
     except BaseException as exc:
@@ -255,8 +265,7 @@ def resume(run_dir: str | Path, overrides: list[str] | None = None, command: str
             data = parse_yaml((run_dir / "config.yml").read_text(encoding="utf-8"))
             data["agent"] = config_dict(agent)
             write_text(run_dir / "config.yml", yaml.safe_dump(data, sort_keys=False))
-        with open(run_dir / "command.txt", "a", encoding="utf-8") as fh:
-            fh.write((command or " ".join([sys.executable, *sys.argv])) + "\n")
+        append_command(run_dir, command)
 
     with RunLock(run_dir):
         run_recipe(run_dir, agent, env, target, seed, inputs, progress=progress, verbose=verbose, resuming=True,

@@ -63,6 +63,18 @@ def check_checkpoint(folder: str | Path, agent: AgentConfig):
     return ck
 
 
+def load_init_from(agent: AgentConfig) -> tuple:
+    """The network of the agent's ``init_from`` checkpoint and the price (``lam``) its policy.json records;
+    (None, None) without one.  A checkpoint that does not fit the agent is a ConfigError."""
+    if not agent.init_from:
+        return None, None
+    try:
+        ck = check_checkpoint(agent.init_from, agent)
+    except (ValueError, FileNotFoundError) as exc:
+        raise ConfigError(f"--init-from: {exc}") from None
+    return ck.net, ck.meta.get("lam")
+
+
 def load_actor(model, folder: str | Path, agent: AgentConfig) -> None:
     """Copy the actor weights of the exported checkpoint in ``folder`` into ``model`` (a MaskablePPO
     built from ``agent``).  Raises ``ValueError`` naming the field when the networks differ."""
