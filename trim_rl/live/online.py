@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -299,20 +298,19 @@ def train_online(agent: AgentConfig, spec: LiveSpec, target: Target, seed: int =
     """Train ``agent`` online for ``target`` (see the module notes); returns the run folder.  ``backends``
     replaces the URLs' engines (tests); a run stopped before its first checkpoint removes its folder."""
     from trim_rl.training.checks import check_seed
-    from trim_rl.training.run import RunLock, _versions, git_hash, new_run_dir
+    from trim_rl.training.run import RunLock, _versions, git_hash, new_run_dir, write_run_record
+    from trim_rl.training.warm_start import load_init_from
 
     check_seed(seed, "--seed")
     check_online(agent, spec, target)
     problems = load_problem_spec(spec.problems)
-    init = _init(agent)
+    init = load_init_from(agent)
     backends = backends or _backends(spec)
     run_dir = new_run_dir(Path(runs_root), agent, SimpleNamespace(name=spec.name), target, seed)
     try:
         cfg = {"agent": config_dict(agent), "env": {"name": spec.name, "live": True}, "target": target.to_dict(),
                "seed": int(seed), "live": asdict(spec), "git": git_hash(), "versions": _versions()}
-        write_text(run_dir / "config.yml", yaml.safe_dump(cfg, sort_keys=False))
-        write_text(run_dir / "git_hash.txt", cfg["git"] + "\n")
-        write_text(run_dir / "command.txt", (command or " ".join([sys.executable, *sys.argv])) + "\n")
+        write_run_record(run_dir, cfg, command)
         with RunLock(run_dir):
             _run(run_dir, agent, spec, target, seed, problems, backends, init, None, progress, verbose)
     except BaseException as exc:
@@ -328,7 +326,7 @@ def resume_online(run_dir: str | Path, overrides: list[str] | None = None, comma
                   progress: bool = False, verbose: int = 0, backends=None) -> Path:
     """Continue an online run from ``model.zip`` + ``state.json`` (``overrides``: ``--hyperparams``, e.g.
     ``total_timesteps:N`` to extend a finished one); a finished run raises ``AlreadyFinished``."""
-    from trim_rl.training.run import AlreadyFinished, RunLock, _check_zip
+    from trim_rl.training.run import AlreadyFinished, RunLock, _check_zip, append_command
 
     run_dir = Path(run_dir)
     data = parse_yaml((run_dir / "config.yml").read_text(encoding="utf-8"), str(run_dir / "config.yml")) or {}
@@ -360,23 +358,9 @@ def resume_online(run_dir: str | Path, overrides: list[str] | None = None, comma
         if overrides:
             data["agent"] = config_dict(agent)
             write_text(run_dir / "config.yml", yaml.safe_dump(data, sort_keys=False))
-        with open(run_dir / "command.txt", "a", encoding="utf-8") as fh:
-            fh.write((command or " ".join([sys.executable, *sys.argv])) + "\n")
+        append_command(run_dir, command)
         _run(run_dir, agent, spec, target, seed, problems, backends, None, state, progress, verbose)
     return run_dir
-
-
-def _init(agent: AgentConfig):
-    """The ``--init-from`` network and its price (None, None without one)."""
-    if not agent.init_from:
-        return None, None
-    from trim_rl.training.warm_start import check_checkpoint
-
-    try:
-        ck = check_checkpoint(agent.init_from, agent)
-    except (ValueError, FileNotFoundError) as exc:
-        raise ConfigError(f"--init-from: {exc}") from None
-    return ck.net, ck.meta.get("lam")
 
 
 def _backends(spec: LiveSpec):
