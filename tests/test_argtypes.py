@@ -142,6 +142,9 @@ def test_add_field_flags_from_a_dataclass():
         ap.parse_args(["--url", "a", "--size", "0"])
     with pytest.raises(SystemExit):
         ap.parse_args([])  # --url is required
+    only = A.OneLineParser(prog="cmd")
+    A.add_field_flags(only, Config, names=("mb", "size"))  # only these, in this order
+    assert [a.dest for a in only._actions[1:]] == ["body_mb", "size"]
 
 
 def test_add_command_describes_it_by_its_function():

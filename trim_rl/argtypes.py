@@ -125,14 +125,14 @@ def flag(help: str, group: str | None = None, **kwargs) -> dict:
     return {"cli": {"help": help, "group": group, **kwargs}}
 
 
-def add_field_flags(parser: argparse.ArgumentParser, cls, groups: dict | None = None) -> dict:
-    """Add a flag for each field of the dataclass ``cls`` whose metadata is a :func:`flag`, in the order
-    of the fields, each in its argument group (created on first use, or taken from ``groups`` by title);
-    returns the groups by title."""
+def add_field_flags(parser, cls, groups: dict | None = None, names: Iterable[str] | None = None) -> dict:
+    """Add a flag for each field of the dataclass ``cls`` whose metadata is a :func:`flag` (or for the
+    fields ``names``, in that order), each in its argument group (created on first use, or taken from
+    ``groups`` by title; none: ``parser`` itself); returns the groups by title."""
     groups = {} if groups is None else groups
-    for f in dataclasses.fields(cls):
-        if "cli" not in f.metadata:
-            continue
+    by_name = {f.name: f for f in dataclasses.fields(cls) if "cli" in f.metadata}
+    for name in by_name if names is None else names:
+        f = by_name[name]
         kwargs = dict(f.metadata["cli"])
         title = kwargs.pop("group")
         if title is None:

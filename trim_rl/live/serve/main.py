@@ -25,15 +25,13 @@ from trim_rl.live.serve.control import PriceController
 from trim_rl.live.serve.errors import redact
 from trim_rl.live.serve.policies import NO_REGEN_PRICE, lam_for_budget, lam_range, load_served
 from trim_rl.live.serve.scheduler import Backends
-from trim_rl.live.serve.settings import ServeSettings
+from trim_rl.live.serve.settings import SchedulerSettings, ServeSettings
 
 NONNEG, POSITIVE = int_at_least(0), int_at_least(1)
 API_KEY_ENV = "TRIM_RL_SERVER_API_KEY"
 
 
-_body_mb = number_in(0.0, 1024.0, lo_open=True, what="a size in MB, > 0 and at most 1024")
 _share = number_in(0.0, 1.0, lo_open=True, hi_open=True, what="a share strictly between 0 and 1 (0.3 = 30%)")
-_explore = number_in(0.0, 1.0, hi_open=True, what="a probability in [0, 1)")
 _steps = int_between(1, MAX_STEPS, f"a number of steps from 1 to {MAX_STEPS}")
 
 
@@ -54,18 +52,12 @@ def add_parser(sub, common: Callable[[argparse.ArgumentParser], None]) -> None:
     r.add_argument("--budget", type=nonneg_float,
                    help="default budget (%% of always-strong's strong tokens) for budget-conditioned checkpoints "
                         "with a budget table")
-    r.add_argument("--max-interventions", type=NONNEG, help="most regenerations per request (default: no limit)")
-    add_max_steps(r, MAX_STEPS, _steps, ", and the most a request may ask for")
+    ServeSettings.add_cli_args(r, "max_interventions")
+    add_max_steps(r, ServeSettings.max_steps, _steps, ", and the most a request may ask for")
     s = p.add_argument_group("server")
     add_host_port(s, 8000)
-    s.add_argument("--max-active", type=POSITIVE, default=256,
-                   help="requests decoded at once, one step each per round (default 256)")
-    s.add_argument("--max-queue", type=NONNEG, default=1024,
-                   help="requests waiting for a slot (0: none wait; up to --max-active are served); a request whose "
-                        "prompts do not fit in --max-active + --max-queue with those already there gets HTTP 429 with "
-                        "Retry-After, one that could never fit gets 400 (default 1024)")
-    s.add_argument("--max-body-mb", type=_body_mb, default=8.0,
-                   help="largest request body in MB; a larger one gets HTTP 413 before it is read (default 8)")
+    SchedulerSettings.add_cli_args(s)
+    ServeSettings.add_cli_args(s, "max_body_bytes")
     a = s.add_mutually_exclusive_group()
     a.add_argument("--server-api-key", metavar="KEY",
                    help="clients must send 'Authorization: Bearer KEY' to every endpoint but /health (HTTP 401 "
@@ -73,9 +65,7 @@ def add_parser(sub, common: Callable[[argparse.ArgumentParser], None]) -> None:
                         "(--api-key is the key sent to the backends)")
     a.add_argument("--server-api-key-file", metavar="FILE",
                    help="read the clients' API key from the first line of FILE")
-    s.add_argument("--request-timeout", type=positive_float, default=600.0,
-                   help="seconds a request may take from arrival to its last step before HTTP 504 (default 600); "
-                        "also how long SIGTERM waits for requests in flight")
+    ServeSettings.add_cli_args(s, "request_timeout")
     s.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
                    help="uvicorn's log level (default info)")
     s.add_argument("--no-access-log", action="store_true", help="no log line per request")
@@ -90,13 +80,7 @@ def add_parser(sub, common: Callable[[argparse.ArgumentParser], None]) -> None:
                    help="step of the controller's update of log(price) per finished request, relative to P "
                         "(default 0.1)")
     g = p.add_argument_group("decision log (off-policy evaluation of other routers on this traffic)")
-    g.add_argument("--log-decisions", metavar="FILE",
-                   help="append every finished request's routing decisions (observation, legal actions, action, its "
-                        "probability) to FILE, the log evaluate.py --logged reads (default: no log)")
-    g.add_argument("--explore-rate", type=_explore, metavar="P",
-                   help="with --log-decisions: play a uniformly drawn action instead of the policy's on a share P of "
-                        "the decisions that may regenerate, so that the log can evaluate policies that differ from "
-                        "the served one (default 0: answers unchanged)")
+    ServeSettings.add_cli_args(g, "log_decisions", "explore_rate")
 
 
 def controllers(served, args) -> None:
