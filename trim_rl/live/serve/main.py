@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from trim_rl.argtypes import add_command, add_host_port, add_max_steps, int_at_least, int_between, nonneg_float, number_in, positive_float
+from trim_rl.argtypes import add_command, add_host_port, add_max_steps, int_between, nonneg_float, positive_float
 from trim_rl.netutil import bind_listener
 from trim_rl.data.schema import MAX_STEPS
 from trim_rl.live.backends import BackendConfig, build_engines, build_scorer
@@ -25,13 +25,9 @@ from trim_rl.live.serve.control import PriceController
 from trim_rl.live.serve.errors import redact
 from trim_rl.live.serve.policies import NO_REGEN_PRICE, lam_for_budget, lam_range, load_served
 from trim_rl.live.serve.scheduler import Backends
-from trim_rl.live.serve.settings import SchedulerSettings, ServeSettings
+from trim_rl.live.serve.settings import PriceControlSettings, SchedulerSettings, ServeSettings
 
-NONNEG, POSITIVE = int_at_least(0), int_at_least(1)
 API_KEY_ENV = "TRIM_RL_SERVER_API_KEY"
-
-
-_share = number_in(0.0, 1.0, lo_open=True, hi_open=True, what="a share strictly between 0 and 1 (0.3 = 30%)")
 _steps = int_between(1, MAX_STEPS, f"a number of steps from 1 to {MAX_STEPS}")
 
 
@@ -69,21 +65,12 @@ def add_parser(sub, common: Callable[[argparse.ArgumentParser], None]) -> None:
     s.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
                    help="uvicorn's log level (default info)")
     s.add_argument("--no-access-log", action="store_true", help="no log line per request")
-    c = p.add_argument_group("budget control")
-    c.add_argument("--target-strong-share", type=_share, metavar="P",
-                   help="adjust the price of every budget-conditioned policy online so that live traffic spends a "
-                        "share P of its solution tokens on the strong model (dual update over a sliding window of "
-                        "finished requests; requests with their own trim.budget / trim.lam are left alone)")
-    c.add_argument("--price-window", type=POSITIVE, default=32,
-                   help="finished requests in the controller's window (default 32)")
-    c.add_argument("--price-rate", type=positive_float, default=0.1,
-                   help="step of the controller's update of log(price) per finished request, relative to P "
-                        "(default 0.1)")
+    PriceControlSettings.add_cli_args(p.add_argument_group("budget control"))
     g = p.add_argument_group("decision log (off-policy evaluation of other routers on this traffic)")
     ServeSettings.add_cli_args(g, "log_decisions", "explore_rate")
 
 
-def controllers(served, args) -> None:
+def controllers(served, control: PriceControlSettings) -> None:
     """A price controller for every budget-conditioned policy (``--target-strong-share``)."""
     conditioned = [p for p in served.values() if p.budget_conditioned]
     if not conditioned:
@@ -94,12 +81,12 @@ def controllers(served, args) -> None:
         lam0 = p.lam
         if lam0 is None:
             try:  # the budget table's price for that share, where the checkpoint has one
-                lam0 = lam_for_budget(p.router.policy, 100 * args.target_strong_share, "--target-strong-share")
+                lam0 = lam_for_budget(p.router.policy, 100 * control.target_strong_share, "--target-strong-share")
             except ValueError:
                 lam0 = (trained[0] * trained[1]) ** 0.5 if trained else 1e-3
         lo = trained[0] / 100 if trained else 1e-7
-        p.controller = PriceController(args.target_strong_share, lam0, lo, NO_REGEN_PRICE, args.price_window,
-                                       args.price_rate)
+        p.controller = PriceController(control.target_strong_share, lam0, lo, NO_REGEN_PRICE, control.price_window,
+                                       control.price_rate)
 
 
 def client_api_key(args) -> str | None:
@@ -142,8 +129,9 @@ def prepare(args):
     if getattr(args, "explore_rate", None) and not getattr(args, "log_decisions", None):
         raise ValueError("--explore-rate: needs --log-decisions (exploring without logging only costs answers)")
     served, default = load_served(args.policy, args.default_policy, args.lam, args.budget)
-    if args.target_strong_share is not None:
-        controllers(served, args)
+    control = PriceControlSettings.from_cli_args(args)
+    if control.target_strong_share is not None:
+        controllers(served, control)
     modes = {p.mode for p in served.values()}
     sock = bind_listener(args.host, args.port)
     try:

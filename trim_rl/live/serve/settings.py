@@ -13,6 +13,7 @@ MB = 2 ** 20
 DEFAULT_BODY_MB = 8
 _body_mb = number_in(0.0, 1024.0, lo_open=True, what="a size in MB, > 0 and at most 1024")
 _explore = number_in(0.0, 1.0, hi_open=True, what="a probability in [0, 1)")
+_share = number_in(0.0, 1.0, lo_open=True, hi_open=True, what="a share strictly between 0 and 1 (0.3 = 30%)")
 
 
 @dataclass(frozen=True)
@@ -67,3 +68,26 @@ class ServeSettings:
         return cls(SchedulerSettings(args.max_active, args.max_queue), args.request_timeout, args.max_steps,
                    args.max_interventions, api_key, int(args.max_body_mb * MB),
                    getattr(args, "log_decisions", None), getattr(args, "explore_rate", None) or 0.0)
+
+
+@dataclass(frozen=True)
+class PriceControlSettings:
+    """The online price control of the budget-conditioned policies (``--target-strong-share``)."""
+
+    target_strong_share: float | None = field(default=None, metadata=flag(
+        "adjust the price of every budget-conditioned policy online so that live traffic spends a share P of its "
+        "solution tokens on the strong model (dual update over a sliding window of finished requests; requests "
+        "with their own trim.budget / trim.lam are left alone)", metavar="P", type=_share))
+    price_window: int = field(default=32, metadata=flag(
+        "finished requests in the controller's window (default 32)", type=int_at_least(1)))
+    price_rate: float = field(default=0.1, metadata=flag(
+        "step of the controller's update of log(price) per finished request, relative to P (default 0.1)",
+        type=positive_float))
+
+    @classmethod
+    def add_cli_args(cls, parser) -> None:
+        add_field_flags(parser, cls)
+
+    @classmethod
+    def from_cli_args(cls, args: argparse.Namespace) -> PriceControlSettings:
+        return cls(args.target_strong_share, args.price_window, args.price_rate)
