@@ -8,6 +8,7 @@ function."""
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from pathlib import Path
 
@@ -24,11 +25,7 @@ from trim_rl.sim.bundled import check_tree_spec
 
 
 def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
-    ap = OneLineParser(
-        prog=prog,
-        description="Evaluate routing policies on held-out trajectory trees: sweep each policy's setting "
-                    "(thresholds 0..1 by 0.05, probabilities, budgets) into operating points and write "
-                    "DIR/metrics.json, DIR/points.csv, DIR/report.md and DIR/frontier.png.")
+    ap = OneLineParser(prog=prog, description=inspect.getdoc(_main))
     ap.add_argument("--trees", nargs="+", default=None, metavar="SPEC",
                     help="tree files (.jsonl/.jsonl.gz) or sim:PROFILE:SPLIT[:SEEDS] for simulated trees; several "
                          "seeds (sim:math500:test:100-109) or files are a pool: pooled figures with intervals over "
@@ -91,6 +88,9 @@ def _check_report_args(args) -> None:
 
 
 def _main(args) -> int:
+    """Evaluate routing policies on held-out trajectory trees: sweep each policy's setting (thresholds
+    0..1 by 0.05, probabilities, budgets) into operating points and write DIR/metrics.json,
+    DIR/points.csv, DIR/report.md and DIR/frontier.png."""
     if args.logged:
         from trim_rl.evaluation.offpolicy import cli_logged
 

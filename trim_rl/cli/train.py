@@ -7,6 +7,7 @@ returns (``run: PATH`` lines on stdout, the summary table on stderr)."""
 from __future__ import annotations
 
 import argparse
+import inspect
 import shlex
 import sys
 import warnings
@@ -44,16 +45,7 @@ def _argtype(check, flag: str):
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
-    ap = OneLineParser(
-        prog=prog,
-        description="Train a step-level routing policy for a cost budget (TRIM-Agg / TRIM-Seq: exact-value policy "
-                    "iteration on the trees, then MaskablePPO; or TRIM-POMDP, fitted and solved).  A budget is the "
-                    "strong model's token spend as a % of always-strong's, measured on held-out trees; the trainer "
-                    "finds the price lambda itself.  Each run writes runs/<agent>/<env>__<target>__<seed>__<time>/ "
-                    "with config.yml, command.txt, git_hash.txt, TensorBoard events (tb/), each stage's policy "
-                    "(stages/), model.zip + state.json (for --resume), the finished checkpoint (policy/) and "
-                    "result.json (requested budget, lambda, spend measured).  With no arguments it trains the env "
-                    "YAML's default budget.")
+    ap = OneLineParser(prog=prog, description=inspect.getdoc(_main))
     ap.add_argument("--agent", default=None,
                     help=f"agent YAML, or the name of a packaged one (trim_agg, trim_seq, trim_agg_budget, trim_pomdp, "
                          f"trim_agg_scratch; default {DEFAULT_AGENT})")
@@ -97,6 +89,13 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
 
 
 def _main(args, command: str, prog: str) -> int:
+    """Train a step-level routing policy for a cost budget (TRIM-Agg / TRIM-Seq: exact-value policy
+    iteration on the trees, then MaskablePPO; or TRIM-POMDP, fitted and solved).  A budget is the strong
+    model's token spend as a % of always-strong's, measured on held-out trees; the trainer finds the price
+    lambda itself.  Each run writes runs/<agent>/<env>__<target>__<seed>__<time>/ with config.yml,
+    command.txt, git_hash.txt, TensorBoard events (tb/), each stage's policy (stages/), model.zip +
+    state.json (for --resume), the finished checkpoint (policy/) and result.json (requested budget, lambda,
+    spend measured).  With no arguments it trains the env YAML's default budget."""
     # trim_rl.api imports torch
     from trim_rl import api
     from trim_rl.live.http import EngineError

@@ -14,6 +14,7 @@ on held-out trees estimates what the ``agg`` features allow for a given amount o
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import sys
@@ -120,12 +121,7 @@ def headroom(train: FlatTrees, test: FlatTrees, lams, iters: int = 6, seed: int 
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.evaluation.headroom") -> int:
-    ap = OneLineParser(
-        prog=prog,
-        description="Estimate how far a policy on the agg features can go on these trees: approximate policy "
-                    "iteration with exact tree evaluation (gradient-boosted advantage on the agg observation), "
-                    "trained on --train and measured on --trees next to TRIM-Thr. A diagnostic for TRIM-Agg, "
-                    "not a router.")
+    ap = OneLineParser(prog=prog, description=inspect.getdoc(_main))
     ap.add_argument("--train", default="sim:math500:train",
                     help="training trees: a file or sim:PROFILE:SPLIT[:SEEDS], e.g. sim:math500:train:0-11 for 12 "
                          "draws (default: the bundled train trees)")
@@ -139,6 +135,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.evaluatio
 
 
 def _main(args) -> int:
+    """Estimate how far a policy on the agg features can go on these trees: approximate policy iteration
+    with exact tree evaluation (gradient-boosted advantage on the agg observation), trained on --train and
+    measured on --trees next to TRIM-Thr. A diagnostic for TRIM-Agg, not a router."""
     t0 = time.time()
     check_tree_spec(args.train, "--train")  # both before either is generated or read
     check_tree_spec(args.trees, "--trees")
