@@ -27,3 +27,19 @@ def test_one_bar_names_each_draw(monkeypatch, tmp_path, capsys):
     # cached now: nothing generated, no bar
     bundled.resolve_tree_spec("sim:math500:val:7-8", progress=True)
     assert len(bars) == 2 and "draw" not in capsys.readouterr().err
+
+
+def test_the_splits_of_a_training_run_share_one_bar(monkeypatch, tmp_path, capsys):
+    """train.py loads train, val and calibration trees: what is missing of all three is one bar."""
+    monkeypatch.setenv("TRIM_RL_CACHE", str(tmp_path / "cache"))
+    bars = []
+
+    def fake_generate(profile, split, seed, out, params=None, progress=False, **kw):
+        bars.append(progress)
+        progress.update(bundled._trees_per_seed(profile, split))
+        Path(out).write_bytes(b"")
+
+    monkeypatch.setattr(bundled, "generate_file", fake_generate)
+    bundled.generate_trees(["sim:math500:train:7"], "sim:math500:val:7-8", None, progress=True)
+    assert len(bars) == 3 and bars[0] is bars[1] is bars[2]
+    assert "draw 3 of 3, sim:math500:val:8" in capsys.readouterr().err

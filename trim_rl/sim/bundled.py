@@ -195,6 +195,13 @@ def resolve_tree_spec(spec: str | list[str], progress: bool = False) -> list[Pat
     return out
 
 
+def generate_trees(*specs: str | list[str] | None, progress: bool = False) -> None:
+    """Generate every simulated tree file the specs name that is not cached yet, under one bar
+    ("draw i of N"), so that a command loading several splits shows one bar, not one per split."""
+    flat = [s for spec in specs if spec is not None for s in (spec if isinstance(spec, (list, tuple)) else [spec])]
+    resolve_tree_spec(flat, progress)
+
+
 def load_trees(spec: str | list[str], progress: bool = False) -> FlatTrees:
     """Trees of a spec (see :func:`resolve_tree_spec`) as one :class:`~trim_rl.data.flat.FlatTrees`.
 

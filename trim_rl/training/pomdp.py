@@ -19,7 +19,7 @@ import yaml
 
 from trim_rl.evaluation.rollout import rollout
 from trim_rl.fsutil import write_json, write_text
-from trim_rl.sim.bundled import load_trees
+from trim_rl.sim.bundled import generate_trees, load_trees
 from trim_rl.training.budget import check_budget
 from trim_rl.training.config import EnvConfig, PomdpAgentConfig, config_dict
 from trim_rl.training.policy_iteration import bisect_monotone
@@ -37,6 +37,7 @@ def train_pomdp(agent: PomdpAgentConfig, env: EnvConfig, targets: list, seed: in
     from trim_rl.agents.pomdp.solver import solve
 
     t0 = time.perf_counter()
+    generate_trees(env.train, env.calib_spec, env.val if agent.validate else None, progress=progress)
     train = load_trees(env.train, progress)
     calib = load_trees(env.calib_spec, progress)
     val = load_trees(env.val, progress) if agent.validate else None

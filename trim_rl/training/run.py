@@ -28,7 +28,7 @@ from trim_rl import __version__
 from trim_rl.agents.checkpoint import is_checkpoint
 from trim_rl.configs import ConfigError, parse_yaml
 from trim_rl.fsutil import write_text
-from trim_rl.sim.bundled import load_trees
+from trim_rl.sim.bundled import generate_trees, load_trees
 from trim_rl.cli_errors import Terminated
 from trim_rl.training.budget import check_budget
 from trim_rl.training.checks import check_seed, check_workers
@@ -104,6 +104,7 @@ def check_inputs(agent: AgentConfig, env: EnvConfig, target: Target, progress: b
 
         if not torch.cuda.is_available():  # SB3 would train on the CPU without a word
             raise ConfigError("device: cuda, but torch sees no CUDA GPU on this machine; use device:cpu or auto")
+    generate_trees(env.train, env.val, env.calib_spec, progress=progress)
     train = load_trees(env.train, progress)
     val = load_trees(env.val, progress)
     calib_is_val = env.calib is None or env.calib == env.val
