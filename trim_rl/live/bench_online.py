@@ -4,6 +4,10 @@ problem costs in generations online next to collecting its tree.
 Both against the simulated backend (``python -m trim_rl.sim serve``'s app in a thread, no latency), so
 the figures are the client side's: the env (observations, masks, grading, the routing loop split around
 the agent's action) against ``live decode`` (the same loop, the router inside), TRIM-Thr(0.5) either way.
+
+:func:`problems_to_reach` (``--scratch-steps``): the live problems online PPO from scratch needs to reach
+a tree-trained checkpoint's score at its budget, against the generations of those problems' trees
+(docs/research/online_from_scratch.md).
 """
 
 from __future__ import annotations
