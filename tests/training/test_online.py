@@ -75,7 +75,10 @@ def test_online_ppo_run_folder_log_checkpoint_and_resume(server, tmp_path, capsy
     # resume extends it; the log keeps its rows and grows
     assert main(["--resume", str(run), "--hyperparams", "total_timesteps:192", "--no-progress"]) == 0
     assert json.loads((run / "state.json").read_text())["timesteps"] == 192
-    assert len((run / "rollouts.jsonl").read_text().splitlines()) > len(rows)
+    after = [json.loads(line) for line in (run / "rollouts.jsonl").read_text().splitlines()][len(rows):]
+    assert after
+    # the resumed run goes on with new problems rather than replaying the stream from its start
+    assert [r["problem_id"] for r in after[:4]] != [r["problem_id"] for r in rows[:4]]
     assert len((run / "command.txt").read_text().splitlines()) == 2
     capsys.readouterr()
     assert main(["--resume", str(run), "--no-progress"]) == 0

@@ -12,8 +12,6 @@ a tree-trained checkpoint's score at its budget, against the generations of thos
 
 from __future__ import annotations
 
-import contextlib
-import inspect
 import math
 import statistics
 import tempfile
@@ -104,46 +102,34 @@ def _score(trees, net, builder, budget: float) -> dict:
     return {"accuracy": acc, "cost_pct": cost, "accuracy_at_budget": calibrate_offset(trees, margins, budget, 30).accuracy}
 
 
-@contextlib.contextmanager
 def _evaluating(every: int, evaluate):
-    """While open, online training's callback (:func:`trim_rl.live.online._callback`, the run's own) also
-    calls ``evaluate(model, callback, settings)`` after the first PPO update past every ``every`` env
-    steps and at the end (``settings``: the callback's arguments by name); once that returns True,
-    learning stops."""
-    from trim_rl.live import online
+    """A factory of online training's extra callback (:func:`trim_rl.live.online.train_online`'s
+    ``callbacks``): ``evaluate(model, run_callback)`` after the first PPO update past every ``every`` env
+    steps and at the end; once that returns True, learning stops."""
+    from stable_baselines3.common.callbacks import BaseCallback
 
-    make = online._callback
+    class Evaluating(BaseCallback):
+        def __init__(self, run):
+            super().__init__()
+            self.run, self.reached, self.next_eval = run, False, every
 
-    def wrapped(*args, **kwargs):
-        cb = make(*args, **kwargs)
-        settings = inspect.signature(make).bind(*args, **kwargs).arguments
+        def _on_step(self) -> bool:
+            return not self.reached
 
-        class Evaluating(type(cb)):
-            def _on_step(self) -> bool:
-                return super()._on_step() and not self.reached
+        def _evaluate(self) -> None:
+            n = self.model.num_timesteps
+            self.next_eval = n - n % every + every
+            self.reached = bool(evaluate(self.model, self.run))
 
-            def _evaluate(self) -> None:
-                n = self.model.num_timesteps
-                self.next_eval = n - n % every + every
-                self.reached = bool(evaluate(self.model, self, settings))
+        def _on_rollout_start(self) -> None:  # the policy PPO's update made of the steps so far
+            if self.model.num_timesteps >= self.next_eval:
+                self._evaluate()
 
-            def _on_rollout_start(self) -> None:  # the policy PPO's update made of the steps so far
-                if self.model.num_timesteps >= self.next_eval:
-                    self._evaluate()
+        def _on_training_end(self) -> None:
+            if not self.reached:
+                self._evaluate()
 
-            def _on_training_end(self) -> None:
-                if not self.reached:
-                    self._evaluate()
-
-        cb.__class__ = Evaluating
-        cb.reached, cb.next_eval = False, every
-        return cb
-
-    online._callback = wrapped
-    try:
-        yield
-    finally:
-        online._callback = make
+    return Evaluating
 
 
 def problems_to_reach(checkpoint: str | Path | None = None, budget: float | None = None, *,
@@ -189,15 +175,15 @@ def problems_to_reach(checkpoint: str | Path | None = None, budget: float | None
         return p["accuracy"] >= target["accuracy"] - target["se"] and p["cost_pct"] <= budget + tol
 
     with SimServer(seed=seed) as srv:
-        def evaluate(model, cb, settings) -> bool:
-            agent_cfg, venv = settings["agent"], settings["venv"]
+        def evaluate(model, cb) -> bool:
+            agent_cfg, venv = cb.agent, cb.venv
             recent = cb.recent
             ref = sum(e["reference"] for e in recent)
             p = {"env_steps": int(model.num_timesteps), "episodes": cb.episodes,
                  "problems": cb.episodes + venv.num_envs + strong_ref_problems,
                  "generations": int(srv.backend.stats["prompts"]),
                  **_score(f, actor_net(model, agent_cfg), make_builder(agent_cfg.obs), budget),
-                 "lam": float(settings["budget"].lam),
+                 "lam": float(cb.budget.lam),
                  "online_cost_pct": 100.0 * sum(e["strong_tokens"] for e in recent) / ref if ref else None,
                  "online_accuracy": float(sum(e["correct"] for e in recent) / len(recent)) if recent else None,
                  "wall_s": round(time.perf_counter() - t0, 1)}
@@ -208,13 +194,14 @@ def problems_to_reach(checkpoint: str | Path | None = None, budget: float | None
                     f"{p['online_cost_pct'] or float('nan'):.1f}% at price {p['lam']:.3g}")
             return reached(p)
 
-        with tempfile.TemporaryDirectory() as tmp, _evaluating(eval_every, evaluate):
+        with tempfile.TemporaryDirectory() as tmp:
             train_live(agent, problems=problems, budget=budget, seed=seed, runs=tmp,
                        hyperparams=[*hyperparams, f"total_timesteps:{max_steps}"], max_interventions=max_interventions,
                        checkpoint_every=max_steps + 1, strong_ref_problems=strong_ref_problems,
                        command=f"trim_rl.live.bench_online.problems_to_reach (seed {seed})",
                        weak_url=srv.url, strong_url=srv.url, prm_url=srv.url, weak_model="sim-weak",
-                       strong_model="sim-strong", prm_model="sim-prm", max_tokens=4096)
+                       strong_model="sim-strong", prm_model="sim-prm", max_tokens=4096,
+                       callbacks=[_evaluating(eval_every, evaluate)])
     if not curve:
         raise ValueError(f"max_steps {max_steps}: less than one evaluation (eval_every {eval_every}) was trained")
     last = curve[-1]

@@ -28,6 +28,7 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -202,6 +203,7 @@ def _callback(run_dir: Path, agent: AgentConfig, venv, budget: _Budget, spec: Li
 
         def __init__(self):
             super().__init__()
+            self.agent, self.venv, self.budget = agent, venv, budget  # what an extra callback may read
             self.open: list[list[dict]] = [[] for _ in range(venv.num_envs)]
             self.rollout: list[dict] = []
             self.episodes = int(state.get("episodes", 0))
@@ -294,9 +296,13 @@ def _write_policy(folder: Path, model, agent: AgentConfig, lam: float, run_dir: 
 
 
 def train_online(agent: AgentConfig, spec: LiveSpec, target: Target, seed: int = 0, runs_root: str | Path = "runs",
-                 command: str | None = None, progress: bool = False, verbose: int = 0, backends=None) -> Path:
+                 command: str | None = None, progress: bool = False, verbose: int = 0, backends=None,
+                 callbacks: Sequence[Callable] = ()) -> Path:
     """Train ``agent`` online for ``target`` (see the module notes); returns the run folder.  ``backends``
-    replaces the URLs' engines (tests); a run stopped before its first checkpoint removes its folder."""
+    replaces the URLs' engines (tests); a run stopped before its first checkpoint removes its folder.
+    ``callbacks``: factories of more SB3 callbacks, each called with the run's own callback (its
+    ``episodes``, ``recent`` episodes, ``agent``, ``venv`` and ``budget``); one returning False stops
+    learning as a finished run."""
     from trim_rl.training.checks import check_seed
     from trim_rl.training.run import RunLock, _versions, git_hash, new_run_dir, write_run_record
     from trim_rl.training.warm_start import load_init_from
@@ -312,7 +318,7 @@ def train_online(agent: AgentConfig, spec: LiveSpec, target: Target, seed: int =
                "seed": int(seed), "live": asdict(spec), "git": git_hash(), "versions": _versions()}
         write_run_record(run_dir, cfg, command)
         with RunLock(run_dir):
-            _run(run_dir, agent, spec, target, seed, problems, backends, init, None, progress, verbose)
+            _run(run_dir, agent, spec, target, seed, problems, backends, init, None, progress, verbose, callbacks)
     except BaseException as exc:
         if not (run_dir / "state.json").exists() and not (run_dir / "policy").exists():
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -397,7 +403,7 @@ def _measure_strong_only(backends, problems, spec: LiveSpec, seed: int, run_dir:
 
 
 def _run(run_dir: Path, agent: AgentConfig, spec: LiveSpec, target: Target, seed: int, problems, backends, init,
-         state: dict | None, progress: bool, verbose: int) -> None:
+         state: dict | None, progress: bool, verbose: int, extra: Sequence[Callable] = ()) -> None:
     import torch
     from stable_baselines3.common.utils import set_random_seed
 
@@ -416,9 +422,6 @@ def _run(run_dir: Path, agent: AgentConfig, spec: LiveSpec, target: Target, seed
     budget = _Budget(target.budget, lam0, state, strong_only)
     venv = LiveRoutingVecEnv(backends, problems, num_envs=agent.n_envs, lam=min(max(lam0, LAM_BOUNDS[0]), 1.0),
                              obs=agent.obs, max_interventions=spec.max_interventions)
-    # a resumed run goes on with the problem stream where a fresh seed puts it: the seed plus the
-    # episodes done, so it neither replays the same order nor needs the old stream's position
-    venv.seed(seed + (int(state.get("episodes", 0)) if state else 0))
     if state is not None:
         model = load_model(run_dir / "model.zip", venv, agent)
     else:
@@ -429,6 +432,10 @@ def _run(run_dir: Path, agent: AgentConfig, spec: LiveSpec, target: Target, seed
             p0 = agent.initial_regen_prob
             with torch.no_grad():
                 model.policy.action_net.bias.copy_(torch.tensor([0.0, float(np.log(p0 / (1.0 - p0)))]))
+    # a resumed run goes on with the problem stream where a fresh seed puts it: the seed plus the
+    # episodes done, so it neither replays the same order nor needs the old stream's position (seeded
+    # after the model, whose load re-seeds the env with the seed it was saved with)
+    venv.seed(seed + (int(state.get("episodes", 0)) if state else 0))
     logger = make_logger(run_dir / "tb", verbose)
     model.set_logger(logger)
     behaviour = {"policy": "online PPO (stochastic)", "run": str(run_dir), "obs": agent.obs}
@@ -436,7 +443,7 @@ def _run(run_dir: Path, agent: AgentConfig, spec: LiveSpec, target: Target, seed
     t_start = time.time()
     with stop_on_signals() as stop:
         cb = _callback(run_dir, agent, venv, budget, spec, stop, log, state or {})
-        callbacks = [cb]
+        callbacks = [cb, *(make(cb) for make in extra)]
         if progress:
             from stable_baselines3.common.callbacks import ProgressBarCallback
 
@@ -558,7 +565,7 @@ def train_live(agent: str | Path = "trim_agg", *, weak_url: str | None = None, s
                lam: float | None = None, seed: int = 0, runs: str | Path = "runs", hyperparams: list[str] | tuple = (),
                init_from: str | Path | None = None, max_interventions: int | None = None, checkpoint_every: int = 2048,
                strong_ref_problems: int = 64, progress: bool = False, verbose: int = 0, command: str | None = None,
-               **options) -> Path:
+               callbacks: Sequence[Callable] = (), **options) -> Path:
     """``train.py --live`` from Python (:func:`trim_rl.train` with ``live=`` calls it); returns the run
     folder.  ``options`` are ``live decode``'s other settings by name (``weak_model``, ``max_tokens``,
     ``retries``, ...; see :class:`trim_rl.live.backends.BackendConfig`).  Everything is checked before any
@@ -584,4 +591,5 @@ def train_live(agent: str | Path = "trim_agg", *, weak_url: str | None = None, s
     a.recipe = ["ppo"]  # online, PPO is the whole recipe (policy iteration needs trees)
     spec = LiveSpec(weak_url, strong_url, prm_url, problems, dict(options), max_interventions, checkpoint_every,
                     strong_ref_problems)
-    return train_online(a, spec, Target(budget, lam), seed, runs, command, progress=progress, verbose=verbose)
+    return train_online(a, spec, Target(budget, lam), seed, runs, command, progress=progress, verbose=verbose,
+                        callbacks=callbacks)
