@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from trim_rl.fsutil import existing_file
+
 __all__ = ["ConfigError", "load_yaml_file", "from_mapping", "to_mapping", "check", "expect", "Sparse", "Yaml12Loader"]
 
 
@@ -67,11 +69,8 @@ def parse_yaml(text: str, where: str = "<text>") -> Any:
 def load_yaml_file(path: str | Path) -> dict:
     """A YAML mapping from ``path``; missing file, unreadable file, bad YAML or a non-mapping are
     :class:`ConfigError` / ``FileNotFoundError`` naming the file."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such config file")
-    if path.is_dir():
-        raise ConfigError(f"{path}: is a folder, expected a YAML file")
+    path = existing_file(path, f"{path}: no such config file", f"{path}: is a folder, expected a YAML file",
+                         ConfigError)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

@@ -52,6 +52,19 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
     return write_text(path, json.dumps(data, indent=1) + "\n")
 
 
+def existing_file(path: str | os.PathLike, missing: str, folder: str,
+                  folder_error: type[Exception] = ValueError) -> Path:
+    """``path`` as a :class:`~pathlib.Path` when something other than a folder is there: a
+    ``FileNotFoundError`` with the message ``missing`` when nothing is, ``folder_error(folder)`` for a
+    folder (each caller words what it expected)."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(missing)
+    if p.is_dir():
+        raise folder_error(folder)
+    return p
+
+
 def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
     """A JSON file holding an object, as a dict; a ``ValueError`` naming the file (and the line and column
     where the JSON breaks) when it is not one."""

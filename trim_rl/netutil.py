@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sys
 
 
 def bind_listener(host: str, port: int) -> socket.socket:
@@ -21,3 +22,16 @@ def bind_listener(host: str, port: int) -> socket.socket:
         raise ValueError(f"--port {port}: cannot listen on {host}:{port} ({exc.strerror})") from None
     sock.listen(2048)
     return sock
+
+
+def serve_until_stopped(server, sock: socket.socket, banner: str, stopped: str,
+                        signals: tuple[type[BaseException], ...] = (KeyboardInterrupt,)) -> int:
+    """Run a ``uvicorn.Server`` on ``sock`` until a signal stops it (uvicorn drains, then re-raises the
+    signal as one of ``signals``), with ``banner`` before and ``stopped`` after on stderr; exit code 0."""
+    print(banner, file=sys.stderr, flush=True)
+    try:
+        server.run(sockets=[sock])
+    except signals:
+        pass
+    print(stopped, file=sys.stderr)
+    return 0

@@ -27,13 +27,23 @@ META = "policy.json"
 # every file a checkpoint folder consists of (network or TRIM-POMDP); anything else is the user's
 CHECKPOINT_FILES = (META, WEIGHTS, "policy.npz")
 
-__all__ = ["FORMAT", "WEIGHTS", "META", "CHECKPOINT_FILES", "sha256_file", "read_policy_json", "is_checkpoint",
+__all__ = ["FORMAT", "WEIGHTS", "META", "CHECKPOINT_FILES", "sha256_file", "read_policy_json", "checkpoint_kind",
+           "is_checkpoint",
            "foreign_entries", "write_folder", "write_network_checkpoint", "file_in_folder", "price_field"]
 
 
 def read_policy_json(path: Path) -> dict[str, Any]:
     """``policy.json`` as a dict; ``ValueError`` naming the file, line and column when it is not a JSON object."""
     return read_json_object(path)
+
+
+def checkpoint_kind(folder: str | Path, missing: str) -> str:
+    """The ``kind`` a checkpoint folder's ``policy.json`` declares (``network`` when absent); a
+    ``FileNotFoundError`` with the message ``missing`` when the folder has no ``policy.json``."""
+    meta_path = Path(folder) / META
+    if not meta_path.is_file():
+        raise FileNotFoundError(missing)
+    return read_policy_json(meta_path).get("kind", "network")
 
 
 def file_in_folder(folder: Path, name, meta_path: Path, key: str = "weights") -> Path:

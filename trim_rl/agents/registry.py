@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from trim_rl.agents import catalog
 from trim_rl.agents.base import PolicyBase
-from trim_rl.agents.checkpoint import META, read_policy_json
+from trim_rl.agents.checkpoint import META, checkpoint_kind
 from trim_rl.agents.exported import ExportedPolicy
 from trim_rl.agents.pomdp.policy import load_pomdp
 
@@ -25,9 +25,7 @@ CHECKPOINT_LOADERS: dict[str, Callable] = {"network": ExportedPolicy, "pomdp": l
 def load_checkpoint(folder: str | Path):
     """The policy in a checkpoint folder, loaded by the loader of its ``kind`` (``network`` when absent)."""
     meta_path = Path(folder) / META
-    if not meta_path.exists():
-        raise FileNotFoundError(f"{meta_path}: not a trim_rl checkpoint folder (policy.json missing)")
-    kind = read_policy_json(meta_path).get("kind", "network")
+    kind = checkpoint_kind(folder, f"{meta_path}: not a trim_rl checkpoint folder (policy.json missing)")
     if kind not in CHECKPOINT_LOADERS:
         raise ValueError(f"{meta_path}: field 'kind' is {kind!r}; known: {', '.join(CHECKPOINT_LOADERS)}")
     return CHECKPOINT_LOADERS[kind](folder)

@@ -15,12 +15,11 @@ import os
 import sys
 import zlib
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import IO, Any
 
 from trim_rl.data.errors import TreeFormatError
 from trim_rl.data.schema import CheckedTree, validate_tree
-from trim_rl.fsutil import atomic_output
+from trim_rl.fsutil import atomic_output, existing_file
 
 __all__ = ["iter_json_lines", "iter_trees", "read_trees", "atomic_output", "dumps_line", "write_json_lines",
            "write_trees"]
@@ -36,11 +35,8 @@ def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
     Raises :class:`TreeFormatError` naming the line for invalid JSON, a truncated or corrupt gzip
     stream, or bytes that are not UTF-8.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    if path.is_dir():
-        raise IsADirectoryError(f"{path}: is a directory, not a JSON Lines file")
+    path = existing_file(path, f"{path}: no such file", f"{path}: is a directory, not a JSON Lines file",
+                         IsADirectoryError)
     opener = gzip.open if _is_gz(path) else open
     line_no = 0
     try:

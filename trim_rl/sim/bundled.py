@@ -9,6 +9,7 @@ from pathlib import Path
 from trim_rl.argtypes import MAX_SEED, refuse_repeats
 from trim_rl.data.flat import FlatTrees, concat, load_flat
 from trim_rl.data.flat_cache import cache_root, load_flat_cached
+from trim_rl.fsutil import existing_file
 from trim_rl.resources import resource_path
 from trim_rl.sim.generate import generate_file
 from trim_rl.sim.params import load_params
@@ -133,12 +134,8 @@ def _parse_spec(spec: str) -> tuple[str, str, list[int]] | Path:
             raise ValueError(f"tree spec {spec!r}: {len(seeds)} seeds x {per_seed} trees, about {gb:.1f} GB in memory "
                              f"(at most {MAX_SPEC_GB} GB); use fewer seeds")
         return parts[1], parts[2], seeds
-    p = Path(spec)
-    if not p.exists():
-        raise FileNotFoundError(f"tree file {spec} does not exist (or use sim:PROFILE:SPLIT[:SEEDS])")
-    if p.is_dir():
-        raise ValueError(f"tree file {spec} is a folder; give a .jsonl or .jsonl.gz file")
-    return p
+    return existing_file(spec, f"tree file {spec} does not exist (or use sim:PROFILE:SPLIT[:SEEDS])",
+                         f"tree file {spec} is a folder; give a .jsonl or .jsonl.gz file")
 
 
 @functools.cache

@@ -17,11 +17,10 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import sys
 import threading
 
 from trim_rl.argtypes import add_command, add_host_port, add_limit, add_seed, int_at_least, int_between, nonneg_float, output_file
-from trim_rl.netutil import bind_listener
+from trim_rl.netutil import bind_listener, serve_until_stopped
 from trim_rl.sim.backend import DEFAULT_MAX_MODEL_LEN, SimBackend, SimInputError, error_body, write_problems
 
 MAX_BODY = 64 * 2**20  # bytes of one request (a batch of 512 long prompts is a few MB)
@@ -199,13 +198,8 @@ def main(args) -> int:
     server = _uvicorn_server(make_app(backend, args.token_latency_ms, args.prefill_latency_ms))
     sock = bind_listener(args.host, args.port)
     try:
-        print(f"serving {', '.join(backend.names.values())} (profile {args.profile}, seed {args.seed}) at "
-              f"{_url(sock)} (Ctrl-C stops)", file=sys.stderr, flush=True)
-        try:
-            server.run(sockets=[sock])
-        except (KeyboardInterrupt, Terminated):  # uvicorn stops, then re-raises the signal it caught
-            pass
-        print("stopped", file=sys.stderr)
-        return 0
+        return serve_until_stopped(server, sock, f"serving {', '.join(backend.names.values())} (profile "
+                                   f"{args.profile}, seed {args.seed}) at {_url(sock)} (Ctrl-C stops)", "stopped",
+                                   (KeyboardInterrupt, Terminated))
     finally:
         sock.close()

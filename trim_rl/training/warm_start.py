@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trim_rl.agents.checkpoint import META, read_policy_json
+from trim_rl.agents.checkpoint import META, checkpoint_kind
 from trim_rl.configs import ConfigError
 from trim_rl.training.config import AgentConfig
 from trim_rl.training.ppo_stage import copy_actor_in, network_meta
@@ -50,9 +50,7 @@ def check_checkpoint(folder: str | Path, agent: AgentConfig):
     from trim_rl.agents.exported import ExportedPolicy
 
     meta_path = Path(folder) / META
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{folder}: no policy.json there (export a run first)")
-    kind = read_policy_json(meta_path).get("kind", "network")
+    kind = checkpoint_kind(folder, f"{folder}: no policy.json there (export a run first)")
     if kind != "network":
         raise ValueError(f"{meta_path}: a {'TRIM-POMDP' if kind == 'pomdp' else repr(kind)} checkpoint (kind "
                          f"{kind!r}) has no network to start PPO from; give a TRIM-Agg or TRIM-Seq checkpoint")

@@ -136,3 +136,20 @@ def test_evaluate_prm_noise_and_flip_change_results_deterministically(tiny, tmp_
 def test_bench_pomdp_prints_both_timings(tiny):
     out = _run("-m", "trim_rl.bench", "pomdp", "--trees", tiny["train"], "--lams", "8e-4", "3.2e-3", "--repeats", "1")
     assert "solve one budget" in out and "solve the grid (2 budgets)" in out
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--trees", "missing.jsonl"], "--trees: tree file missing.jsonl does not exist"),
+    (["--train", "sim:nope:train"], "--train:"),
+    (["--regen-prob", "2"], "--regen-prob: expected a number in [0, 1]"),
+])
+def test_the_calibration_command_refuses_bad_flags_in_one_line(argv, expected, capsys):
+    from trim_rl.agents.pomdp.calibration import main
+
+    try:
+        rc = main(argv)
+    except SystemExit as exc:  # argparse refuses a flag's value itself
+        rc = exc.code
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and expected in err and len(err.splitlines()) == 1
+    assert err.startswith("python -m trim_rl.agents.pomdp.calibration")

@@ -13,7 +13,7 @@ from trim_rl.agents.pomdp.belief import BeliefFilter
 from trim_rl.agents.pomdp.fit import fit_model, tree_labels
 from trim_rl.data.flat import FlatTrees
 from trim_rl.data.tree_dp import reach_probability
-from trim_rl.sim.bundled import load_trees
+from trim_rl.sim.bundled import check_tree_spec, load_trees
 
 
 def belief_trace(filt: BeliefFilter, trees: FlatTrees, behaviour, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -93,13 +93,18 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m trim_rl.agents.pomdp.calibration``: fit on training trees, print the reliability of
     P(S2) on held-out trees (every node, weighted by how often a router regenerating ``--regen-prob``
     of the steps reaches it)."""
-    import argparse
+    from trim_rl.argtypes import OneLineParser, fraction, run_command
 
-    ap = argparse.ArgumentParser(prog="python -m trim_rl.agents.pomdp.calibration", description=main.__doc__)
+    ap = OneLineParser(prog="python -m trim_rl.agents.pomdp.calibration", description=main.__doc__)
     ap.add_argument("--train", default="sim:math500:train", help="training trees (with step_correct labels)")
     ap.add_argument("--trees", default="sim:math500:test", help="held-out trees (with step_correct labels)")
-    ap.add_argument("--regen-prob", type=float, default=0.2, help="weights of the decision points (default 0.2)")
-    args = ap.parse_args(argv)
+    ap.add_argument("--regen-prob", type=fraction, default=0.2, help="weights of the decision points (default 0.2)")
+    return run_command(ap, argv, _report)
+
+
+def _report(args) -> int:
+    check_tree_spec(args.train, "--train")
+    check_tree_spec(args.trees, "--trees")
     model = fit_model(load_trees(args.train), source=args.train)
     f = load_trees(args.trees)
     state = tree_labels(f).weak_state
@@ -116,6 +121,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
-    sys.exit(main())
+    raise SystemExit(main())

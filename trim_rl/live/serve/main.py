@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 
 from trim_rl.argtypes import add_command, add_host_port, add_max_steps, int_between, nonneg_float, positive_float
-from trim_rl.netutil import bind_listener
+from trim_rl.netutil import bind_listener, serve_until_stopped
 from trim_rl.data.schema import MAX_STEPS
 from trim_rl.live.backends import BackendConfig, build_engines, build_scorer
 from trim_rl.live.serve.app import create_app
@@ -172,14 +172,9 @@ def serve(args) -> int:
                                 timeout_graceful_shutdown=int(args.request_timeout) + 1, lifespan="on")
         server = uvicorn.Server(config)
         host, port = sock.getsockname()[:2]
-        print(f"serving {', '.join(served)} (default {default}) at http://{host}:{port}/v1 "
-              f"(Ctrl-C or SIGTERM drains and stops)", file=sys.stderr, flush=True)
-        try:
-            server.run(sockets=[sock])
-        except KeyboardInterrupt:  # uvicorn re-raises the signal it drained for
-            pass
-        print("stopped (the requests in flight were drained first)", file=sys.stderr)
-        return 0
+        return serve_until_stopped(server, sock, f"serving {', '.join(served)} (default {default}) at "
+                                   f"http://{host}:{port}/v1 (Ctrl-C or SIGTERM drains and stops)",
+                                   "stopped (the requests in flight were drained first)")
     finally:
         sock.close()
 
