@@ -12,7 +12,8 @@ import time
 
 import numpy as np
 
-from trim_rl.argtypes import add_agent_env, add_command, add_hyperparams, add_limit, add_max_steps, add_max_tokens, add_problems
+from trim_rl.argtypes import (add_agent_env, add_command, add_hyperparams, add_limit, add_max_steps, add_max_tokens,
+                              add_problems, int_at_least)
 from trim_rl.envs.routing_env import RoutingEnv
 from trim_rl.evaluation.robustness import DEFAULT_LAMS
 from trim_rl.live.bench import DEFAULT_POLICIES, decision_times, defaults_throughput, throughput
@@ -174,8 +175,27 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.bench") -
     o.add_argument("--problems", type=int, default=256, help="simulated problems per timing run (default 256)")
     o.add_argument("--envs", type=int, default=32, help="problems stepped at once (default 32)")
     _repeats(o, 3)
+    o.add_argument("--scratch-steps", type=_scratch_steps, default=0, metavar="N",
+                   help="also train online PPO from scratch (trim_agg_scratch) for at most N env steps against the "
+                        "simulated backend, scored every --scratch-every steps on the sim test trees, and report the "
+                        "problems it needs to reach --scratch-checkpoint's accuracy at its budget next to the "
+                        "generations of their trees (0: skip, the default; at least 2048, one PPO rollout of 32 envs "
+                        "x 64 steps; 262144 takes about 17 minutes on 2 cores)")
+    o.add_argument("--scratch-every", type=int_at_least(1), default=8192, metavar="N",
+                   help="env steps between those evaluations (default 8192)")
+    o.add_argument("--scratch-checkpoint", metavar="DIR",
+                   help="the tree-trained checkpoint to reach (default checkpoints/trim_agg/trim_agg_b16)")
     args = ap.parse_args(argv)
     return COMMANDS[args.cmd](args)
+
+
+def _scratch_steps(text: str) -> int:
+    """``--scratch-steps``: 0 (skip) or at least one PPO rollout."""
+    n = int_at_least(0)(text)
+    if 0 < n < 2048:
+        raise argparse.ArgumentTypeError(f"expected 0 (skip) or at least 2048 (one PPO rollout: 32 envs x 64 steps), "
+                                         f"got {n}")
+    return n
 
 
 def env_command(args) -> int:
@@ -256,8 +276,9 @@ def serve_command(args) -> int:
 def online_command(args) -> int:
     """Against the simulated backend (no latency): env steps per second of LiveRoutingVecEnv next to live
     decode's steps per second, TRIM-Thr(0.5) on the same problems (medians of --repeats, the ratio last);
-    then what one problem costs in generations online (one episode) next to collecting its tree."""
-    from trim_rl.live.bench_online import env_vs_decode, generations_per_problem
+    then what one problem costs in generations online (one episode) next to collecting its tree; with
+    --scratch-steps, how many problems online PPO from scratch needs to reach a tree-trained checkpoint."""
+    from trim_rl.live.bench_online import env_vs_decode, generations_per_problem, problems_to_reach, reach_lines
 
     r = env_vs_decode(args.problems, args.envs, args.repeats)
     print(f"simulated backend, {r['problems']} problems, {r['envs']} at once, TRIM-Thr(0.5), median of {r['repeats']}:")
@@ -267,6 +288,10 @@ def online_command(args) -> int:
     g = generations_per_problem()
     print(f"generations per problem ({g['trees']}): its tree {g['tree_generations']:.1f} (+ as many PRM calls), "
           f"one online episode {g['online_generations']:.1f} (+ as many PRM calls): {g['ratio']:.1f}x")
+    if args.scratch_steps:
+        r = problems_to_reach(args.scratch_checkpoint, max_steps=args.scratch_steps, eval_every=args.scratch_every,
+                              log=lambda line: print("  " + line, file=sys.stderr, flush=True))
+        print("\n".join(reach_lines(r)))
     return 0
 
 

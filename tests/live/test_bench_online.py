@@ -73,3 +73,12 @@ def test_a_reachable_target_is_reported_reached_and_training_stops_there():
     assert len(r["curve"]) < 10 and r["problems"] == r["curve"][-1]["problems"]
     p = r["curve"][-1]
     assert p["accuracy"] >= r["target"]["accuracy"] - r["target"]["se"] and p["cost_pct"] <= 60
+
+
+def test_bench_online_refuses_less_than_one_rollout_from_scratch(capsys):
+    from trim_rl.bench import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["online", "--scratch-steps", "100"])
+    assert exc.value.code == 2
+    assert "--scratch-steps: expected 0 (skip) or at least 2048" in capsys.readouterr().err
