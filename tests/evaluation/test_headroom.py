@@ -74,7 +74,8 @@ def test_cli_writes_json(trees_file, tmp_path):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert "CPT(80%)" in r.stdout
-    res = json.loads(out.read_text())
+    # strict JSON: a CPT the two prices never reach is null, not Infinity
+    res = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in {out.name}"))
     assert [p["lam"] for p in res["policy_iteration"]] == [1e-3, 2e-3]
     assert len(res["threshold"]) == 21 and res["threshold"][0]["cost_pct"] == 0.0
     assert res["threshold"][0]["accuracy"] == pytest.approx(res["acc_weak"])  # k = 0 is always-weak

@@ -28,7 +28,7 @@ from trim_rl.data.flat import FlatTrees
 from trim_rl.data.tree_dp import levels_bottom_up, policy_outcomes, reach_probability
 from trim_rl.data.trees import atomic_output
 from trim_rl.envs.observations import AggObservation
-from trim_rl.evaluation.metrics import cpt, upper_frontier
+from trim_rl.evaluation.metrics import cpt, json_safe, upper_frontier
 from trim_rl.evaluation.sweep import THRESHOLDS
 from trim_rl.sim.bundled import check_tree_spec, load_trees
 
@@ -153,7 +153,7 @@ def _main(args) -> int:
           f"{res['cpt80_threshold']:.1f}%, ratio {res['ratio']:.2f}")
     if args.out:
         with atomic_output(args.out, "w") as fh:
-            fh.write(json.dumps(res, indent=1) + "\n")
+            fh.write(json.dumps(json_safe(res), indent=1, allow_nan=False) + "\n")  # a CPT never reached: null
     return 0
 
 
