@@ -56,17 +56,11 @@ class SeqPolicyIterationConfig(PolicyIterationConfig):
     reach_floor: float = field(default=1e-2, metadata=check(lambda v: 0 < v < 1, "a number in (0, 1)"))
 
 
-def seq_batches(trees: FlatTrees, nodes: np.ndarray, batch: int, rng: np.random.Generator | None = None
-                ) -> list[np.ndarray]:
-    """``nodes`` cut into batches of (nearly) one depth: sorted by depth (ties in random order when
-    ``rng`` is given), cut every ``batch`` rows, the batches in random order when ``rng`` is given."""
+def seq_batches(trees: FlatTrees, nodes: np.ndarray, batch: int) -> list[np.ndarray]:
+    """``nodes`` sorted by depth and cut every ``batch`` rows: batches of (nearly) one depth."""
     nodes = np.asarray(nodes, dtype=np.int64)
-    tie = rng.random(nodes.size) if rng is not None else np.arange(nodes.size)
-    order = nodes[np.lexsort((tie, trees.depth[nodes]))]
-    parts = [order[i:i + batch] for i in range(0, order.size, batch)]
-    if rng is not None:
-        parts = [parts[i] for i in rng.permutation(len(parts))]
-    return parts
+    order = nodes[np.argsort(trees.depth[nodes], kind="stable")]
+    return [order[i:i + batch] for i in range(0, order.size, batch)]
 
 
 def seq_obs(trees: FlatTrees, nodes: np.ndarray, builder: SeqObservation):
