@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from trim_rl.fsutil import existing_file
+from trim_rl.fsutil import existing_file, read_text_file
 
 __all__ = ["ConfigError", "load_yaml_file", "from_mapping", "to_mapping", "check", "expect", "Sparse", "Yaml12Loader"]
 
@@ -71,11 +71,7 @@ def load_yaml_file(path: str | Path) -> dict:
     :class:`ConfigError` / ``FileNotFoundError`` naming the file."""
     path = existing_file(path, f"{path}: no such config file", f"{path}: is a folder, expected a YAML file",
                          ConfigError)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot be read ({exc.__class__.__name__}: {exc})") from None
-    data = parse_yaml(text, str(path))
+    data = parse_yaml(read_text_file(path, str(path), ConfigError), str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):

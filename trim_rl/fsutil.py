@@ -65,6 +65,15 @@ def existing_file(path: str | os.PathLike, missing: str, folder: str,
     return p
 
 
+def read_text_file(path: str | os.PathLike, what: str, error: type[Exception] = ValueError) -> str:
+    """A user's text file (a config, a template, a key file) as UTF-8 text; one ``error`` naming ``what``
+    when it cannot be read or is not UTF-8."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{what}: cannot be read ({exc.__class__.__name__}: {exc})") from None
+
+
 def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
     """A JSON file holding an object, as a dict; a ``ValueError`` naming the file (and the line and column
     where the JSON breaks) when it is not one."""

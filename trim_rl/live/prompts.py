@@ -13,6 +13,8 @@ from functools import lru_cache
 from pathlib import Path
 from collections.abc import Sequence
 
+from trim_rl.fsutil import read_text_file
+
 STEP_SEPARATOR = "\n\n"
 DEFAULT_SYSTEM = ("Please reason step by step, separating the steps with a blank line, "
                   "and put your final answer within \\boxed{}.")
@@ -53,11 +55,7 @@ class ChatTemplate:
         if not path.is_file():
             raise ValueError(f"--chat-template {spec!r}: use one of {', '.join(BUILTIN_TEMPLATES)} or an existing "
                              ".jinja file")
-        try:
-            source = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"--chat-template {spec}: cannot read it as UTF-8 text ({exc})") from None
-        template = cls(source, path.name)
+        template = cls(read_text_file(path, f"--chat-template {spec}"), path.name)
         template.check(f"--chat-template {spec}")
         return template
 

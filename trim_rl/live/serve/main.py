@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable
 
 from trim_rl.argtypes import add_command, add_host_port, add_max_steps, int_between, nonneg_float, positive_float
+from trim_rl.fsutil import read_text_file
 from trim_rl.netutil import bind_listener, serve_until_stopped
 from trim_rl.data.schema import MAX_STEPS
 from trim_rl.live.backends import BackendConfig, build_engines, build_scorer
@@ -93,12 +94,8 @@ def client_api_key(args) -> str | None:
     """The key clients must present: --server-api-key, the first line of --server-api-key-file, or
     $TRIM_RL_SERVER_API_KEY (None: no authentication)."""
     if args.server_api_key_file:
-        try:
-            with open(args.server_api_key_file, encoding="utf-8") as f:
-                key = f.readline().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"--server-api-key-file {args.server_api_key_file}: cannot read it ({exc})") from None
         where = f"--server-api-key-file {args.server_api_key_file}"
+        key = next(iter(read_text_file(args.server_api_key_file, where).splitlines()), "").strip()
     elif args.server_api_key is not None:
         key, where = args.server_api_key.strip(), "--server-api-key"
     elif os.environ.get(API_KEY_ENV) is not None:
