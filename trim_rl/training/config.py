@@ -20,8 +20,9 @@ from trim_rl.configs import ConfigError, Sparse, check, expect, from_mapping, lo
 from trim_rl.resources import project_folder
 from trim_rl.training.checks import check_memory
 from trim_rl.training.policy_iteration import PolicyIterationConfig
+from trim_rl.training.seq_iteration import SeqPolicyIterationConfig
 
-STAGES = ("policy_iteration", "distill", "ppo")
+STAGES = ("policy_iteration", "seq_policy_iteration", "distill", "ppo")
 
 _pos = check(lambda v: v > 0, "a number > 0")
 _pos_int = check(lambda v: v >= 1, "an integer >= 1")
@@ -128,8 +129,10 @@ class PPOAgentConfig(AgentConfig):
     """``algo: maskable_ppo``: the stages of ``recipe`` (policy iteration, distillation, PPO) on a network."""
 
     algo: Literal["maskable_ppo"] = "maskable_ppo"
-    recipe: list[Literal["policy_iteration", "distill", "ppo"]] = field(default_factory=lambda: ["ppo"])
+    recipe: list[Literal["policy_iteration", "seq_policy_iteration", "distill", "ppo"]] = field(
+        default_factory=lambda: ["ppo"])
     policy_iteration: PolicyIterationConfig = field(default_factory=PolicyIterationConfig)
+    seq_policy_iteration: SeqPolicyIterationConfig = field(default_factory=SeqPolicyIterationConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     lam_range: list[float] | None = field(default=None, metadata=check(
         lambda v: len(v) == 2 and 0 < v[0] < v[1] <= 1, "[low, high] with 0 < low < high <= 1"))
@@ -207,8 +210,16 @@ def _check_ppo(agent: PPOAgentConfig, where: str) -> None:
         raise ConfigError(f"{where}: recipe: distill needs a policy_iteration stage before it")
     if "distill" in agent.recipe and agent.obs == "agg":
         raise ConfigError(f"{where}: recipe: distill copies the agg policy into another observation; obs is agg")
-    if agent.obs == "seq" and "policy_iteration" in agent.recipe and "distill" not in agent.recipe:
-        raise ConfigError(f"{where}: recipe: policy iteration runs on agg; a seq agent needs a distill stage after it")
+    seq_pi = "seq_policy_iteration" in agent.recipe
+    if seq_pi and agent.obs != "seq":
+        raise ConfigError(f"{where}: recipe: seq_policy_iteration runs the seq observation's transformer; obs is agg")
+    if seq_pi and "policy_iteration" not in agent.recipe:
+        raise ConfigError(f"{where}: recipe: seq_policy_iteration needs a policy_iteration stage before it (its start)")
+    if seq_pi and "distill" in agent.recipe:
+        raise ConfigError(f"{where}: recipe: seq_policy_iteration and distill both make the seq network; choose one")
+    if agent.obs == "seq" and "policy_iteration" in agent.recipe and "distill" not in agent.recipe and not seq_pi:
+        raise ConfigError(f"{where}: recipe: policy iteration runs on agg; a seq agent needs a distill or "
+                          f"seq_policy_iteration stage after it")
     if agent.obs == "seq" and agent.budget_conditioned:
         raise ConfigError(f"{where}: budget_conditioned: the seq observation carries no lambda; use obs agg")
     if agent.budget_conditioned and agent.lam_range is None:

@@ -2,6 +2,9 @@
 
 * ``policy_iteration`` (:mod:`trim_rl.training.policy_iteration`): exact-value policy iteration on the
   training trees, in the agent's MLP; for a budget the price is re-solved every round.
+* ``seq_policy_iteration`` (:mod:`trim_rl.training.seq_iteration`): policy iteration again, from that
+  policy, in the agent's own transformer over the ``seq`` observation (so it can use what the step
+  sequence holds beyond ``agg``; ``docs/research/seq_observation.md``).
 * ``distill`` (:mod:`trim_rl.training.distill`): that policy copied into a network over another
   observation (TRIM-Seq's transformer).
 * ``ppo``: MaskablePPO fine-tuning (or training from scratch when it is the only stage) on the
@@ -29,6 +32,7 @@ from trim_rl.training.budget import NodeMargins, build_table, calibrate_offset, 
 from trim_rl.training.config import EnvConfig, NetworkSpec, PPOAgentConfig
 from trim_rl.training.distill import distill
 from trim_rl.training.policy_iteration import conditioned_policy_iteration, policy_iteration
+from trim_rl.training.seq_iteration import seq_policy_iteration
 from trim_rl.training.ppo_stage import actor_net, copy_actor_in, make_model, network_meta, new_actor, save_model
 from trim_rl.training.context import Inputs, Interrupted, Target, make_logger, stop_on_signals
 from trim_rl.training.validation import BudgetEvaluator, ConditionedEvaluator, PriceEvaluator
@@ -37,6 +41,8 @@ FAMILIES = {"agg": "TRIM-Agg", "seq": "TRIM-Seq"}
 RECIPE_NAMES = {("policy_iteration", "ppo"): "policy iteration + PPO",
                 ("policy_iteration", "distill", "ppo"): "policy iteration + distillation + PPO",
                 ("policy_iteration",): "policy iteration", ("policy_iteration", "distill"): "policy iteration + distillation",
+                ("policy_iteration", "seq_policy_iteration", "ppo"): "policy iteration (agg, then seq) + PPO",
+                ("policy_iteration", "seq_policy_iteration"): "policy iteration (agg, then seq)",
                 ("ppo",): "PPO"}
 
 
@@ -91,6 +97,12 @@ def run_recipe(run_dir: Path, agent: PPOAgentConfig, env: EnvConfig, target: Tar
             stats["policy_iteration_seconds"] = round(time.time() - t0, 1)
             write_network_checkpoint(net, _stage_meta(agent, "policy_iteration", lam, {"rounds": rounds}),
                                      run_dir / "stages" / "policy_iteration")
+        if state is None and "seq_policy_iteration" in agent.recipe:
+            t0 = time.time()
+            net, lam, teacher, rounds = _seq_policy_iteration(agent, target, seed, inputs, teacher, logger, progress, stop)
+            stats["seq_policy_iteration_seconds"] = round(time.time() - t0, 1)
+            write_network_checkpoint(net, _stage_meta(agent, "seq_policy_iteration", lam, {"rounds": rounds}),
+                                     run_dir / "stages" / "seq_policy_iteration")
         if state is None and "distill" in agent.recipe:
             t0 = time.time()
             net, agreement = _distill(agent, teacher, seed, inputs, logger, progress)
@@ -119,20 +131,27 @@ def _rounds_bar(total: int, desc: str, progress: bool):
     return tqdm(total=total, desc=desc, unit="round", disable=not progress, dynamic_ncols=True, mininterval=0.5)
 
 
-def _policy_iteration(agent, target, seed, inputs, logger, progress, stop):
-    cfg = agent.policy_iteration
-    bar = _rounds_bar(cfg.rounds, "policy iteration", progress)
+def _round_recorder(stage: str, bar, logger, stop):
+    """Each policy-iteration round's figures to TensorBoard under ``stage/`` and to the bar; a stop
+    request ends the stage."""
 
     def on_round(rec: dict) -> None:
         for k, v in rec.items():
             if isinstance(v, (int, float)) and k != "round":
-                logger.record(f"policy_iteration/{k}", float(v))
+                logger.record(f"{stage}/{k}", float(v))
         logger.dump(int(rec["round"]))
         bar.update(1)
         bar.set_postfix(cost=f"{rec['cost_pct']:.1f}%", acc=f"{rec['accuracy']:.3f}", refresh=False)
         if stop.is_set():
             raise Interrupted(Path(logger.dir).parent, resumable=False)
 
+    return on_round
+
+
+def _policy_iteration(agent, target, seed, inputs, logger, progress, stop):
+    cfg = agent.policy_iteration
+    bar = _rounds_bar(cfg.rounds, "policy iteration", progress)
+    on_round = _round_recorder("policy_iteration", bar, logger, stop)
     spec = _agg_spec(agent)
     if agent.budget_conditioned:
         res = conditioned_policy_iteration(inputs.train, tuple(agent.lam_range), net_arch=spec.net_arch,
@@ -145,6 +164,20 @@ def _policy_iteration(agent, target, seed, inputs, logger, progress, stop):
         lam = res.lam
     bar.close()
     return res.net, lam, res.regen, res.rounds
+
+
+def _seq_policy_iteration(agent, target, seed, inputs, start, logger, progress, stop):
+    """Policy iteration in the agent's transformer from the agg stage's policy ``start``."""
+    import torch
+
+    cfg = agent.seq_policy_iteration
+    bar = _rounds_bar(cfg.rounds, "policy iteration (seq)", progress)
+    torch.manual_seed(int(seed))
+    res = seq_policy_iteration(inputs.train, budget=None if target.lam is not None else target.budget, lam=target.lam,
+                               net=new_actor(agent), cfg=cfg, seed=seed, start_regen=start,
+                               on_round=_round_recorder("seq_policy_iteration", bar, logger, stop))
+    bar.close()
+    return res.net, res.lam, res.regen, res.rounds
 
 
 def _distill(agent, teacher, seed, inputs, logger, progress):
