@@ -170,6 +170,27 @@ def threshold_for_budget(trees: FlatTrees, budget: float) -> float:
     return float(THRESHOLDS[int(np.argmin(np.abs(np.array(costs) - budget)))])
 
 
+
+def start_threshold(trees: FlatTrees, cfg: PolicyIterationConfig, budget: float | None) -> float:
+    """The TRIM-Thr threshold the first round plays: ``cfg.start_threshold``, else the one whose spend
+    is nearest the budget (0.3 for a price)."""
+    if cfg.start_threshold is not None:
+        return cfg.start_threshold
+    return threshold_for_budget(trees, budget) if budget is not None else 0.3
+
+
+def advantage_targets(trees: FlatTrees, regen: np.ndarray, levels, cfg: PolicyIterationConfig
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """One round's regression data under the policy ``regen``: the exact advantages of regenerating at
+    every node (accuracy, strong tokens / ``token_scale``; 0 where undefined) and the fit weights (how
+    often the policy, each decision flipped with probability ``explore``, reaches the node; 0 where
+    regenerating is not allowed)."""
+    out = policy_outcomes(trees, regen, levels)
+    y = np.stack([out.regen_acc - out.keep_acc, (out.regen_tokens - out.keep_tokens) / cfg.token_scale], axis=1)
+    reach = reach_probability(trees, np.where(regen, 1.0 - cfg.explore, cfg.explore))
+    return np.nan_to_num(y, nan=0.0).astype(np.float32), np.where(trees.regen_allowed, reach, 0.0)
+
+
 def policy_iteration(trees: FlatTrees, *, budget: float | None = None, lam: float | None = None,
                      net_arch: list[int] = (64, 64), activation: str = "tanh",
                      cfg: PolicyIterationConfig | None = None, seed: int = 0,
@@ -189,17 +210,13 @@ def policy_iteration(trees: FlatTrees, *, budget: float | None = None, lam: floa
     x = AggObservation().at_nodes(trees)
     levels = levels_bottom_up(trees)
     allowed = trees.regen_allowed
-    k0 = cfg.start_threshold if cfg.start_threshold is not None else (
-        threshold_for_budget(trees, budget) if budget is not None else 0.3)
+    k0 = start_threshold(trees, cfg, budget)
     regen = allowed & (trees.weak_prm < k0)
     net = PolicyNet("agg", x.shape[1], list(net_arch), activation)
     price = None if lam is None else float(lam) * cfg.token_scale  # lam in token_scale units
     rounds = []
     for r in range(int(cfg.rounds)):
-        out = policy_outcomes(trees, regen, levels)
-        y = np.stack([out.regen_acc - out.keep_acc, (out.regen_tokens - out.keep_tokens) / cfg.token_scale], axis=1)
-        y = np.nan_to_num(y, nan=0.0).astype(np.float32)
-        w = np.where(allowed, reach_probability(trees, np.where(regen, 1.0 - cfg.explore, cfg.explore)), 0.0)
+        y, w = advantage_targets(trees, regen, levels, cfg)
         loss = _fit(net, x, y, w, cfg, rng)
         h = node_margins(net, x)
         if budget is not None:

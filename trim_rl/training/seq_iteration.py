@@ -33,10 +33,10 @@ import numpy as np
 
 from trim_rl.configs import check
 from trim_rl.data.flat import ABSENT, FlatTrees
-from trim_rl.data.tree_dp import levels_bottom_up, policy_outcomes, reach_probability
+from trim_rl.data.tree_dp import levels_bottom_up
 from trim_rl.envs.observations import SeqObservation
-from trim_rl.training.policy_iteration import (PolicyIterationConfig, PolicyIterationResult, bisect_monotone,
-                                               fold_advantage_head, spend_of, threshold_for_budget)
+from trim_rl.training.policy_iteration import (PolicyIterationConfig, PolicyIterationResult, advantage_targets,
+                                               bisect_monotone, fold_advantage_head, spend_of, start_threshold)
 
 
 _pos_int = check(lambda v: v >= 1, "an integer >= 1")
@@ -197,8 +197,7 @@ def seq_policy_iteration(trees: FlatTrees, *, budget: float | None = None, lam: 
     if start_regen is not None:
         regen, k0 = allowed & np.asarray(start_regen, dtype=bool), None
     else:
-        k0 = cfg.start_threshold if cfg.start_threshold is not None else (
-            threshold_for_budget(trees, budget) if budget is not None else 0.3)
+        k0 = start_threshold(trees, cfg, budget)
         regen = allowed & (trees.weak_prm < k0)
     price = None if lam is None else float(lam) * cfg.token_scale
     rounds: list[dict] = []
@@ -206,10 +205,7 @@ def seq_policy_iteration(trees: FlatTrees, *, budget: float | None = None, lam: 
     asked = np.zeros(trees.n_nodes, dtype=bool)
     acc = cost = float("nan")
     for r in range(int(cfg.rounds)):
-        out = policy_outcomes(trees, regen, levels)
-        y = np.stack([out.regen_acc - out.keep_acc, (out.regen_tokens - out.keep_tokens) / cfg.token_scale], axis=1)
-        y = np.nan_to_num(y, nan=0.0).astype(np.float32)
-        w = np.where(allowed, reach_probability(trees, np.where(regen, 1.0 - cfg.explore, cfg.explore)), 0.0)
+        y, w = advantage_targets(trees, regen, levels, cfg)
         idx = rng.choice(trees.n_nodes, size=int(cfg.samples), p=w / w.sum())
         loss = regress_seq(net, trees, idx, y[idx], cfg, rng, builder)
         net.eval()
