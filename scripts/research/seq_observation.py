@@ -1,6 +1,8 @@
 """Does the seq observation add anything over agg on the simulator?  (docs/research/seq_observation.md)
 
-Each step writes its results under $SEQEXP_OUT (default /tmp/seqexp/out) and skips what is there:
+Each step writes its results under $SEQEXP_OUT (default ~/.cache/trim_rl/research/seq_observation, a
+folder only its owner may write: the results are pickles, read back only from such a folder) and skips
+what is there:
 
     python scripts/research/seq_observation.py train 26     # agg-PI, seq-PI (SEQ_* sizes), distilled seq, agg+hist PI
     python scripts/research/seq_observation.py lat 16 26    # agg + the simulator's latent (an oracle bound)
@@ -36,7 +38,7 @@ from trim_rl.training.distill import distill
 from trim_rl.training.seq_iteration import SeqHeads, regress_seq, seq_policy_iteration
 
 torch.set_num_threads(1)
-OUT = os.environ.get("SEQEXP_OUT", "/tmp/seqexp/out")
+OUT = os.environ.get("SEQEXP_OUT", os.path.expanduser("~/.cache/trim_rl/research/seq_observation"))
 TRAIN = os.environ.get("SEQEXP_TRAIN", "sim:math500:train:0-11")
 CALIB = "sim:math500:val:0-3"
 TEST_SEEDS = [int(s) for s in os.environ.get("SEQEXP_TEST", "100-109").split("-")]
@@ -49,7 +51,7 @@ SEQ_CFG = PI.PolicyIterationConfig(rounds=int(os.environ.get("SEQ_ROUNDS", 3)), 
 DIST_CFG = DistillConfig(samples=150_000, epochs=3, batch_size=1024, learning_rate=1e-3)  # agents/trim_seq.yaml
 SEQ_TAG = os.environ.get("SEQ_TAG", "seq")
 SEED = int(os.environ.get("SEQEXP_SEED", 0))
-os.makedirs(OUT, exist_ok=True)
+os.makedirs(OUT, mode=0o700, exist_ok=True)
 
 
 def log(*a):
@@ -124,6 +126,9 @@ def save(name, obj):
 
 
 def load(name):
+    st = os.stat(OUT)  # a pickle runs code when read: only from a folder no one else can write to
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        sys.exit(f"{OUT}: writable by others (or not yours); point SEQEXP_OUT at a private folder")
     with open(f"{OUT}/{name}.pkl", "rb") as fh:
         return pickle.load(fh)
 
@@ -231,19 +236,18 @@ def evaluate(budgets=(16, 26), kinds=("agg", "seq", "seqL", "seqT", "dist", "his
 
 
 def spent_after_error(f, decide):
-    """Per tree: strong tokens the policy spends at nodes whose prefix is already wrong."""
+    """Per tree: strong tokens the policy spends at nodes whose prefix is already wrong (counted on
+    tree_dp.play's own walk)."""
     ok = prefix_ok(f)
-    node = f.tree_root.copy()
     out = np.zeros(f.n_trees, dtype=np.int64)
-    live = np.arange(f.n_trees)
-    while live.size:
-        n = node[live]
-        rc = f.regen_child[n]
-        act = np.asarray(decide(n), dtype=bool) & (rc != ABSENT)
-        out[live] += np.where(act & (ok[n] < 0.5), f.strong_tokens[n], 0)
-        nxt = np.where(act, rc, f.keep_child[n])
-        node[live] = nxt
-        live = live[nxt >= 0]
+
+    def counting(n):
+        act = np.asarray(decide(n), dtype=bool)
+        wasted = act & (f.regen_child[n] != ABSENT) & (ok[n] < 0.5)
+        np.add.at(out, f.tree_index[n[wasted]], f.strong_tokens[n[wasted]])
+        return act
+
+    play(f, counting)
     return out
 
 
