@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from trim_rl.agents.query import QUERY_ROUTERS
+from trim_rl.argtypes import DEFAULT_ENV, refuse_repeats
 from trim_rl.agents.registry import load_checkpoint, load_policy
 from trim_rl.envs.routing_env import DEFAULT_TREES, RoutingEnv, resolve_trees
 from trim_rl.configs import ConfigError
@@ -147,7 +148,7 @@ def train(agent: str | Path = "trim_agg", env: str | Path | None = None, *, budg
 
         return Run(train_live(agent, budget=budget, lam=lam, seed=seed, runs=runs, hyperparams=tuple(hyperparams),
                               init_from=init_from, progress=progress, verbose=verbose, command=command, **live))
-    env = "math500" if env is None else env
+    env = DEFAULT_ENV if env is None else env
     check_seed(seed, "--seed")
     check_workers(workers, "--workers")
     check_runs_root(runs, "--runs")
@@ -296,8 +297,6 @@ def evaluate(policies: str | Sequence[Any] = ("thr", "always-weak", "always-stro
     Everything is checked before any tree is generated or policy run: a ``ValueError`` (or a
     ``FileNotFoundError``) naming the argument as ``evaluate.py`` spells it (``--policies``, ``--trees``,
     ``--out``) or, for the numbers, as this function does."""
-    from trim_rl.argtypes import refuse_repeats
-
     spec = trees if trees is not None else "sim:math500:test"
     names, found, raw = _policy_names(policies)
     if isinstance(checkpoints, (str, Path)):
