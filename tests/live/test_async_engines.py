@@ -146,6 +146,26 @@ def test_run_sync_runs_one_coroutine_from_sync_code_and_from_inside_a_loop(serve
     assert asyncio.run(notebook_cell()) == want
 
 
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, SystemExit])
+def test_run_sync_unwraps_an_interrupt_raised_inside_a_task_group(interrupt):
+    # a signal handler fires wherever the loop is: inside anyio's task group (httpx's connect) the
+    # interrupt reaches run_until_complete wrapped in an exception group, which no `except
+    # KeyboardInterrupt` catches
+    import anyio
+
+    async def stuck():
+        await anyio.sleep(30)
+
+    async def connecting():
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stuck)
+            await anyio.sleep(0)
+            raise interrupt()
+
+    with pytest.raises(interrupt):
+        run_sync(connecting())
+
+
 # ---------------------------------------------------------------------------------------------
 # the in-process engine and PRM: vllm.LLM blocks, so their async methods run it in a worker thread,
 # one call at a time (a stand-in for vllm.LLM here; the real one runs in test_vllm_inprocess.py)

@@ -74,7 +74,7 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     task = loop.create_task(coro)
     try:
         return loop.run_until_complete(task)
-    except BaseException:
+    except BaseException as exc:
         for _ in range(3):  # a second interrupt while it unwinds leaves it pending: cancel again
             if task.done():
                 break
@@ -83,7 +83,24 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
                 loop.run_until_complete(task)
             except BaseException:  # its cancellation, or what it raised while unwinding: the first error wins
                 pass
+        interrupt = _interrupt_in(exc)
+        if interrupt is not None and interrupt is not exc:
+            # a signal handler's exception raised inside a task group (httpx's connect) comes wrapped in
+            # an exception group; the caller catches the interrupt itself
+            raise interrupt from None
         raise
+
+
+def _interrupt_in(exc: BaseException) -> BaseException | None:
+    """The first KeyboardInterrupt or SystemExit in ``exc`` or, depth first, in its exception groups."""
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _interrupt_in(inner)
+            if found is not None:
+                return found
+    return None
 
 
 def _on_helper_thread(coro: Coroutine[Any, Any, T]) -> T:
