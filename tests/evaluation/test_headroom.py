@@ -11,7 +11,8 @@ import pytest
 
 from trim_rl.agents.baselines import ThresholdPolicy
 from trim_rl.data.flat import ABSENT, load_flat
-from trim_rl.evaluation.headroom import agg_policy_iteration, node_features, policy_values, reach_weights
+from trim_rl.evaluation.headroom import (AdvantagePolicy, agg_policy_iteration, fit_policies, node_features, policy_values,
+                                         reach_weights)
 from trim_rl.evaluation.rollout import rollout
 from trim_rl.sim.generate import generate_file
 
@@ -64,6 +65,30 @@ def test_policy_iteration_improves_on_its_start(flat):
         return v.accuracy - lam * v.cost_pct / 100 * flat.strong_only_tokens.mean()
 
     assert objective(pv) > objective(start)
+
+
+def test_advantage_policy_plays_in_the_env_as_the_exact_values_say(flat):
+    # the evaluator rolls the fitted model over the env's agg observation; the tree DP reads the same
+    # features off the nodes: both must take the same decisions
+    lam = 1.5e-3
+    model = agg_policy_iteration(flat, lam, iters=2, min_leaf=20)
+    regen = model.predict(node_features(flat)) > 0
+    assert 0 < regen[flat.regen_allowed].mean() < 1  # a policy that both keeps and regenerates
+    pv = policy_values(flat, regen, lam)
+    rec = rollout(AdvantagePolicy(model, lam), flat)
+    assert rec.correct.mean() == pytest.approx(pv.accuracy, abs=1e-12)
+    assert 100 * rec.strong_tokens.sum() / flat.strong_only_tokens.sum() == pytest.approx(pv.cost_pct, abs=1e-9)
+
+
+def test_fitted_policies_are_one_frontier_for_the_evaluator(flat):
+    from trim_rl.evaluation.evaluation import evaluate_policies
+
+    pols = fit_policies(flat, [1.0e-3, 3.0e-3], iters=1, progress=False, family="ceiling")
+    assert [p.lam for p in pols] == [1.0e-3, 3.0e-3]
+    res = evaluate_policies(flat, ["thr"], n_boot=20, progress=False, checkpoints=pols)
+    points = res["policies"]["ceiling"]["points"]
+    assert len(points) == 2
+    assert points[0]["cost_pct"] != points[1]["cost_pct"]  # a cheaper price buys more regenerations
 
 
 @pytest.mark.slow

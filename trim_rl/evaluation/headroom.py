@@ -20,9 +20,11 @@ import math
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from trim_rl.agents.base import PolicyBase
 from trim_rl.argtypes import OneLineParser, add_seed, int_between, output_file, positive_float, run_command
 from trim_rl.data.flat import FlatTrees
 from trim_rl.data.tree_dp import levels_bottom_up, policy_outcomes, reach_probability
@@ -89,6 +91,38 @@ def agg_policy_iteration(trees: FlatTrees, lam: float, iters: int = 6, explore: 
     return model
 
 
+class AdvantagePolicy(PolicyBase):
+    """A fitted advantage model as a router: regenerate where ``model.predict(agg) > 0`` (and the env
+    allows it), so the evaluator plays it over the trees like any checkpoint.  ``lam`` is the price it
+    was fitted at; all of one fit share ``family`` (one frontier)."""
+
+    family = "agg policy iteration (ceiling estimate)"
+
+    def __init__(self, model, lam: float, family: str | None = None):
+        self.model, self.lam = model, float(lam)
+        if family is not None:
+            self.family = family
+        self.folder = Path("headroom") / f"lam_{self.lam:g}"  # one frontier: every point shares the parent
+
+    def predict(self, observation: np.ndarray, state=None, episode_start=None, deterministic: bool = True,
+                action_masks: np.ndarray | None = None):
+        x = np.asarray(observation, dtype=np.float64)  # the regression was fitted on node_features' float64
+        regen = self.model.predict(x) > 0
+        if action_masks is not None:
+            masks = np.asarray(action_masks, dtype=bool)
+            regen = np.where(masks[:, 1] & masks[:, 0], regen, masks[:, 1])  # a forced action stays forced
+        return regen.astype(np.int64), state
+
+
+def fit_policies(train: FlatTrees, lams, iters: int = 6, seed: int = 0, progress: bool = True,
+                 family: str | None = None) -> list[AdvantagePolicy]:
+    """:func:`agg_policy_iteration` on ``train`` at each price of ``lams``, one router each."""
+    from tqdm import tqdm
+
+    return [AdvantagePolicy(agg_policy_iteration(train, float(lam), iters=iters, seed=seed), lam, family)
+            for lam in tqdm(list(lams), desc="policy iteration", unit="lambda", disable=not progress)]
+
+
 def frontier_cpt(points: list[tuple[float, float]], acc_weak: float, acc_strong: float, level: float = 80.0) -> float:
     """CPT at ``level`` % of the gap for the upper frontier of (cost %, accuracy) points."""
     cost = np.array([c for c, _ in points], dtype=float)
@@ -98,16 +132,13 @@ def frontier_cpt(points: list[tuple[float, float]], acc_weak: float, acc_strong:
 
 def headroom(train: FlatTrees, test: FlatTrees, lams, iters: int = 6, seed: int = 0, progress: bool = True) -> dict:
     """Policy-iteration points on ``test`` per lambda next to TRIM-Thr's, with CPT(80%) of both."""
-    from tqdm import tqdm
-
     x_test = node_features(test)
     acc_weak = float(test.weak_only()["correct"].mean())
     acc_strong = float(test.strong_only_correct.mean())
     rows = []
-    for lam in tqdm(list(lams), desc="policy iteration", unit="lambda", disable=not progress):
-        model = agg_policy_iteration(train, float(lam), iters=iters, seed=seed)
-        pv = policy_values(test, model.predict(x_test) > 0, float(lam))
-        rows.append({"lam": float(lam), "accuracy": pv.accuracy, "cost_pct": pv.cost_pct})
+    for pol in fit_policies(train, lams, iters=iters, seed=seed, progress=progress):
+        pv = policy_values(test, pol.model.predict(x_test) > 0, pol.lam)
+        rows.append({"lam": pol.lam, "accuracy": pv.accuracy, "cost_pct": pv.cost_pct})
     thr = []
     for k in THRESHOLDS:
         pv = policy_values(test, test.weak_prm < k, 0.0)
