@@ -15,9 +15,9 @@ from pathlib import Path
 from trim_rl.argtypes import OneLineParser, add_bootstrap, add_quiet, add_seed, fraction, nonneg_float, refuse_repeats, run_command
 from trim_rl.agents.query import QUERY_ROUTERS
 from trim_rl.configs import ConfigError
-from trim_rl.evaluation.evaluation import DEFAULT_POLICIES, DEFAULT_TREES
+from trim_rl.evaluation.evaluation import DEFAULT_POLICIES, DEFAULT_TREES, POOL_SEEDS
 from trim_rl.evaluation.metrics import MAX_BOOTSTRAP
-from trim_rl.evaluation.paper import paper_report
+from trim_rl.evaluation.paper import check_test_seeds, paper_report
 from trim_rl.evaluation.report import check_output_folder
 from trim_rl.evaluation.robustness import robustness_report
 from trim_rl.evaluation.sweep import LABELS
@@ -43,6 +43,11 @@ def build_parser(prog: str = "evaluate.py") -> argparse.ArgumentParser:
     ap.add_argument("--report", choices=["paper"], default=None,
                     help="'paper': Table-1 rows on the math500 and aime test trees (every baseline and TRIM policy "
                          "present), the Table-2 cross-benchmark table, Pareto plots and PRM diagnostics in --out")
+    ap.add_argument("--test-seeds", default=None, metavar="SEEDS",
+                    help="with --report paper: every table's test trees are the pool of these test seeds of each "
+                         "profile (N, A-B or a comma list; sim:PROFILE:test:SEEDS, generated on first use): pooled "
+                         "figures with intervals over test problems and each seed's spread (default: the bundled "
+                         f"seed; the README's pool is {POOL_SEEDS})")
     ap.add_argument("--checkpoints", nargs="*", default=[], metavar="DIR",
                     help="exported checkpoint folders (or folders holding them); checkpoints of one family "
                          "(policy.json 'family', e.g. TRIM-Agg) form one frontier, one point per checkpoint (its budget or price)")
@@ -91,6 +96,9 @@ def _main(args) -> int:
     """Evaluate routing policies on held-out trajectory trees: sweep each policy's setting (thresholds
     0..1 by 0.05, probabilities, budgets) into operating points and write DIR/metrics.json,
     DIR/points.csv, DIR/report.md and DIR/frontier.png."""
+    if args.test_seeds is not None and args.report != "paper":  # --trees takes the pool of any other evaluation
+        raise ConfigError("--test-seeds: only with --report paper (elsewhere give the pool as --trees "
+                          "sim:PROFILE:test:SEEDS)")
     if args.logged:
         from trim_rl.evaluation.offpolicy import cli_logged
 
@@ -99,9 +107,10 @@ def _main(args) -> int:
         args.trees = ["sim:math500:test" if args.robustness else DEFAULT_TREES]
     if args.report == "paper":
         _check_report_args(args)
+        check_test_seeds(args.test_seeds)
         out = Path(args.out or "reports/paper")
         paper_report(out, checkpoints=args.checkpoints or None, n_boot=args.bootstrap, seed=args.seed,
-                     routing_errors=args.routing_errors, progress=not args.quiet)
+                     routing_errors=args.routing_errors, progress=not args.quiet, test_seeds=args.test_seeds)
         print(f"report: {out / 'report.md'}")
         return 0
     if args.robustness:
