@@ -87,7 +87,7 @@ def test_a_pooled_paper_report_prints_each_seeds_spread_beside_the_pooled_figure
     import json
 
     import trim_rl.cli.evaluate as evaluate_cli
-    from trim_rl.evaluation.report import _spread
+    from trim_rl.evaluation.report import format_spread
 
     summaries = []
     monkeypatch.setattr(evaluate_cli, "paper_report", lambda *a, **k: summaries.append(tiny_report.paper_report(*a, **k)))
@@ -111,7 +111,7 @@ def test_a_pooled_paper_report_prints_each_seeds_spread_beside_the_pooled_figure
         row = next(ln for ln in after.splitlines() if ln.startswith("| TRIM-Thr |"))
         at = 2 if level == "50" else 3
         cells = row.split(" | ")
-        assert cells[at] == _spread(thr["spread"][f"cpt{level}"], 1, True), row
+        assert cells[at] == format_spread(thr["spread"][f"cpt{level}"], 1, True), row
         assert cells[at - 1].startswith(tiny_report._fmt(thr["cpt"][level], True)), row
         header = next(ln for ln in after.splitlines() if ln.startswith("| policy |"))
         assert header.split(" | ")[at] == f"CPT({level}%) per seed", header

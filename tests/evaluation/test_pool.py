@@ -200,9 +200,9 @@ def test_demo_and_evaluate_refuse_a_bad_pool_before_any_work(tmp_path, monkeypat
 
 
 def test_a_ratio_to_a_reference_that_never_reaches_the_level_is_undefined():
-    from trim_rl.evaluation.evaluation import _ratio
+    from trim_rl.evaluation.evaluation import finite_ratio
 
-    r = _ratio([10.0, math.inf, 10.0, math.inf], [20.0, 20.0, math.inf, math.inf])
+    r = finite_ratio([10.0, math.inf, 10.0, math.inf], [20.0, 20.0, math.inf, math.inf])
     assert r[0] == 0.5 and r[1] == math.inf and math.isnan(r[2]) and math.isnan(r[3])
     sp = spread(r)
     assert (sp["mean"], sp["n_inf"]) == (0.5, 1)  # never 0 for a seed where TRIM-Thr never reaches it

@@ -147,9 +147,9 @@ def cpt_ratios(policies: dict, replicates: dict, ref: str = "thr") -> dict:
             continue  # a single point (always-weak / -strong) is no frontier to compare
         entry = {}
         for j, x in enumerate(("50", "80", "95")):
-            pooled = float(_ratio(m["cpt"][x], policies[ref]["cpt"][x]))
-            boot = _ratio(replicates[name]["cpt"][:, j], r_ref[:, j])
-            seeds = _ratio(m["per_seed"][f"cpt{x}"], policies[ref]["per_seed"][f"cpt{x}"])
+            pooled = float(finite_ratio(m["cpt"][x], policies[ref]["cpt"][x]))
+            boot = finite_ratio(replicates[name]["cpt"][:, j], r_ref[:, j])
+            seeds = finite_ratio(m["per_seed"][f"cpt{x}"], policies[ref]["per_seed"][f"cpt{x}"])
             iv = [math.nan, math.nan]
             fin = boot[np.isfinite(boot)]
             if fin.size:
@@ -159,7 +159,7 @@ def cpt_ratios(policies: dict, replicates: dict, ref: str = "thr") -> dict:
     return {"reference": ref, "cpt": out}
 
 
-def _ratio(a, b) -> np.ndarray:
+def finite_ratio(a, b) -> np.ndarray:
     """a / b, undefined (nan) where the reference b never reaches the level (inf): x / inf is no 0."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -27,10 +27,10 @@ from trim_rl.agents import catalog
 from trim_rl.agents.query import _auc
 from trim_rl.data.flat import FlatTrees, load_flat
 from trim_rl.data.trees import atomic_output
-from trim_rl.evaluation.evaluation import _ratio, check_settings, evaluate_policies, load_pool, spread
+from trim_rl.evaluation.evaluation import check_settings, evaluate_policies, finite_ratio, load_pool, spread
 from trim_rl.evaluation.metrics import json_safe
 from trim_rl.evaluation.query_sweep import QueryContext
-from trim_rl.evaluation.report import _spread, check_output_folder, write_all
+from trim_rl.evaluation.report import check_output_folder, format_spread, write_all
 from trim_rl.evaluation.sweep import find_checkpoints
 from trim_rl.resources import project_folder
 from trim_rl.sim.bundled import check_tree_spec, generate_trees, parse_seeds, tree_file
@@ -48,8 +48,9 @@ def _trees(profile: str, split: str, progress: bool) -> FlatTrees:
     return load_flat(tree_file(profile, split, progress=progress))
 
 
-def _pool_spec(profile: str, test_seeds: str) -> str:
-    return f"sim:{profile}:test:{test_seeds}"
+def _pool_specs(test_seeds: str) -> dict[str, str]:
+    """Each test profile's pool of ``test_seeds``: ``sim:PROFILE:test:SEEDS``."""
+    return {p: f"sim:{p}:test:{test_seeds}" for p in (*TABLE1_PROFILES, *CROSS_TARGETS)}
 
 
 def check_test_seeds(test_seeds: str | None) -> None:
@@ -58,14 +59,14 @@ def check_test_seeds(test_seeds: str | None) -> None:
         return
     if not isinstance(test_seeds, str) or ":" in test_seeds:
         raise ValueError(f"--test-seeds: expected N, A-B or a comma list of those, got {test_seeds!r}")
-    check_tree_spec([_pool_spec(p, test_seeds) for p in (*TABLE1_PROFILES, *CROSS_TARGETS)], "--test-seeds")
+    check_tree_spec(list(_pool_specs(test_seeds).values()), "--test-seeds")
 
 
 def _test_trees(profile: str, test_seeds: str | None, progress: bool) -> tuple[FlatTrees, list | None, str]:
     """A profile's test trees, their groups (one per seed; None for the bundled seed) and their label."""
     if test_seeds is None:
         return _trees(profile, "test", progress), None, f"sim:{profile}:test"
-    spec = _pool_spec(profile, test_seeds)
+    spec = _pool_specs(test_seeds)[profile]
     trees, groups = load_pool(spec, progress)
     return trees, groups, spec
 
@@ -143,7 +144,7 @@ def _table(result: dict, level: str = "80") -> list[str]:
         cells += [f"{_fmt(m['dibc'], d=2)}{_ci(iv['dibc'], 2)}", f"{_fmt(m['apgr'], d=3)}{_ci(iv['apgr'], 3)}",
                   _fmt(auc, d=3) if auc is not None else ""]
         if pooled:
-            cells.insert(at, _spread(m["spread"][f"cpt{level}"], 1, True))
+            cells.insert(at, format_spread(m["spread"][f"cpt{level}"], 1, True))
         lines.append(f"| {m['label']} | " + " | ".join(cells) + " |")
     for name, why in (result.get("not_applicable") or {}).items():
         lines.append(f"| {name} | " + "n/a | " * (len(cols) - 1) + f"{why.get('not_applicable', '')} |")
@@ -160,8 +161,8 @@ def _ratio_line(result: dict) -> str:
     best = min(finite, key=finite.get)
     per_seed = ""
     if "pool" in result:  # the same ratio on each seed alone (undefined where the router never reaches 80%)
-        sp = spread(_ratio(pol["thr"]["per_seed"]["cpt80"], pol[best]["per_seed"]["cpt80"]))
-        per_seed = f"; per seed {_spread(sp, 2)}"
+        sp = spread(finite_ratio(pol["thr"]["per_seed"]["cpt80"], pol[best]["per_seed"]["cpt80"]))
+        per_seed = f"; per seed {format_spread(sp, 2)}"
     return (f"TRIM-Thr's CPT(80%) is {thr / finite[best]:.2f}x that of the best query-level router "
             f"({pol[best]['label']}, {finite[best]:.1f}%{per_seed}).")
 
@@ -198,14 +199,14 @@ def paper_report(out: str | Path, checkpoints=None, n_boot: int = 1000, seed: in
     summary: dict = {"table1": {}, "table2": {}, "prm_diagnostics": {}, "routing_errors": routing_errors}
     if test_seeds is not None:
         # every test seed generated first, under one bar, rather than one profile's pool between evaluations
-        generate_trees([_pool_spec(p, test_seeds) for p in (*TABLE1_PROFILES, *CROSS_TARGETS)], progress=progress)
-        summary["test_trees"] = {p: _pool_spec(p, test_seeds) for p in (*TABLE1_PROFILES, *CROSS_TARGETS)}
+        summary["test_trees"] = _pool_specs(test_seeds)
+        generate_trees(list(summary["test_trees"].values()), progress=progress)
     md = ["# Benchmark report (TRIM paper format)", "",
           "Simulated trees of the calibrated simulator (see README); costs in % of always-strong tokens; "
           f"95% bootstrap intervals over problems ({n_boot} resamples). Learned query routers are fitted on each "
           "profile's train split and tuned on its val split only.", ""]
     if test_seeds is not None:
-        md += _pool_header(test_seeds, len(parse_seeds(test_seeds, _pool_spec("math500", test_seeds))))
+        md += _pool_header(test_seeds, len(parse_seeds(test_seeds, summary["test_trees"]["math500"])))
     if routing_errors:
         md += [f"Routing-error ablation: every step policy's decisions flipped with probability {routing_errors}.", ""]
     for profile in TABLE1_PROFILES:

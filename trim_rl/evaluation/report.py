@@ -66,7 +66,7 @@ def write_points(out: Path, result: dict) -> None:
         fh.write(buf.getvalue())
 
 
-def _spread(sp: dict, digits: int = 1, pct: bool = False) -> str:
+def format_spread(sp: dict, digits: int = 1, pct: bool = False) -> str:
     """``mean ± sd [min, max]`` over seeds (``, inf on k`` where a seed never reaches the level)."""
     if sp is None:
         return ""
@@ -129,8 +129,8 @@ def markdown(result: dict) -> str:
         for m in result["policies"].values():
             sp = m["spread"]
             lines.append(f"| {m['label']} | " + " | ".join(
-                [_spread(sp[f"cpt{k}"], 1, True) for k in ("50", "80", "95")]
-                + [_spread(sp["dibc"], 2), _spread(sp["apgr"], 3)]) + " |")
+                [format_spread(sp[f"cpt{k}"], 1, True) for k in ("50", "80", "95")]
+                + [format_spread(sp["dibc"], 2), format_spread(sp["apgr"], 3)]) + " |")
         lines.append("")
     ratios = result.get("ratios")
     if ratios and ratios["cpt"] and ratios["reference"] in result["policies"]:
@@ -170,7 +170,7 @@ def _ratio(e: dict) -> str:
         return "n/a"
     iv = e["interval"]
     ci = f" [{iv[0]:.2f}, {iv[1]:.2f}]" if iv and iv[0] is not None and math.isfinite(iv[0]) else ""
-    return f"{e['pooled']:.2f}x{ci}; per seed {_spread(e['spread'], 2)}"
+    return f"{e['pooled']:.2f}x{ci}; per seed {format_spread(e['spread'], 2)}"
 
 
 def main_table(result: dict) -> list[str]:
@@ -188,7 +188,7 @@ def main_table(result: dict) -> list[str]:
                + "".join(f"| {_fmt(m['cpt'][k], 1, True)}{_ci(iv['cpt'][k])} " for k in ("50", "80", "95"))
                + f"| {_fmt(m['dibc'], 2)}{_ci(iv['dibc'], 2)} | {_fmt(m['apgr'], 3)}{_ci(iv['apgr'], 3)} | {100 * best:.1f}% |")
         if pool:
-            row += f" {_spread(m['spread']['cpt80'], 1, True)} |"
+            row += f" {format_spread(m['spread']['cpt80'], 1, True)} |"
         lines.append(row)
     return lines
 
@@ -204,7 +204,7 @@ def terminal_table(result: dict) -> str:
         row = [m["label"]] + [f"{_fmt(m['cpt'][k], 1, True)}{_ci(iv['cpt'][k])}" for k in ("50", "80", "95")]
         row += [f"{_fmt(m['dibc'], 2)}{_ci(iv['dibc'], 2)}", f"{_fmt(m['apgr'], 3)}{_ci(iv['apgr'], 3)}"]
         if pool:
-            row.append(_spread(m["spread"]["cpt80"], 1, True))
+            row.append(format_spread(m["spread"]["cpt80"], 1, True))
         rows.append(row)
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     ref = result["references"]

@@ -170,7 +170,6 @@ def threshold_for_budget(trees: FlatTrees, budget: float) -> float:
     return float(THRESHOLDS[int(np.argmin(np.abs(np.array(costs) - budget)))])
 
 
-
 def start_threshold(trees: FlatTrees, cfg: PolicyIterationConfig, budget: float | None) -> float:
     """The TRIM-Thr threshold the first round plays: ``cfg.start_threshold``, else the one whose spend
     is nearest the budget (0.3 for a price)."""
