@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import trim_rl
+from trim_rl.data.trees import atomic_output
 from trim_rl.evaluation.headroom import fit_policies
 from trim_rl.sim.bundled import load_trees
 
@@ -49,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = {"train": args.train, "train_trees": train.n_trees, "trees": args.trees, "lams": args.lams,
                 "iters": args.iters, "seed": args.seed, "fit_seconds": round(fit_s, 1),
                 "seconds": round(time.time() - t0, 1)}
-    Path(args.out, "ceiling_settings.json").write_text(json.dumps(settings, indent=1) + "\n")
+    with atomic_output(Path(args.out, "ceiling_settings.json"), "w") as fh:
+        fh.write(json.dumps(settings, indent=1) + "\n")
     print(res.table())
     for fam in res.data["policies"]:
         try:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from trim_rl.agents.registry import load_checkpoint
-from trim_rl.evaluation.sweep import EVAL_BUDGETS, sweep_checkpoints, table_budgets
+from trim_rl.evaluation.sweep import EVAL_BUDGETS, checkpoint_families, sweep_checkpoints, table_budgets
 from trim_rl.sim.bundled import load_trees
 from tests.conftest import REPO
 
@@ -33,3 +33,14 @@ def test_the_shipped_budget_checkpoint_is_swept_at_its_table_budgets():
     # a larger budget buys more strong tokens: the spend grows with the request
     costs = [float(np.mean(p.records.strong_tokens)) for p in sorted(points, key=lambda p: p.requested_budget)]
     assert costs == sorted(costs) and costs[-1] > costs[0]
+
+
+def test_policies_built_in_memory_join_their_family_and_are_told_apart_from_a_folder():
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    mem = [SimpleNamespace(family="F", folder=None) for _ in range(2)]
+    assert checkpoint_families(mem) == {"F": mem}  # no folder: one frontier, named by the family alone
+    disk = SimpleNamespace(family="F", folder=Path("/runs/a/ck"))
+    fam = checkpoint_families([*mem, disk])
+    assert fam == {"F [<in memory>]": mem, "F [runs/a]": [disk]}

@@ -20,7 +20,6 @@ import math
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -102,7 +101,6 @@ class AdvantagePolicy(PolicyBase):
         self.model, self.lam = model, float(lam)
         if family is not None:
             self.family = family
-        self.folder = Path("headroom") / f"lam_{self.lam:g}"  # one frontier: every point shares the parent
 
     def predict(self, observation: np.ndarray, state=None, episode_start=None, deterministic: bool = True,
                 action_masks: np.ndarray | None = None):

@@ -122,16 +122,19 @@ def checkpoint_families(policies: list) -> dict[str, list]:
     """Group checkpoints by family label (one frontier per family); a family found in several
     folders is split by folder (e.g. shipped vs freshly trained), named by the shortest tail of the
     folder's path (two parts at least) that tells them apart: ``TRIM-Agg [demo/checkpoints]``."""
+    def parent(pol) -> str:  # a policy built in memory (no folder) joins its family's frontier as is
+        return str(pol.folder.parent) if pol.folder is not None else "<in memory>"
+
     parents: dict[str, set] = {}
     for pol in policies:
-        parents.setdefault(pol.family, set()).add(str(pol.folder.parent))
+        parents.setdefault(pol.family, set()).add(parent(pol))
     short: dict[str, str] = {}
     for folders in parents.values():
         if len(folders) > 1:
             short.update(short_names(sorted(folders)))
     fam: dict[str, list] = {}
     for pol in policies:
-        key = pol.family if len(parents[pol.family]) == 1 else f"{pol.family} [{short[str(pol.folder.parent)]}]"
+        key = pol.family if len(parents[pol.family]) == 1 else f"{pol.family} [{short[parent(pol)]}]"
         fam.setdefault(key, []).append(pol)
     return fam
 
