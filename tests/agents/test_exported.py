@@ -14,7 +14,8 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.slow
 
 TINY = ["total_timesteps:1024", "eval_freq:1024", "n_envs:8", "n_steps:32", "batch_size:128", "n_epochs:2",
-        "policy_iteration.rounds:2", "policy_iteration.samples:3000"]
+        "policy_iteration.rounds:2", "policy_iteration.samples:3000", "seq_policy_iteration.rounds:1",
+        "seq_policy_iteration.samples:3000", "seq_policy_iteration.epochs:1"]
 
 
 @pytest.fixture(scope="module")

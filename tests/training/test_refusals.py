@@ -100,9 +100,12 @@ def test_the_memory_estimate_passes_the_shipped_agents_and_names_the_largest_key
 
     for name in ("trim_agg", "trim_seq", "trim_agg_budget", "trim_agg_scratch"):
         check_memory(load_agent(REPO / "agents" / f"{name}.yaml"), name, available=2 * 10**9)
-    agent = load_agent(REPO / "agents" / "trim_seq.yaml")
+    agent = load_agent(REPO / "agents" / "trim_seq.yaml", ["recipe:[policy_iteration, distill, ppo]"])
     with pytest.raises(ConfigError, match=r"^x: distill\.samples: the distill stage would need at least"):
         check_memory(agent, "x", available=10**8)  # distillation's samples are its largest need
+    agent = load_agent(REPO / "agents" / "trim_seq.yaml", ["seq_policy_iteration.samples:100000000"])
+    with pytest.raises(ConfigError, match=r"^x: seq_policy_iteration\.samples: the seq policy iteration stage"):
+        check_memory(agent, "x", available=2 * 10**9)
 
 
 def test_the_api_refuses_alike_before_any_folder(tiny_env, tmp_path):

@@ -69,6 +69,7 @@ def check_runs_root(runs, flag: str = "--runs") -> Path:
 F32 = 4
 EVAL_ROWS = 1 << 17  # rows per batch where policy iteration scores every node of the trees
 PI_BYTES_PER_SAMPLE = 100  # drawn index, uniforms, features and their standardised copy, targets
+SEQ_PI_BYTES_PER_SAMPLE = 64  # drawn node, its row position, targets, sort keys (observations are built per batch)
 SB3_BATCH = 64  # MaskablePPO's default minibatch
 SB3_N_STEPS = 2048  # MaskablePPO's default rollout length per env
 
@@ -135,6 +136,9 @@ def memory_needs(agent) -> list[tuple[str, str, int]]:
         needs.append(("policy_iteration", "policy_iteration.samples", int(pi.samples) * PI_BYTES_PER_SAMPLE))
         needs.append(("policy_iteration", "policy_kwargs.net_arch",
                       4 * F32 * _mlp_params(7, pi_arch, 2) + 2 * EVAL_ROWS * max(pi_arch) * F32))
+    if "seq_policy_iteration" in agent.recipe:
+        needs.append(("seq_policy_iteration", "seq_policy_iteration.samples",
+                      int(agent.seq_policy_iteration.samples) * SEQ_PI_BYTES_PER_SAMPLE))
     if "distill" in agent.recipe:
         needs.append(("distill", "distill.samples", int(agent.distill.samples) * (16 + 2 * obs_dim * F32)))
     return needs
