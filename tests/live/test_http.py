@@ -510,7 +510,14 @@ def test_requests_are_spread_over_replicas_by_problem(serve):
     assert eng.generate([StepRequest(f"problem-{i}") for i in range(16)]) == first  # a problem keeps its server
 
 
-def test_dead_replica_is_left_out_and_tried_again_later(serve):
+def test_dead_replica_is_left_out_and_tried_again_later(serve, monkeypatch):
+    import types
+
+    from trim_rl.live import http as http_module
+
+    # the replicas' time out is read from a clock the test moves, so a slow machine cannot end it early
+    clock = [time.monotonic()]
+    monkeypatch.setattr(http_module, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
     state = {"down": True}
 
     def flaky(req):
@@ -524,10 +531,11 @@ def test_dead_replica_is_left_out_and_tried_again_later(serve):
     assert {r.text for r in out} == {"a"}  # b and the dead one failed: everything went to a
     n_b = len(b.on("/v1/completions"))
     assert n_b >= 1  # b had its share of the first wave, then was left out
+    clock[0] += 0.9
     assert len(eng.generate([StepRequest(f"problem-{i}") for i in range(12)])) == 12
     assert len(b.on("/v1/completions")) == n_b  # still out
     state["down"] = False
-    time.sleep(1.05)
+    clock[0] += 0.15  # past its 1 s out
     out = eng.generate([StepRequest(f"problem-{i}") for i in range(12)])
     assert {r.text for r in out} == {"a", "b"}  # back in
 
