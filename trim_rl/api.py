@@ -27,6 +27,7 @@ from trim_rl.argtypes import DEFAULT_ENV, refuse_repeats
 from trim_rl.agents.registry import load_checkpoint, load_policy
 from trim_rl.envs.routing_env import DEFAULT_TREES, RoutingEnv, resolve_trees
 from trim_rl.configs import ConfigError
+from trim_rl.evaluation.evaluation import DEFAULT_TREES as POOL_TREES
 from trim_rl.evaluation.evaluation import check_settings, evaluate_policies, load_pool, make_query_context
 from trim_rl.evaluation.perturb import describe, perturb_prm
 from trim_rl.evaluation.report import check_output_folder, terminal_table, write_all
@@ -280,7 +281,8 @@ def evaluate(policies: str | Sequence[Any] = ("thr", "always-weak", "always-stro
              routing_errors: float = 0.0, prm_noise: float = 0.0, prm_flip: float = 0.0,
              train_trees: str | None = None, val_trees: str | None = None, out: str | Path | None = None,
              progress: bool = False) -> Evaluation:
-    """Sweep policies over held-out trees (default the bundled math500 test trees), like ``evaluate.py``
+    """Sweep policies over held-out trees (default the README's pool ``sim:math500:test:100-109``; the
+    bundled seed alone is ``"sim:math500:test"``), like ``evaluate.py``
     (which is this function's command line).  ``policies`` holds built-in names (``thr``, ``random``,
     ``oracle-step``, query routers, ...; or one comma-separated string of them), checkpoint folders
     (each family one frontier) and loaded checkpoints; ``checkpoints`` more folders (or folders
@@ -297,7 +299,7 @@ def evaluate(policies: str | Sequence[Any] = ("thr", "always-weak", "always-stro
     Everything is checked before any tree is generated or policy run: a ``ValueError`` (or a
     ``FileNotFoundError``) naming the argument as ``evaluate.py`` spells it (``--policies``, ``--trees``,
     ``--out``) or, for the numbers, as this function does."""
-    spec = trees if trees is not None else "sim:math500:test"
+    spec = trees if trees is not None else POOL_TREES
     names, found, raw = _policy_names(policies)
     if isinstance(checkpoints, (str, Path)):
         checkpoints = [checkpoints]

@@ -119,11 +119,11 @@ def test_a_pooled_paper_report_prints_each_seeds_spread_beside_the_pooled_figure
     assert (out / "aime_to_minerva" / "report.md").read_text().count("Per-seed spread") == 1
 
 
-def test_the_paper_report_without_test_seeds_is_the_bundled_seeds(tmp_path, monkeypatch, tiny_report):
+def test_the_paper_report_with_test_seeds_none_is_the_bundled_seeds(tmp_path, monkeypatch, tiny_report):
     import json
 
     monkeypatch.setattr(tiny_report, "load_pool", _forbidden)
-    tiny_report.paper_report(tmp_path / "paper", n_boot=5, progress=False)
+    tiny_report.paper_report(tmp_path / "paper", n_boot=5, progress=False, test_seeds=None)
     md = (tmp_path / "paper" / "report.md").read_text()
     data = json.loads((tmp_path / "paper" / "paper.json").read_text())
     assert "per seed" not in md and "pool" not in md and "test_trees" not in data
@@ -160,3 +160,21 @@ def test_the_api_checks_test_seeds_before_creating_the_folder(tmp_path):
     with pytest.raises(ValueError, match="--test-seeds: .*seed 4294967296 is not in"):
         paper_report(tmp_path / "r", test_seeds="4294967296")
     assert not (tmp_path / "r").exists()
+
+
+def test_the_paper_report_defaults_to_the_readme_pool(tmp_path, monkeypatch):
+    """Every figure in the docs is pooled, so a report made without flags is too: from the command line
+    and from Python alike."""
+    import inspect
+
+    import trim_rl.cli.evaluate as evaluate_cli
+    from trim_rl.evaluation.evaluation import POOL_SEEDS
+    from trim_rl.evaluation.paper import paper_report
+
+    assert POOL_SEEDS == "100-109"
+    assert inspect.signature(paper_report).parameters["test_seeds"].default == POOL_SEEDS
+    seen = []
+    monkeypatch.setattr(evaluate_cli, "paper_report", lambda *a, **k: seen.append(k["test_seeds"]))
+    assert evaluate_cli.main(["--report", "paper", "--out", str(tmp_path / "a"), "--quiet"]) == 0
+    assert evaluate_cli.main(["--report", "paper", "--test-seeds", "0", "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    assert seen == [POOL_SEEDS, "0"]
