@@ -161,6 +161,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.bench") -
     sv.add_argument("--overhead-concurrency", type=int, default=64, help="at once in the overhead run (default 64)")
     add_max_tokens(sv, 16)
     add_max_steps(sv, 3)
+    sv.add_argument("--verify-prompt", nargs="+", choices=("separate", "continued"), default=["separate"],
+                    help="the self-verify question's layout(s) (serve's --verify-prompt); two run the three modes "
+                         "once per layout in this one run, side by side (default separate)")
     sv.add_argument("--target-share", type=float, help="also run --target-strong-share at this share")
     sv.add_argument("--compare", action="store_true",
                     help="instead: weak SmolLM2-135M and strong Gemma 3 270M (a llama-server each, --slots slots): "

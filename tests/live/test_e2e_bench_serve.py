@@ -1,5 +1,5 @@
 """``python -m trim_rl.bench serve`` against the real llama-server: the three modes side by side and
-llama-server's own profile of each (its /metrics counters)."""
+llama-server's own profile of each (its /metrics counters), once per self-verify question layout."""
 
 from __future__ import annotations
 
@@ -13,16 +13,20 @@ from tests.live.conftest import REPO
 def test_bench_serve_prints_modes_and_the_backends_profile(llama_url):
     r = subprocess.run([sys.executable, "-m", "trim_rl.bench", "serve", "--url", llama_url, "--requests", "2",
                         "--max-steps", "1", "--max-tokens", "4", "--overhead-requests", "8", "--overhead-concurrency",
-                        "4", "--policy", "thr:0.5"], cwd=REPO, capture_output=True, text=True, timeout=900)
+                        "4", "--policy", "thr:0.5", "--verify-prompt", "separate", "continued"],
+                       cwd=REPO, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr
-    lines = r.stdout.splitlines()
-    assert any(x.startswith("ratio batching / one at a time:") for x in lines)
-    rows = {}
-    for mode in ("batching", "one at a time", "strong only"):
-        (row,) = [x for x in lines[lines.index(next(x for x in lines if x.startswith("llama-server's own time"))):]
-                  if x.startswith(mode + " ")]
-        rows[mode] = [float(v) for v in re.findall(r"[\d.]+", row[len(mode):])]
-    for mode, (prompt_tok, _prompt_s, gen_tok, _gen_s, decodes, slots) in rows.items():
-        # every mode made the server work: tokens generated in decode calls with at least one slot busy
-        assert gen_tok >= 2 and decodes >= gen_tok / 4 and slots >= 1.0, (mode, rows)
-        assert prompt_tok > 0
+    blocks = r.stdout.split("self-verify question: ")[1:]
+    assert [b.splitlines()[0] for b in blocks] == ["separate", "continued"]
+    for block in blocks:
+        lines = block.splitlines()
+        assert any(x.startswith("ratio batching / one at a time:") for x in lines)
+        rows = {}
+        for mode in ("batching", "one at a time", "strong only"):
+            (row,) = [x for x in lines[lines.index(next(x for x in lines if x.startswith("llama-server's own time"))):]
+                      if x.startswith(mode + " ")]
+            rows[mode] = [float(v) for v in re.findall(r"[\d.]+", row[len(mode):])]
+        for mode, (prompt_tok, _prompt_s, gen_tok, _gen_s, decodes, slots) in rows.items():
+            # every mode made the server work: tokens generated in decode calls with at least one slot busy
+            assert gen_tok >= 2 and decodes >= gen_tok / 4 and slots >= 1.0, (mode, rows)
+            assert prompt_tok > 0

@@ -121,12 +121,22 @@ def test_missing_problems_file_is_named(capsys, servers, tmp_path):
     (["--vllm-arg", "gpu_memory_utilization"], ["--vllm-arg", "KEY=VALUE"]),
     (["--timeout", "-1"], ["--timeout"]),
     (["--batch", "0"], ["--batch", ">= 1"]),
+    (["--prm", "self-verify", "--verify-prompt", "joined"], ["--verify-prompt", "joined"]),
 ])
 def test_bad_flags_are_one_line(capsys, servers, problems, tmp_path, extra, needles):
     rc, _, err = run(capsys, *decode_args(servers, problems, tmp_path / "o.jsonl", *extra))
     assert rc == 2
     one_error_line(err, *needles)
     assert not (tmp_path / "o.jsonl").exists()
+
+
+@pytest.mark.parametrize("options, want", [({"prm": "self-verify"}, "separate"),
+                                           ({"prm": "self-verify", "verify_prompt": "continued"}, "continued")])
+def test_the_verify_prompt_option_reaches_the_self_verify_scorer(servers, options, want):
+    from trim_rl.live.env import backends_from_urls
+
+    gen, _ = servers
+    assert backends_from_urls(gen.url, gen.url, None, options).scorer.verify_prompt == want
 
 
 def test_vllm_args_are_parsed_per_role():

@@ -229,3 +229,32 @@ def test_llama_server_tokens_sharing_a_text_are_summed(serve):
                                                      "top_logprobs": top}]}}]}
     srv = serve(lambda req: answer)
     assert SelfVerifyScorer(srv.url, model="m", http=FAST).score_last([("p", ["s"])]) == pytest.approx([0.5])
+
+
+@pytest.mark.parametrize("template, answer_turn", [("chatml", "<|im_start|>assistant\n"),
+                                                   ("llama3", "<|start_header_id|>assistant<|end_header_id|>\n\n")])
+def test_the_continued_question_starts_with_the_step_prompt_that_follows_the_steps(serve, template, answer_turn):
+    """A prefix cache that holds a step's generation holds the start of its check: the question sent is
+    the step prompt after those steps (system, problem, steps), then the question as a user turn."""
+    from trim_rl.live.prm import CONTINUED_QUESTION
+    from trim_rl.live.prompts import ChatTemplate, step_prompt
+
+    srv = serve(lambda req: logprob_answer({" yes": LN(0.5)}))
+    tpl = ChatTemplate.resolve(template)
+    steps = ["Let x = 2.", "Then 2x = 4."]
+    continued = SelfVerifyScorer(srv.url, model="m", http=FAST, template=tpl, verify_prompt="continued")
+    assert continued.score_last([("What is 2x?", steps)]) == [1.0]
+    sent = srv.on("/v1/completions")[-1].payload["prompt"]
+    prefix = step_prompt(tpl, "What is 2x?", steps)
+    assert sent.startswith(prefix) and sent.endswith(answer_turn)
+    assert CONTINUED_QUESTION in sent[len(prefix):] and "Step 2" not in sent
+    separate = SelfVerifyScorer(srv.url, model="m", http=FAST, template=tpl)
+    separate.score_last([("What is 2x?", steps)])
+    other = srv.on("/v1/completions")[-1].payload["prompt"]
+    assert "Step 2: Then 2x = 4." in other and not other.startswith(step_prompt(tpl, "What is 2x?", []))
+
+
+def test_an_unknown_verify_prompt_is_refused_naming_the_flag(serve):
+    srv = serve(lambda req: logprob_answer({}))
+    with pytest.raises(ValueError, match="--verify-prompt.*separate, continued.*'joined'"):
+        SelfVerifyScorer(srv.url, model="m", http=FAST, verify_prompt="joined")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields
 from trim_rl.argtypes import add_field_flags, flag, int_at_least, nonneg_float
 from trim_rl.live.engines import Sampling, make_engine
 from trim_rl.live.http import HTTPSettings, split_urls
-from trim_rl.live.prm import SelfVerifyScorer, VLLMInProcessPRM, VLLMPoolingPRM
+from trim_rl.live.prm import VERIFY_PROMPTS, SelfVerifyScorer, VLLMInProcessPRM, VLLMPoolingPRM
 from trim_rl.live.prompts import ChatTemplate
 
 ENGINES, REQUESTS = "engines", "requests"
@@ -64,6 +64,11 @@ class BackendConfig:
         "step scorer: 'vllm' = a process reward model behind vllm serve's /pooling (--prm-url); 'self-verify' = "
         "ask a completions model whether the newest step is correct and read P(yes) from its logprobs "
         "(--prm-url, default the weak server)", ENGINES, choices=("vllm", "self-verify")))
+    verify_prompt: str = field(default="separate", metadata=flag(
+        "--prm self-verify's question: 'separate' restates the problem and the numbered steps in a turn of its "
+        "own; 'continued' asks in the step prompt's own conversation, so that a server's prefix cache (vLLM "
+        "--enable-prefix-caching, llama-server's slots) serves a step and its check together (default separate)",
+        ENGINES, choices=VERIFY_PROMPTS))
     prm_url: str | None = field(default=None, metadata=flag(
         "server of the step scorer (for --prm vllm: vllm serve Qwen/Qwen2.5-Math-PRM-7B), or vllm:MODEL in-process"
         + _REPLICAS, ENGINES, nargs="+"))
@@ -179,7 +184,8 @@ def build_scorer(cfg: BackendConfig, http, template, urls, vargs):
         url = url or urls["weak"]
         if url.startswith("vllm:"):
             raise ValueError("--prm self-verify needs an HTTP completions server (--prm-url)")
-        return SelfVerifyScorer(url, cfg.prm_model, template, http, api_key=cfg.api_key, wait_ready_s=cfg.wait_ready)
+        return SelfVerifyScorer(url, cfg.prm_model, template, http, api_key=cfg.api_key, wait_ready_s=cfg.wait_ready,
+                                verify_prompt=cfg.verify_prompt)
     if not url:
         raise ValueError("--prm vllm needs --prm-url (a vllm serve of the PRM, or vllm:MODEL in-process)")
     if url.startswith("vllm:"):

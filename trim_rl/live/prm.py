@@ -33,7 +33,7 @@ from collections.abc import Sequence
 
 from trim_rl.live.aio import run_sync
 from trim_rl.live.http import ContextLengthError, EngineError, HTTPSettings, check_number, connect
-from trim_rl.live.prompts import ChatTemplate
+from trim_rl.live.prompts import DEFAULT_SYSTEM, STEP_SEPARATOR, ChatTemplate
 from trim_rl.live.window import Score, StepWindow
 
 Item = tuple[str, Sequence[str]]  # (problem, steps)
@@ -293,6 +293,12 @@ class VLLMInProcessPRM(_Windowed):
 
 VERIFY_QUESTION = ("Here is a math problem and the start of a solution.\n\nProblem:\n{problem}\n\n"
                    "Solution so far:\n{steps}\n\nIs Step {n} correct? Answer yes or no.")
+#: the question of the ``continued`` layout, asked after the steps in the step prompt's own conversation
+CONTINUED_QUESTION = "Is the last step above correct? Answer yes or no."
+#: ``separate``: the problem and the numbered steps restated in a question of its own; ``continued``:
+#: the step prompt (system, problem, steps) with the question as the next user turn, so that a server's
+#: prefix cache holds the step generation and its check together
+VERIFY_PROMPTS = ("separate", "continued")
 
 
 class SelfVerifyScorer(_Windowed):
@@ -308,11 +314,19 @@ class SelfVerifyScorer(_Windowed):
     not given) the questions of a call go up to ``prompts_per_request`` per request; an answer to
     several prompts (vLLM's choices by ``index``, or llama-server's array of completion objects)
     that cannot be read is asked again one question per request, and so are all later ones.
+
+    ``verify_prompt`` (:data:`VERIFY_PROMPTS`): ``continued`` asks in the step prompt's conversation
+    (:func:`~trim_rl.live.prompts.step_prompt` with ``system``, then the question as a user turn), so
+    the check of a step starts with the tokens that generated it and a server with a prefix cache
+    (vLLM's ``--enable-prefix-caching``, llama-server's slots) computes only the question.
     """
 
     def __init__(self, url, model: str | None = None, template: ChatTemplate | None = None,
                  http: HTTPSettings | None = None, top_logprobs: int = 10, api_key: str | None = None,
-                 wait_ready_s: float = 0.0, prompts_per_request: int | None = None):
+                 wait_ready_s: float = 0.0, prompts_per_request: int | None = None,
+                 verify_prompt: str = "separate", system: str = DEFAULT_SYSTEM):
+        if verify_prompt not in VERIFY_PROMPTS:
+            raise ValueError(f"--verify-prompt: expected one of {', '.join(VERIFY_PROMPTS)}, got {verify_prompt!r}")
         self.client = connect(url, http, api_key, wait_ready_s)
         card = self.client.model_card() if model is None else {"id": model}
         self.model = str(card["id"])
@@ -324,8 +338,16 @@ class SelfVerifyScorer(_Windowed):
         self.prompts_per_request = max(1, int(prompts_per_request))
         self.batch_error: str | None = None  # why answers to several questions could not be read, if so
         self.window = StepWindow()
+        self.verify_prompt, self.system = verify_prompt, system
 
     def prompt(self, problem: str, steps: Sequence[str], first: int = 1) -> str:
+        if self.verify_prompt == "continued":
+            # the conversation step_prompt renders, with the steps as the assistant's turn: for templates
+            # that open an assistant turn with the generation prompt (chatml, llama3) this starts with
+            # the step prompt of the step after these, byte for byte
+            return self.template.render([{"role": "system", "content": self.system}, {"role": "user", "content": problem},
+                                         {"role": "assistant", "content": "".join(s + STEP_SEPARATOR for s in steps)},
+                                         {"role": "user", "content": CONTINUED_QUESTION}])
         listed = "\n\n".join(f"Step {first + i}: {s}" for i, s in enumerate(steps))
         q = VERIFY_QUESTION.format(problem=problem, steps=listed, n=first + len(steps) - 1)
         return self.template.render([{"role": "user", "content": q}])

@@ -189,9 +189,10 @@ def run_mode(url: str, model: str, problems: list[str], concurrency: int) -> dic
             / max(1, sum(u.completion_tokens for _, u in got)), "wall_s": wall}
 
 
-def backend_args(urls: str, max_tokens: int, max_steps: int) -> list[str]:
-    return ["--weak-url", urls, "--strong-url", urls, "--prm", "self-verify", "--weak-temperature", "0.7",
-            "--max-tokens", str(max_tokens), "--max-steps", str(max_steps), "--timeout", "600", "--retries", "1"]
+def backend_args(urls: str, max_tokens: int, max_steps: int, verify_prompt: str = "separate") -> list[str]:
+    return ["--weak-url", urls, "--strong-url", urls, "--prm", "self-verify", "--verify-prompt", verify_prompt,
+            "--weak-temperature", "0.7", "--max-tokens", str(max_tokens), "--max-steps", str(max_steps),
+            "--timeout", "600", "--retries", "1"]
 
 
 def llama_metrics(urls: str) -> dict[str, float] | None:
@@ -237,11 +238,12 @@ def backend_profile(after: dict | None, before: dict | None) -> dict | None:
             "busy_slots_per_call": d.get("busy_slots_total", 0.0) / calls if calls else 0.0}
 
 
-def compare(urls: str, policy: str, problems: list[str], max_tokens: int, max_steps: int, slots: int) -> dict:
+def compare(urls: str, policy: str, problems: list[str], max_tokens: int, max_steps: int, slots: int,
+            verify_prompt: str = "separate") -> dict:
     """Batching vs one at a time vs strong-only, the overhead per step of the batching run, and (against
     llama-server) the backend's profile of each mode."""
     with tempfile.TemporaryDirectory() as tmp, \
-            serve_process([*backend_args(urls, max_tokens, max_steps), "--policy", f"routed={policy}",
+            serve_process([*backend_args(urls, max_tokens, max_steps, verify_prompt), "--policy", f"routed={policy}",
                            "--policy", "strong-only"], Path(tmp) / "serve.log") as url:
         run_mode(url, "routed", [f"Warm up: what is {i} + 1?" for i in range(slots)], slots)  # each server's first call is slow
         before = scrape(url)
@@ -328,6 +330,32 @@ def main_compare(args, probs: list[str]) -> int:
     return 0
 
 
+def _print_compare(r: dict, requests: int, layout: str) -> None:
+    """One layout's modes, ratio, backend profile and overhead, as ``bench serve`` prints them."""
+    print(f"self-verify question: {layout}")
+    print(f"{'mode':<34}{'requests/s':>11}{'p50 s':>9}{'steps':>7}{'strong share':>14}")
+    for key, label in (("batching", f"continuous batching ({requests} at once)"),
+                       ("one_at_a_time", "one at a time"),
+                       ("strong_only", f"strong-only ({requests} at once)")):
+        v = r[key]
+        print(f"{label:<34}{v['requests_per_s']:>11.3f}{v['p50_s']:>9.1f}{v['steps']:>7}{v['strong_share']:>14.2f}")
+    print(f"ratio batching / one at a time: {r['batching']['requests_per_s'] / r['one_at_a_time']['requests_per_s']:.2f} "
+          f"(requests/s)")
+    if r["batching"]["backend"] is not None:
+        print("llama-server's own time per mode (prompt tokens computed, not cached; slot-seconds, overlapping "
+              "slots each counted):")
+        print(f"{'mode':<34}{'prompt tok':>11}{'prompt s':>10}{'gen tok':>9}{'gen s':>8}{'decodes':>9}"
+              f"{'slots/decode':>14}")
+        for key in ("batching", "one_at_a_time", "strong_only"):
+            b = r[key]["backend"]
+            print(f"{key.replace('_', ' '):<34}{b['prompt_tokens']:>11.0f}{b['prompt_s']:>10.1f}"
+                  f"{b['generated_tokens']:>9.0f}{b['generation_s']:>8.1f}{b['decode_calls']:>9.0f}"
+                  f"{b['busy_slots_per_call']:>14.2f}")
+    print(f"router + scheduler time per step in the batching run ({requests} at once, {r['rounds']:.0f} "
+          f"rounds): p50 {r['overhead_ms_p50']:.3f} ms, p95 {r['overhead_ms_p95']:.3f} ms (router alone p50 "
+          f"{r['router_ms_p50']:.3f} ms)", flush=True)
+
+
 def main(args) -> int:
     import torch
 
@@ -355,29 +383,10 @@ def main(args) -> int:
               f"{o['steps_per_round']:.1f} steps: router + scheduler p50 {o['overhead_ms_p50']:.3f} ms, p95 "
               f"{o['overhead_ms_p95']:.3f} ms per step (router alone p50 {o['router_ms_p50']:.3f} ms); "
               f"{o['requests_per_s']:.1f} requests/s", flush=True)
-        r = compare(urls, args.policy, probs[: args.requests], args.max_tokens, args.max_steps,
-                    args.slots if pool is not None else len(urls.split(",")))
-        print(f"{'mode':<34}{'requests/s':>11}{'p50 s':>9}{'steps':>7}{'strong share':>14}")
-        for key, label in (("batching", f"continuous batching ({args.requests} at once)"),
-                           ("one_at_a_time", "one at a time"),
-                           ("strong_only", f"strong-only ({args.requests} at once)")):
-            v = r[key]
-            print(f"{label:<34}{v['requests_per_s']:>11.3f}{v['p50_s']:>9.1f}{v['steps']:>7}{v['strong_share']:>14.2f}")
-        print(f"ratio batching / one at a time: {r['batching']['requests_per_s'] / r['one_at_a_time']['requests_per_s']:.2f} "
-              f"(requests/s)")
-        if r["batching"]["backend"] is not None:
-            print("llama-server's own time per mode (prompt tokens computed, not cached; slot-seconds, overlapping "
-                  "slots each counted):")
-            print(f"{'mode':<34}{'prompt tok':>11}{'prompt s':>10}{'gen tok':>9}{'gen s':>8}{'decodes':>9}"
-                  f"{'slots/decode':>14}")
-            for key in ("batching", "one_at_a_time", "strong_only"):
-                b = r[key]["backend"]
-                print(f"{key.replace('_', ' '):<34}{b['prompt_tokens']:>11.0f}{b['prompt_s']:>10.1f}"
-                      f"{b['generated_tokens']:>9.0f}{b['generation_s']:>8.1f}{b['decode_calls']:>9.0f}"
-                      f"{b['busy_slots_per_call']:>14.2f}")
-        print(f"router + scheduler time per step in the batching run ({args.requests} at once, {r['rounds']:.0f} "
-              f"rounds): p50 {r['overhead_ms_p50']:.3f} ms, p95 {r['overhead_ms_p95']:.3f} ms (router alone p50 "
-              f"{r['router_ms_p50']:.3f} ms)", flush=True)
+        for layout in args.verify_prompt:
+            r = compare(urls, args.policy, probs[: args.requests], args.max_tokens, args.max_steps,
+                        args.slots if pool is not None else len(urls.split(",")), layout)
+            _print_compare(r, args.requests, layout)
         if args.target_share is not None:
             stream = probs[args.requests : args.requests + args.control_requests]
             rows = control(urls, args.budget_policy, stream, args.target_share, args.control_concurrency,
