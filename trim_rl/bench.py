@@ -17,6 +17,7 @@ from trim_rl.argtypes import (add_agent_env, add_command, add_hyperparams, add_l
 from trim_rl.envs.routing_env import RoutingEnv
 from trim_rl.evaluation.robustness import DEFAULT_LAMS
 from trim_rl.live.bench import DEFAULT_POLICIES, decision_times, defaults_throughput, throughput
+from trim_rl.live.prm import VERIFY_PROMPTS
 from trim_rl.live.serve.bench import main as serve_main
 from trim_rl.sim.bundled import load_trees
 
@@ -114,6 +115,9 @@ def _backend_flags(parser: argparse.ArgumentParser, url_help: str, slots: int | 
     parser.add_argument("--threads", type=int, default=1, help="threads of that llama-server (default 1)")
     parser.add_argument("--ctx", type=int, default=2048, help="context of each of its slots, in tokens (default 2048)")
     parser.add_argument("--policy", default="checkpoints/trim_agg/trim_agg_b20", help=policy_help)
+    parser.add_argument("--verify-prompt", nargs="+", choices=VERIFY_PROMPTS, default=["separate"],
+                        help="the self-verify question's layout(s), as live decode's --verify-prompt; two run the "
+                             "comparison once per layout in this one run, side by side (default separate)")
     add_problems(parser, f"problems {problems_of}: ")
 
 
@@ -161,9 +165,6 @@ def main(argv: list[str] | None = None, prog: str = "python -m trim_rl.bench") -
     sv.add_argument("--overhead-concurrency", type=int, default=64, help="at once in the overhead run (default 64)")
     add_max_tokens(sv, 16)
     add_max_steps(sv, 3)
-    sv.add_argument("--verify-prompt", nargs="+", choices=("separate", "continued"), default=["separate"],
-                    help="the self-verify question's layout(s) (serve's --verify-prompt); two run the three modes "
-                         "once per layout in this one run, side by side (default separate)")
     sv.add_argument("--target-share", type=float, help="also run --target-strong-share at this share")
     sv.add_argument("--compare", action="store_true",
                     help="instead: weak SmolLM2-135M and strong Gemma 3 270M (a llama-server each, --slots slots): "
@@ -312,9 +313,15 @@ def _live_throughput(args) -> None:
     print(f"ratio hybrid/weak-only: {r['hybrid'] / r['weak-only']:.2f}, "
           f"hybrid/strong-only: {r['hybrid'] / r['strong-only']:.2f}")
     reps = max(1, min(3, args.repeats))
-    d = defaults_throughput(args.url, args.problems, args.limit, args.max_tokens, args.max_steps, reps)
+    for layout in args.verify_prompt:
+        _defaults_throughput(args, reps, layout)
+
+
+def _defaults_throughput(args, reps: int, layout: str) -> None:
+    d = defaults_throughput(args.url, args.problems, args.limit, args.max_tokens, args.max_steps, reps, layout)
     print(f"step generations/s, old throughput defaults (16 in flight per server, batch 8, chunk 4) vs new "
-          f"(256, 256, 64) vs one request at a time (1, 1, 1), median of {reps} interleaved runs:")
+          f"(256, 256, 64) vs one request at a time (1, 1, 1), median of {reps} interleaved runs; self-verify "
+          f"question: {layout}:")
     backend = d.pop("backend", None)
     for what, by in d.items():
         print(f"  {what:<8} old {by['old']:.3f}  new {by['new']:.3f}  ratio new/old: {by['new'] / by['old']:.2f}  "

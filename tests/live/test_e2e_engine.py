@@ -76,9 +76,10 @@ def test_self_verify_with_several_questions_per_request(llama_url):
 
 def test_bench_live_prints_decision_times_and_throughput_ratios(llama_url):
     r = subprocess.run([sys.executable, "-m", "trim_rl.bench", "live", "--steps", "50", "--repeats", "1", "--url",
-                        llama_url, "--limit", "2", "--max-steps", "1", "--max-tokens", "8"], cwd=REPO,
-                       capture_output=True, text=True, timeout=600)
+                        llama_url, "--limit", "2", "--max-steps", "1", "--max-tokens", "8", "--verify-prompt",
+                        "continued"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
+    assert "self-verify question: continued:" in r.stdout
     for name in ("TRIM-Thr", "TRIM-Agg", "TRIM-POMDP", "TRIM-Seq", "hybrid", "weak-only", "strong-only",
                  "ratio hybrid/weak-only"):
         assert name in r.stdout

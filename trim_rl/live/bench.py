@@ -90,17 +90,17 @@ def _timed_run(runner, probs: list, out: Path, what: str) -> float:
     return time.perf_counter() - t0
 
 
-def _engines(url: str, max_tokens: int, concurrency: int):
+def _engines(url: str, max_tokens: int, concurrency: int, verify_prompt: str = "separate"):
     """Weak (sampled), strong (greedy) and a self-verify scorer on the same server(s), each with one
     client for the whole run, ``concurrency`` requests in flight per server."""
     http = HTTPSettings(timeout=300, retries=1, concurrency=concurrency)
     return (OpenAICompatibleEngine(url, sampling=Sampling(max_tokens, 0.7), http=http),
             OpenAICompatibleEngine(url, sampling=Sampling(max_tokens, 0.0), http=http),
-            SelfVerifyScorer(url, http=http))
+            SelfVerifyScorer(url, http=http, verify_prompt=verify_prompt))
 
 
 def defaults_throughput(url: str, problems: str = "gsm8k", limit: int = 16, max_tokens: int = 16, max_steps: int = 3,
-                        repeats: int = 3) -> dict[str, dict[str, float]]:
+                        repeats: int = 3, verify_prompt: str = "separate") -> dict[str, dict[str, float]]:
     """Step generations per second of the decoder (TRIM-Thr 0.5, self-verify scorer) and of the
     collector (K = 1, depth ``max_steps``) one request at a time (1 in flight per server, 1 problem
     decoded / expanded at once), at the old throughput defaults (16, 8, 4) and at the new ones (256,
@@ -117,7 +117,7 @@ def defaults_throughput(url: str, problems: str = "gsm8k", limit: int = 16, max_
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(repeats):
             for name, cfg in configs.items():
-                weak, strong, scorer = _engines(url, max_tokens, cfg["concurrency"])
+                weak, strong, scorer = _engines(url, max_tokens, cfg["concurrency"], verify_prompt)
                 dec = HybridDecoder(weak, strong, scorer, Router(load_policy("thr:0.5")),
                                     DecodeSettings(max_steps=max_steps, concurrency=cfg["batch"], seed=r), "thr:0.5")
                 m0 = llama_metrics(url)
