@@ -148,20 +148,37 @@ def refused_in_one_line(rc: int, err: str, *words: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def sim_flat(tmp_path_factory):
+def sim_files(tmp_path_factory):
+    """Small simulated tree files, drawn once per session for each (split, seed, limit, draws):
+    ``sim_files("test", 4, limit=10, draws=3)`` is the path of ``math500_test_seed4.jsonl.gz``.
+    Shared: a test must not change them."""
+    from trim_rl.sim.generate import generate_file
+
+    made = {}
+
+    def make(split: str, seed: int, limit: int, draws: int, profile: str = "math500") -> str:
+        key = (profile, split, seed, limit, draws)
+        if key not in made:
+            path = tmp_path_factory.mktemp(f"sim_{split}_{seed}") / f"{profile}_{split}_seed{seed}.jsonl.gz"
+            generate_file(profile, split, seed, path, limit=limit, draws=draws)
+            made[key] = str(path)
+        return made[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def sim_flat(sim_files):
     """Small simulated trees as flat arrays, drawn once per session for each (split, seed, limit, draws):
     ``sim_flat("test", 4, limit=10, draws=3)``.  Shared: a test must not change them."""
     from trim_rl.data.flat import load_flat
-    from trim_rl.sim.generate import generate_file
 
     made = {}
 
     def make(split: str, seed: int, limit: int, draws: int, profile: str = "math500"):
         key = (profile, split, seed, limit, draws)
         if key not in made:
-            path = tmp_path_factory.mktemp(f"sim_{split}_{seed}") / "trees.jsonl.gz"
-            generate_file(profile, split, seed, path, limit=limit, draws=draws)
-            made[key] = load_flat(path)
+            made[key] = load_flat(sim_files(split, seed, limit, draws, profile))
         return made[key]
 
     return make

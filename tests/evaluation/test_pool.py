@@ -18,21 +18,14 @@ from trim_rl.evaluation.evaluation import evaluate_policies, load_pool, problem_
 from trim_rl.evaluation.metrics import policy_metrics
 from trim_rl.evaluation.report import _styles, inf_notes, markdown, terminal_table
 from trim_rl.evaluation.sweep import short_names
-from trim_rl.sim.generate import generate_file
 from tests.conftest import REPO
 
 NAMES = ["thr", "always-weak", "always-strong", "oracle-step"]
 
 
 @pytest.fixture(scope="module")
-def seed_files(tmp_path_factory):
-    d = tmp_path_factory.mktemp("pool")
-    paths = []
-    for seed in (1, 2, 3):
-        p = d / f"test_seed{seed}.jsonl.gz"
-        generate_file("math500", "test", seed, p, limit=10, draws=2)
-        paths.append(str(p))
-    return paths
+def seed_files(sim_files):
+    return [sim_files("test", seed, limit=10, draws=2) for seed in (1, 2, 3)]
 
 
 @pytest.fixture(scope="module")

@@ -12,21 +12,14 @@ import trim_rl
 import trim_rl.cli.evaluate as evaluate_cli
 from trim_rl.evaluation import robustness
 from trim_rl.evaluation.evaluation import DEFAULT_TREES
-from trim_rl.sim.generate import generate_file
 from tests.conftest import REPO
 
 POMDP = str(REPO / "checkpoints" / "trim_pomdp")
 
 
 @pytest.fixture(scope="module")
-def seed_files(tmp_path_factory):
-    d = tmp_path_factory.mktemp("robust_pool")
-    paths = []
-    for seed in (5, 6, 7):
-        p = d / f"test_seed{seed}.jsonl.gz"
-        generate_file("math500", "test", seed, p, limit=12, draws=3)
-        paths.append(str(p))
-    return paths
+def seed_files(sim_files):
+    return [sim_files("test", seed, limit=12, draws=3) for seed in (5, 6, 7)]
 
 
 @pytest.fixture(scope="module")
