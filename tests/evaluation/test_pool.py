@@ -62,6 +62,10 @@ def test_spread_counts_seeds_that_never_reach_a_level():
     sp = spread([10.0, math.inf, 14.0])
     assert (sp["mean"], sp["min"], sp["max"], sp["n_inf"]) == (12.0, 10.0, math.inf, 1)
     assert spread([math.inf, math.inf])["mean"] == math.inf
+    # a ratio undefined on one seed (nan: the reference never got there) and infinite on another
+    sp = spread([0.9, math.nan, math.inf, 0.8])
+    assert (sp["min"], sp["max"], sp["n_inf"]) == (0.8, math.inf, 1)
+    assert sp["mean"] == pytest.approx(0.85)
 
 
 def test_ratios_to_trim_thr_pair_the_same_resamples(pooled):

@@ -114,7 +114,8 @@ def spread(values) -> dict:
         return {"mean": math.inf if n_inf else math.nan, "sd": math.nan, "min": math.inf if n_inf else math.nan,
                 "max": math.inf if n_inf else math.nan, "n_inf": n_inf, "n": int(v.size)}
     return {"mean": float(fin.mean()), "sd": float(fin.std(ddof=1)) if fin.size > 1 else 0.0,
-            "min": float(fin.min()), "max": float(v.max()) if n_inf else float(fin.max()), "n_inf": n_inf,
+            # a ratio is undefined (nan) on a seed where the reference never reaches the level: not a maximum
+            "min": float(fin.min()), "max": math.inf if n_inf else float(fin.max()), "n_inf": n_inf,
             "n": int(v.size)}
 
 
