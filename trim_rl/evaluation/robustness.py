@@ -91,7 +91,7 @@ def markdown(result: dict, trees_label) -> str:
     def fmt(v, unit="%"):
         return "inf" if v is None or not np.isfinite(v) else f"{v:.1f}{unit}"
 
-    def cell(p, n):
+    def cell(p):
         if p is None:
             return ""
         ci = p.get("cpt80_interval")
@@ -112,7 +112,7 @@ def markdown(result: dict, trees_label) -> str:
     lines += ["| PRM noise sigma | PRM flips | " + " | ".join(f"{n} CPT(80%)" for n in names) + " |",
               "|---|---|" + "---|" * len(names)]
     for r in result["conditions"]:
-        cells = [cell(r["policies"].get(n), n) for n in names]
+        cells = [cell(r["policies"].get(n)) for n in names]
         lines.append(f"| {r['prm_noise']:g} | {r['prm_flip']:g} | " + " | ".join(cells) + " |")
     ratio_names = [n for n in names if any("cpt80_ratio_to_thr" in r["policies"].get(n, {}) for r in result["conditions"])]
     if ratio_names:
