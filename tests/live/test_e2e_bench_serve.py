@@ -30,3 +30,22 @@ def test_bench_serve_prints_modes_and_the_backends_profile(llama_url):
             # every mode made the server work: tokens generated in decode calls with at least one slot busy
             assert gen_tok >= 2 and decodes >= gen_tok / 4 and slots >= 1.0, (mode, rows)
             assert prompt_tok > 0
+
+
+def test_bench_serve_compare_runs_weak_smollm2_and_strong_gemma3_through_serve():
+    """The CPU analogue of the paper's wall-clock table: every hybrid next to strong-only and weak-only,
+    two real models of different sizes, each behind its own llama-server."""
+    r = subprocess.run([sys.executable, "-m", "trim_rl.bench", "serve", "--compare", "--slots", "2", "--ctx", "1024",
+                        "--requests", "1", "--max-steps", "1", "--max-tokens", "4", "--verify-prompt", "continued"],
+                       cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr
+    assert "SmolLM2" in r.stdout and "gemma" in r.stdout.lower()
+    assert "self-verify question: continued" in r.stdout
+    rows = {x.split()[0]: x.split() for x in r.stdout.splitlines()
+            if x.split() and x.split()[0] in {"thr-0.3", "thr-0.5", "thr-0.7", "agg-b8", "agg-b16", "agg-b30",
+                                              "weak-only", "strong-only"}}
+    assert len(rows) == 8, r.stdout
+    assert rows["strong-only"][-1] == "1.00x" and float(rows["strong-only"][4]) == 1.0  # its own tokens are all strong
+    assert float(rows["weak-only"][4]) == 0.0
+    for name, cells in rows.items():
+        assert float(cells[1]) > 0, (name, cells)  # requests/s

@@ -264,13 +264,14 @@ COMPARE_POLICIES = (("thr-0.3", "thr:0.3"), ("thr-0.5", "thr:0.5"), ("thr-0.7", 
                     ("agg-b30", "checkpoints/trim_agg/trim_agg_b30"))
 
 
-def compare_models(weak_url: str, strong_url: str, problems: list[str], max_tokens: int, max_steps: int) -> dict:
+def compare_models(weak_url: str, strong_url: str, problems: list[str], max_tokens: int, max_steps: int,
+                   verify_prompt: str = "separate") -> dict:
     """Hybrids of a weak and a strong model (TRIM-Thr at three thresholds, TRIM-Agg at three budgets)
     against the strong model alone and the weak model alone, every request of a mode at once through
     ``serve`` (the weak model's self-verify scorer): requests/s, p50 / p95 latency, strong-token share."""
     policies = [*COMPARE_POLICIES, ("weak-only", "weak-only"), ("strong-only", "strong-only")]
     args = ["--weak-url", weak_url, "--strong-url", strong_url, "--prm", "self-verify", "--prm-url", weak_url,
-            "--weak-temperature", "0.7", "--max-tokens", str(max_tokens), "--max-steps", str(max_steps),
+            "--verify-prompt", verify_prompt, "--weak-temperature", "0.7", "--max-tokens", str(max_tokens), "--max-steps", str(max_steps),
             "--timeout", "600", "--retries", "1"]
     for name, spec in policies:
         args += ["--policy", f"{name}={spec}"]
@@ -318,12 +319,14 @@ def main_compare(args, probs: list[str]) -> int:
               f"{args.ctx} tokens, {args.threads} thread(s) each; self-verify scorer on the weak model; "
               f"{args.requests} {args.problems} requests per mode, all at once, at most {args.max_steps} steps of "
               f"{args.max_tokens} tokens; {os.cpu_count()} CPU cores", flush=True)
-        r = compare_models(weak.url, strong.url, probs[: args.requests], args.max_tokens, args.max_steps)
-        print(f"{'mode':<14}{'requests/s':>11}{'p50 s':>8}{'p95 s':>8}{'strong share':>14}{'vs strong-only':>16}")
-        ref = r["strong-only"]["requests_per_s"]
-        for name, v in r.items():
-            print(f"{name:<14}{v['requests_per_s']:>11.3f}{v['p50_s']:>8.1f}{v['p95_s']:>8.1f}"
-                  f"{v['strong_share']:>14.2f}{v['requests_per_s'] / ref:>15.2f}x")
+        for layout in args.verify_prompt:
+            r = compare_models(weak.url, strong.url, probs[: args.requests], args.max_tokens, args.max_steps, layout)
+            print(f"self-verify question: {layout}")
+            print(f"{'mode':<14}{'requests/s':>11}{'p50 s':>8}{'p95 s':>8}{'strong share':>14}{'vs strong-only':>16}")
+            ref = r["strong-only"]["requests_per_s"]
+            for name, v in r.items():
+                print(f"{name:<14}{v['requests_per_s']:>11.3f}{v['p50_s']:>8.1f}{v['p95_s']:>8.1f}"
+                      f"{v['strong_share']:>14.2f}{v['requests_per_s'] / ref:>15.2f}x", flush=True)
     finally:
         weak.stop()
         strong.stop()
