@@ -16,14 +16,12 @@ from trim_rl.evaluation.query_sweep import QueryContext, sweep_query
 from trim_rl.evaluation.report import DIBC_NOTE
 from trim_rl.evaluation.rollout import weak_only_records
 from trim_rl.evaluation.sweep import Point, checkpoint_families, sweep, sweep_checkpoints
-from trim_rl.sim.bundled import load_trees
+from trim_rl.sim.bundled import POOL_SEEDS, POOL_TREES, load_trees  # noqa: F401 (POOL_SEEDS re-exported)
 
 #: every step-level family of the policy table: thr,always-weak,always-strong,random,oracle-step,oracle-query
 DEFAULT_POLICIES = ",".join(catalog.names(catalog.STEP))
-#: the README's pool: ten math500 test seeds that no training (train 0-11, val 0-3), calibration or
-#: model selection (the bundled test seed 0, and 3 and 9 of earlier reports) has seen
-POOL_SEEDS = "100-109"
-DEFAULT_TREES = f"sim:math500:test:{POOL_SEEDS}"
+#: the test trees of every evaluation by default: the README's pool (:data:`trim_rl.sim.bundled.POOL_TREES`)
+DEFAULT_TREES = POOL_TREES
 
 
 def evaluate_policies(trees: FlatTrees, names: list[str], n_boot: int = 1000, seed: int = 0,

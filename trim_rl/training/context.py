@@ -54,9 +54,11 @@ class Inputs:
 
 
 @contextmanager
-def stop_on_signals():
-    """An event set by SIGINT / SIGTERM while the block runs (the main thread only)."""
-    stop = threading.Event()
+def stop_on_signals(stop: threading.Event | None = None):
+    """An event (``stop``, or a new one) set by SIGINT / SIGTERM while the block runs (the main thread
+    only).  A signal only sets it: an exception raised wherever the signal lands could be swallowed
+    (Python ignores one raised in a finalizer, which imports such as torch's run)."""
+    stop = stop if stop is not None else threading.Event()
     if threading.current_thread() is not threading.main_thread():
         yield stop
         return

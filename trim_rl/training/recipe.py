@@ -18,6 +18,7 @@ writes its policy to ``stages/<stage>/`` and its figures to TensorBoard under ``
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -77,9 +78,11 @@ def _agg_spec(agent: PPOAgentConfig):
 
 
 def run_recipe(run_dir: Path, agent: PPOAgentConfig, env: EnvConfig, target: Target, seed: int, inputs: Inputs,
-               progress: bool = False, verbose: int = 0, resuming: bool = False, on_resume=None) -> None:
+               progress: bool = False, verbose: int = 0, resuming: bool = False, on_resume=None,
+               stop: threading.Event | None = None) -> None:
     """Run the agent's stages into ``run_dir``; ``resuming`` continues PPO from the saved state and
-    calls ``on_resume`` once that state has loaded."""
+    calls ``on_resume`` once that state has loaded; ``stop``: the event that SIGINT / SIGTERM set
+    since before the run folder was made (else one from here on)."""
     import torch
 
     # one thread per training process: a grid runs one process per core, and torch's intra-op
@@ -88,7 +91,9 @@ def run_recipe(run_dir: Path, agent: PPOAgentConfig, env: EnvConfig, target: Tar
     logger = make_logger(run_dir / "tb", verbose)
     stats: dict = {}
     t_start = time.time()
-    with stop_on_signals() as stop:
+    with stop_on_signals(stop) as stop:
+        if stop.is_set():  # a signal while the run folder was being set up
+            raise Interrupted(run_dir, resumable=False)
         net, lam, teacher = inputs.init_net, target.lam if target.lam is not None else inputs.init_lam, None
         state = json.loads((run_dir / "state.json").read_text()) if resuming else None
         if state is None and "policy_iteration" in agent.recipe:

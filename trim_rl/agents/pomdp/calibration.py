@@ -94,12 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     P(S2) on held-out trees (every node, weighted by how often a router regenerating ``--regen-prob``
     of the steps reaches it)."""
     from trim_rl.argtypes import OneLineParser, fraction, run_command
-    from trim_rl.evaluation.evaluation import DEFAULT_TREES
+    from trim_rl.sim.bundled import POOL_TREES
 
     ap = OneLineParser(prog="python -m trim_rl.agents.pomdp.calibration", description=main.__doc__)
     ap.add_argument("--train", default="sim:math500:train", help="training trees (with step_correct labels)")
-    ap.add_argument("--trees", default=DEFAULT_TREES,
-                    help=f"held-out trees with step_correct labels (default {DEFAULT_TREES}, the README's pool)")
+    ap.add_argument("--trees", default=POOL_TREES,
+                    help=f"held-out trees with step_correct labels (default {POOL_TREES}, the README's pool)")
     ap.add_argument("--regen-prob", type=fraction, default=0.2, help="weights of the decision points (default 0.2)")
     return run_command(ap, argv, _report)
 
