@@ -83,17 +83,17 @@ def run_recipe(run_dir: Path, agent: PPOAgentConfig, env: EnvConfig, target: Tar
     """Run the agent's stages into ``run_dir``; ``resuming`` continues PPO from the saved state and
     calls ``on_resume`` once that state has loaded; ``stop``: the event that SIGINT / SIGTERM set
     since before the run folder was made (else one from here on)."""
-    import torch
-
-    # one thread per training process: a grid runs one process per core, and torch's intra-op
-    # threads on a busy machine make the small matrices of these networks many times slower
-    torch.set_num_threads(1)
-    logger = make_logger(run_dir / "tb", verbose)
-    stats: dict = {}
-    t_start = time.time()
     with stop_on_signals(stop) as stop:
         if stop.is_set():  # a signal while the run folder was being set up
             raise Interrupted(run_dir, resumable=False)
+        import torch
+
+        # one thread per training process: a grid runs one process per core, and torch's intra-op
+        # threads on a busy machine make the small matrices of these networks many times slower
+        torch.set_num_threads(1)
+        logger = make_logger(run_dir / "tb", verbose)
+        stats: dict = {}
+        t_start = time.time()
         net, lam, teacher = inputs.init_net, target.lam if target.lam is not None else inputs.init_lam, None
         state = json.loads((run_dir / "state.json").read_text()) if resuming else None
         if state is None and "policy_iteration" in agent.recipe:

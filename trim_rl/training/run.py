@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import yaml
@@ -163,27 +164,37 @@ def train_one(agent: AgentConfig, env: EnvConfig, target: Target, seed: int = 0,
     check_seed(seed, "seed")
     inputs = inputs or check_inputs(agent, env, target, progress)
     made = [p for p in (Path(runs_root) / agent.name, Path(runs_root)) if not p.exists()]
-    # from the folder's first moment a signal only sets ``stop``, which the recipe reads between steps
+    # while the folder is set up (its record written, torch and SB3 imported) a signal only sets
+    # ``stop``, which the recipe reads on entry; the recipe keeps it so until its stages end
     with stop_on_signals() as stop:
         run_dir = new_run_dir(Path(runs_root), agent, env, target, seed)
         try:
             cfg = {"agent": config_dict(agent), "env": config_dict(env), "target": target.to_dict(),
                    "seed": int(seed), "git": git_hash(), "versions": _versions()}
             write_run_record(run_dir, cfg, command)
-            with RunLock(run_dir):
-                run_recipe(run_dir, agent, env, target, seed, inputs, progress=progress, verbose=verbose, stop=stop)
         except BaseException as exc:
-            if not _holds_results(run_dir):
-                shutil.rmtree(run_dir, ignore_errors=True)
-                for p in made:  # the folders above it that this run made, unless another run is in them now
-                    try:
-                        p.rmdir()
-                    except OSError:
-                        break
-                if isinstance(exc, (Interrupted, KeyboardInterrupt, Terminated)):
-                    raise Interrupted(run_dir, resumable=False, removed=True) from None
-            raise
+            _discard_unsaved(run_dir, made, exc)
+    try:
+        with RunLock(run_dir):
+            run_recipe(run_dir, agent, env, target, seed, inputs, progress=progress, verbose=verbose, stop=stop)
+    except BaseException as exc:
+        _discard_unsaved(run_dir, made, exc)
     return run_dir
+
+
+def _discard_unsaved(run_dir: Path, made: list[Path], exc: BaseException) -> NoReturn:
+    """A run stopped by ``exc``: unless it saved something worth keeping, remove its folder (and the
+    folders above it that it made); then raise, as :class:`Interrupted` where it was interrupted."""
+    if not _holds_results(run_dir):
+        shutil.rmtree(run_dir, ignore_errors=True)
+        for p in made:  # the folders above it that this run made, unless another run is in them now
+            try:
+                p.rmdir()
+            except OSError:
+                break
+        if isinstance(exc, (Interrupted, KeyboardInterrupt, Terminated)):
+            raise Interrupted(run_dir, resumable=False, removed=True) from None
+    raise exc
 
 
 def _holds_results(run_dir: Path) -> bool:
