@@ -16,6 +16,8 @@ from trim_rl.argtypes import (add_agent_env, add_command, add_hyperparams, add_l
                               add_problems, int_at_least)
 from trim_rl.envs.routing_env import RoutingEnv
 from trim_rl.evaluation.robustness import DEFAULT_LAMS
+from trim_rl.data.problems import load_problems
+from trim_rl.live.backend_stats import batching_ceiling, ceiling_line
 from trim_rl.live.bench import DEFAULT_POLICIES, decision_times, defaults_throughput, throughput
 from trim_rl.live.prm import VERIFY_PROMPTS
 from trim_rl.live.serve.bench import main as serve_main
@@ -244,9 +246,9 @@ def pomdp_command(args) -> int:
 def live_command(args) -> int:
     """Time each router's decision (observation building + predict) per step on one core, median of
     --repeats runs; with --url also decode --limit problems with hybrid routing, weak-only and
-    strong-only against that server and print problems per second and their ratios, then the decoder's
-    and the collector's step generations per second at the new throughput defaults against the old
-    ones."""
+    strong-only against that server and print problems per second and their ratios, what the backend
+    alone gains from batching (the ceiling of what follows), then the decoder's and the collector's step
+    generations per second at the new throughput defaults against the old ones and one at a time."""
     times = decision_times(DEFAULT_POLICIES, args.steps, args.repeats)
     print(f"router decision time per step (one core, median of {args.repeats} runs of {args.steps} decisions):")
     for name, ms in times.items():
@@ -271,9 +273,9 @@ def live_command(args) -> int:
 def serve_command(args) -> int:
     """Start python -m trim_rl.live serve in front of llama.cpp's llama-server (--slots slots decoded
     together, or --url) and send the same GSM8K requests through OpenAI's client with continuous batching
-    (all at once), one at a time, and strong-only; print requests/s, p50 latency, and the router +
-    scheduler time per step; with --target-share also how closely --target-strong-share holds it on a
-    stream."""
+    (all at once), one at a time, and strong-only; print requests/s, p50 latency, the router +
+    scheduler time per step and what the backend alone gains from batching; with --target-share also
+    how closely --target-strong-share holds it on a stream."""
     return serve_main(args)
 
 
@@ -313,6 +315,8 @@ def _live_throughput(args) -> None:
     print(f"ratio hybrid/weak-only: {r['hybrid'] / r['weak-only']:.2f}, "
           f"hybrid/strong-only: {r['hybrid'] / r['strong-only']:.2f}")
     reps = max(1, min(3, args.repeats))
+    print(ceiling_line(batching_ceiling(args.url, [p.problem for p in load_problems(args.problems)[: args.limit]],
+                                        args.max_tokens), args.limit, args.max_tokens), flush=True)
     for layout in args.verify_prompt:
         _defaults_throughput(args, reps, layout)
 

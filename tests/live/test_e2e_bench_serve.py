@@ -16,6 +16,9 @@ def test_bench_serve_prints_modes_and_the_backends_profile(llama_url):
                         "4", "--policy", "thr:0.5", "--verify-prompt", "separate", "continued"],
                        cwd=REPO, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr
+    # the backend alone, all at once vs one at a time: the ceiling of the batching ratio below
+    (ceiling,) = re.findall(r"2 completions of 4 tokens .* ratio all at once / one at a time: ([\d.]+)", r.stdout)
+    assert float(ceiling) > 0
     blocks = r.stdout.split("self-verify question: ")[1:]
     assert [b.splitlines()[0] for b in blocks] == ["separate", "continued"]
     for block in blocks:

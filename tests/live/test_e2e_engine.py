@@ -80,6 +80,9 @@ def test_bench_live_prints_decision_times_and_throughput_ratios(llama_url):
                         "continued"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert "self-verify question: continued:" in r.stdout
+    # the backend alone, all at once vs one at a time: the ceiling of the ratios below
+    (ceiling,) = re.findall(r"2 completions of 8 tokens .* ratio all at once / one at a time: ([\d.]+)", r.stdout)
+    assert float(ceiling) > 0
     for name in ("TRIM-Thr", "TRIM-Agg", "TRIM-POMDP", "TRIM-Seq", "hybrid", "weak-only", "strong-only",
                  "ratio hybrid/weak-only"):
         assert name in r.stdout

@@ -19,7 +19,7 @@ from trim_rl.live.engines import OpenAICompatibleEngine, Sampling
 from trim_rl.live.http import HTTPSettings
 from trim_rl.live.prm import SelfVerifyScorer
 from trim_rl.live.results import ResultsFile
-from trim_rl.live.serve.bench import backend_profile, llama_metrics
+from trim_rl.live.backend_stats import backend_profile, llama_metrics
 
 DEFAULT_POLICIES = {
     "TRIM-Thr": "thr:0.5",

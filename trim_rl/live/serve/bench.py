@@ -6,7 +6,8 @@ backends and the same GSM8K requests, sent through OpenAI's client:
 - strong-only: the same requests at once, every step by the strong model;
 
 then router and scheduler time per step (from the server's ``/metrics``, over the batching run's
-rounds) and, with ``--target-share``, how closely ``--target-strong-share`` holds its target over a
+rounds), what the backend alone gains from batching (:func:`~trim_rl.live.backend_stats.batching_ceiling`,
+the ceiling of the batching ratio) and, with ``--target-share``, how closely ``--target-strong-share`` holds its target over a
 stream of GSM8K problems.  The server runs as ``python -m trim_rl.live serve`` in a subprocess.
 """
 
@@ -24,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from trim_rl.data.problems import load_problems
+from trim_rl.live.backend_stats import backend_profile, batching_ceiling, ceiling_line, llama_metrics, scrape_text
 from trim_rl.live.local import LlamaCppServer
 
 
@@ -195,49 +197,6 @@ def backend_args(urls: str, max_tokens: int, max_steps: int, verify_prompt: str 
             "--timeout", "600", "--retries", "1"]
 
 
-def llama_metrics(urls: str) -> dict[str, float] | None:
-    """llama-server's own counters (``--metrics``), summed over the servers; None where a server has
-    none (another backend)."""
-    import httpx
-
-    out: dict[str, float] = {}
-    for u in urls.split(","):
-        try:
-            r = httpx.get(u.strip().rstrip("/") + "/metrics", timeout=30)
-        except httpx.HTTPError:
-            return None
-        if r.status_code != 200 or "llamacpp:" not in r.text:
-            return None
-        m = {k.removeprefix("llamacpp:"): v for k, v in scrape_text(r.text).items() if k.startswith("llamacpp:")}
-        m["busy_slots_total"] = m.get("n_busy_slots_per_decode", 0.0) * m.get("n_decode_total", 0.0)
-        for k, v in m.items():
-            out[k] = out.get(k, 0.0) + v
-    return out
-
-
-def scrape_text(text: str) -> dict[str, float]:
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
-
-
-def backend_profile(after: dict | None, before: dict | None) -> dict | None:
-    """Where the backend's time went between two :func:`llama_metrics`: prompt tokens computed (not
-    taken from a slot's cache) and tokens generated, the seconds the slots spent on each (summed over
-    slots: overlapping slots count each), ``llama_decode`` calls and the slots busy per call."""
-    if after is None or before is None:
-        return None
-    d = {k: after[k] - before.get(k, 0.0) for k in after}
-    calls = d.get("n_decode_total", 0.0)
-    return {"prompt_tokens": d.get("prompt_tokens_total", 0.0), "prompt_s": d.get("prompt_seconds_total", 0.0),
-            "generated_tokens": d.get("tokens_predicted_total", 0.0),
-            "generation_s": d.get("tokens_predicted_seconds_total", 0.0), "decode_calls": calls,
-            "busy_slots_per_call": d.get("busy_slots_total", 0.0) / calls if calls else 0.0}
-
-
 def compare(urls: str, policy: str, problems: list[str], max_tokens: int, max_steps: int, slots: int,
             verify_prompt: str = "separate") -> dict:
     """Batching vs one at a time vs strong-only, the overhead per step of the batching run, and (against
@@ -386,6 +345,8 @@ def main(args) -> int:
               f"{o['steps_per_round']:.1f} steps: router + scheduler p50 {o['overhead_ms_p50']:.3f} ms, p95 "
               f"{o['overhead_ms_p95']:.3f} ms per step (router alone p50 {o['router_ms_p50']:.3f} ms); "
               f"{o['requests_per_s']:.1f} requests/s", flush=True)
+        c = batching_ceiling(urls, probs[: args.requests], args.max_tokens)
+        print(ceiling_line(c, args.requests, args.max_tokens), flush=True)
         for layout in args.verify_prompt:
             r = compare(urls, args.policy, probs[: args.requests], args.max_tokens, args.max_steps,
                         args.slots if pool is not None else len(urls.split(",")), layout)
