@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trim_rl.live.backend_stats import backend_profile, batching_ceiling, ceiling_line, scrape_text
+from trim_rl.live.backend_stats import backend_profile, batching_ceiling, ceiling_line, flush_prompt_caches, scrape_text
 
 
 def test_a_metrics_page_is_read_by_sample():
@@ -38,3 +38,21 @@ def test_the_ceiling_sends_the_same_work_both_ways_and_batches_it_all_at_once(ne
     assert c["ratio"] == pytest.approx(c["all_at_once"]["tokens_per_s"] / c["one_at_a_time"]["tokens_per_s"])
     line = ceiling_line(c, 3, 6)
     assert f"ratio all at once / one at a time: {c['ratio']:.2f}" in line and "busy slots" in line
+
+
+@pytest.mark.slow
+def test_a_flush_empties_every_slot_s_prompt_cache(new_server):
+    import httpx
+
+    server = new_server(parallel=2, n_ctx=1024)
+
+    def computed(prompt: str) -> int:
+        r = httpx.post(server.url + "/v1/completions", json={"prompt": prompt, "max_tokens": 1}, timeout=120)
+        return r.json()["timings"]["prompt_n"]  # prompt tokens not taken from the slot's cache
+
+    prompts = ["Natalia sold clips to 48 of her friends in April.", "Weng earns $12 an hour for babysitting."]
+    full = [computed(p) for p in prompts]
+    assert [computed(p) for p in prompts] != full  # cached: the second time computes (almost) nothing
+    assert flush_prompt_caches(server.url) is True
+    assert [computed(p) for p in prompts] == full  # flushed: as the first time
+    assert flush_prompt_caches("http://127.0.0.1:9") is False  # no llama-server there

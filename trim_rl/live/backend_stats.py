@@ -59,6 +59,39 @@ def backend_profile(after: dict | None, before: dict | None) -> dict | None:
             "busy_slots_per_call": d.get("busy_slots_total", 0.0) / calls if calls else 0.0}
 
 
+def flush_prompt_caches(urls: str) -> bool:
+    """Empty the prompt cache of every llama-server slot behind ``urls`` (comma-separated): each slot
+    gets a one-token completion of a prompt of its own (``id_slot``), which replaces what it held.
+
+    Runs that send the same prompts one after another (one mode of a bench after another, the same
+    seeds) would otherwise find the earlier run's prefixes in the slots and compute less than they
+    would alone.  False where a backend is not llama-server (no ``total_slots`` in ``/props``): vLLM's
+    prefix cache is one pool that only its dev-mode ``/reset_prefix_cache`` empties."""
+    import httpx
+
+    bases = [u.strip().rstrip("/") for u in urls.split(",") if u.strip()]
+    slots = []
+    for base in bases:
+        try:
+            n = httpx.get(base + "/props", timeout=30).json().get("total_slots")
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return False
+        if not isinstance(n, int) or n < 1:
+            return False
+        slots.append(n)
+
+    async def flush() -> None:
+        async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=sum(slots))) as client:
+            calls = [client.post(base + "/v1/completions", json={
+                "prompt": f"Cache flush of slot {i}: " + "the quick brown fox jumps over the lazy dog. " * 4,
+                "max_tokens": 1, "temperature": 0.0, "id_slot": i}) for base, n in zip(bases, slots) for i in range(n)]
+            for r in await asyncio.gather(*calls):
+                r.raise_for_status()
+
+    asyncio.run(flush())
+    return True
+
+
 async def _complete_all(urls: list[str], prompts: list[str], max_tokens: int, concurrency: int) -> list[int]:
     """Completion tokens of each prompt, at most ``concurrency`` in flight, spread over ``urls``."""
     import httpx

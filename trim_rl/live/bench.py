@@ -19,7 +19,7 @@ from trim_rl.live.engines import OpenAICompatibleEngine, Sampling
 from trim_rl.live.http import HTTPSettings
 from trim_rl.live.prm import SelfVerifyScorer
 from trim_rl.live.results import ResultsFile
-from trim_rl.live.backend_stats import backend_profile, llama_metrics
+from trim_rl.live.backend_stats import backend_profile, flush_prompt_caches, llama_metrics
 
 DEFAULT_POLICIES = {
     "TRIM-Thr": "thr:0.5",
@@ -75,6 +75,7 @@ def throughput(url: str, policy: str, problems: str = "gsm8k", limit: int = 8, m
                 router = Router(load_policy(policy)) if mode == "hybrid" else None
                 dec = HybridDecoder(weak if mode != "strong-only" else None, strong, scorer if mode == "hybrid" else None,
                                     router, DecodeSettings(max_steps=max_steps, concurrency=limit, mode=mode), policy)
+                flush_prompt_caches(url)  # the modes decode the same prompts: none finds another's in the cache
                 seconds = _timed_run(dec, probs, Path(tmp) / f"{mode}_{r}.jsonl", f"{mode} decoding")
                 rates[mode].append(len(probs) / seconds)
     return {m: statistics.median(v) for m, v in rates.items()}
@@ -120,14 +121,18 @@ def defaults_throughput(url: str, problems: str = "gsm8k", limit: int = 16, max_
                 weak, strong, scorer = _engines(url, max_tokens, cfg["concurrency"], verify_prompt)
                 dec = HybridDecoder(weak, strong, scorer, Router(load_policy("thr:0.5")),
                                     DecodeSettings(max_steps=max_steps, concurrency=cfg["batch"], seed=r), "thr:0.5")
+                # every run starts from empty prompt caches: the configurations send the same prompts
+                flush_prompt_caches(url)
                 m0 = llama_metrics(url)
                 seconds = _timed_run(dec, probs, Path(tmp) / f"decode_{name}_{r}.jsonl", "decoding")
                 rates["decode"][name].append(dec.generations / seconds)
                 m1 = llama_metrics(url)
+                flush_prompt_caches(url)
+                m2 = llama_metrics(url)
                 col = TreeCollector(weak, strong, scorer, CollectSettings(1, max_steps, cfg["chunk"], seed=r))
                 seconds = _timed_run(col, probs, Path(tmp) / f"collect_{name}_{r}.jsonl", "collection")
                 rates["collect"][name].append(col.stats["generations"] / seconds)
-                for what, prof in (("decode", backend_profile(m1, m0)), ("collect", backend_profile(llama_metrics(url), m1))):
+                for what, prof in (("decode", backend_profile(m1, m0)), ("collect", backend_profile(llama_metrics(url), m2))):
                     if prof is not None:
                         profiles[what][name].append(prof)
     out = {w: {c: statistics.median(v) for c, v in by.items()} for w, by in rates.items()}

@@ -25,7 +25,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from trim_rl.data.problems import load_problems
-from trim_rl.live.backend_stats import backend_profile, batching_ceiling, ceiling_line, llama_metrics, scrape_text
+from trim_rl.live.backend_stats import (backend_profile, batching_ceiling, ceiling_line, flush_prompt_caches, llama_metrics,
+                                        scrape_text)
 from trim_rl.live.local import LlamaCppServer
 
 
@@ -209,6 +210,7 @@ def compare(urls: str, policy: str, problems: list[str], max_tokens: int, max_st
         out = {}
         for key, model, concurrency in (("batching", "routed", len(problems)), ("one_at_a_time", "routed", 1),
                                         ("strong_only", "strong-only", len(problems))):
+            flush_prompt_caches(urls)  # the modes send the same prompts: none finds another's in the cache
             back = llama_metrics(urls)
             out[key] = run_mode(url, model, problems, concurrency)
             out[key]["backend"] = backend_profile(llama_metrics(urls), back)
@@ -237,7 +239,11 @@ def compare_models(weak_url: str, strong_url: str, problems: list[str], max_toke
     with tempfile.TemporaryDirectory() as tmp, serve_process(args, Path(tmp) / "serve.log") as url:
         run_mode(url, "strong-only", ["Warm up: what is 1 + 1?"], 1)  # each server's first call is slow
         run_mode(url, "weak-only", ["Warm up: what is 1 + 1?"], 1)
-        return {name: run_mode(url, name, problems, len(problems)) for name, _ in policies}
+        out = {}
+        for name, _ in policies:
+            flush_prompt_caches(f"{weak_url},{strong_url}")  # the modes send the same first prompts
+            out[name] = run_mode(url, name, problems, len(problems))
+        return out
 
 
 def control(urls: str, policy: str, problems: list[str], target: float, concurrency: int, max_tokens: int,
@@ -347,6 +353,8 @@ def main(args) -> int:
               f"{o['requests_per_s']:.1f} requests/s", flush=True)
         c = batching_ceiling(urls, probs[: args.requests], args.max_tokens)
         print(ceiling_line(c, args.requests, args.max_tokens), flush=True)
+        if flush_prompt_caches(urls):
+            print("every mode below starts from empty prompt caches (each llama-server slot flushed first)")
         for layout in args.verify_prompt:
             r = compare(urls, args.policy, probs[: args.requests], args.max_tokens, args.max_steps,
                         args.slots if pool is not None else len(urls.split(",")), layout)
