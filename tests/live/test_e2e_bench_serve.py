@@ -44,11 +44,19 @@ def test_bench_serve_compare_runs_weak_smollm2_and_strong_gemma3_through_serve()
     assert r.returncode == 0, r.stderr
     assert "SmolLM2" in r.stdout and "gemma" in r.stdout.lower()
     assert "self-verify question: continued" in r.stdout
-    rows = {x.split()[0]: x.split() for x in r.stdout.splitlines()
-            if x.split() and x.split()[0] in {"thr-0.3", "thr-0.5", "thr-0.7", "agg-b8", "agg-b16", "agg-b30",
-                                              "weak-only", "strong-only"}}
+    modes = {"thr-0.3", "thr-0.5", "thr-0.7", "agg-b8", "agg-b16", "agg-b30", "weak-only", "strong-only"}
+    table, profiles = r.stdout.split("each model's llama-server per mode")
+    rows = {x.split()[0]: x.split() for x in table.splitlines() if x.split() and x.split()[0] in modes}
     assert len(rows) == 8, r.stdout
     assert rows["strong-only"][-1] == "1.00x" and float(rows["strong-only"][4]) == 1.0  # its own tokens are all strong
     assert float(rows["weak-only"][4]) == 0.0
     for name, cells in rows.items():
         assert float(cells[1]) > 0, (name, cells)  # requests/s
+    # each model's own counters per mode: weak-only never calls the strong model, strong-only never the weak
+    prof = {x.split()[0]: [float(v) for v in re.findall(r"[\d.]+", x[len(x.split()[0]):])]
+            for x in profiles.splitlines() if x.split() and x.split()[0] in modes}
+    assert len(prof) == 8, profiles
+    weak_prompt, weak_gen, _, _, strong_prompt, strong_gen, strong_calls, _ = prof["weak-only"]
+    assert weak_gen > 0 and weak_prompt > 0 and strong_gen == 0 and strong_calls == 0
+    weak_prompt, weak_gen, _, _, strong_prompt, strong_gen, _, _ = prof["strong-only"]
+    assert strong_gen > 0 and strong_prompt > 0 and weak_gen == 0

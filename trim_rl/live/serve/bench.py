@@ -242,7 +242,10 @@ def compare_models(weak_url: str, strong_url: str, problems: list[str], max_toke
         out = {}
         for name, _ in policies:
             flush_prompt_caches(f"{weak_url},{strong_url}")  # the modes send the same first prompts
+            before = {"weak": llama_metrics(weak_url), "strong": llama_metrics(strong_url)}
             out[name] = run_mode(url, name, problems, len(problems))
+            out[name]["backend"] = {k: backend_profile(llama_metrics(u), before[k])
+                                    for k, u in (("weak", weak_url), ("strong", strong_url))}
         return out
 
 
@@ -292,10 +295,26 @@ def main_compare(args, probs: list[str]) -> int:
             for name, v in r.items():
                 print(f"{name:<14}{v['requests_per_s']:>11.3f}{v['p50_s']:>8.1f}{v['p95_s']:>8.1f}"
                       f"{v['strong_share']:>14.2f}{v['requests_per_s'] / ref:>15.2f}x", flush=True)
+            _print_model_profiles(r)
     finally:
         weak.stop()
         strong.stop()
     return 0
+
+
+def _print_model_profiles(r: dict) -> None:
+    """Each model's llama-server counters per mode of ``--compare``: where its time went."""
+    if any(b is None for v in r.values() for b in v["backend"].values()):
+        return
+    print("each model's llama-server per mode (prompt tokens computed, not cached; generated tokens; decode calls "
+          "and busy slots per call):")
+    print(f"{'mode':<14}{'weak prompt':>12}{'weak gen':>10}{'weak calls':>11}{'strong prompt':>15}{'strong gen':>12}"
+          f"{'strong calls':>14}")
+    for name, v in r.items():
+        w, s = v["backend"]["weak"], v["backend"]["strong"]
+        print(f"{name:<14}{w['prompt_tokens']:>12.0f}{w['generated_tokens']:>10.0f}"
+              f"{w['decode_calls']:>5.0f} x {w['busy_slots_per_call']:<3.1f}{s['prompt_tokens']:>15.0f}"
+              f"{s['generated_tokens']:>12.0f}{s['decode_calls']:>8.0f} x {s['busy_slots_per_call']:<3.1f}", flush=True)
 
 
 def _print_compare(r: dict, requests: int, layout: str) -> None:
