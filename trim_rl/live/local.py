@@ -101,6 +101,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def http_threads(parallel: int) -> int:
+    """HTTP threads for a llama-server of ``parallel`` slots: ``max(64, 4 x parallel)``.
+
+    Each open connection holds one of llama-server's HTTP threads, an idle keep-alive one too (for up
+    to 5 s), and its default is ``parallel + 2`` threads on a small machine.  The weak engine, the
+    strong engine and the scorer of one routing loop each keep a pool of connections to the same
+    server, so the scorer's questions after a round of drafts found every thread held by the drafts'
+    idle connections and waited about 5 s each round.  Idle threads cost next to nothing."""
+    return max(64, 4 * max(1, int(parallel)))
+
+
 def llama_server_command(binary: str | os.PathLike, model: str | os.PathLike, port: int, parallel: int = 4,
                          n_ctx: int = 4096, n_threads: int | None = None, host: str = "127.0.0.1",
                          alias: str | None = None) -> list[str]:
@@ -109,11 +120,13 @@ def llama_server_command(binary: str | os.PathLike, model: str | os.PathLike, po
     ``-c`` is the context of all slots together (llama-server gives each ``c / parallel``).  Context
     shift is off: a prompt that does not fit its slot is an HTTP 400 (which the engines and scorers
     read as a context error) instead of being cut silently, and a generation stops at the slot's end
-    (``finish_reason: "length"``).  Continuous batching is llama-server's default."""
+    (``finish_reason: "length"``).  Continuous batching is llama-server's default.
+
+    HTTP threads: :func:`http_threads`."""
     parallel = max(1, int(parallel))
     cmd = [str(binary), "--model", str(model), "--host", host, "--port", str(port), "--parallel", str(parallel),
            "--ctx-size", str(int(n_ctx) * parallel), "--no-context-shift", "--alias", alias or Path(model).stem,
-           "--no-webui", "--metrics"]
+           "--no-webui", "--metrics", "--threads-http", str(http_threads(parallel))]
     if n_threads:
         cmd += ["--threads", str(n_threads), "--threads-batch", str(n_threads)]
     return cmd
