@@ -14,10 +14,10 @@ import numpy as np
 
 from trim_rl.argtypes import (add_agent_env, add_command, add_hyperparams, add_limit, add_max_steps, add_max_tokens,
                               add_problems, int_at_least)
+from trim_rl.data.problems import load_problems
 from trim_rl.envs.routing_env import RoutingEnv
 from trim_rl.evaluation.robustness import DEFAULT_LAMS
-from trim_rl.data.problems import load_problems
-from trim_rl.live.backend_stats import batching_ceiling, ceiling_line, flush_prompt_caches
+from trim_rl.live.backend_stats import batching_ceiling, ceiling_line, llama_slots
 from trim_rl.live.bench import DEFAULT_POLICIES, decision_times, defaults_throughput, throughput
 from trim_rl.live.prm import VERIFY_PROMPTS
 from trim_rl.live.serve.bench import main as serve_main
@@ -317,7 +317,7 @@ def _live_throughput(args) -> None:
     reps = max(1, min(3, args.repeats))
     print(ceiling_line(batching_ceiling(args.url, [p.problem for p in load_problems(args.problems)[: args.limit]],
                                         args.max_tokens), args.limit, args.max_tokens), flush=True)
-    if flush_prompt_caches(args.url):
+    if llama_slots(args.url) is not None:  # the runs below flush them (trim_rl.live.bench)
         print("every run below starts from empty prompt caches (each llama-server slot flushed first)")
     for layout in args.verify_prompt:
         _defaults_throughput(args, reps, layout)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from trim_rl.live.backend_stats import backend_profile, batching_ceiling, ceiling_line, flush_prompt_caches, scrape_text
+from trim_rl.live.backend_stats import (backend_profile, batching_ceiling, ceiling_line, flush_prompt_caches, llama_slots,
+                                        scrape_text)
 
 
 def test_a_metrics_page_is_read_by_sample():
@@ -55,4 +56,6 @@ def test_a_flush_empties_every_slot_s_prompt_cache(new_server):
     assert [computed(p) for p in prompts] != full  # cached: the second time computes (almost) nothing
     assert flush_prompt_caches(server.url) is True
     assert [computed(p) for p in prompts] == full  # flushed: as the first time
+    assert llama_slots(server.url) == [2]
     assert flush_prompt_caches("http://127.0.0.1:9") is False  # no llama-server there
+    assert llama_slots("http://127.0.0.1:9") is None

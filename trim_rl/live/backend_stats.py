@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+from trim_rl.live.http import split_urls
+
 
 def llama_metrics(urls: str) -> dict[str, float] | None:
     """llama-server's own counters (``--metrics``), summed over the servers; None where a server has
@@ -21,9 +23,9 @@ def llama_metrics(urls: str) -> dict[str, float] | None:
     import httpx
 
     out: dict[str, float] = {}
-    for u in urls.split(","):
+    for u in split_urls(urls):
         try:
-            r = httpx.get(u.strip().rstrip("/") + "/metrics", timeout=30)
+            r = httpx.get(u + "/metrics", timeout=30)
         except httpx.HTTPError:
             return None
         if r.status_code != 200 or "llamacpp:" not in r.text:
@@ -59,32 +61,43 @@ def backend_profile(after: dict | None, before: dict | None) -> dict | None:
             "busy_slots_per_call": d.get("busy_slots_total", 0.0) / calls if calls else 0.0}
 
 
+def llama_slots(urls: str) -> list[int] | None:
+    """The slots of each llama-server behind ``urls`` (comma-separated), from ``/props``; None where a
+    backend is not llama-server (no ``total_slots``)."""
+    import httpx
+
+    slots = []
+    for base in split_urls(urls):
+        try:
+            n = httpx.get(base + "/props", timeout=30).json().get("total_slots")
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return None
+        if not isinstance(n, int) or n < 1:
+            return None
+        slots.append(n)
+    return slots
+
+
 def flush_prompt_caches(urls: str) -> bool:
     """Empty the prompt cache of every llama-server slot behind ``urls`` (comma-separated): each slot
     gets a one-token completion of a prompt of its own (``id_slot``), which replaces what it held.
 
     Runs that send the same prompts one after another (one mode of a bench after another, the same
     seeds) would otherwise find the earlier run's prefixes in the slots and compute less than they
-    would alone.  False where a backend is not llama-server (no ``total_slots`` in ``/props``): vLLM's
-    prefix cache is one pool that only its dev-mode ``/reset_prefix_cache`` empties."""
+    would alone.  False where a backend is not llama-server (:func:`llama_slots`): vLLM's prefix cache
+    is one pool that only its dev-mode ``/reset_prefix_cache`` empties."""
     import httpx
 
-    bases = [u.strip().rstrip("/") for u in urls.split(",") if u.strip()]
-    slots = []
-    for base in bases:
-        try:
-            n = httpx.get(base + "/props", timeout=30).json().get("total_slots")
-        except (httpx.HTTPError, ValueError, AttributeError):
-            return False
-        if not isinstance(n, int) or n < 1:
-            return False
-        slots.append(n)
+    slots = llama_slots(urls)
+    if slots is None:
+        return False
 
     async def flush() -> None:
         async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=sum(slots))) as client:
             calls = [client.post(base + "/v1/completions", json={
                 "prompt": f"Cache flush of slot {i}: " + "the quick brown fox jumps over the lazy dog. " * 4,
-                "max_tokens": 1, "temperature": 0.0, "id_slot": i}) for base, n in zip(bases, slots) for i in range(n)]
+                "max_tokens": 1, "temperature": 0.0, "id_slot": i})
+                for base, n in zip(split_urls(urls), slots) for i in range(n)]
             for r in await asyncio.gather(*calls):
                 r.raise_for_status()
 
@@ -120,7 +133,7 @@ def batching_ceiling(urls: str, prompts: list[str], max_tokens: int) -> dict:
 
     ``ignore_eos`` and ``cache_prompt`` are llama-server's fields (vLLM reads ``ignore_eos`` too), so
     both runs write the same tokens and prefill the same prompts."""
-    bases = [u.strip().rstrip("/") for u in urls.split(",") if u.strip()]
+    bases = split_urls(urls)
     asyncio.run(_complete_all(bases, prompts[:1], 4, 1))  # the first call of a server is slow
     out: dict = {}
     for key, concurrency in (("all_at_once", len(prompts)), ("one_at_a_time", 1)):

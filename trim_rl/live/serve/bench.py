@@ -6,9 +6,10 @@ backends and the same GSM8K requests, sent through OpenAI's client:
 - strong-only: the same requests at once, every step by the strong model;
 
 then router and scheduler time per step (from the server's ``/metrics``, over the batching run's
-rounds), what the backend alone gains from batching (:func:`~trim_rl.live.backend_stats.batching_ceiling`,
-the ceiling of the batching ratio) and, with ``--target-share``, how closely ``--target-strong-share`` holds its target over a
-stream of GSM8K problems.  The server runs as ``python -m trim_rl.live serve`` in a subprocess.
+rounds), what the backend alone gains from batching
+(:func:`~trim_rl.live.backend_stats.batching_ceiling`, the ceiling of the batching ratio) and, with
+``--target-share``, how closely ``--target-strong-share`` holds its target over a stream of GSM8K
+problems.  The server runs as ``python -m trim_rl.live serve`` in a subprocess.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from trim_rl.data.problems import load_problems
 from trim_rl.live.backend_stats import (backend_profile, batching_ceiling, ceiling_line, flush_prompt_caches, llama_metrics,
-                                        scrape_text)
+                                        llama_slots, scrape_text)
 from trim_rl.live.local import LlamaCppServer
 
 
@@ -372,7 +373,7 @@ def main(args) -> int:
               f"{o['requests_per_s']:.1f} requests/s", flush=True)
         c = batching_ceiling(urls, probs[: args.requests], args.max_tokens)
         print(ceiling_line(c, args.requests, args.max_tokens), flush=True)
-        if flush_prompt_caches(urls):
+        if llama_slots(urls) is not None:  # compare() flushes them before each mode
             print("every mode below starts from empty prompt caches (each llama-server slot flushed first)")
         for layout in args.verify_prompt:
             r = compare(urls, args.policy, probs[: args.requests], args.max_tokens, args.max_steps,
