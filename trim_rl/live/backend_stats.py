@@ -1,12 +1,14 @@
 """What a backend did and what it can do: llama-server's own counters (``--metrics``) and the gain a
-backend alone takes from batching, the ceiling of any step-level batching in front of it.
+backend alone takes from batching, the ceiling that step-level batching in front of it works under.
 
 The same completions (``max_tokens`` tokens each, end of text ignored, so every request writes
 exactly as many) are sent straight to the backend's ``/v1/completions``, first all at once, then one
-at a time; the ratio of their generated tokens per second is the most that sending a router's steps
-together can gain over sending them one by one, whatever the router does.  On a GPU, where a decode
-call is bound by reading the weights, it grows with the number of requests; on one CPU thread,
-where a call of k sequences costs about k single-token calls, it stays near 1.
+at a time; the ratio of their generated tokens per second is what sending requests together gains
+over sending them one by one on this backend, with no router in the way.  It is measured once, on
+short prompts and mostly generation, so a router's mix (long prompts, cached prefixes, the client's
+own time overlapped) can land a few percent either side of it.  On a GPU, where a decode call is
+bound by reading the weights, it grows with the number of requests; on one CPU thread, where a call
+of k sequences costs about k single-token calls, it stays near 1.
 """
 
 from __future__ import annotations
@@ -151,7 +153,7 @@ def ceiling_line(c: dict, n: int, max_tokens: int) -> str:
     """One line for a bench's output."""
     line = (f"the backend alone, {n} completions of {max_tokens} tokens straight to it (no router): all at once "
             f"{c['all_at_once']['tokens_per_s']:.1f} tokens/s, one at a time {c['one_at_a_time']['tokens_per_s']:.1f}; "
-            f"ratio all at once / one at a time: {c['ratio']:.2f} (the most batching can gain on this backend)")
+            f"ratio all at once / one at a time: {c['ratio']:.2f} (the backend's own gain from batching)")
     b = c["all_at_once"]["backend"]
     if b is not None:
         line += f"; all at once: {b['decode_calls']:.0f} decode calls of {b['busy_slots_per_call']:.2f} busy slots"
