@@ -90,7 +90,7 @@ def flush_prompt_caches(urls: str) -> bool:
     is one pool that only its dev-mode ``/reset_prefix_cache`` empties."""
     import httpx
 
-    slots = llama_slots(urls)
+    bases, slots = split_urls(urls), llama_slots(urls)
     if slots is None:
         return False
 
@@ -99,7 +99,7 @@ def flush_prompt_caches(urls: str) -> bool:
             calls = [client.post(base + "/v1/completions", json={
                 "prompt": f"Cache flush of slot {i}: " + "the quick brown fox jumps over the lazy dog. " * 4,
                 "max_tokens": 1, "temperature": 0.0, "id_slot": i})
-                for base, n in zip(split_urls(urls), slots) for i in range(n)]
+                for base, n in zip(bases, slots) for i in range(n)]
             for r in await asyncio.gather(*calls):
                 r.raise_for_status()
 

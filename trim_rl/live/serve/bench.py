@@ -28,6 +28,7 @@ from pathlib import Path
 from trim_rl.data.problems import load_problems
 from trim_rl.live.backend_stats import (backend_profile, batching_ceiling, ceiling_line, flush_prompt_caches, llama_metrics,
                                         llama_slots, scrape_text)
+from trim_rl.live.http import split_urls
 from trim_rl.live.local import LlamaCppServer
 
 
@@ -377,7 +378,7 @@ def main(args) -> int:
             print("every mode below starts from empty prompt caches (each llama-server slot flushed first)")
         for layout in args.verify_prompt:
             r = compare(urls, args.policy, probs[: args.requests], args.max_tokens, args.max_steps,
-                        args.slots if pool is not None else len(urls.split(",")), layout)
+                        args.slots if pool is not None else len(split_urls(urls)), layout)
             _print_compare(r, args.requests, layout)
         if args.target_share is not None:
             stream = probs[args.requests : args.requests + args.control_requests]
